@@ -1,0 +1,167 @@
+"""Benchmarks. `cams`: batched CAM methods (one forward + ONE backward per batch) against the
+report's loop (one forward + one backward per image), side by side in one run; checks they agree.
+
+    .venv/bin/python benchmark.py --backbone-weights ../shared/weights/vgg16_imagenet_features.pth
+    .venv/bin/python benchmark.py --only cams --random-backbone --synthetic --num-images 4 --size 64
+    python3 benchmark.py --random-backbone --synthetic --device cuda --repeats 5 --output b.json
+"""
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import cams
+import models
+
+
+def shared_dir():
+    """../shared beside the checkout, or env FLOWERCAM_SHARED."""
+    default = Path(__file__).resolve().parent.parent / "shared"
+    return Path(os.environ.get("FLOWERCAM_SHARED") or default)
+
+
+def load_images(folder, count, size):
+    """image_0001.jpg.. spread over the classes -> [N,3,size,size] ImageNet-normalised."""
+    ids = np.linspace(1, 1360, count).round().astype(int)
+    paths = [Path(folder) / f"image_{i:04d}.jpg" for i in ids]
+    if not all(p.is_file() for p in paths):
+        raise UserError(f"Flower-17 images not found in {folder}: pass --images-dir or --synthetic")
+    mean = torch.tensor(models.IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(models.IMAGENET_STD).view(3, 1, 1)
+    out = []
+    for p in paths:
+        img = Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)
+        x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255
+        out.append((x - mean) / std)
+    return torch.stack(out)
+
+
+UserError = models.UserError
+
+
+def report_loop(model, images, method, targets=None, **options):
+    """The report's way, one image at a time: full forward with the input requiring grad (how a
+    frozen net is usually made differentiable), then one backward down to the input -> [B,H,W]."""
+    opts = cams._resolve_options(method, options)
+    layers = opts["layers"] if method == "LayerCAM" else [opts["gradcam_layer"]]
+    stage_at = {idx: name for name, idx in models.STAGES.items() if name in layers}
+    out = []
+    for i in range(len(images)):
+        x = images[i : i + 1].clone().requires_grad_(True)
+        acts, h = {}, x
+        for j, layer in enumerate(model.backbone.features):
+            h = layer(h)
+            if j in stage_at:
+                acts[stage_at[j]] = h
+        _, acts["classmaps"], logits = model.head.forward_maps(model.backbone.pool(h))
+        t = int(logits.argmax(1)) if targets is None else int(targets[i])
+        grads = torch.autograd.grad(logits[0, t], [x] + [acts[n] for n in layers])[1:]
+        with torch.no_grad():
+            per = [cams.METHODS[method](acts[n].detach(), g, None)
+                   for n, g in zip(layers, grads, strict=True)]
+            if method == "LayerCAM":
+                raw = cams._fuse(per, opts, x.shape[-2:])
+            else:
+                raw = cams.upsample(per[0], x.shape[-2:])
+            out.append(models.normalize(raw, opts["normalize_by"]))
+    return torch.cat(out)
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeats=1):
+    """-> (best wall time of `repeats` runs in s, last value)."""
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        value = fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best, value
+
+
+def build_model(args):
+    torch.manual_seed(args.seed)
+    if args.random_backbone:
+        backbone = models.Backbone()
+    else:
+        backbone = models.load_backbone(args.backbone_weights)
+    model = models.Classifier(backbone, models.ReCAMHead(17, "minmax")).to(args.device).eval()
+    return model, backbone.backbone_id
+
+
+def bench_cams(args):
+    """Batched compute_maps vs report_loop for every gradient method; -> list of result rows."""
+    model, backbone_id = build_model(args)
+    if args.synthetic:
+        images = torch.randn(args.num_images, 3, args.size, args.size)
+    else:
+        images = load_images(args.images_dir or shared_dir() / "flowers17" / "jpg",
+                             args.num_images, args.size)
+    images = images.to(args.device)
+    cams.compute_maps(model, images[:1], "LayerCAM")  # warm-up (lazy init, cudnn autotune)
+    report_loop(model, images[:1], "LayerCAM")
+    with torch.no_grad():
+        forward_s, _ = timed(lambda: model(images), args.device, args.repeats)
+    rows = [{"method": "forward only (no grad)", "batched_s": forward_s}]
+    print(f"{backbone_id}, {args.num_images} images {args.size}px on {args.device}, "
+          f"{torch.get_num_threads()} threads: batched forward {forward_s:.2f} s")
+    for method in args.methods:
+        batched_s, res = timed(lambda m=method: cams.compute_maps(model, images, m), args.device,
+                               args.repeats)
+        row = {"method": method, "batched_s": batched_s}
+        if method not in cams.CLASS_MAP_METHODS:
+            loop_s, maps = timed(lambda m=method: report_loop(model, images, m), args.device,
+                                 args.repeats)
+            diff = (maps - res.maps).abs().max().item()
+            row.update(loop_s=loop_s, speedup=loop_s / batched_s, max_abs_diff=diff)
+        rows.append(row)
+        print("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in row.items()), flush=True)
+    return rows
+
+
+BENCHMARKS = {"cams": bench_cams}
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--only", choices=list(BENCHMARKS), nargs="+", default=list(BENCHMARKS),
+                        help="benchmarks to run")
+    parser.add_argument("--backbone-weights", default=None,
+                        help="VGG16 state dict (else env BACKBONE_WEIGHTS, else torchvision)")
+    parser.add_argument("--random-backbone", action="store_true",
+                        help="random-init VGG16 (timing only, no weights file needed)")
+    parser.add_argument("--images-dir", default=None,
+                        help="Flower-17 jpg folder (default ../shared/flowers17/jpg)")
+    parser.add_argument("--synthetic", action="store_true", help="random images instead")
+    parser.add_argument("--num-images", type=int, default=12, help="batch size")
+    parser.add_argument("--size", type=int, default=models.INPUT_SIZE, help="input size (px)")
+    parser.add_argument("--methods", nargs="+", choices=list(cams.METHODS),
+                        default=["CAM", "LayerCAM", "GradCAM", "GradCAM++"], help="CAM methods")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs; the best is kept")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random head")
+    parser.add_argument("--output", default=None, help="also write the rows to this JSON file")
+    return parser
+
+
+def main(args):
+    results = {name: BENCHMARKS[name](args) for name in args.only}
+    if args.output:
+        models.atomic_save_json(args.output, {"args": vars(args), "results": results})
+    return results
+
+
+if __name__ == "__main__":
+    models.run_main(main, get_args_parser())

@@ -1,0 +1,242 @@
+"""Tests for cams.py: identities, Grad-CAM++ alpha, batch independence, errors, real weights."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import benchmark
+import cams
+import models
+
+C = 17
+GRADIENT = ["LayerCAM", "GradCAM", "GradCAM++"]
+
+
+def make_model(kind="CAM", normalize_by="minmax", dtype=torch.float32, seed=0):
+    torch.manual_seed(seed)
+    backbone = models.Backbone()
+    head = models.CAMHead(C) if kind == "CAM" else models.ReCAMHead(C, normalize_by)
+    return models.Classifier(backbone, head).eval().to(dtype)
+
+
+@pytest.fixture(scope="module")
+def cam_model():
+    return make_model("CAM")
+
+
+@pytest.fixture(scope="module")
+def recam_model():
+    return make_model("ReCAM", "minmax")
+
+
+def images(n=3, size=64, seed=1, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size, size, generator=g).to(dtype)
+
+
+@pytest.mark.parametrize("kind", ["CAM", "ReCAM"])
+def test_spatial_mean_of_raw_cam_is_logit(cam_model, recam_model, kind):
+    model = cam_model if kind == "CAM" else recam_model
+    x = images()
+    for c in (0, 5, 16):
+        res = cams.compute_maps(model, x, kind, targets=[c] * 3)
+        assert res.raw_native.shape == (3, 7, 7) and res.raw.shape == res.maps.shape == (3, 64, 64)
+        assert torch.allclose(res.raw_native.mean((1, 2)), res.logits[:, c], atol=1e-5)
+    with torch.no_grad():
+        feats = model.backbone(x)
+        all_maps = cams.class_cams(model.head, feats, kind)
+        assert torch.allclose(all_maps.mean((2, 3)), model.head(feats), atol=1e-5)
+
+
+def test_from_features_matches_compute_maps(recam_model):
+    x = images()
+    feats = recam_model.backbone(x)
+    copy = feats.clone()
+    for method in ("CAM", "ReCAM"):
+        a = cams.compute_maps(recam_model, x, method, normalize_by="relu")
+        b = cams.compute_maps_from_features(recam_model.head, feats, method, size=(64, 64),
+                                            normalize_by="relu")
+        assert torch.allclose(a.maps, b.maps) and torch.equal(a.targets, b.targets)
+    assert torch.equal(feats, copy)
+    with pytest.raises(models.UserError, match="needs gradients"):
+        cams.compute_maps_from_features(recam_model.head, feats, "GradCAM")
+
+
+def nonneg_fc(model):
+    model = make_model("CAM")
+    with torch.no_grad():
+        model.head.fc.weight.abs_()
+    return model
+
+
+def test_gradcam_on_class_maps_equals_cam(cam_model):
+    x = images()
+    # native resolution: relu(sum_k W_ck/hw A_k) / max == relu(CAM) / max, for any weights
+    grad = cams.compute_maps(cam_model, x, "GradCAM", normalize_by="relu")
+    cam = cams.compute_maps(cam_model, x, "CAM", normalize_by="relu")
+    norm = models.normalize
+    assert torch.allclose(norm(grad.raw_native, "relu"), norm(cam.raw_native, "relu"), atol=1e-5)
+    # at input size too when the CAM is non-negative (relu commutes with the upsampling)
+    model = nonneg_fc(cam_model)
+    grad = cams.compute_maps(model, x, "GradCAM", normalize_by="relu")
+    cam = cams.compute_maps(model, x, "CAM", normalize_by="relu")
+    assert torch.allclose(grad.maps, cam.maps, atol=1e-5) and cam.maps.max() == 1
+
+
+def test_layercam_on_class_maps_equals_relu_cam(cam_model):
+    model, x = nonneg_fc(cam_model), images()
+    layer = cams.compute_maps(model, x, "LayerCAM", layers=["classmaps"], tanh_gain=0)
+    cam = cams.compute_maps(model, x, "CAM")
+    assert torch.allclose(layer.raw_native * 49, torch.relu(cam.raw_native), atol=1e-5)
+    assert torch.allclose(layer.maps, cam.maps, atol=1e-5)
+
+
+def test_gradcampp_alpha_by_hand():
+    g = torch.Generator().manual_seed(0)
+    acts = torch.rand(2, 3, 4, 5, generator=g)
+    grads = torch.randn(2, 3, 4, 5, generator=g)
+    grads[1, 2] = 0  # 0/0 -> 0, never NaN
+    alpha = cams.gradcampp_alpha(acts, grads)
+    weights = torch.zeros(2, 3)
+    for b in range(2):
+        for k in range(3):
+            s = sum(float(acts[b, k, i, j]) * float(grads[b, k, i, j]) ** 3
+                    for i in range(4) for j in range(5))
+            for i in range(4):
+                for j in range(5):
+                    gij = float(grads[b, k, i, j])
+                    den = 2 * gij**2 + s
+                    want = gij**2 / den if den != 0 else 0.0
+                    assert abs(float(alpha[b, k, i, j]) - want) < 1e-5 * max(1, abs(want))
+                    weights[b, k] += want * max(gij, 0.0)
+    want_map = torch.relu((weights[:, :, None, None] * acts).sum(1))
+    assert torch.allclose(cams.gradcampp(acts, grads), want_map, atol=1e-5)
+    assert torch.isfinite(alpha).all() and alpha[1, 2].abs().sum() == 0
+
+
+@pytest.mark.parametrize("kind", ["CAM", "ReCAM"])
+def test_batch_independence(kind):
+    # float64: batched and single convolutions round differently in float32, which can flip
+    # max-pool / min-max arg-maxima at near-ties; in float64 the maps must agree to ~1e-10
+    model = make_model(kind, dtype=torch.float64)
+    x = images(12, 32, dtype=torch.float64)
+    targets = [i % C for i in range(12)]
+    methods = [m for m in cams.METHODS if kind == "ReCAM" or m != "ReCAM"]
+    for method in methods:
+        for tgt in (None, targets):
+            batch = cams.compute_maps(model, x, method, targets=tgt)
+            for i in (0, 11):
+                one = cams.compute_maps(model, x[i : i + 1], method,
+                                        targets=None if tgt is None else [tgt[i]])
+                assert torch.allclose(one.maps[0], batch.maps[i], atol=1e-9), (method, i)
+                assert torch.allclose(one.raw[0], batch.raw[i], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", GRADIENT)
+def test_batched_equals_report_loop(method):
+    model = make_model("ReCAM", dtype=torch.float64)  # float64: see test_batch_independence
+    x = images(2, 32, dtype=torch.float64)
+    for opts in ({}, {"gradcam_layer": "stage5", "fusion": "max"}):
+        batched = cams.compute_maps(model, x, method, **opts)
+        loop = benchmark.report_loop(model, x, method, **opts)
+        assert torch.allclose(batched.maps, loop, atol=1e-9)
+
+
+def test_one_backward_per_batch_and_frozen(monkeypatch, recam_model):
+    calls = []
+    real = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for method in GRADIENT:
+        cams.compute_maps(recam_model, images(5), method)
+    assert len(calls) == len(GRADIENT)
+    assert all(p.grad is None for p in recam_model.parameters())
+
+
+def test_inputs_not_modified(recam_model):
+    x = images()
+    copy = x.clone()
+    for method in cams.METHODS:
+        res = cams.compute_maps(recam_model, x, method)
+        assert torch.equal(x, copy)
+        maps = res.maps.clone()
+        cams.postprocess(res.maps)
+        models.normalize(res.raw)
+        assert torch.equal(res.maps, maps)
+
+
+def test_no_nan_on_constant_input(recam_model):
+    zero_head = make_model("ReCAM")
+    with torch.no_grad():
+        for p in zero_head.head.parameters():
+            p.zero_()
+    for model in (recam_model, zero_head):
+        for fill in (0.0, 1.0):
+            x = torch.full((2, 3, 32, 32), fill)
+            for method in cams.METHODS:
+                res = cams.compute_maps(model, x, method)
+                assert torch.isfinite(res.raw).all() and torch.isfinite(res.raw_native).all()
+                for how in cams.NORMALIZERS:
+                    maps = models.normalize(res.raw, how)
+                    assert torch.isfinite(maps).all() and 0 <= maps.min() and maps.max() <= 1
+        res = cams.compute_maps(zero_head, torch.zeros(1, 3, 32, 32), "GradCAM++")
+    assert res.maps.abs().sum() == 0
+
+
+def test_postprocess():
+    maps = torch.tensor([[[0.0, 0.29, 0.3], [0.5, 0.7, 1.0]]])
+    want = torch.tensor([[[0.0, 0.0, 0.45], [0.75, 1.0, 1.0]]])
+    assert torch.allclose(cams.postprocess(maps), want)
+
+
+def test_user_errors(cam_model, recam_model):
+    x = images(3)
+    for bad in ([1, 2], [1, 2, 3, 4], [[1, 2, 3]], [0, 1, C], [0.5, 1.0, 2.0]):
+        with pytest.raises(models.UserError, match="target"):
+            cams.compute_maps(recam_model, x, "GradCAM", targets=bad)
+    assert cams.compute_maps(recam_model, x, "CAM", targets=4).targets.tolist() == [4, 4, 4]
+    with pytest.raises(models.UserError, match="ReCAM head"):
+        cams.compute_maps(cam_model, x, "ReCAM")
+    with pytest.raises(models.UserError, match="ReCAM head"):
+        cams.check_method("ReCAM", {"model_type": "CAM"})
+    cams.check_method("ReCAM", {"model_type": "ReCAM"})
+    bad_calls = [("Score-CAM", {}), ("CAM", {"normalise_by": "relu"}),
+                 ("LayerCAM", {"layers": ["stage3"], "layer_weights": [0.5, 0.5]}),
+                 ("LayerCAM", {"fusion": "mean"}), ("GradCAM", {"gradcam_layer": "fc"})]
+    for method, opts in bad_calls:
+        with pytest.raises(models.UserError):
+            cams.compute_maps(recam_model, x, method, **opts)
+
+
+def test_layercam_options(recam_model):
+    x = images(2)
+    a = cams.compute_maps(recam_model, x, "LayerCAM")
+    assert a.options["layer_weights"] == [0.4, 0.4, 0.2] and a.raw.max() <= np.tanh(2) + 1e-6
+    b = cams.compute_maps(recam_model, x, "LayerCAM", fusion="max", layers=["stage4", "stage5"])
+    assert b.options["layer_weights"] == [0.5, 0.5] and not torch.allclose(a.maps, b.maps)
+    c = cams.compute_maps(recam_model, x, "GradCAM++", gradcam_layer="stage5")
+    assert c.raw_native.shape == (2, 4, 4)
+
+
+def shared_dir():
+    default = Path(__file__).resolve().parents[2] / "shared"
+    return Path(os.environ.get("FLOWERCAM_SHARED") or default)
+
+
+@pytest.mark.real
+def test_real_weights_every_method():
+    shared = shared_dir()
+    weights = shared / "weights" / "vgg16_imagenet_features.pth"
+    if not weights.is_file():
+        pytest.skip(f"real weights not found under {shared} (set FLOWERCAM_SHARED)")
+    x = benchmark.load_images(shared / "flowers17" / "jpg", 3, models.INPUT_SIZE)
+    torch.manual_seed(0)
+    model = models.Classifier(models.load_backbone(str(weights)), models.ReCAMHead(C)).eval()
+    for method in cams.METHODS:
+        res = cams.compute_maps(model, x, method)
+        assert res.maps.shape == res.raw.shape == (3, 256, 256) and res.logits.shape == (3, C)
+        assert torch.isfinite(res.raw).all() and torch.isfinite(res.maps).all()
+        assert res.maps.min() == 0 and res.maps.max() == 1, method
+        assert (res.maps.flatten(1).std(1) > 0.01).all(), method
