@@ -1,0 +1,108 @@
+"""render.py: colormaps, blending, captions and the pixel sizes of every figure layout."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+import render
+
+T = 64  # tile size used throughout
+
+
+def tiles(n, size=T, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_jet_lut_runs_blue_to_red():
+    lut = render.jet_lut()
+    assert lut.shape == (256, 3) and lut.dtype == np.uint8
+    assert lut[0].argmax() == 2 and lut[-1].argmax() == 0  # blue at 0, red at 1
+    assert lut[128, 1] > 200  # green-ish middle
+
+
+def test_colorize_red_puts_map_in_red_channel():
+    heat = np.array([[0.0, 0.5], [1.0, 2.0]])
+    out = render.colorize(heat, "red")
+    assert out.shape == (2, 2, 3) and out.dtype == np.uint8
+    assert out[..., 0].tolist() == [[0, 128], [255, 255]]  # values clipped to [0, 1]
+    assert not out[..., 1:].any()
+    assert render.colorize(heat, "jet").shape == (2, 2, 3)
+    with pytest.raises(ValueError):
+        render.colorize(heat, "viridis")
+
+
+def test_blend_draws_at_the_image_resolution_and_leaves_inputs_alone():
+    image = Image.new("L", (50, 30), 100)  # any mode -> RGB
+    heat = np.ones((8, 8), np.float32)
+    out = render.blend(image, heat, alpha=0.5, colormap="red")
+    assert out.shape == (30, 50, 3)
+    assert out[0, 0].tolist() == [178, 50, 50]  # 0.5 * 100 + 0.5 * (255, 0, 0)
+    assert heat.sum() == 64 and image.mode == "L"
+
+
+def test_resize_map_is_bilinear_float():
+    heat = np.array([[0.0, 1.0]], np.float32)
+    out = render.resize_map(heat, (4, 3))
+    assert out.shape == (3, 4) and out.dtype == np.float32
+    assert 0.0 <= out.min() < out.max() <= 1.0
+
+
+def test_caption_lines_show_true_label_and_top3():
+    top = [("Iris", 0.8), ("Crocus", 0.15), ("Tulip", 0.05)]
+    lines = render.caption_lines("Crocus", top)
+    assert lines == ["true: Crocus", "1. Iris 80.0%", "2. Crocus 15.0%", "3. Tulip 5.0%"]
+    assert render.caption_lines(None, top[:1]) == ["1. Iris 80.0%"]
+    assert render.is_correct("Crocus", top) is False
+    assert render.is_correct("Iris", top) is True
+    assert render.is_correct(None, top) is None
+
+
+def test_topk_predictions_are_softmax_sorted():
+    top = render.topk_predictions(np.array([0.0, 2.0, 1.0, -1.0]), ["a", "b", "c", "d"], k=3)
+    assert [name for name, _ in top] == ["b", "c", "a"]
+    probs = np.exp([0.0, 2.0, 1.0, -1.0]) / np.exp([0.0, 2.0, 1.0, -1.0]).sum()
+    assert top[0][1] == pytest.approx(probs[1])
+
+
+def test_compact_grid_and_strip_sizes():
+    assert render.compact_grid(tiles(12), cols=4).size == (4 * T, 3 * T)
+    assert render.compact_grid(tiles(5), cols=4).size == (4 * T, 2 * T)
+    assert render.compact_grid(tiles(5), cols=4, gap=2).size == (4 * T + 6, 2 * T + 2)
+    assert render.strip(tiles(12), tiles(12, seed=1), tiles(12, seed=2)).size == (3 * T, 12 * T)
+
+
+def test_labelled_grid_frames_right_green_and_wrong_red():
+    captions = [render.caption_lines("a", [("a", 0.9)])] * 2
+    grid = render.labelled_grid(tiles(2), captions, [True, False], "run | CAM | minmax | seed 0")
+    frame = max(2, T // 32)
+    assert grid.width == 4 * (T + 2 * frame) and grid.height > T
+    pixels = np.array(grid)
+    top = grid.height - (T + 2 * frame + frame + (render.font_size_for(T) + 4) * 2)
+    assert tuple(pixels[top, 0]) == render.RIGHT_COLOUR  # top-left corner of the first frame
+    assert tuple(pixels[top, T + 2 * frame]) == render.WRONG_COLOUR
+
+
+def test_comparison_figure_has_a_column_per_pair_plus_the_image():
+    columns = [("CAM_lr0.0001: CAM (minmax)", tiles(3)), ("ReCAM: ReCAM (relu)", tiles(3))]
+    fig = render.comparison_figure(tiles(3), columns)
+    gap = max(2, T // 64)
+    assert fig.width == 3 * T + 2 * gap and fig.height > 3 * T + 2 * gap
+
+
+def test_text_helpers_fit_the_width():
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    font = render.get_font(12)
+    assert render.fit_text(draw, "short", font, 200) == "short"
+    cut = render.fit_text(draw, "a very long class name indeed", font, 40)
+    assert cut.endswith("...") and draw.textlength(cut, font=font) <= 40
+    lines = render.wrap_text(draw, "ReCAM_minmax_lr0.0001: ReCAM (minmax)", font, 60, max_lines=3)
+    assert 1 < len(lines) <= 3
+
+
+def test_labelled_captions_use_class_names_and_true_labels():
+    logits = np.array([[3.0, 0.0, 1.0], [0.0, 0.0, 5.0]])
+    lines, correct = render.labelled_captions(logits, [0, 1], ["Iris", "Tulip", "Daisy"])
+    assert lines[0][0] == "true: Iris" and lines[0][1].startswith("1. Iris ")
+    assert lines[1][0] == "true: Tulip" and lines[1][1].startswith("1. Daisy ")
+    assert correct == [True, False] and all(len(c) == 4 for c in lines)
