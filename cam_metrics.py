@@ -1,0 +1,304 @@
+"""evaluate.py --cam-metrics: faithfulness and localization of every map method on one split.
+
+    python evaluate.py -d model/RUN --cam-metrics --limit 20 --steps 8
+    python evaluate.py --cam-metrics --checkpoint model/RUN/epoch_7.pth --methods CAM ReCAM LayerCAM
+    python evaluate.py -d model/RUN --cam-metrics --masks-dir data/trimaps --ignore-values 128
+
+Writes cam_metrics.json (figures, 95% bootstrap intervals, per class, per image) and cam_metrics.md
+into --output-dir (default: the model directory). The math is in metrics.py, the tables in
+cam_report.py. Maps are computed in fp32; --precision only changes the scoring forwards.
+"""
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+import cam_report
+import cams
+import dataloader
+import metrics
+import models
+from models import UserError
+
+BASELINES = ("zeros", "black", "blur")
+PRECISIONS = ("fp32", "bf16")
+
+
+def add_args(parser):
+    """Add the --cam-metrics flags; flags the parser already has (e.g. --precision) are kept."""
+    have = parser._option_string_actions  # noqa: SLF001 - argparse has no public lookup
+
+    def add(flag, **kw):
+        if flag not in have:
+            parser.add_argument(flag, **kw)
+
+    add("--cam-metrics", action="store_true",
+        help="measure the maps of --methods (faithfulness; localization with --masks-dir)")
+    add("--methods", nargs="+", choices=list(cams.METHODS), default=None,
+        help="map methods to measure; none given: every method the head supports")
+    add("--checkpoint", default=None,
+        help="head checkpoint; none given: the -d model dir's best epoch")
+    add("--limit", type=int, default=None, help="measure a seeded random N images of the split")
+    add("--steps", type=int, default=8, help="deletion/insertion steps (2*(steps-1) forwards)")
+    add("--deletion-baseline", choices=BASELINES, default="zeros",
+        help="what deleted pixels become: zeros of the normalised input (= ImageNet mean "
+             "colour, Petsiuk 2018), black pixels, or the blurred image")
+    add("--target", choices=("label", "predicted"), default="label",
+        help="the class each map explains")
+    add("--masks-dir", default=None, help="folder of <image stem>.png foreground masks")
+    add("--mask-values", nargs="+", type=int, default=None,
+        help="mask pixel values that are foreground; none given: any nonzero")
+    add("--ignore-values", nargs="+", type=int, default=[],
+        help="mask pixel values left out of localization (e.g. a boundary band)")
+    add("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    add("--map-batch-size", type=int, default=8, help="images per compute_maps call")
+    add("--metrics-batch-size", type=int, default=16,
+        help="images per forward when scoring perturbed images")
+    add("--precision", choices=PRECISIONS, default="fp32",
+        help="scoring forwards precision (bf16 = bfloat16 autocast)")
+    add("--seed", type=int, default=0, help="--limit sample, tie order, bootstrap resamples")
+    add("--output-dir", default=None,
+        help="where cam_metrics.json/.md go; none given: the checkpoint's folder")
+    return parser
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def best_checkpoint(model_dir):
+    """Lowest-loss epoch of a validation eval.json, else the highest epoch_N.pth
+    (main.py saves a checkpoint only when the validation loss improves)."""
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise UserError(f"model directory {folder} not found: pass -d RUN_DIR or --checkpoint")
+    info = cam_report.read_json_or_none(folder / "eval.json") or {}
+    rows = [r for r in info.get("epochs", []) if isinstance(r, dict) and "loss" in r]
+    if info.get("split_name") == "valid" and rows:  # never choose on the test split
+        name = Path(str(min(rows, key=lambda r: r["loss"]).get("checkpoint"))).name
+        if (folder / name).is_file():
+            return folder / name
+    epochs = [(int(m.group(1)), p) for p in folder.glob("epoch_*.pth")
+              if (m := re.fullmatch(r"epoch_(\d+)\.pth", p.name))]
+    if not epochs:
+        raise UserError(f"no epoch_N.pth in {folder}: train with main.py or pass --checkpoint")
+    return max(epochs)[1]
+
+
+def resolve_checkpoint(args):
+    if getattr(args, "checkpoint", None):
+        return Path(args.checkpoint)
+    if getattr(args, "model_dir", None):
+        return best_checkpoint(args.model_dir)
+    raise UserError("--cam-metrics needs a model: pass -d RUN_DIR or --checkpoint FILE.pth")
+
+
+def resolve_methods(requested, settings):
+    """Requested methods (checked against the head) or every method the head supports."""
+    if requested:
+        for method in requested:
+            cams.check_method(method, settings)
+        return list(dict.fromkeys(requested))
+    supported = []
+    for method in cams.METHODS:
+        try:
+            cams.check_method(method, settings)
+        except UserError:
+            continue
+        supported.append(method)
+    return supported
+
+
+def select_items(items, limit, seed):
+    """All items, or a seeded random `limit` of them in split order (every class has a chance)."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    if limit < 1:
+        raise UserError(f"--limit must be positive, got {limit}")
+    picked = np.random.default_rng(seed).choice(len(items), size=limit, replace=False)
+    return [items[i] for i in sorted(picked)]
+
+
+def find_mask(masks_dir, item_id, path):
+    """<stem>.png for the item id, the file's stem or the original image id (without _copy)."""
+    for stem in (item_id, Path(path).stem, item_id.rsplit("_", 1)[0]):
+        candidate = Path(masks_dir) / f"{stem}.png"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_mask(path, size):
+    """Label image [size, size] int64, nearest-neighbour resized (squashed like the images)."""
+    try:
+        with Image.open(path) as im:
+            labels = np.array(im)
+    except (OSError, ValueError) as err:
+        raise UserError(f"mask {path} is unreadable ({err}): replace or remove it") from err
+    if labels.ndim == 3:
+        if not (labels[..., :3] == labels[..., :1]).all():
+            raise UserError(f"mask {path} is a colour image: save one label value per pixel "
+                            "(grey or palette PNG)")
+        labels = labels[..., 0]
+    t = torch.from_numpy(labels.astype(np.int64))[None, None].double()
+    return F.interpolate(t, size=(size, size), mode="nearest")[0, 0].long().numpy()
+
+
+def batch_masks(batch_items, args, size):
+    """-> (fg [B,H,W], valid [B,H,W], has_mask [B] bool); images without a mask: all False."""
+    fg = np.zeros((len(batch_items), size, size), bool)
+    valid, has = fg.copy(), np.zeros(len(batch_items), bool)
+    for i, (item_id, path, _) in enumerate(batch_items):
+        found = find_mask(args.masks_dir, item_id, path) if args.masks_dir else None
+        if found is not None:
+            fg[i], valid[i] = metrics.mask_arrays(read_mask(found, size), args.mask_values,
+                                                  args.ignore_values)
+            has[i] = True
+    return fg, valid, has
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def shared_inputs(model, images, labels, args, score_fn, need_feats):
+    """Per batch, method-independent: pixel-space images, targets, baselines and their scores."""
+    mean = torch.tensor(models.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(models.IMAGENET_STD).view(1, 3, 1, 1)
+    pixels = (images * std + mean).clamp(0, 1)  # [B,3,H,W] in [0,1]
+    feats = None
+    if need_feats:  # one fp32 backbone pass, shared by the CAM / ReCAM maps and predictions
+        with torch.no_grad():
+            feats = model.backbone(images.to(args.device))
+    targets = labels.clone()
+    if args.target == "predicted":
+        with torch.no_grad():
+            targets = model.head(feats).argmax(1).cpu()
+    blurred = metrics.blur(pixels)
+    baseline = {"zeros": mean.expand_as(pixels), "black": torch.zeros_like(pixels),
+                "blur": blurred}[args.deletion_baseline].contiguous()
+    y, y_blur, y_base = score_fn(torch.cat([pixels, blurred, baseline]),
+                                 targets.repeat(3)).view(3, -1)
+    return {"pixels": pixels, "feats": feats, "targets": targets, "blurred": blurred,
+            "baseline": baseline, "y": y, "y_blur": y_blur, "y_base": y_base}
+
+
+def method_maps(model, method, images, shared, args):
+    """[B,H,W] min-max normalised maps at input size (fp32, one call per batch)."""
+    targets = shared["targets"].to(args.device)
+    if method in cams.CLASS_MAP_METHODS:
+        result = cams.compute_maps_from_features(model.head, shared["feats"], method, targets,
+                                                 size=images.shape[-2:], normalize_by="minmax")
+    else:
+        result = cams.compute_maps(model, images.to(args.device), method, targets,
+                                   normalize_by="minmax")
+    return result.maps.detach().float().cpu()
+
+
+def measure_method(maps, shared, masks, score_fn, args, generator):
+    """Per-image figures of one method on one batch (dict of numpy arrays)."""
+    s = shared
+    o = score_fn(s["pixels"] * maps[:, None], s["targets"])
+    dele = metrics.deletion_curve(score_fn, s["pixels"], maps, s["targets"], args.steps,
+                                  s["baseline"], generator, ends=(s["y"], s["y_base"]))
+    ins = metrics.insertion_curve(score_fn, s["pixels"], maps, s["targets"], args.steps,
+                                  s["blurred"], generator, ends=(s["y_blur"], s["y"]))
+    fg, valid, has = masks
+    np_maps = maps.numpy()
+    tp, fp, n_fg = metrics.threshold_counts(np_maps, fg, valid, metrics.default_thresholds())
+    hits = metrics.pointing_game_per_image(np_maps, fg, valid)  # NaN without a mask
+    return {"o": o.numpy(), "deletion": metrics.auc(dele.numpy()),
+            "insertion": metrics.auc(ins.numpy()), "hit": hits, "tp": tp, "fp": fp,
+            "n_fg": n_fg, "has_mask": has}
+
+
+def measure(model, settings, items, methods, args):
+    """Loop over the items in batches -> {"images": per-image info, "methods": {m: arrays}}."""
+    size = int(settings.get("input_size", models.INPUT_SIZE))
+    score_fn = metrics.make_score_fn(model, models.IMAGENET_MEAN, models.IMAGENET_STD,
+                                     args.precision, args.metrics_batch_size, args.device)
+    generator = torch.Generator().manual_seed(getattr(args, "seed", 0))
+    per_method = {m: [] for m in methods}
+    info = {"ids": [], "labels": [], "targets": [], "y": []}
+    step = args.map_batch_size
+    need_feats = args.target == "predicted" or bool(set(methods) & set(cams.CLASS_MAP_METHODS))
+    loader = dataloader.make_loader(items, step, False, 0, args.num_workers, size)
+    with tqdm(total=len(items), desc="cam metrics", unit="img") as bar:
+        for start, (images, labels) in zip(range(0, len(items), step), loader, strict=True):
+            batch = items[start:start + step]
+            shared = shared_inputs(model, images, labels, args, score_fn, need_feats)
+            masks = batch_masks(batch, args, size)
+            for method in methods:
+                maps = method_maps(model, method, images, shared, args)
+                per_method[method].append(measure_method(maps, shared, masks, score_fn, args,
+                                                         generator))
+            info["ids"] += [item_id for item_id, _, _ in batch]
+            info["labels"] += labels.tolist()
+            info["targets"] += shared["targets"].tolist()
+            info["y"] += shared["y"].tolist()
+            bar.update(len(batch))
+    joined = {m: {k: np.concatenate([b[k] for b in bs]) for k in bs[0]}
+              for m, bs in per_method.items()}
+    return {"images": info, "methods": joined}
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def check_args(args):
+    for name in ("steps", "map_batch_size", "metrics_batch_size"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.bootstrap < 0:
+        raise UserError("--bootstrap must be >= 0 (0 = no intervals)")
+    if args.masks_dir and not Path(args.masks_dir).is_dir():
+        raise UserError(f"--masks-dir {args.masks_dir} is not a folder: pass the masks' folder")
+
+
+def open_model(args, backbone=None):
+    """-> (model, settings, ckpt); split and backbone weights default to the run's config.json."""
+    ckpt = resolve_checkpoint(args)
+    config = cam_report.read_json_or_none(Path(ckpt).parent / "config.json") or {}
+    args.split = getattr(args, "split", None) or config.get("split") or 1
+    weights = getattr(args, "backbone_weights", None) or config.get("backbone_weights")
+    if backbone is None:
+        backbone = models.load_backbone(models.resolve_backbone_weights(weights), args.device)
+    model, settings = models.load_model(ckpt, device=args.device, backbone=backbone)
+    import evaluate  # its checks: classes, input size and backbone must fit the checkpoint
+
+    evaluate.check_data(settings, args.data_dir, backbone)
+    return model, settings, ckpt
+
+
+def run(args, backbone=None):
+    """evaluate.py --cam-metrics: measure, then write cam_metrics.json and cam_metrics.md.
+
+    backbone: an already loaded models.Backbone to reuse (tests, notebooks).
+    """
+    for name, default in (("device", "cpu"), ("data_dir", "data"), ("num_workers", 0)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    check_args(args)
+    model, settings, ckpt = open_model(args, backbone)
+    methods = resolve_methods(args.methods, settings)
+    subset, split = getattr(args, "split_name", None) or "valid", args.split
+    items = select_items(dataloader.split_items(args.data_dir, subset, split), args.limit,
+                         args.seed)
+    if not items:
+        raise UserError(f"split {split} of {args.data_dir} has no {subset} images")
+    start = time.perf_counter()
+    measured = measure(model, settings, items, methods, args)
+    seconds = time.perf_counter() - start
+    context = {"checkpoint": str(ckpt), "split": split, "subset": subset, "seconds": seconds,
+               "settings": settings, "class_names": settings.get("class_names")}
+    summary = cam_report.summarise(measured, args, context)
+    summary["summary_seconds"] = time.perf_counter() - start - seconds  # bootstrap etc.
+    out_dir = Path(getattr(args, "output_dir", None) or Path(ckpt).parent)
+    cam_report.write(out_dir, summary)
+    print(f"{len(items)} images x {len(methods)} methods in {seconds:.0f} s -> "
+          f"{out_dir / 'cam_metrics.md'}")
+    return summary

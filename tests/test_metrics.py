@@ -1,0 +1,355 @@
+"""Known-answer tests of metrics.py (synthetic maps, masks, model) + the --cam-metrics runner."""
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import training_data
+from PIL import Image
+from torch import nn
+
+import augment
+import cam_metrics
+import evaluate
+import metrics
+import models
+from models import UserError
+
+THR = metrics.default_thresholds(100)
+
+
+def square_mask(size=32, lo=8, hi=20):
+    mask = np.zeros((size, size), np.uint8)
+    mask[lo:hi, lo:hi] = 1
+    return mask
+
+
+def one(mask, ignore=()):
+    fg, valid = metrics.mask_arrays(mask[None], ignore_values=ignore)
+    return fg, valid
+
+
+def test_map_equal_to_mask_is_perfect():
+    mask = square_mask()
+    fg, valid = one(mask)
+    maps = mask[None].astype(float)
+    assert metrics.pointing_game(maps, fg, valid) == 100
+    assert metrics.pxap(maps, fg, valid, THR) == pytest.approx(100)
+    miou, thr = metrics.best_iou(maps, fg, valid, THR)
+    assert miou == pytest.approx(100) and 0 < thr <= 1
+
+
+def test_inverted_map_scores_chance_only():
+    """Pointing 0; at every threshold > 0 IoU is 0, so the best IoU is the trivial
+    'everything is foreground' mask at threshold 0 (= foreground fraction), like PxAP's floor."""
+    mask = square_mask()
+    frac = mask.mean()
+    fg, valid = one(mask)
+    maps = 1.0 - mask[None].astype(float)
+    assert metrics.pointing_game(maps, fg, valid) == 0
+    tp, fp, n_fg = metrics.threshold_counts(maps, fg, valid, THR)
+    ious = metrics.iou_per_threshold(tp, fp, n_fg)
+    assert np.all(ious[:, 1:] == 0)
+    assert metrics.best_iou(maps, fg, valid, THR) == pytest.approx((frac * 100, 0.0))
+    assert metrics.pxap(maps, fg, valid, THR) == pytest.approx(frac * 100)
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5, 1.0])
+def test_constant_map_gives_foreground_fraction(value):
+    mask = square_mask()
+    fg, valid = one(mask)
+    maps = np.full((1, 32, 32), value)
+    assert metrics.pxap(maps, fg, valid, THR) == pytest.approx(mask.mean() * 100)
+    # tied peaks share the credit: a flat map points at foreground with the foreground fraction
+    assert metrics.pointing_game(maps, fg, valid) == pytest.approx(mask.mean() * 100)
+
+
+def test_pxap_accumulates_over_the_set():
+    """Counts are summed over images before precision/recall (not averaged per image)."""
+    masks = np.stack([square_mask(), square_mask(lo=0, hi=4)])
+    fg, valid = metrics.mask_arrays(masks)
+    maps = np.stack([masks[0].astype(float), np.full((32, 32), 0.5)])
+    # image 0 perfect at every t in (0, .5]; image 1 flat 0.5: all its pixels count from t <= .5
+    expected_high = 144 / 160  # recall from image 0 alone at t > 0.5 (precision 1)
+    total_fg, total_pix = 160, 2 * 32 * 32 - (1024 - 144)
+    ap = expected_high * 1 + (1 - expected_high) * total_fg / total_pix
+    assert metrics.pxap(maps, fg, valid, THR) == pytest.approx(ap * 100)
+
+
+def test_ignore_values_are_ignored():
+    mask = square_mask()
+    labels = mask.copy()
+    labels[:4, :] = 128  # a band that is neither foreground nor background
+    fg, valid = one(labels, ignore=[128])
+    assert not fg[0, :4].any() and not valid[0, :4].any()
+    maps = mask[None].astype(float)
+    maps[0, :4, :] = 1.0  # the map fires in the ignored band: no penalty
+    maps[0, 0, 0] = 2.0  # and its global peak there does not count either
+    assert metrics.pointing_game(maps, fg, valid) == 100
+    assert metrics.pxap(np.clip(maps, 0, 1), fg, valid, THR) == pytest.approx(100)
+    assert metrics.best_iou(np.clip(maps, 0, 1), fg, valid, THR)[0] == pytest.approx(100)
+    # without ignoring, 128 counts as foreground (default: any nonzero)
+    fg2, valid2 = one(labels)
+    assert fg2[0, :4].all() and valid2.all()
+
+
+def test_mask_values_select_foreground():
+    labels = np.array([[0, 1, 2, 3]])
+    fg, valid = metrics.mask_arrays(labels, mask_values=[2, 3], ignore_values=[1])
+    assert fg.tolist() == [[False, False, True, True]]
+    assert valid.tolist() == [[True, False, True, True]]
+
+
+def test_image_without_foreground_is_skipped_for_pointing_and_iou():
+    masks = np.stack([square_mask(), np.zeros((32, 32), np.uint8)])
+    fg, valid = metrics.mask_arrays(masks)
+    maps = masks.astype(float)
+    hits = metrics.pointing_game_per_image(maps, fg, valid)
+    assert hits[0] == 1 and math.isnan(hits[1])
+    assert metrics.best_iou(maps, fg, valid, THR)[0] == pytest.approx(100)
+
+
+def test_average_drop_and_increase():
+    y = np.array([0.8, 0.5, 0.4])
+    assert metrics.average_drop(y, y) == 0  # a map of ones leaves the image unchanged
+    assert metrics.increase_in_confidence(y, y) == 0
+    o = np.array([0.4, 0.6, 0.0])
+    assert metrics.average_drop(y, o) == pytest.approx((50 + 0 + 100) / 3)
+    assert metrics.increase_in_confidence(y, o) == pytest.approx(100 / 3)
+
+
+def test_auc_trapezoid():
+    assert metrics.auc([1, 1, 1]) == pytest.approx(1)
+    assert metrics.auc([1, 0]) == pytest.approx(0.5)
+    assert metrics.auc(np.linspace(1, 0, 9)) == pytest.approx(0.5)
+
+
+class RegionModel(nn.Module):
+    """Two-class logits: class 0 grows with the mean (pixel space) brightness of a known region."""
+
+    def __init__(self, region, mean, std):
+        super().__init__()
+        self.region = region
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        pixels = x * self.std + self.mean
+        score = pixels[:, :, self.region[0], self.region[1]].mean((1, 2, 3))
+        return torch.stack([8 * score, torch.full_like(score, 4.0)], 1)
+
+
+def synthetic_setup(n=3, size=32):
+    torch.manual_seed(0)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    region = (slice(4, 14), slice(10, 26))
+    model = RegionModel(region, mean, std)
+    score = metrics.make_score_fn(model, mean, std, batch_size=5)
+    images = torch.rand(n, 3, size, size) * 0.2 + 0.8
+    good = torch.zeros(n, size, size)
+    good[:, region[0], region[1]] = 1.0
+    return score, images, good, torch.zeros(n, dtype=torch.long)
+
+
+def test_score_fn_matches_softmax_and_map_of_ones_has_no_drop():
+    score, images, _, targets = synthetic_setup()
+    y = score(images, targets)
+    assert torch.all((y > 0) & (y < 1))
+    o = score(images * torch.ones(3, 1, 32, 32), targets)
+    assert metrics.average_drop(y.numpy(), o.numpy()) == 0
+
+
+def test_deletion_perfect_ordering_beats_random():
+    score, images, good, targets = synthetic_setup()
+    gen = torch.Generator().manual_seed(0)
+    random_map = torch.rand(good.shape, generator=gen)
+    zeros = torch.zeros_like(images)
+    curves = {
+        name: metrics.deletion_curve(score, images, m, targets, 8, zeros, generator=gen)
+        for name, m in {"good": good, "random": random_map, "inverse": 1 - good}.items()
+    }
+    aucs = {k: metrics.auc(c.numpy()).mean() for k, c in curves.items()}
+    assert aucs["good"] < aucs["random"] < aucs["inverse"]
+    for c in curves.values():  # same endpoints: the original and the fully deleted image
+        assert torch.allclose(c[:, 0], score(images, targets))
+        assert torch.allclose(c[:, -1], score(zeros, targets))
+
+
+def test_insertion_perfect_ordering_beats_random():
+    score, images, good, targets = synthetic_setup()
+    gen = torch.Generator().manual_seed(1)
+    blurred = metrics.blur(images * 0.0 + 0.3)
+    ins = {
+        name: metrics.auc(
+            metrics.insertion_curve(score, images, m, targets, 8, blurred, generator=gen).numpy()
+        ).mean()
+        for name, m in {"good": good, "random": torch.rand(good.shape, generator=gen)}.items()
+    }
+    assert ins["good"] > ins["random"]
+
+
+def test_curve_uses_given_endpoints_and_step_count():
+    score, images, good, targets = synthetic_setup()
+    ends = (torch.full((3,), 7.0), torch.full((3,), -7.0))
+    curve = metrics.deletion_curve(score, images, good, targets, 4, images * 0, ends=ends)
+    assert curve.shape == (3, 5)
+    assert torch.all(curve[:, 0] == 7) and torch.all(curve[:, -1] == -7)
+
+
+def test_pixel_ranks_are_a_permutation_in_map_order():
+    maps = torch.tensor([[[0.1, 0.9], [0.5, 0.5]]])
+    ranks = metrics.pixel_ranks(maps, torch.Generator().manual_seed(0))
+    assert ranks[0, 1] == 0 and ranks[0, 0] == 3
+    assert sorted(ranks[0].tolist()) == [0, 1, 2, 3]
+
+
+def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
+    values = np.random.default_rng(0).normal(5, 1, 200)
+    mean, (lo, hi), n = metrics.mean_ci(values, n_boot=300, seed=3)
+    assert n == 200 and lo < mean < hi and hi - lo < 0.5
+    assert metrics.mean_ci(values, n_boot=300, seed=3)[1] == (lo, hi)
+    assert all(math.isnan(x) for x in metrics.bootstrap_ci(np.mean, 0))
+
+
+# ---------------------------------------------------------------- the --cam-metrics runner
+
+
+def write_masks(folder, ids, size=48):
+    """Foreground square (255), a 128 band to ignore; one id gets a mask named like the copy."""
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = np.zeros((size, size), np.uint8)
+    labels[10:30, 12:36] = 255
+    labels[:3] = 128
+    for image_id in ids:
+        Image.fromarray(labels).save(folder / f"{image_id}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    """3-class 32 px data dir, a random ReCAM head checkpoint and a random backbone file."""
+
+    root = tmp_path_factory.mktemp("cam_metrics")
+    data = training_data.make_dataset(root / "data", per_class=4, copies=1, size=32)
+    torch.manual_seed(0)
+    weights = root / "vgg_random.pth"
+    torch.save(models.Backbone().features.state_dict(), weights)
+    backbone = models.load_backbone(str(weights))
+    settings = {"model_type": "ReCAM", "normalize_by": "minmax", "num_classes": 3,
+                "class_names": list(training_data.CLASSES), "input_size": 32,
+                "backbone": backbone.backbone_id}
+    for epoch in (1, 3):
+        models.save_checkpoint(root / "run" / f"epoch_{epoch}.pth",
+                               models.build_head(settings), settings, epoch=epoch)
+    return {"root": root, "data": data, "weights": str(weights), "run": root / "run"}
+
+
+def cli(run, *extra):
+
+    argv = ["-d", str(run["run"]), "--data-dir", run["data"], "--backbone-weights",
+            run["weights"], "--cam-metrics", "--steps", "3", "--bootstrap", "50", *extra]
+    return evaluate.get_args_parser().parse_args(argv)
+
+
+def test_cam_metrics_end_to_end_with_masks(synthetic_run, tmp_path):
+
+    masks = write_masks(tmp_path / "masks", ["image_0003", "image_0007_0"])  # 0011: missing
+    out = tmp_path / "out"
+    evaluate.main(cli(synthetic_run, "--masks-dir", str(masks), "--ignore-values", "128",
+                      "--output-dir", str(out)))
+    result = json.loads((out / "cam_metrics.json").read_text())
+    assert result["n_images"] == 3 and result["checkpoint"].endswith("epoch_3.pth")
+    assert list(result["methods"]) == ["CAM", "ReCAM", "LayerCAM", "GradCAM", "GradCAM++"]
+    assert result["localization"]["images_with_mask"] == 2
+    assert result["localization"]["images_missing_mask"] == 1
+    for figures in result["methods"].values():
+        overall = figures["overall"]
+        assert overall["pxap"]["n"] == 2 and overall["average_drop"]["n"] == 3
+        assert 0 <= overall["deletion_auc"]["value"] <= 1
+        lo, hi = overall["insertion_auc"]["ci95"]
+        assert lo <= overall["insertion_auc"]["value"] <= hi
+        assert set(figures["per_class"]) == {"Red", "Green", "Blue"}
+    table = (out / "cam_metrics.md").read_text()
+    assert "| LayerCAM | 3 |" in table and "PxAP" in table and "1 without (skipped)" in table
+
+
+def test_cam_metrics_without_masks_and_chosen_methods(synthetic_run, tmp_path):
+
+    args = cli(synthetic_run, "--methods", "CAM", "LayerCAM", "--limit", "2", "--target",
+               "predicted", "--precision", "bf16", "--deletion-baseline", "blur",
+               "--output-dir", str(tmp_path))
+    summary = cam_metrics.run(args)
+    assert summary["n_images"] == 2 and list(summary["methods"]) == ["CAM", "LayerCAM"]
+    assert "pxap" not in summary["methods"]["CAM"]["overall"]
+    assert "PxAP" not in (tmp_path / "cam_metrics.md").read_text()
+
+
+def test_user_errors(synthetic_run, tmp_path):
+
+    with pytest.raises(UserError, match="needs a model"):
+        cam_metrics.run(argparse.Namespace(**{**vars(cli(synthetic_run)), "model_dir": None}))
+    with pytest.raises(UserError, match="masks-dir"):
+        cam_metrics.run(cli(synthetic_run, "--masks-dir", str(tmp_path / "nope")))
+    with pytest.raises(UserError, match="steps"):
+        cam_metrics.run(cli(synthetic_run, "--steps", "0"))
+    with pytest.raises(UserError, match="no epoch_N.pth"):
+        cam_metrics.best_checkpoint(tmp_path)
+
+
+def test_best_checkpoint_prefers_validation_eval_json(tmp_path):
+
+    for epoch in (2, 5, 9):
+        (tmp_path / f"epoch_{epoch}.pth").write_bytes(b"")
+    assert cam_metrics.best_checkpoint(tmp_path).name == "epoch_9.pth"
+    rows = [{"epoch": 2, "checkpoint": "epoch_2.pth", "loss": 0.5},
+            {"epoch": 5, "checkpoint": "epoch_5.pth", "loss": 0.4}]
+    (tmp_path / "eval.json").write_text(json.dumps({"split_name": "test", "epochs": rows}))
+    assert cam_metrics.best_checkpoint(tmp_path).name == "epoch_9.pth"  # never chosen on test
+    (tmp_path / "eval.json").write_text(json.dumps({"split_name": "valid", "epochs": rows}))
+    assert cam_metrics.best_checkpoint(tmp_path).name == "epoch_5.pth"
+
+
+def test_masks_are_found_by_stem_and_resized_nearest(tmp_path):
+
+    write_masks(tmp_path, ["image_0001"])
+    found = cam_metrics.find_mask(tmp_path, "image_0001_0", "data/auged/image_0001_0.jpg")
+    assert found == tmp_path / "image_0001.png"
+    assert cam_metrics.find_mask(tmp_path, "image_0002_0", "x/image_0002_0.jpg") is None
+    labels = cam_metrics.read_mask(found, 32)
+    assert labels.shape == (32, 32) and set(np.unique(labels)) == {0, 128, 255}
+    colour = np.zeros((4, 4, 3), np.uint8)
+    colour[0, 0] = (255, 0, 0)
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    with pytest.raises(UserError, match="colour"):
+        cam_metrics.read_mask(tmp_path / "colour.png", 8)
+
+
+@pytest.mark.real
+def test_real_smoke_run(weights_path, flowers_jpg, tmp_path):
+    """Real VGG16 weights on 3 real Flower-17 images (128 px), a random CAM head, 4 steps."""
+    import cam_metrics
+
+    data = tmp_path / "data"
+    augment.main(augment.get_args_parser().parse_args(
+        ["--source", str(flowers_jpg.parent), "--data-dir", str(data), "--copies", "1",
+         "--size", "128", "--limit-per-class", "4", "--num-workers", "1"]))
+    backbone = models.load_backbone(str(weights_path))
+    torch.manual_seed(0)
+    names = json.loads((data / "index.json").read_text())["classes"]
+    settings = {"model_type": "CAM", "normalize_by": None, "num_classes": len(names),
+                "class_names": names, "input_size": 128, "backbone": backbone.backbone_id}
+    models.save_checkpoint(tmp_path / "run" / "epoch_1.pth", models.build_head(settings),
+                           settings)
+    parser = cam_metrics.add_args(argparse.ArgumentParser())
+    args = parser.parse_args(["--checkpoint", str(tmp_path / "run" / "epoch_1.pth"),
+                              "--limit", "3", "--steps", "4", "--bootstrap", "100",
+                              "--methods", "CAM", "LayerCAM"])
+    args.data_dir = str(data)
+    summary = cam_metrics.run(args, backbone=backbone)
+    assert summary["n_images"] == 3
+    for figures in summary["methods"].values():
+        assert 0 <= figures["overall"]["average_drop"]["value"] <= 100
+    assert (tmp_path / "run" / "cam_metrics.md").is_file()
