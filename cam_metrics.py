@@ -46,6 +46,9 @@ def add_args(parser):
         help="head checkpoint; none given: the -d model dir's best epoch")
     add("--limit", type=int, default=None, help="measure a seeded random N images of the split")
     add("--steps", type=int, default=8, help="deletion/insertion steps (2*(steps-1) forwards)")
+    add("--perturb-limit", type=int, default=34,
+        help="deletion/insertion on this many of the measured images, spread over the classes "
+             "(seeded; they cost 2*(steps-1) backbone forwards per image and method); 0 = all")
     add("--deletion-baseline", choices=BASELINES, default="zeros",
         help="what deleted pixels become: zeros of the normalised input (= ImageNet mean "
              "colour, Petsiuk 2018), black pixels, or the blurred image")
@@ -124,6 +127,22 @@ def select_items(items, limit, seed):
     return [items[i] for i in sorted(picked)]
 
 
+def perturb_selection(labels, limit, seed):
+    """Boolean [N]: which images get deletion/insertion curves, round-robin over the classes."""
+    labels = np.asarray(labels)
+    if not limit or limit >= len(labels):
+        return np.ones(len(labels), dtype=bool)
+    order = np.random.default_rng([seed, 1]).permutation(len(labels))
+    rank = np.zeros(len(labels), dtype=int)  # position of each image within its class's order
+    for label in np.unique(labels):
+        members = order[labels[order] == label]
+        rank[members] = np.arange(len(members))
+    chosen = order[np.argsort(rank[order], kind="stable")[:limit]]
+    keep = np.zeros(len(labels), dtype=bool)
+    keep[chosen] = True
+    return keep
+
+
 def find_mask(masks_dir, item_id, path):
     """<stem>.png for the item id, the file's stem or the original image id (without _copy)."""
     for stem in (item_id, Path(path).stem, item_id.rsplit("_", 1)[0]):
@@ -199,20 +218,29 @@ def method_maps(model, method, images, shared, args):
     return result.maps.detach().float().cpu()
 
 
-def measure_method(maps, shared, masks, score_fn, args, generator):
+def perturbation_aucs(maps, shared, keep, score_fn, args, generator):
+    """Deletion and insertion AUC [B] of the images `keep` (bool [B]); NaN for the others."""
+    dele, ins = np.full(len(maps), np.nan), np.full(len(maps), np.nan)
+    if keep.any():
+        idx = torch.from_numpy(np.flatnonzero(keep))
+        s = {k: v[idx] for k, v in shared.items() if torch.is_tensor(v) and k != "feats"}
+        d = metrics.deletion_curve(score_fn, s["pixels"], maps[idx], s["targets"], args.steps,
+                                   s["baseline"], generator, ends=(s["y"], s["y_base"]))
+        i = metrics.insertion_curve(score_fn, s["pixels"], maps[idx], s["targets"], args.steps,
+                                    s["blurred"], generator, ends=(s["y_blur"], s["y"]))
+        dele[keep], ins[keep] = metrics.auc(d.numpy()), metrics.auc(i.numpy())
+    return dele, ins
+
+
+def measure_method(maps, shared, masks, keep, score_fn, args, generator):
     """Per-image figures of one method on one batch (dict of numpy arrays)."""
-    s = shared
-    o = score_fn(s["pixels"] * maps[:, None], s["targets"])
-    dele = metrics.deletion_curve(score_fn, s["pixels"], maps, s["targets"], args.steps,
-                                  s["baseline"], generator, ends=(s["y"], s["y_base"]))
-    ins = metrics.insertion_curve(score_fn, s["pixels"], maps, s["targets"], args.steps,
-                                  s["blurred"], generator, ends=(s["y_blur"], s["y"]))
+    o = score_fn(shared["pixels"] * maps[:, None], shared["targets"])
+    dele, ins = perturbation_aucs(maps, shared, keep, score_fn, args, generator)
     fg, valid, has = masks
     np_maps = maps.numpy()
     tp, fp, n_fg = metrics.threshold_counts(np_maps, fg, valid, metrics.default_thresholds())
     hits = metrics.pointing_game_per_image(np_maps, fg, valid)  # NaN without a mask
-    return {"o": o.numpy(), "deletion": metrics.auc(dele.numpy()),
-            "insertion": metrics.auc(ins.numpy()), "hit": hits, "tp": tp, "fp": fp,
+    return {"o": o.numpy(), "deletion": dele, "insertion": ins, "hit": hits, "tp": tp, "fp": fp,
             "n_fg": n_fg, "has_mask": has}
 
 
@@ -227,6 +255,7 @@ def measure(model, settings, items, methods, args):
     step = args.map_batch_size
     need_feats = args.target == "predicted" or bool(set(methods) & set(cams.CLASS_MAP_METHODS))
     loader = dataloader.make_loader(items, step, False, 0, args.num_workers, size)
+    perturb = perturb_selection([label for _, _, label in items], args.perturb_limit, args.seed)
     with tqdm(total=len(items), desc="cam metrics", unit="img") as bar:
         for start, (images, labels) in zip(range(0, len(items), step), loader, strict=True):
             batch = items[start:start + step]
@@ -234,8 +263,9 @@ def measure(model, settings, items, methods, args):
             masks = batch_masks(batch, args, size)
             for method in methods:
                 maps = method_maps(model, method, images, shared, args)
-                per_method[method].append(measure_method(maps, shared, masks, score_fn, args,
-                                                         generator))
+                keep = perturb[start:start + step]
+                per_method[method].append(measure_method(maps, shared, masks, keep, score_fn,
+                                                         args, generator))
             info["ids"] += [item_id for item_id, _, _ in batch]
             info["labels"] += labels.tolist()
             info["targets"] += shared["targets"].tolist()
@@ -253,6 +283,8 @@ def check_args(args):
     for name in ("steps", "map_batch_size", "metrics_batch_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.perturb_limit < 0:
+        raise UserError("--perturb-limit must be >= 0 (0 = every measured image)")
     if args.bootstrap < 0:
         raise UserError("--bootstrap must be >= 0 (0 = no intervals)")
     if args.masks_dir and not Path(args.masks_dir).is_dir():

@@ -91,7 +91,8 @@ def summarise(measured, args, context):
     y, labels = np.asarray(info["y"], np.float64), np.asarray(info["labels"])
     n = len(y)
     options = {k: getattr(args, k) for k in ("steps", "precision", "target", "deletion_baseline",
-                                             "bootstrap", "limit", "seed", "device")}
+                                             "bootstrap", "limit", "perturb_limit", "seed",
+                                             "device")}
     methods = {m: method_summary(a, y, labels, context["class_names"], args.bootstrap, args.seed)
                for m, a in measured["methods"].items()}
     first = next(iter(measured["methods"].values()))
@@ -115,6 +116,11 @@ def _cell(figure, fmt):
     if "threshold" in figure and figure["threshold"] is not None:
         text += f" @{figure['threshold']:.2f}"
     return text
+
+
+def _n_perturbed(summary):
+    first = next(iter(summary["methods"].values()))["overall"]
+    return first["deletion_auc"]["n"]
 
 
 def _isnan(x):
@@ -143,7 +149,8 @@ def markdown(summary):
     opts, loc = summary["options"], summary["localization"]
     lines = ["# CAM metrics", "",
              f"`{summary['checkpoint']}`, split {summary['split']} {summary['subset']}, "
-             f"{summary['n_images']} images, {opts['steps']} deletion/insertion steps "
+             f"{summary['n_images']} images ({_n_perturbed(summary)} of them with "
+             f"deletion/insertion, --perturb-limit), {opts['steps']} deletion/insertion steps "
              f"(deleted pixels -> {opts['deletion_baseline']}), maps of the {opts['target']} "
              f"class, scoring in {opts['precision']}, {summary['seconds']:.0f} s "
              f"({summary['seconds_per_image']:.2f} s/image, {opts['device']}).",

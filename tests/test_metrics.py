@@ -353,3 +353,22 @@ def test_real_smoke_run(weights_path, flowers_jpg, tmp_path):
     for figures in summary["methods"].values():
         assert 0 <= figures["overall"]["average_drop"]["value"] <= 100
     assert (tmp_path / "run" / "cam_metrics.md").is_file()
+
+
+def test_perturb_selection_spreads_over_classes_and_is_seeded():
+    labels = np.repeat(np.arange(4), 5)  # 4 classes x 5 images
+    keep = cam_metrics.perturb_selection(labels, 8, seed=0)
+    assert keep.sum() == 8 and np.bincount(labels[keep], minlength=4).tolist() == [2, 2, 2, 2]
+    assert (keep == cam_metrics.perturb_selection(labels, 8, seed=0)).all()
+    assert not (keep == cam_metrics.perturb_selection(labels, 8, seed=1)).all()
+    assert cam_metrics.perturb_selection(labels, 0, seed=0).all()  # 0 = every image
+
+
+def test_perturb_limit_leaves_other_images_without_curves(synthetic_run, tmp_path):
+
+    summary = cam_metrics.run(cli(synthetic_run, "--methods", "CAM", "--perturb-limit", "1",
+                                  "--output-dir", str(tmp_path)))
+    overall = summary["methods"]["CAM"]["overall"]
+    assert overall["average_drop"]["n"] == 3 and overall["deletion_auc"]["n"] == 1
+    assert overall["insertion_auc"]["n"] == 1
+    assert "1 of them with deletion/insertion" in (tmp_path / "cam_metrics.md").read_text()
