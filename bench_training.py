@@ -1,0 +1,169 @@
+"""Training benchmarks: cache build vs bare backbone, cached vs uncached epoch, peak memory.
+
+    python bench_training.py                                   # ../shared images + weights
+    python bench_training.py --images 64 --steps 10 --epochs 40 --precision bf16
+    python bench_training.py --train-size 6800 --valid-size 340 --output output/bench_training.json
+
+The cached run trains CAM (lr 1e-4, batch 8) for --epochs on a synthetic [train-size,512,7,7]
+memory-mapped cache (class-structured features: Flower-17's shapes and sizes) in a subprocess
+that reports its peak RSS. The uncached epoch (the report's way) is timed on --steps batches of
+real images and scaled to a full epoch (train-size/8 steps + the valid-size images).
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import cache
+import dataloader
+import main as training
+import models
+from models import UserError, atomic_save_json, run_main
+
+NUM_CLASSES = 17
+
+
+def shared_items(shared, n):
+    """n Flower-17 images spread over the classes: [(item_id, path, label)]."""
+    jpg = Path(shared) / "flowers17" / "jpg"
+    if not (jpg / "image_0001.jpg").is_file():
+        raise UserError(f"Flower-17 images not found in {jpg}: pass --shared PATH")
+    numbers = np.linspace(1, 1360, n).round().astype(int)
+    return [(f"image_{k:04d}_0", str(jpg / f"image_{k:04d}.jpg"), (k - 1) // 80) for k in numbers]
+
+
+def bench_backbone(items, backbone, args) -> dict:
+    """Bare backbone forward on pre-decoded images vs the cache build on the same files."""
+    images = torch.stack([dataloader.load_image(p, 256)[0] for _, p, _ in items])
+    with torch.inference_mode(), cache.autocast(args.precision, "cpu"):
+        backbone(images[:2])  # warm-up: oneDNN primitive creation
+        start, cpu = time.perf_counter(), time.process_time()
+        for batch in images.split(args.cache_batch):
+            backbone(batch)
+        bare, bare_cpu = time.perf_counter() - start, time.process_time() - cpu
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        cache.feature_cache(items, backbone, tmp, args.precision, args.cache_batch,
+                            args.num_workers, size=256)
+        build = time.perf_counter() - start
+    n = len(items)
+    return {"images": n, "bare_img_per_s": n / bare, "build_img_per_s": n / build,
+            "build_vs_bare": bare / build, "bare_s_per_img": bare / n,
+            "bare_cpu_s_per_img": bare_cpu / n}
+
+
+def bench_uncached(items, backbone, args) -> dict:
+    """The report's epoch: decode + backbone + head step for every batch; timed on a few steps."""
+    source = cache.BackboneSource(items, backbone, 256, args.precision, args.num_workers)
+    settings = training.make_settings("CAM", None, [str(c) for c in range(NUM_CLASSES)], 256,
+                                      backbone.backbone_id)
+    head = models.build_head(settings)
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-4, fused=True)
+    order = torch.arange(min(len(items), args.steps * 8))
+    training.train_epoch(head, optimizer, source, order[:8], 8)  # warm-up
+    start = time.perf_counter()
+    training.train_epoch(head, optimizer, source, order, 8)
+    per_image = (time.perf_counter() - start) / len(order)
+    steps = -(-args.train_size // 8)
+    # validation runs the backbone forward only: the bare per-image cost
+    epoch = steps * 8 * per_image + args.valid_size * per_image
+    return {"timed_images": len(order), "s_per_image": per_image, "epoch_s_estimate": epoch}
+
+
+def make_synthetic(path, n, seed):
+    """[n,512,7,7] float32 .npy: class mean + noise, so train and valid behave like real data."""
+    # the class means are shared by train and valid; the noise differs per seed
+    means = np.random.default_rng(1234).random((NUM_CLASSES, 512, 1, 1), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % NUM_CLASSES
+    store = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, 512, 7, 7))
+    for start in range(0, n, 500):
+        rows = labels[start:start + 500]
+        noise = rng.random((len(rows), 512, 7, 7), dtype=np.float32) * 2
+        store[start:start + 500] = means[rows] + noise
+    store.flush()
+    return labels
+
+
+def child_train(args):
+    """Subprocess body: train on memory-mapped synthetic caches, print timings + peak RSS."""
+    tmp = Path(args.child)
+    sources = []
+    for name in ("train", "valid"):
+        labels = torch.from_numpy(np.load(tmp / f"{name}_labels.npy"))
+        feats = torch.from_numpy(np.load(tmp / f"{name}.npy", mmap_mode="c"))
+        sources.append(cache.CachedSource(feats, labels))
+    settings = training.make_settings("CAM", None, [str(c) for c in range(NUM_CLASSES)], 256, "x")
+    start, cpu = time.perf_counter(), time.process_time()
+    history = training.train(settings, *sources, tmp / "run", lr=1e-4, epochs=args.epochs,
+                             batch_size=8, seed=0, progress=False)
+    total, cpu = time.perf_counter() - start, time.process_time() - cpu
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    print(json.dumps({"epochs": len(history), "total_s": total, "epoch_s": total / len(history),
+                      "cpu_s": cpu, "cpu_s_per_epoch": cpu / len(history),
+                      "median_epoch_s": float(np.median([r["seconds"] for r in history])),
+                      "peak_rss_mb": rss_mb, "last_valid_top1": history[-1]["valid_top1"]}))
+
+
+def bench_cached(args) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, n, seed in (("train", args.train_size, 0), ("valid", args.valid_size, 1)):
+            labels = make_synthetic(Path(tmp) / f"{name}.npy", n, seed)
+            np.save(Path(tmp) / f"{name}_labels.npy", labels)
+        out = subprocess.run([sys.executable, __file__, "--child", tmp, "--epochs",
+                              str(args.epochs)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add("--shared", default="../shared", help="folder with flowers17/jpg and weights/")
+    add("--backbone-weights", default=None,
+        help="VGG16 weights (default: SHARED/weights/vgg16_imagenet_features.pth)")
+    add("--images", default=32, type=int, help="images for the backbone / cache-build timing")
+    add("--steps", default=5, type=int, help="uncached training steps (batch 8) to time")
+    add("--epochs", default=40, type=int, help="epochs of the cached run")
+    add("--train-size", default=6800, type=int, help="training images of the cached run")
+    add("--valid-size", default=340, type=int, help="validation images of the cached run")
+    add("--precision", default="fp32", choices=cache.PRECISIONS, help="backbone precision")
+    add("--cache-batch", default=16, type=int, help="backbone batch size of the cache build")
+    add("--num-workers", default=2, type=int, help="image decoding processes")
+    add("--output", default="output/bench_training.json", help="where the figures go")
+    add("--child", default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(args):
+    if args.child:
+        return child_train(args)
+    weights = args.backbone_weights or Path(args.shared) / "weights" / "vgg16_imagenet_features.pth"
+    backbone = models.load_backbone(weights)
+    items = shared_items(args.shared, max(args.images, args.steps * 8))
+    result = {"torch_threads": torch.get_num_threads(), "precision": args.precision,
+              "backbone": bench_backbone(items[:args.images], backbone, args),
+              "uncached": bench_uncached(items, backbone, args), "cached": bench_cached(args)}
+    result["cached_vs_uncached_epoch"] = (result["uncached"]["epoch_s_estimate"]
+                                          / result["cached"]["epoch_s"])
+    atomic_save_json(args.output, result)
+    b, c = result["backbone"], result["cached"]
+    print(f"bare backbone {b['bare_img_per_s']:.2f} img/s, cache build {b['build_img_per_s']:.2f} "
+          f"img/s ({100 * b['build_vs_bare']:.0f}%)")
+    print(f"cached: {c['epochs']} epochs in {c['total_s']:.1f} s ({c['epoch_s']:.2f} s/epoch), "
+          f"peak RSS {c['peak_rss_mb']:.0f} MB")
+    print(f"uncached epoch ~{result['uncached']['epoch_s_estimate']:.0f} s -> cached is "
+          f"{result['cached_vs_uncached_epoch']:.0f}x faster; wrote {args.output}")
+    return result
+
+
+if __name__ == "__main__":
+    run_main(main, get_args_parser())

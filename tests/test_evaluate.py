@@ -1,0 +1,84 @@
+"""evaluate.py: top-1/3/5 and loss of every saved epoch; one-line errors for bad run dirs."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from training_data import make_dataset, random_weights, run_cli
+
+import evaluate
+import main
+import models
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """(data dir, weights, run dir of a 3-epoch CAM run)."""
+    root = tmp_path_factory.mktemp("eval")
+    data_dir = make_dataset(root / "data", per_class=4, copies=2, size=32)
+    weights = random_weights(root / "w.pth")
+    code, run_dir = run_cli(main, ["--data-dir", data_dir, "--backbone-weights", weights,
+                                   "--output-dir", str(root / "model"), "-e", "3", "-l", "1e-3",
+                                   "--num-workers", "0", "--batch-size", "4"])
+    assert code is None
+    return data_dir, weights, run_dir
+
+
+def test_eval_json_matches_training_log(run):
+    data_dir, _, run_dir = run
+    # backbone weights come from the run's config.json
+    code, result = run_cli(evaluate, ["-d", str(run_dir), "--data-dir", data_dir,
+                                      "--num-workers", "0"])
+    assert code is None
+    saved = json.loads((run_dir / "eval.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert saved["model_type"] == "CAM" and saved["split_name"] == "valid"
+    epochs = [row["epoch"] for row in saved["epochs"]]
+    assert epochs == sorted(epochs) and epochs
+    log = {row["epoch"]: row for row in main.read_log(run_dir)}
+    for row in saved["epochs"]:
+        assert row["loss"] == pytest.approx(log[row["epoch"]]["valid_loss"], rel=1e-6)
+        assert row["top1"] == pytest.approx(log[row["epoch"]]["valid_top1"])
+        assert row["top1"] <= row["top3"] <= row["top5"] == 100.0  # 3 classes
+
+
+def test_test_split_uncached(run):
+    data_dir, weights, run_dir = run
+    argv = ["-d", str(run_dir), "--data-dir", data_dir, "--split-name", "test", "--no-cache",
+            "--backbone-weights", weights, "--num-workers", "0"]
+    code, result = run_cli(evaluate, argv)
+    assert code is None and result["split_name"] == "test" and result["images"] == 3
+
+
+def _error(capsys, argv):
+    code, _ = run_cli(evaluate, argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error:") and "\n" not in err
+    return err
+
+
+def test_errors(run, tmp_path, capsys):
+    data_dir, weights, run_dir = run
+    assert "no epoch_N.pth" in _error(capsys, ["-d", str(tmp_path), "--data-dir", data_dir])
+    assert "not found" in _error(capsys, ["-d", str(tmp_path / "nowhere")])
+    assert "model-dir" in _error(capsys, ["--data-dir", data_dir])
+
+    other = tmp_path / "other"
+    other.mkdir()
+    torch.save({"state_dict": {}}, other / "epoch_1.pth")  # not ours
+    assert "not a flowercam head checkpoint" in _error(capsys, ["-d", str(other)])
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(run_dir, mixed)
+    settings = main.make_settings("ReCAM", "relu", ["a", "b", "c"], 32, "x")
+    models.save_checkpoint(mixed / "epoch_99.pth", models.build_head(settings), settings)
+    assert "another kind" in _error(capsys, ["-d", str(mixed), "--data-dir", data_dir])
+
+    wrong = make_dataset(tmp_path / "wrong", per_class=4, copies=1, size=32,
+                         classes=("a", "b", "c", "d"))
+    assert "classes" in _error(capsys, ["-d", str(run_dir), "--data-dir", wrong])
+    other_weights = random_weights(tmp_path / "w2.pth", seed=5)
+    assert "backbone" in _error(capsys, ["-d", str(run_dir), "--data-dir", data_dir,
+                                         "--backbone-weights", other_weights])
+    assert not (tmp_path / "eval.json").exists()
