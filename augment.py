@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import dataloader
-from models import UserError, atomic_save_json, atomic_write, run_main
+from common import UserError, atomic_save_json, atomic_write, run_main
 
 BASE_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/"
 SPLITS_MD5 = "4828cddfd0d803c5abbdebcb1e148a1e"

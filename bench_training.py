@@ -26,7 +26,7 @@ import cache
 import dataloader
 import main as training
 import models
-from models import UserError, atomic_save_json, run_main
+from common import UserError, atomic_save_json, run_main
 
 NUM_CLASSES = 17
 

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 import cams
+import common
 import models
 
 
@@ -41,7 +42,7 @@ def load_images(folder, count, size):
     return torch.stack(out)
 
 
-UserError = models.UserError
+UserError = common.UserError
 
 
 def report_loop(model, images, method, targets=None, **options):
@@ -159,9 +160,9 @@ def get_args_parser():
 def main(args):
     results = {name: BENCHMARKS[name](args) for name in args.only}
     if args.output:
-        models.atomic_save_json(args.output, {"args": vars(args), "results": results})
+        common.atomic_save_json(args.output, {"args": vars(args), "results": results})
     return results
 
 
 if __name__ == "__main__":
-    models.run_main(main, get_args_parser())
+    common.run_main(main, get_args_parser())

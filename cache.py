@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 import dataloader
 import models
-from models import UserError, atomic_save_json, run_main
+from common import UserError, atomic_save_json, run_main
 
 PRECISIONS = ("fp32", "bf16")
 CACHE_VERSION = 1

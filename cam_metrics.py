@@ -9,7 +9,6 @@ into --output-dir (default: the model directory). The math is in metrics.py, the
 cam_report.py. Maps are computed in fp32; --precision only changes the scoring forwards.
 """
 
-import re
 import time
 from pathlib import Path
 
@@ -19,12 +18,14 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+import cache
 import cam_report
 import cams
+import common
 import dataloader
 import metrics
 import models
-from models import UserError
+from common import UserError
 
 BASELINES = ("zeros", "black", "blur")
 PRECISIONS = ("fp32", "bf16")
@@ -86,11 +87,7 @@ def best_checkpoint(model_dir):
         name = Path(str(min(rows, key=lambda r: r["loss"]).get("checkpoint"))).name
         if (folder / name).is_file():
             return folder / name
-    epochs = [(int(m.group(1)), p) for p in folder.glob("epoch_*.pth")
-              if (m := re.fullmatch(r"epoch_(\d+)\.pth", p.name))]
-    if not epochs:
-        raise UserError(f"no epoch_N.pth in {folder}: train with main.py or pass --checkpoint")
-    return max(epochs)[1]
+    return common.best_checkpoint(folder)
 
 
 def resolve_checkpoint(args):
@@ -184,26 +181,41 @@ def batch_masks(batch_items, args, size):
 # ---------------------------------------------------------------- measuring
 
 
-def shared_inputs(model, images, labels, args, score_fn, need_feats):
-    """Per batch, method-independent: pixel-space images, targets, baselines and their scores."""
+def shared_inputs(model, images, labels, feats, keep, args, score_fn):
+    """Per batch, method-independent: pixel-space images, targets, baselines and their scores.
+
+    feats [B,512,7,7]: the backbone's output (feature cache), shared by the CAM / ReCAM maps,
+    the targets and, in fp32, the original scores. Baselines are scored only for `keep` images.
+    """
     mean = torch.tensor(models.IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(models.IMAGENET_STD).view(1, 3, 1, 1)
     pixels = (images * std + mean).clamp(0, 1)  # [B,3,H,W] in [0,1]
-    feats = None
-    if need_feats:  # one fp32 backbone pass, shared by the CAM / ReCAM maps and predictions
-        with torch.no_grad():
-            feats = model.backbone(images.to(args.device))
-    targets = labels.clone()
-    if args.target == "predicted":
-        with torch.no_grad():
-            targets = model.head(feats).argmax(1).cpu()
+    with torch.no_grad():
+        probs = model.head(feats).float().softmax(1).cpu()
+    targets = probs.argmax(1) if args.target == "predicted" else labels.clone()
+    if args.precision == "fp32":  # the original image's score is already known
+        y = probs.gather(1, targets[:, None])[:, 0]
+    else:  # score it as the perturbed images will be, for a like-for-like drop
+        y = score_fn(pixels, targets)
     blurred = metrics.blur(pixels)
     baseline = {"zeros": mean.expand_as(pixels), "black": torch.zeros_like(pixels),
                 "blur": blurred}[args.deletion_baseline].contiguous()
-    y, y_blur, y_base = score_fn(torch.cat([pixels, blurred, baseline]),
-                                 targets.repeat(3)).view(3, -1)
+    y_blur, y_base = torch.full_like(y, float("nan")), torch.full_like(y, float("nan"))
+    if keep.any():  # the ends of the deletion / insertion curves
+        idx = torch.from_numpy(np.flatnonzero(keep))
+        ends = score_fn(torch.cat([blurred[idx], baseline[idx]]), targets[idx].repeat(2))
+        y_blur[idx], y_base[idx] = ends.view(2, -1)
     return {"pixels": pixels, "feats": feats, "targets": targets, "blurred": blurred,
             "baseline": baseline, "y": y, "y_blur": y_blur, "y_base": y_base}
+
+
+def batch_features(model, items, args):
+    """[N,512,7,7] backbone output of the items: the feature cache (built once), or computed."""
+    if getattr(args, "no_cache", False):
+        return None
+    return cache.feature_cache(items, model.backbone, args.data_dir, "fp32",
+                               num_workers=args.num_workers, device=args.device,
+                               size=cache.input_size(args.data_dir))
 
 
 def method_maps(model, method, images, shared, args):
@@ -253,17 +265,22 @@ def measure(model, settings, items, methods, args):
     per_method = {m: [] for m in methods}
     info = {"ids": [], "labels": [], "targets": [], "y": []}
     step = args.map_batch_size
-    need_feats = args.target == "predicted" or bool(set(methods) & set(cams.CLASS_MAP_METHODS))
+    all_feats = batch_features(model, items, args)
     loader = dataloader.make_loader(items, step, False, 0, args.num_workers, size)
     perturb = perturb_selection([label for _, _, label in items], args.perturb_limit, args.seed)
     with tqdm(total=len(items), desc="cam metrics", unit="img") as bar:
         for start, (images, labels) in zip(range(0, len(items), step), loader, strict=True):
             batch = items[start:start + step]
-            shared = shared_inputs(model, images, labels, args, score_fn, need_feats)
+            keep = perturb[start:start + step]
+            if all_feats is None:
+                with torch.no_grad():
+                    feats = model.backbone(images.to(args.device))
+            else:
+                feats = all_feats[start:start + step].to(args.device)
+            shared = shared_inputs(model, images, labels, feats, keep, args, score_fn)
             masks = batch_masks(batch, args, size)
             for method in methods:
                 maps = method_maps(model, method, images, shared, args)
-                keep = perturb[start:start + step]
                 per_method[method].append(measure_method(maps, shared, masks, keep, score_fn,
                                                          args, generator))
             info["ids"] += [item_id for item_id, _, _ in batch]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import metrics
-from models import atomic_write
+from common import atomic_write
 
 # key, table header, format; AD/IC/pointing/PxAP/mIoU in %, AUCs in probability units
 COLUMNS = (("average_drop", "AD % ↓", "{:.1f}"), ("increase_in_confidence", "IC % ↑", "{:.1f}"),

@@ -15,12 +15,8 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from models import UserError, run_main
-
-try:  # models.py (owned by the models helper) is the single home of these; fallback while it grows
-    from models import IMAGENET_MEAN, IMAGENET_STD
-except ImportError:  # pragma: no cover
-    IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from common import UserError, run_main
+from models import IMAGENET_MEAN, IMAGENET_STD
 
 SUBSETS = ("train", "valid", "test")
 SPLITS = ("1", "2", "3")

@@ -7,14 +7,14 @@
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import cache
+import common
 import dataloader
 import main as training
 import models
-from models import UserError, atomic_save_json, run_main
+from common import UserError, atomic_save_json, run_main
 
 
 def _metrics():
@@ -24,22 +24,6 @@ def _metrics():
     except ImportError:
         return None
     return metrics
-
-
-def find_checkpoints(model_dir) -> list[tuple[int, Path]]:
-    """[(epoch, path)] of DIR/epoch_N.pth sorted by epoch; UserError when there are none."""
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise UserError(f"model directory {model_dir} not found: pass a run directory of main.py")
-    found = []
-    for path in model_dir.glob("epoch_*.pth"):
-        match = re.fullmatch(r"epoch_(\d+)\.pth", path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    if not found:
-        raise UserError(f"{model_dir} has no epoch_N.pth checkpoints: pass a run directory "
-                        "written by main.py")
-    return sorted(found)
 
 
 def load_heads(checkpoints) -> tuple[list, dict]:
@@ -80,7 +64,7 @@ def run_config(model_dir) -> dict:
 
 def evaluate_run(args) -> dict:
     """Evaluate every checkpoint of args.model_dir on the chosen split -> the eval.json dict."""
-    heads, settings = load_heads(find_checkpoints(args.model_dir))
+    heads, settings = load_heads(common.run_checkpoints(args.model_dir))
     config = run_config(args.model_dir)
     args.split = args.split or config.get("split", 1)
     args.backbone_weights = args.backbone_weights or config.get("backbone_weights")
@@ -102,7 +86,8 @@ def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
-    add("-d", "--model-dir", default=None, help="run directory of main.py (epoch_N.pth files)")
+    add("-d", "--model-dir", default=None,
+        help="run directory of main.py (epoch_N.pth files); None = the newest run under model/")
     add("--split-name", default="valid", choices=("valid", "test"), help="subset to evaluate on")
     add("--split", default=None, type=int, choices=(1, 2, 3),
         help="split number; None = the run's (its config.json), else 1")
@@ -130,7 +115,8 @@ def main(args):
             raise UserError("--cam-metrics needs metrics.py, which is missing: restore it")
         return metrics.run_cam_metrics(args)
     if not args.model_dir:
-        raise UserError("no run directory given: pass -d/--model-dir model/<run>")
+        args.model_dir = str(common.latest_run("model"))
+        print(f"evaluating the newest run, {args.model_dir}")
     if args.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     result = evaluate_run(args)

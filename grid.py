@@ -19,7 +19,7 @@ import cache
 import dataloader
 import main as training
 import models
-from models import UserError, atomic_save_json, atomic_write, run_main
+from common import UserError, atomic_save_json, atomic_write, run_main
 
 LRS = (1e-3, 5e-4, 1e-4, 5e-5)  # the report's exact values are not known: these are our choice
 COLUMNS = ("config", "model_type", "normalize_by", "lr", "best_epoch", "top1", "top3", "top5",
@@ -86,18 +86,21 @@ def plot_curves(path, results):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     cols = 4
     rows = max(1, -(-len(results) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
     for ax, (row, history) in zip(axes.flat, results, strict=False):
         epochs = [r["epoch"] for r in history]
-        ax.plot(epochs, [r["train_loss"] for r in history], label="train")
-        ax.plot(epochs, [r["valid_loss"] for r in history], label="valid")
+        ax.plot(epochs, [r["train_loss"] for r in history], "o-", ms=3, label="train")
+        ax.plot(epochs, [r["valid_loss"] for r in history], "o-", ms=3, label="valid")
+        ax.axvline(row["best_epoch"], color="green", linestyle=":", label="table's epoch")
         if row["halted_at"]:
             ax.axvline(row["halted_at"], color="red", linestyle="--", label="overfit stop")
         ax.set_title(row["config"], fontsize=9)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("loss")
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(results):]:

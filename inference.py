@@ -19,10 +19,11 @@ import torch
 from tqdm import tqdm
 
 import cams
+import common
 import dataloader
 import models
 import render
-from models import UserError, atomic_write, run_main
+from common import UserError, atomic_write, run_main
 
 NUM_IMAGES = 12
 COLS = 4
@@ -37,7 +38,9 @@ class OneLineParser(argparse.ArgumentParser):
 def get_args_parser():
     p = OneLineParser(description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("-m", "--model-path", help="checkpoint .pth (or a --grid-runs configuration)")
+    p.add_argument("-m", "--model-path",
+                   help="checkpoint .pth, a run directory (its best epoch) or a --grid-runs "
+                        "configuration; None = the newest run under model/")
     p.add_argument("-t", "--model-type", choices=list(cams.METHODS),
                    help="map method; default: the checkpoint's head type")
     p.add_argument("-n", "--normalize-by", choices=sorted(cams.NORMALIZERS),
@@ -78,6 +81,8 @@ def parse_pair(spec):
 
 def resolve_checkpoint(name, grid_runs):
     """A checkpoint path, or a configuration name of grid_runs.json -> its best checkpoint."""
+    if os.path.isdir(name):  # a run directory (or model/): its best checkpoint
+        return str(common.best_checkpoint(name))
     if not grid_runs or os.path.isfile(name):
         return name
     try:
@@ -290,7 +295,7 @@ def save_extras(args, paths, sizes, arrays, info):
 
 
 def check_args(args):
-    if bool(args.compare) == bool(args.model_path):
+    if args.compare and args.model_path:
         raise UserError("give either -m/--model-path CKPT (with -t METHOD) or --compare PAIRS")
     if args.compare and (args.save_maps or args.masks_dir):
         raise UserError("--save-maps and --masks-dir work with -m, not with --compare")
@@ -303,6 +308,9 @@ def check_args(args):
 
 def main(args):
     check_args(args)
+    if not args.compare and not args.model_path:
+        args.model_path = str(common.best_checkpoint("model"))
+        print(f"using the newest run's best checkpoint, {args.model_path}")
     if args.compare:
         compare(args)
     elif args.image:

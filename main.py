@@ -22,7 +22,7 @@ from tqdm import tqdm
 import cache
 import dataloader
 import models
-from models import UserError, atomic_save_json, atomic_write, run_main
+from common import UserError, atomic_save_json, atomic_write, run_main
 
 OVERFIT_RATIO = 2.0  # halt once valid_loss > OVERFIT_RATIO * train_loss
 EVAL_BATCH = 256

@@ -11,7 +11,7 @@ from training_data import make_dataset, random_weights
 import cache
 import dataloader
 import models
-from models import UserError
+from common import UserError
 
 
 @pytest.fixture(scope="module")

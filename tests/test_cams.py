@@ -9,6 +9,7 @@ import torch
 
 import benchmark
 import cams
+import common
 import models
 
 C = 17
@@ -61,7 +62,7 @@ def test_from_features_matches_compute_maps(recam_model):
                                             normalize_by="relu")
         assert torch.allclose(a.maps, b.maps) and torch.equal(a.targets, b.targets)
     assert torch.equal(feats, copy)
-    with pytest.raises(models.UserError, match="needs gradients"):
+    with pytest.raises(common.UserError, match="needs gradients"):
         cams.compute_maps_from_features(recam_model.head, feats, "GradCAM")
 
 
@@ -194,19 +195,19 @@ def test_postprocess():
 def test_user_errors(cam_model, recam_model):
     x = images(3)
     for bad in ([1, 2], [1, 2, 3, 4], [[1, 2, 3]], [0, 1, C], [0.5, 1.0, 2.0]):
-        with pytest.raises(models.UserError, match="target"):
+        with pytest.raises(common.UserError, match="target"):
             cams.compute_maps(recam_model, x, "GradCAM", targets=bad)
     assert cams.compute_maps(recam_model, x, "CAM", targets=4).targets.tolist() == [4, 4, 4]
-    with pytest.raises(models.UserError, match="ReCAM head"):
+    with pytest.raises(common.UserError, match="ReCAM head"):
         cams.compute_maps(cam_model, x, "ReCAM")
-    with pytest.raises(models.UserError, match="ReCAM head"):
+    with pytest.raises(common.UserError, match="ReCAM head"):
         cams.check_method("ReCAM", {"model_type": "CAM"})
     cams.check_method("ReCAM", {"model_type": "ReCAM"})
     bad_calls = [("Score-CAM", {}), ("CAM", {"normalise_by": "relu"}),
                  ("LayerCAM", {"layers": ["stage3"], "layer_weights": [0.5, 0.5]}),
                  ("LayerCAM", {"fusion": "mean"}), ("GradCAM", {"gradcam_layer": "fc"})]
     for method, opts in bad_calls:
-        with pytest.raises(models.UserError):
+        with pytest.raises(common.UserError):
             cams.compute_maps(recam_model, x, method, **opts)
 
 

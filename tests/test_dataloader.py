@@ -10,7 +10,7 @@ import torch
 
 import augment
 import dataloader
-from models import UserError
+from common import UserError
 
 
 def fake_images(classes=17, per_class=80):

@@ -1,12 +1,15 @@
 """evaluate.py: top-1/3/5 and loss of every saved epoch; one-line errors for bad run dirs."""
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from training_data import make_dataset, random_weights, run_cli
 
+import common
 import evaluate
 import main
 import models
@@ -58,11 +61,12 @@ def _error(capsys, argv):
     return err
 
 
-def test_errors(run, tmp_path, capsys):
+def test_errors(run, tmp_path, capsys, monkeypatch):
     data_dir, weights, run_dir = run
     assert "no epoch_N.pth" in _error(capsys, ["-d", str(tmp_path), "--data-dir", data_dir])
     assert "not found" in _error(capsys, ["-d", str(tmp_path / "nowhere")])
-    assert "model-dir" in _error(capsys, ["--data-dir", data_dir])
+    monkeypatch.chdir(tmp_path)  # no -d: the newest run under ./model, here none
+    assert "no trained run under model/" in _error(capsys, ["--data-dir", data_dir])
 
     other = tmp_path / "other"
     other.mkdir()
@@ -82,3 +86,16 @@ def test_errors(run, tmp_path, capsys):
     assert "backbone" in _error(capsys, ["-d", str(run_dir), "--data-dir", data_dir,
                                          "--backbone-weights", other_weights])
     assert not (tmp_path / "eval.json").exists()
+
+
+def test_default_model_dir_is_the_newest_run(run, tmp_path, monkeypatch):
+    data_dir, weights, run_dir = run
+    monkeypatch.chdir(tmp_path)
+    newest = tmp_path / "model" / "TS2_CAM"
+    shutil.copytree(run_dir, tmp_path / "model" / "TS1_CAM")
+    shutil.copytree(run_dir, newest)
+    os.utime(tmp_path / "model" / "TS1_CAM", (1, 1))  # older
+    assert common.latest_run("model") == Path("model/TS2_CAM")
+    assert common.best_checkpoint("model") == common.run_checkpoints(Path("model/TS2_CAM"))[-1][1]
+    code, _ = run_cli(evaluate, ["--data-dir", data_dir, "--backbone-weights", weights])
+    assert code is None and (newest / "eval.json").is_file()

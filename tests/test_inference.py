@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+import common
 import inference
 import models
 
@@ -74,7 +75,7 @@ def run(env, out, *argv):
     """inference.py in-process with the test's data dir, output dir and backbone weights."""
     common = ["--data-dir", env["data"], "--output-dir", str(out),
               "--backbone-weights", env["weights"]]
-    return models.run_main(inference.main, inference.get_args_parser(), list(argv) + common)
+    return common.run_main(inference.main, inference.get_args_parser(), list(argv) + common)
 
 
 def test_report_outputs_have_the_expected_pixel_sizes(env, tmp_path):
@@ -141,7 +142,7 @@ def test_compare_pairs_parse_from_the_right():
     assert inference.parse_pair(r"C:\runs\best.pth:CAM") == (r"C:\runs\best.pth", "CAM", None)
     assert inference.parse_pair("a/b.pth:ReCAM:sigmoid") == ("a/b.pth", "ReCAM", "sigmoid")
     assert inference.parse_pair("x:y.pth:GradCAM++") == ("x:y.pth", "GradCAM++", None)
-    with pytest.raises(models.UserError):
+    with pytest.raises(common.UserError):
         inference.parse_pair("best.pth")
 
 

@@ -16,7 +16,7 @@ import cam_metrics
 import evaluate
 import metrics
 import models
-from models import UserError
+from common import UserError
 
 THR = metrics.default_thresholds(100)
 
@@ -372,3 +372,16 @@ def test_perturb_limit_leaves_other_images_without_curves(synthetic_run, tmp_pat
     assert overall["average_drop"]["n"] == 3 and overall["deletion_auc"]["n"] == 1
     assert overall["insertion_auc"]["n"] == 1
     assert "1 of them with deletion/insertion" in (tmp_path / "cam_metrics.md").read_text()
+
+
+def test_feature_cache_gives_the_same_figures_as_the_backbone(synthetic_run, tmp_path):
+
+    common_args = ("--methods", "CAM", "ReCAM", "--bootstrap", "0")
+    cached = cam_metrics.run(cli(synthetic_run, *common_args, "--output-dir", str(tmp_path / "a")))
+    direct = cam_metrics.run(cli(synthetic_run, *common_args, "--no-cache",
+                                 "--output-dir", str(tmp_path / "b")))
+    for method in ("CAM", "ReCAM"):
+        a, b = cached["per_image"][method], direct["per_image"][method]
+        np.testing.assert_allclose(a["o"], b["o"], atol=1e-5)
+        np.testing.assert_allclose(a["deletion"], b["deletion"], atol=1e-5)
+    np.testing.assert_allclose(cached["per_image"]["y"], direct["per_image"]["y"], atol=1e-5)

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import common
+
 CLASSES = ("Red", "Green", "Blue")
 
 
@@ -56,10 +58,9 @@ def random_weights(path, seed=0) -> str:
 
 
 def run_cli(module, argv):
-    """module.main through models.run_main -> (exit code or None, return value)."""
-    import models
+    """module.main through common.run_main -> (exit code or None, return value)."""
 
     try:
-        return None, models.run_main(module.main, module.get_args_parser(), argv)
+        return None, common.run_main(module.main, module.get_args_parser(), argv)
     except SystemExit as stop:
         return stop.code, None

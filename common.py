@@ -1,0 +1,97 @@
+"""Shared plumbing: one-line user errors, atomic writes, finding training runs and checkpoints.
+
+    python -c "import common; print(common.latest_run('model'))"
+    python -c "import common; print(common.best_checkpoint('model/RUN'))"
+"""
+
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+
+class UserError(Exception):
+    """Bad input the user can fix; the message is one line naming the thing and what to do."""
+
+
+def run_main(main, parser, argv=None):
+    """Parse arguments and run main(args); user errors become one line on stderr and exit code 2."""
+    args = parser.parse_args(argv)
+    try:
+        return main(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def atomic_write(path, write_fn, mode="wb"):
+    """Call write_fn(file) on a temporary file beside `path`, then rename it over `path`."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_save_json(path, obj):
+    atomic_write(path, lambda f: json.dump(obj, f, indent=2), mode="w")
+
+
+def atomic_torch_save(obj, path):
+    import torch  # lazy: augment.py and the tests of plain helpers need no torch
+
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+
+
+def run_checkpoints(run_dir):
+    """[(epoch, path)] of run_dir/epoch_N.pth sorted by epoch; UserError when there are none."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"model directory {run_dir} not found: pass a run directory of main.py")
+    found = [(int(m.group(1)), p) for p in run_dir.glob("epoch_*.pth")
+             if (m := re.fullmatch(r"epoch_(\d+)\.pth", p.name))]
+    if not found:
+        raise UserError(f"{run_dir} has no epoch_N.pth checkpoints: pass a run directory "
+                        "written by main.py")
+    return sorted(found)
+
+
+def latest_run(root="model"):
+    """The newest run directory under root (by modification time) that holds a checkpoint."""
+    runs = [d for d in Path(root).glob("*/") if d.is_dir() and any(d.glob("epoch_*.pth"))]
+    if not runs:
+        raise UserError(f"no trained run under {root}/: train one with `python main.py` "
+                        "or pass a checkpoint")
+    return max(runs, key=lambda d: (d.stat().st_mtime, d.name))
+
+
+def best_checkpoint(path="model"):
+    """A checkpoint file as is; a run directory -> its last epoch_N.pth, which has the lowest
+    validation loss (main.py saves only on improvement); the model root -> its newest run's."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir() and not any(path.glob("epoch_*.pth")) and any(path.glob("*/epoch_*.pth")):
+        path = latest_run(path)
+    return run_checkpoints(path)[-1][1]
