@@ -5,8 +5,9 @@
     python evaluate.py -d model/RUN --cam-metrics --masks-dir data/trimaps --ignore-values 128
 
 Writes cam_metrics.json (figures, 95% bootstrap intervals, per class, per image) and cam_metrics.md
-into --output-dir (default: the model directory). The math is in metrics.py, the tables in
-cam_report.py. Maps are computed in fp32; --precision only changes the scoring forwards.
+into --output-dir (default: the model directory). The inputs (checkpoint, methods, images, masks)
+are chosen in cam_inputs.py, the math is in metrics.py, the tables in cam_report.py. Maps are
+computed in fp32; --precision only changes the scoring forwards.
 """
 
 import time
@@ -14,17 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from tqdm import tqdm
 
 import cache
+import cam_inputs
 import cam_report
 import cams
-import common
 import dataloader
 import metrics
 import models
+
+# their old home: callers (tests, notebooks) may still use cam_metrics.find_mask etc.
 from common import UserError
 
 BASELINES = ("zeros", "black", "blur")
@@ -70,112 +71,6 @@ def add_args(parser):
     add("--output-dir", default=None,
         help="where cam_metrics.json/.md go; none given: the checkpoint's folder")
     return parser
-
-
-# ---------------------------------------------------------------- inputs
-
-
-def best_checkpoint(model_dir):
-    """Lowest-loss epoch of a validation eval.json, else the highest epoch_N.pth
-    (main.py saves a checkpoint only when the validation loss improves)."""
-    folder = Path(model_dir)
-    if not folder.is_dir():
-        raise UserError(f"model directory {folder} not found: pass -d RUN_DIR or --checkpoint")
-    info = cam_report.read_json_or_none(folder / "eval.json") or {}
-    rows = [r for r in info.get("epochs", []) if isinstance(r, dict) and "loss" in r]
-    if info.get("split_name") == "valid" and rows:  # never choose on the test split
-        name = Path(str(min(rows, key=lambda r: r["loss"]).get("checkpoint"))).name
-        if (folder / name).is_file():
-            return folder / name
-    return common.best_checkpoint(folder)
-
-
-def resolve_checkpoint(args):
-    if getattr(args, "checkpoint", None):
-        return Path(args.checkpoint)
-    if getattr(args, "model_dir", None):
-        return best_checkpoint(args.model_dir)
-    raise UserError("--cam-metrics needs a model: pass -d RUN_DIR or --checkpoint FILE.pth")
-
-
-def resolve_methods(requested, settings):
-    """Requested methods (checked against the head) or every method the head supports."""
-    if requested:
-        for method in requested:
-            cams.check_method(method, settings)
-        return list(dict.fromkeys(requested))
-    supported = []
-    for method in cams.METHODS:
-        try:
-            cams.check_method(method, settings)
-        except UserError:
-            continue
-        supported.append(method)
-    return supported
-
-
-def select_items(items, limit, seed):
-    """All items, or a seeded random `limit` of them in split order (every class has a chance)."""
-    if limit is None or limit >= len(items):
-        return list(items)
-    if limit < 1:
-        raise UserError(f"--limit must be positive, got {limit}")
-    picked = np.random.default_rng(seed).choice(len(items), size=limit, replace=False)
-    return [items[i] for i in sorted(picked)]
-
-
-def perturb_selection(labels, limit, seed):
-    """Boolean [N]: which images get deletion/insertion curves, round-robin over the classes."""
-    labels = np.asarray(labels)
-    if not limit or limit >= len(labels):
-        return np.ones(len(labels), dtype=bool)
-    order = np.random.default_rng([seed, 1]).permutation(len(labels))
-    rank = np.zeros(len(labels), dtype=int)  # position of each image within its class's order
-    for label in np.unique(labels):
-        members = order[labels[order] == label]
-        rank[members] = np.arange(len(members))
-    chosen = order[np.argsort(rank[order], kind="stable")[:limit]]
-    keep = np.zeros(len(labels), dtype=bool)
-    keep[chosen] = True
-    return keep
-
-
-def find_mask(masks_dir, item_id, path):
-    """<stem>.png for the item id, the file's stem or the original image id (without _copy)."""
-    for stem in (item_id, Path(path).stem, item_id.rsplit("_", 1)[0]):
-        candidate = Path(masks_dir) / f"{stem}.png"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def read_mask(path, size):
-    """Label image [size, size] int64, nearest-neighbour resized (squashed like the images)."""
-    try:
-        with Image.open(path) as im:
-            labels = np.array(im)
-    except (OSError, ValueError) as err:
-        raise UserError(f"mask {path} is unreadable ({err}): replace or remove it") from err
-    if labels.ndim == 3:
-        if not (labels[..., :3] == labels[..., :1]).all():
-            raise UserError(f"mask {path} is a colour image: save one label value per pixel "
-                            "(grey or palette PNG)")
-        labels = labels[..., 0]
-    t = torch.from_numpy(labels.astype(np.int64))[None, None].double()
-    return F.interpolate(t, size=(size, size), mode="nearest")[0, 0].long().numpy()
-
-
-def batch_masks(batch_items, args, size):
-    """-> (fg [B,H,W], valid [B,H,W], has_mask [B] bool); images without a mask: all False."""
-    fg = np.zeros((len(batch_items), size, size), bool)
-    valid, has = fg.copy(), np.zeros(len(batch_items), bool)
-    for i, (item_id, path, _) in enumerate(batch_items):
-        found = find_mask(args.masks_dir, item_id, path) if args.masks_dir else None
-        if found is not None:
-            fg[i], valid[i] = metrics.mask_arrays(read_mask(found, size), args.mask_values,
-                                                  args.ignore_values)
-            has[i] = True
-    return fg, valid, has
 
 
 # ---------------------------------------------------------------- measuring
@@ -267,7 +162,8 @@ def measure(model, settings, items, methods, args):
     step = args.map_batch_size
     all_feats = batch_features(model, items, args)
     loader = dataloader.make_loader(items, step, False, 0, args.num_workers, size)
-    perturb = perturb_selection([label for _, _, label in items], args.perturb_limit, args.seed)
+    perturb = cam_inputs.perturb_selection([label for _, _, label in items], args.perturb_limit,
+                                           args.seed)
     with tqdm(total=len(items), desc="cam metrics", unit="img") as bar:
         for start, (images, labels) in zip(range(0, len(items), step), loader, strict=True):
             batch = items[start:start + step]
@@ -278,7 +174,7 @@ def measure(model, settings, items, methods, args):
             else:
                 feats = all_feats[start:start + step].to(args.device)
             shared = shared_inputs(model, images, labels, feats, keep, args, score_fn)
-            masks = batch_masks(batch, args, size)
+            masks = cam_inputs.batch_masks(batch, args, size)
             for method in methods:
                 maps = method_maps(model, method, images, shared, args)
                 per_method[method].append(measure_method(maps, shared, masks, keep, score_fn,
@@ -310,7 +206,7 @@ def check_args(args):
 
 def open_model(args, backbone=None):
     """-> (model, settings, ckpt); split and backbone weights default to the run's config.json."""
-    ckpt = resolve_checkpoint(args)
+    ckpt = cam_inputs.resolve_checkpoint(args)
     config = cam_report.read_json_or_none(Path(ckpt).parent / "config.json") or {}
     args.split = getattr(args, "split", None) or config.get("split") or 1
     weights = getattr(args, "backbone_weights", None) or config.get("backbone_weights")
@@ -333,10 +229,10 @@ def run(args, backbone=None):
             setattr(args, name, default)
     check_args(args)
     model, settings, ckpt = open_model(args, backbone)
-    methods = resolve_methods(args.methods, settings)
+    methods = cam_inputs.resolve_methods(args.methods, settings)
     subset, split = getattr(args, "split_name", None) or "valid", args.split
-    items = select_items(dataloader.split_items(args.data_dir, subset, split), args.limit,
-                         args.seed)
+    items = cam_inputs.select_items(dataloader.split_items(args.data_dir, subset, split),
+                                    args.limit, args.seed)
     if not items:
         raise UserError(f"split {split} of {args.data_dir} has no {subset} images")
     start = time.perf_counter()

@@ -23,11 +23,11 @@ import common
 import dataloader
 import models
 import render
-from common import UserError, atomic_write, run_main
+from common import UserError, run_main
+from inference_io import arrays_of, expand_images, load_items, save_extras, save_png
 
 NUM_IMAGES = 12
 COLS = 4
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -118,31 +118,6 @@ def select_items(data_dir, seed, n=NUM_IMAGES):
     return [items[i] for i in picked]
 
 
-def expand_images(paths):
-    """Files as given, folders -> their image files (sorted); every file is read first and all
-    missing or unreadable ones are named in one line."""
-    out, bad = [], []
-    for path in paths:
-        found = [path] if not os.path.isdir(path) else [
-            str(p) for p in sorted(Path(path).iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS]
-        if not found:
-            raise UserError(f"folder {path} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
-        out += found
-    for path in out:
-        try:
-            dataloader.load_image(path, 32)
-        except UserError:
-            bad.append(path if os.path.exists(path) else f"{path} (missing)")
-    if bad:
-        raise UserError(f"cannot read {len(bad)} image(s): {', '.join(bad)}: fix or remove them")
-    stems = [Path(p).stem for p in out]
-    twice = sorted({s for s in stems if stems.count(s) > 1})
-    if twice:
-        raise UserError(f"several images named {', '.join(twice)}: outputs are named by stem, "
-                        "rename them or run them separately")
-    return out
-
-
 def check_pair(spec_ckpt, method, args):
     """Checks done before the backbone loads -> (ckpt path, method, settings, input size)."""
     ckpt = resolve_checkpoint(spec_ckpt, args.grid_runs)
@@ -171,25 +146,6 @@ def method_info(ckpt, result, settings):
     norm = result.options.get("normalize_by", "none")
     return norm, {"checkpoint": str(ckpt), "method": result.method, "normalize_by": norm,
                   "options": result.options, "model_settings": settings}
-
-
-def load_items(paths, size):
-    """-> (images [B,3,size,size] normalised, [PIL RGB originals])."""
-    tensors, originals = zip(*(dataloader.load_image(path, size) for path in paths), strict=True)
-    return torch.stack(tensors), list(originals)
-
-
-def write(path, write_fn):
-    """atomic_write, with an unwritable destination as a one-line error."""
-    try:
-        atomic_write(path, write_fn)
-    except OSError as err:
-        raise UserError(f"cannot write {path} ({err.strerror or err}): check the path") from None
-
-
-def save_png(image, path):
-    write(path, lambda f: image.save(f, format="PNG"))
-    print(f"wrote {path}")
 
 
 def report(args):
@@ -247,12 +203,6 @@ def image_paths(args):
     return [path for _, path, _ in select_items(args.data_dir, args.seed)]
 
 
-def arrays_of(results):
-    """MapResults of consecutive batches -> one dict of numpy arrays."""
-    keys = ("raw", "raw_native", "maps", "logits", "targets")
-    return {k: torch.cat([getattr(r, k) for r in results]).numpy() for k in keys}
-
-
 def own_images(args):
     """Maps of your own images, each overlay at the image's own resolution."""
     ckpt, method, settings, size = check_pair(args.model_path, args.model_type, args)
@@ -276,22 +226,6 @@ def own_images(args):
         top = ", ".join(f"{n} {p:.1%}" for n, p in render.topk_predictions(logits, names))
         print(f"  {path}: {top}")
     save_extras(args, paths, sizes, arrays, info)
-
-
-def save_extras(args, paths, sizes, arrays, info):
-    """--save-maps npz (raw, raw_native, maps, logits, targets, settings JSON) and --masks-dir."""
-    if args.save_maps:
-        meta = json.dumps(info, default=str)
-        write(args.save_maps, lambda f: np.savez_compressed(
-            f, paths=np.array(paths), settings=np.array(meta), **arrays))
-        print(f"wrote {args.save_maps}")
-    if args.masks_dir:
-        for path, size, heat in zip(paths, sizes, arrays["maps"], strict=True):
-            mask = render.resize_map(heat, size) >= args.mask_threshold  # [H, W] at image size
-            image = render.Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
-            write(Path(args.masks_dir) / f"{Path(path).stem}.png",
-                  lambda f, im=image: im.save(f, format="PNG"))
-        print(f"wrote {len(paths)} masks to {args.masks_dir}")
 
 
 def check_args(args):

@@ -73,9 +73,9 @@ def env(tmp_path_factory):
 
 def run(env, out, *argv):
     """inference.py in-process with the test's data dir, output dir and backbone weights."""
-    common = ["--data-dir", env["data"], "--output-dir", str(out),
-              "--backbone-weights", env["weights"]]
-    return common.run_main(inference.main, inference.get_args_parser(), list(argv) + common)
+    flags = ["--data-dir", env["data"], "--output-dir", str(out),
+             "--backbone-weights", env["weights"]]
+    return common.run_main(inference.main, inference.get_args_parser(), list(argv) + flags)
 
 
 def test_report_outputs_have_the_expected_pixel_sizes(env, tmp_path):

@@ -12,6 +12,7 @@ from PIL import Image
 from torch import nn
 
 import augment
+import cam_inputs
 import cam_metrics
 import evaluate
 import metrics
@@ -296,35 +297,35 @@ def test_user_errors(synthetic_run, tmp_path):
     with pytest.raises(UserError, match="steps"):
         cam_metrics.run(cli(synthetic_run, "--steps", "0"))
     with pytest.raises(UserError, match="no epoch_N.pth"):
-        cam_metrics.best_checkpoint(tmp_path)
+        cam_inputs.best_checkpoint(tmp_path)
 
 
 def test_best_checkpoint_prefers_validation_eval_json(tmp_path):
 
     for epoch in (2, 5, 9):
         (tmp_path / f"epoch_{epoch}.pth").write_bytes(b"")
-    assert cam_metrics.best_checkpoint(tmp_path).name == "epoch_9.pth"
+    assert cam_inputs.best_checkpoint(tmp_path).name == "epoch_9.pth"
     rows = [{"epoch": 2, "checkpoint": "epoch_2.pth", "loss": 0.5},
             {"epoch": 5, "checkpoint": "epoch_5.pth", "loss": 0.4}]
     (tmp_path / "eval.json").write_text(json.dumps({"split_name": "test", "epochs": rows}))
-    assert cam_metrics.best_checkpoint(tmp_path).name == "epoch_9.pth"  # never chosen on test
+    assert cam_inputs.best_checkpoint(tmp_path).name == "epoch_9.pth"  # never chosen on test
     (tmp_path / "eval.json").write_text(json.dumps({"split_name": "valid", "epochs": rows}))
-    assert cam_metrics.best_checkpoint(tmp_path).name == "epoch_5.pth"
+    assert cam_inputs.best_checkpoint(tmp_path).name == "epoch_5.pth"
 
 
 def test_masks_are_found_by_stem_and_resized_nearest(tmp_path):
 
     write_masks(tmp_path, ["image_0001"])
-    found = cam_metrics.find_mask(tmp_path, "image_0001_0", "data/auged/image_0001_0.jpg")
+    found = cam_inputs.find_mask(tmp_path, "image_0001_0", "data/auged/image_0001_0.jpg")
     assert found == tmp_path / "image_0001.png"
-    assert cam_metrics.find_mask(tmp_path, "image_0002_0", "x/image_0002_0.jpg") is None
-    labels = cam_metrics.read_mask(found, 32)
+    assert cam_inputs.find_mask(tmp_path, "image_0002_0", "x/image_0002_0.jpg") is None
+    labels = cam_inputs.read_mask(found, 32)
     assert labels.shape == (32, 32) and set(np.unique(labels)) == {0, 128, 255}
     colour = np.zeros((4, 4, 3), np.uint8)
     colour[0, 0] = (255, 0, 0)
     Image.fromarray(colour).save(tmp_path / "colour.png")
     with pytest.raises(UserError, match="colour"):
-        cam_metrics.read_mask(tmp_path / "colour.png", 8)
+        cam_inputs.read_mask(tmp_path / "colour.png", 8)
 
 
 @pytest.mark.real
@@ -357,11 +358,11 @@ def test_real_smoke_run(weights_path, flowers_jpg, tmp_path):
 
 def test_perturb_selection_spreads_over_classes_and_is_seeded():
     labels = np.repeat(np.arange(4), 5)  # 4 classes x 5 images
-    keep = cam_metrics.perturb_selection(labels, 8, seed=0)
+    keep = cam_inputs.perturb_selection(labels, 8, seed=0)
     assert keep.sum() == 8 and np.bincount(labels[keep], minlength=4).tolist() == [2, 2, 2, 2]
-    assert (keep == cam_metrics.perturb_selection(labels, 8, seed=0)).all()
-    assert not (keep == cam_metrics.perturb_selection(labels, 8, seed=1)).all()
-    assert cam_metrics.perturb_selection(labels, 0, seed=0).all()  # 0 = every image
+    assert (keep == cam_inputs.perturb_selection(labels, 8, seed=0)).all()
+    assert not (keep == cam_inputs.perturb_selection(labels, 8, seed=1)).all()
+    assert cam_inputs.perturb_selection(labels, 0, seed=0).all()  # 0 = every image
 
 
 def test_perturb_limit_leaves_other_images_without_curves(synthetic_run, tmp_path):

@@ -1,0 +1,123 @@
+"""What evaluate.py --cam-metrics measures: the checkpoint, the map methods, the images (a seeded
+sample; a class-balanced subset for deletion/insertion) and their foreground masks.
+
+    python -c "import cam_inputs as c; print(c.perturb_selection([0, 0, 0, 1, 1, 2], 3, seed=0))"
+    python -c "import cam_inputs; print(cam_inputs.best_checkpoint('model/RUN'))"
+    python -c "import cam_inputs as c; print(c.read_mask('data/trimaps/image_0001.png', 224).shape)"
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import cam_report
+import cams
+import common
+import metrics
+from common import UserError
+
+
+def best_checkpoint(model_dir):
+    """Lowest-loss epoch of a validation eval.json, else the highest epoch_N.pth
+    (main.py saves a checkpoint only when the validation loss improves)."""
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise UserError(f"model directory {folder} not found: pass -d RUN_DIR or --checkpoint")
+    info = cam_report.read_json_or_none(folder / "eval.json") or {}
+    rows = [r for r in info.get("epochs", []) if isinstance(r, dict) and "loss" in r]
+    if info.get("split_name") == "valid" and rows:  # never choose on the test split
+        name = Path(str(min(rows, key=lambda r: r["loss"]).get("checkpoint"))).name
+        if (folder / name).is_file():
+            return folder / name
+    return common.best_checkpoint(folder)
+
+
+def resolve_checkpoint(args):
+    if getattr(args, "checkpoint", None):
+        return Path(args.checkpoint)
+    if getattr(args, "model_dir", None):
+        return best_checkpoint(args.model_dir)
+    raise UserError("--cam-metrics needs a model: pass -d RUN_DIR or --checkpoint FILE.pth")
+
+
+def resolve_methods(requested, settings):
+    """Requested methods (checked against the head) or every method the head supports."""
+    if requested:
+        for method in requested:
+            cams.check_method(method, settings)
+        return list(dict.fromkeys(requested))
+    supported = []
+    for method in cams.METHODS:
+        try:
+            cams.check_method(method, settings)
+        except UserError:
+            continue
+        supported.append(method)
+    return supported
+
+
+def select_items(items, limit, seed):
+    """All items, or a seeded random `limit` of them in split order (every class has a chance)."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    if limit < 1:
+        raise UserError(f"--limit must be positive, got {limit}")
+    picked = np.random.default_rng(seed).choice(len(items), size=limit, replace=False)
+    return [items[i] for i in sorted(picked)]
+
+
+def perturb_selection(labels, limit, seed):
+    """Boolean [N]: which images get deletion/insertion curves, round-robin over the classes."""
+    labels = np.asarray(labels)
+    if not limit or limit >= len(labels):
+        return np.ones(len(labels), dtype=bool)
+    order = np.random.default_rng([seed, 1]).permutation(len(labels))
+    rank = np.zeros(len(labels), dtype=int)  # position of each image within its class's order
+    for label in np.unique(labels):
+        members = order[labels[order] == label]
+        rank[members] = np.arange(len(members))
+    chosen = order[np.argsort(rank[order], kind="stable")[:limit]]
+    keep = np.zeros(len(labels), dtype=bool)
+    keep[chosen] = True
+    return keep
+
+
+def find_mask(masks_dir, item_id, path):
+    """<stem>.png for the item id, the file's stem or the original image id (without _copy)."""
+    for stem in (item_id, Path(path).stem, item_id.rsplit("_", 1)[0]):
+        candidate = Path(masks_dir) / f"{stem}.png"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_mask(path, size):
+    """Label image [size, size] int64, nearest-neighbour resized (squashed like the images)."""
+    try:
+        with Image.open(path) as im:
+            labels = np.array(im)
+    except (OSError, ValueError) as err:
+        raise UserError(f"mask {path} is unreadable ({err}): replace or remove it") from err
+    if labels.ndim == 3:
+        if not (labels[..., :3] == labels[..., :1]).all():
+            raise UserError(f"mask {path} is a colour image: save one label value per pixel "
+                            "(grey or palette PNG)")
+        labels = labels[..., 0]
+    t = torch.from_numpy(labels.astype(np.int64))[None, None].double()
+    return F.interpolate(t, size=(size, size), mode="nearest")[0, 0].long().numpy()
+
+
+def batch_masks(batch_items, args, size):
+    """-> (fg [B,H,W], valid [B,H,W], has_mask [B] bool); images without a mask: all False."""
+    fg = np.zeros((len(batch_items), size, size), bool)
+    valid, has = fg.copy(), np.zeros(len(batch_items), bool)
+    for i, (item_id, path, _) in enumerate(batch_items):
+        found = find_mask(args.masks_dir, item_id, path) if args.masks_dir else None
+        if found is not None:
+            fg[i], valid[i] = metrics.mask_arrays(read_mask(found, size), args.mask_values,
+                                                  args.ignore_values)
+            has[i] = True
+    return fg, valid, has
