@@ -20,6 +20,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+import common
 import dataloader
 from common import UserError, atomic_save_json, atomic_write, run_main
 
@@ -248,7 +249,7 @@ def resolve_source(args, data_dir):
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = common.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data-dir", default="data", help="output folder (index, splits, auged/)")
     parser.add_argument("--source", default=None,

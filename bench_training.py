@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 import cache
+import common
 import dataloader
 import main as training
 import models
@@ -124,7 +125,7 @@ def bench_cached(args) -> dict:
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = common.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add("--shared", default="../shared", help="folder with flowers17/jpg and weights/")

@@ -135,7 +135,7 @@ BENCHMARKS = {"cams": bench_cams}
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = common.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--only", choices=list(BENCHMARKS), nargs="+", default=list(BENCHMARKS),
                         help="benchmarks to run")

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+import common
 import dataloader
 import models
 from common import UserError, atomic_save_json, run_main
@@ -215,7 +216,7 @@ class BackboneSource:
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = common.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data-dir", default="data", help="folder prepared by augment.py")
     parser.add_argument("--split", default=1, type=int, choices=(1, 2, 3), help="which split")

@@ -4,6 +4,7 @@
     python -c "import common; print(common.best_checkpoint('model/RUN'))"
 """
 
+import argparse
 import json
 import os
 import re
@@ -14,6 +15,17 @@ from pathlib import Path
 
 class UserError(Exception):
     """Bad input the user can fix; the message is one line naming the thing and what to do."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the house habits: defaults shown in --help, a bad option is one line."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):  # no usage block: one line and exit 2, like a UserError
+        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def run_main(main, parser, argv=None):

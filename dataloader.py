@@ -15,6 +15,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+import common
 from common import UserError, run_main
 from models import IMAGENET_MEAN, IMAGENET_STD
 
@@ -179,7 +180,7 @@ def make_loader(items, batch_size, shuffle, seed, num_workers, size=256) -> Data
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = common.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data-dir", default="data", help="folder prepared by augment.py")
     parser.add_argument("--split", default=1, type=int, choices=(1, 2, 3), help="which split")

@@ -83,7 +83,7 @@ def evaluate_run(args) -> dict:
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = common.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add("-d", "--model-dir", default=None,

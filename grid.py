@@ -16,6 +16,7 @@ import io
 from pathlib import Path
 
 import cache
+import common
 import dataloader
 import main as training
 import models
@@ -137,7 +138,7 @@ def write_outputs(results_dir, results, epochs):
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = common.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add("--lrs", default=list(LRS), type=float, nargs="+", help="learning rates of the grid")

@@ -30,13 +30,8 @@ NUM_IMAGES = 12
 COLS = 4
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):  # bad option: one line, no usage block, exit 2 like UserError
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def get_args_parser():
-    p = OneLineParser(description=__doc__.splitlines()[0],
+    p = common.ArgumentParser(description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("-m", "--model-path",
                    help="checkpoint .pth, a run directory (its best epoch) or a --grid-runs "

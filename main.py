@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import cache
+import common
 import dataloader
 import models
 from common import UserError, atomic_save_json, atomic_write, run_main
@@ -190,7 +191,7 @@ def check_args(args):
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = common.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add("-m", "--model-type", default="CAM", choices=models.MODEL_TYPES, help="head to train")
