@@ -2,7 +2,7 @@
 sample; a class-balanced subset for deletion/insertion) and their foreground masks.
 
     python -c "import cam_inputs as c; print(c.perturb_selection([0, 0, 0, 1, 1, 2], 3, seed=0))"
-    python -c "import cam_inputs; print(cam_inputs.best_checkpoint('model/RUN'))"
+    python -c "import cam_inputs; print(cam_inputs.select_items(list(range(10)), 3, seed=0))"
     python -c "import cam_inputs as c; print(c.read_mask('data/trimaps/image_0001.png', 224).shape)"
 """
 
@@ -13,33 +13,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import cam_report
 import cams
 import common
 import metrics
 from common import UserError
 
 
-def best_checkpoint(model_dir):
-    """Lowest-loss epoch of a validation eval.json, else the highest epoch_N.pth
-    (main.py saves a checkpoint only when the validation loss improves)."""
-    folder = Path(model_dir)
-    if not folder.is_dir():
-        raise UserError(f"model directory {folder} not found: pass -d RUN_DIR or --checkpoint")
-    info = cam_report.read_json_or_none(folder / "eval.json") or {}
-    rows = [r for r in info.get("epochs", []) if isinstance(r, dict) and "loss" in r]
-    if info.get("split_name") == "valid" and rows:  # never choose on the test split
-        name = Path(str(min(rows, key=lambda r: r["loss"]).get("checkpoint"))).name
-        if (folder / name).is_file():
-            return folder / name
-    return common.best_checkpoint(folder)
-
-
 def resolve_checkpoint(args):
     if getattr(args, "checkpoint", None):
         return Path(args.checkpoint)
     if getattr(args, "model_dir", None):
-        return best_checkpoint(args.model_dir)
+        return common.best_checkpoint(args.model_dir)
     raise UserError("--cam-metrics needs a model: pass -d RUN_DIR or --checkpoint FILE.pth")
 
 

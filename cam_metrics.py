@@ -21,6 +21,7 @@ import cache
 import cam_inputs
 import cam_report
 import cams
+import common
 import dataloader
 import metrics
 import models
@@ -105,12 +106,18 @@ def shared_inputs(model, images, labels, feats, keep, args, score_fn):
 
 
 def batch_features(model, items, args):
-    """[N,512,7,7] backbone output of the items: the feature cache (built once), or computed."""
+    """[N,512,7,7] backbone output of the items, from the feature cache of their whole split
+    (the one main.py and evaluate.py use, so a --limit sample builds nothing new); None with
+    --no-cache."""
     if getattr(args, "no_cache", False):
         return None
-    return cache.feature_cache(items, model.backbone, args.data_dir, "fp32",
-                               num_workers=args.num_workers, device=args.device,
-                               size=cache.input_size(args.data_dir))
+    subset = getattr(args, "split_name", None) or "valid"
+    full = dataloader.split_items(args.data_dir, subset, args.split)
+    feats = cache.feature_cache(full, model.backbone, args.data_dir, "fp32",
+                                num_workers=args.num_workers, device=args.device,
+                                size=cache.input_size(args.data_dir))
+    row = {item_id: i for i, (item_id, _, _) in enumerate(full)}
+    return feats[[row[item_id] for item_id, _, _ in items]]  # [N,512,7,7] copy of N rows
 
 
 def method_maps(model, method, images, shared, args):
@@ -164,7 +171,7 @@ def measure(model, settings, items, methods, args):
     loader = dataloader.make_loader(items, step, False, 0, args.num_workers, size)
     perturb = cam_inputs.perturb_selection([label for _, _, label in items], args.perturb_limit,
                                            args.seed)
-    with tqdm(total=len(items), desc="cam metrics", unit="img") as bar:
+    with cache.worker_errors(), tqdm(total=len(items), desc="cam metrics", unit="img") as bar:
         for start, (images, labels) in zip(range(0, len(items), step), loader, strict=True):
             batch = items[start:start + step]
             keep = perturb[start:start + step]
@@ -207,7 +214,7 @@ def check_args(args):
 def open_model(args, backbone=None):
     """-> (model, settings, ckpt); split and backbone weights default to the run's config.json."""
     ckpt = cam_inputs.resolve_checkpoint(args)
-    config = cam_report.read_json_or_none(Path(ckpt).parent / "config.json") or {}
+    config = common.run_config(ckpt)
     args.split = getattr(args, "split", None) or config.get("split") or 1
     weights = getattr(args, "backbone_weights", None) or config.get("backbone_weights")
     if backbone is None:
@@ -229,6 +236,7 @@ def run(args, backbone=None):
             setattr(args, name, default)
     check_args(args)
     model, settings, ckpt = open_model(args, backbone)
+    out_dir = common.ensure_dir(getattr(args, "output_dir", None) or Path(ckpt).parent)
     methods = cam_inputs.resolve_methods(args.methods, settings)
     subset, split = getattr(args, "split_name", None) or "valid", args.split
     items = cam_inputs.select_items(dataloader.split_items(args.data_dir, subset, split),
@@ -242,7 +250,6 @@ def run(args, backbone=None):
                "settings": settings, "class_names": settings.get("class_names")}
     summary = cam_report.summarise(measured, args, context)
     summary["summary_seconds"] = time.perf_counter() - start - seconds  # bootstrap etc.
-    out_dir = Path(getattr(args, "output_dir", None) or Path(ckpt).parent)
     cam_report.write(out_dir, summary)
     print(f"{len(items)} images x {len(methods)} methods in {seconds:.0f} s -> "
           f"{out_dir / 'cam_metrics.md'}")

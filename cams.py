@@ -4,7 +4,7 @@
     .venv/bin/pytest tests/test_cams.py -q
     .venv/bin/python benchmark.py --backbone-weights ../shared/weights/vgg16_imagenet_features.pth
 
-Notebook use:  model, settings = models.load_model("model/RUN/best.pth", "../shared/weights/...")
+Notebook use:  model, settings = models.load_model("model/RUN/epoch_7.pth", "../shared/weights/...")
                res = cams.compute_maps(model, images, "LayerCAM")  # .raw .maps .logits .targets
 Gradient methods run one forward and ONE backward per batch (torch.autograd.grad of the sum of the
 target logits: images of a batch are independent in eval mode, so each image gets its own gradient).
@@ -211,7 +211,11 @@ def _fuse(per_layer, opts, size):
     return torch.tanh(opts["tanh_gain"] * fused) if opts["tanh_gain"] else fused
 
 
+@torch.enable_grad()  # works inside a caller's torch.no_grad() too
 def _gradient_maps(model, x, method, targets, opts):
+    if torch.is_inference_mode_enabled():
+        raise UserError(f"{method} needs gradients: call compute_maps outside "
+                        "torch.inference_mode()")
     layers = opts["layers"] if method == "LayerCAM" else [opts["gradcam_layer"]]
     acts, logits = _capture(model, x, layers)
     tgt = _targets(targets, logits)

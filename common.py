@@ -45,8 +45,12 @@ def atomic_write(path, write_fn, mode="wb"):
     """Call write_fn(file) on a temporary file beside `path`, then rename it over `path`."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    except OSError as err:
+        raise UserError(f"cannot write {path} ({err.strerror or err}): "
+                        "choose a writable output folder") from None
     try:
         with os.fdopen(fd, mode) as f:
             write_fn(f)
@@ -56,6 +60,18 @@ def atomic_write(path, write_fn, mode="wb"):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def ensure_dir(path, flag="--output-dir"):
+    """Create an output folder and check it is writable now, not after the work is done."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise UserError(f"cannot write to {flag} {path} ({err.strerror or err}): "
+                        "choose a writable folder") from None
+    return Path(path)
 
 
 def _umask():
@@ -99,11 +115,34 @@ def latest_run(root="model"):
 
 
 def best_checkpoint(path="model"):
-    """A checkpoint file as is; a run directory -> its last epoch_N.pth, which has the lowest
-    validation loss (main.py saves only on improvement); the model root -> its newest run's."""
+    """The checkpoint to use: a file as is; a run directory -> its lowest-validation-loss
+    checkpoint among the epochs that were not overfitting (main.py saves on every improvement,
+    also at the epoch that halts training, which the report's rule excludes); the model root ->
+    its newest run's."""
     path = Path(path)
     if path.is_file():
         return path
     if path.is_dir() and not any(path.glob("epoch_*.pth")) and any(path.glob("*/epoch_*.pth")):
         path = latest_run(path)
-    return run_checkpoints(path)[-1][1]
+    saved = dict((p.name, p) for _, p in run_checkpoints(path))
+    eligible = [row["checkpoint"] for row in _log_rows(path / "training_logs.txt")
+                if row.get("checkpoint") in saved and not row.get("overfit")]
+    return saved[eligible[-1]] if eligible else run_checkpoints(path)[-1][1]
+
+
+def run_config(path) -> dict:
+    """config.json of a run directory or of a checkpoint's folder; {} if absent or unreadable."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    try:
+        return json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _log_rows(path):
+    """JSON lines of a training log; none when the file is missing or unreadable."""
+    try:
+        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []

@@ -6,7 +6,6 @@
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import cache
@@ -54,18 +53,10 @@ def check_data(settings, data_dir, backbone):
                         f"{backbone.backbone_id}: pass the --backbone-weights it was trained with")
 
 
-def run_config(model_dir) -> dict:
-    path = Path(model_dir) / "config.json"
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
-        return {}
-
-
 def evaluate_run(args) -> dict:
     """Evaluate every checkpoint of args.model_dir on the chosen split -> the eval.json dict."""
     heads, settings = load_heads(common.run_checkpoints(args.model_dir))
-    config = run_config(args.model_dir)
+    config = common.run_config(args.model_dir)
     args.split = args.split or config.get("split", 1)
     args.backbone_weights = args.backbone_weights or config.get("backbone_weights")
     backbone = training.load_backbone(args)

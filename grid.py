@@ -41,17 +41,16 @@ def configurations(lrs) -> list[dict]:
 
 def eligible(row) -> bool:
     """The report ignores epochs whose training loss is below half the validation loss."""
-    return row["train_loss"] >= 0.5 * row["valid_loss"]
+    return row["valid_loss"] <= training.OVERFIT_RATIO * row["train_loss"]
 
 
 def summarize(config, history, run_dir) -> dict:
     """Table row: best eligible top-1 epoch (ties: lower valid loss) + the best saved checkpoint."""
     rows = [r for r in history if eligible(r)] or history
     best = max(rows, key=lambda r: (r["valid_top1"], -r["valid_loss"]))
-    saved = [r for r in rows if "checkpoint" in r] or [r for r in history if "checkpoint" in r]
-    best_saved = max(saved, key=lambda r: (r["valid_top1"], -r["valid_loss"]), default=None)
     halted = [r["epoch"] for r in history if r.get("overfit")]
-    checkpoint = Path(run_dir) / best_saved["checkpoint"] if best_saved else None
+    saved = any("checkpoint" in r for r in history)
+    checkpoint = common.best_checkpoint(run_dir) if saved else None  # the rule every script uses
     return {**config, "best_epoch": best["epoch"], "top1": best["valid_top1"],
             "top3": best["valid_top3"], "top5": best["valid_top5"],
             "valid_loss": best["valid_loss"], "train_loss": best["train_loss"],
@@ -163,6 +162,8 @@ def main(args):
         raise UserError(f"--lrs must all be positive, got {args.lrs}")
     args.lr = min(args.lrs)  # check_args validates it with --epochs and --batch-size
     training.check_args(args)
+    common.ensure_dir(args.output_dir)
+    common.ensure_dir(args.results_dir, "--results-dir")
     backbone = training.load_backbone(args)
     sources = training.make_sources(args, backbone)
     names, size = dataloader.class_names(args.data_dir), cache.input_size(args.data_dir)

@@ -1,9 +1,9 @@
 """Activation-map figures: report grids and strip, comparison figure, own images, raw maps, masks.
 
-    python inference.py -m model/RUN/best.pth -t CAM -s 0
+    python inference.py -m model/RUN -t CAM -s 0
     python inference.py --grid-runs output/grid_runs.json -s 0 --compare CAM-lr0.0001:CAM \\
         ReCAM-minmax-lr0.0001:ReCAM CAM-lr0.0001:LayerCAM
-    python inference.py -m model/RUN/best.pth --image photos/ --save-maps maps.npz --masks-dir masks
+    python inference.py -m model/RUN --image photos/ --save-maps maps.npz --masks-dir masks
 
 --compare pairs are CKPT:METHOD[:NORMALISER] read from the right, so C:\\runs\\best.pth:CAM works;
 CKPT may also be a configuration name of --grid-runs (output/grid_runs.json).
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import cache
 import cams
 import common
 import dataloader
@@ -99,14 +100,14 @@ def resolve_checkpoint(name, grid_runs):
 
 
 def run_name(ckpt):
-    """The run folder's name (model/<run>/best.pth), else the file's stem."""
+    """The run folder's name (model/<run>/epoch_N.pth), else the file's stem."""
     parent = Path(ckpt).resolve().parent.name
     return parent if parent and parent not in ("model", "models") else Path(ckpt).stem
 
 
-def select_items(data_dir, seed, n=NUM_IMAGES):
+def select_items(data_dir, seed, split=1, n=NUM_IMAGES):
     """n validation items picked by Generator(seed) from the sorted list (same on every model)."""
-    items = sorted(dataloader.split_items(data_dir, "valid"))
+    items = sorted(dataloader.split_items(data_dir, "valid", split))
     if not items:
         raise UserError(f"no validation images in {data_dir}: run `python augment.py` first")
     picked = np.random.default_rng(seed).choice(len(items), size=min(n, len(items)), replace=False)
@@ -122,17 +123,17 @@ def check_pair(spec_ckpt, method, args):
     return ckpt, method, settings, int(settings.get("input_size", models.INPUT_SIZE))
 
 
-def explain(model, settings, images, method, override, device, cache=None):
+def explain(model, settings, images, method, override, device, shared=None):
     """Maps of one batch -> MapResult on the cpu. Normaliser: -n, else the head's own for ReCAM,
-    else minmax. A `cache` dict lets CAM/ReCAM reuse backbone features of the same images."""
+    else minmax. A `shared` dict lets CAM/ReCAM reuse backbone features of the same images."""
     norm = override or (settings.get("normalize_by") if method == "ReCAM" else None)
     options = {"normalize_by": norm} if norm else {}
-    if cache is None or method not in ("CAM", "ReCAM"):
+    if shared is None or method not in cams.CLASS_MAP_METHODS:
         return cams.compute_maps(model, images.to(device), method, **options).to("cpu")
-    if "feats" not in cache:
+    if "feats" not in shared:
         with torch.no_grad():
-            cache["feats"] = model.backbone(images.to(device))  # [B,512,7,7]
-    return cams.compute_maps_from_features(model.head, cache["feats"], method,
+            shared["feats"] = model.backbone(images.to(device))  # [B,512,7,7]
+    return cams.compute_maps_from_features(model.head, shared["feats"], method,
                                            size=tuple(images.shape[-2:]), **options).to("cpu")
 
 
@@ -146,7 +147,7 @@ def method_info(ckpt, result, settings):
 def report(args):
     """The report's three figures for one checkpoint and method on the seeded validation images."""
     ckpt, method, settings, size = check_pair(args.model_path, args.model_type, args)
-    items = select_items(args.data_dir, args.seed)
+    items = select_items(args.data_dir, args.seed, run_split(ckpt))
     paths = [path for _, path, _ in items]
     images, originals = load_items(paths, size)
     model, settings = models.load_model(ckpt, args.backbone_weights, args.device)
@@ -172,14 +173,14 @@ def compare(args):
     if len(sizes) > 1:
         raise UserError(f"--compare checkpoints use different input sizes {sizes}: compare "
                         "models of one input size")
-    paths = image_paths(args)
+    paths = image_paths(args, pairs[0][0])
     images, originals = load_items(paths, sizes[0])
     backbone = models.load_backbone(args.backbone_weights, args.device)  # shared by all pairs
-    columns, cache = [], {}
+    columns, shared = [], {}
     for ckpt, method, _, size, spec_ckpt, norm in tqdm(pairs, desc="compare"):
         model, settings = models.load_model(ckpt, device=args.device, backbone=backbone)
         result = explain(model, settings, images, method, norm or args.normalize_by, args.device,
-                         cache)
+                         shared)
         norm = method_info(ckpt, result, settings)[0]
         heat = cams.postprocess(result.maps).numpy()
         label = spec_ckpt if spec_ckpt != ckpt else run_name(ckpt)
@@ -191,22 +192,30 @@ def compare(args):
              Path(args.output_dir) / f"{args.name}{suffix}.png")
 
 
-def image_paths(args):
-    """--image files/folders (all checked first), else the seeded validation images."""
+def image_paths(args, ckpt):
+    """--image files/folders (all checked first), else the seeded validation images of the
+    split `ckpt`'s run trained on."""
     if args.image:
         return expand_images(args.image)
-    return [path for _, path, _ in select_items(args.data_dir, args.seed)]
+    return [path for _, path, _ in select_items(args.data_dir, args.seed, run_split(ckpt))]
+
+
+def run_split(ckpt):
+    """The split the checkpoint's run trained on (its config.json), so its validation images
+    are never training images; 1 when unknown."""
+    return int(common.run_config(ckpt).get("split") or 1)
 
 
 def own_images(args):
     """Maps of your own images, each overlay at the image's own resolution."""
     ckpt, method, settings, size = check_pair(args.model_path, args.model_type, args)
-    paths = image_paths(args)
+    paths = image_paths(args, ckpt)
     model, settings = models.load_model(ckpt, args.backbone_weights, args.device)
     items = [(Path(p).stem, p, 0) for p in paths]
     loader = dataloader.make_loader(items, args.batch_size, False, 0, args.num_workers, size)
-    results = [explain(model, settings, batch, method, args.normalize_by, args.device)
-               for batch, _ in tqdm(loader, desc=f"{method} maps")]
+    with cache.worker_errors():  # a bad image in a worker: its one line, not a traceback
+        results = [explain(model, settings, batch, method, args.normalize_by, args.device)
+                   for batch, _ in tqdm(loader, desc=f"{method} maps")]
     arrays = arrays_of(results)
     norm, info = method_info(ckpt, results[0], settings)
     heat = cams.postprocess(torch.from_numpy(arrays["maps"])).numpy()

@@ -241,3 +241,15 @@ def test_real_weights_every_method():
         assert torch.isfinite(res.raw).all() and torch.isfinite(res.maps).all()
         assert res.maps.min() == 0 and res.maps.max() == 1, method
         assert (res.maps.flatten(1).std(1) > 0.01).all(), method
+
+
+def test_gradient_methods_work_inside_no_grad():
+    torch.manual_seed(0)
+    model = models.Classifier(models.Backbone(), models.CAMHead(3)).eval()
+    images = torch.randn(2, 3, 32, 32)
+    expected = cams.compute_maps(model, images, "GradCAM").maps
+    with torch.no_grad():
+        inside = cams.compute_maps(model, images, "GradCAM").maps
+    torch.testing.assert_close(inside, expected)
+    with torch.inference_mode(), pytest.raises(common.UserError, match="inference_mode"):
+        cams.compute_maps(model, images, "LayerCAM")

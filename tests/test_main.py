@@ -146,16 +146,21 @@ def test_grid_tables_and_figure(setup, tmp_path):
         assert Path(entry["run_dir"]).parent == tmp_path / "model"
 
 
-def test_grid_best_epoch_ignores_overfit_epochs():
+def test_grid_best_epoch_ignores_overfit_epochs(tmp_path):
     history = [
         {"epoch": 1, "train_loss": 1.0, "valid_loss": 1.0, "valid_top1": 50, "valid_top3": 80,
          "valid_top5": 90, "checkpoint": "epoch_1.pth", "overfit": False},
         {"epoch": 2, "train_loss": 0.2, "valid_loss": 0.9, "valid_top1": 70, "valid_top3": 90,
          "valid_top5": 95, "checkpoint": "epoch_2.pth", "overfit": True},
     ]
-    row = grid.summarize({"config": "x"}, history, "run")
+    run = tmp_path / "run"
+    run.mkdir()
+    for row in history:
+        (run / row["checkpoint"]).write_bytes(b"")
+    (run / "training_logs.txt").write_text("".join(json.dumps(r) + "\n" for r in history))
+    row = grid.summarize({"config": "x"}, history, run)
     assert row["best_epoch"] == 1 and row["top1"] == 50 and row["halted_at"] == 2
-    assert row["best_checkpoint"] == str(Path("run") / "epoch_1.pth")
+    assert row["best_checkpoint"] == str(run / "epoch_1.pth")
 
 
 @pytest.mark.real

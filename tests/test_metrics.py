@@ -14,6 +14,7 @@ from torch import nn
 import augment
 import cam_inputs
 import cam_metrics
+import common
 import evaluate
 import metrics
 import models
@@ -297,20 +298,20 @@ def test_user_errors(synthetic_run, tmp_path):
     with pytest.raises(UserError, match="steps"):
         cam_metrics.run(cli(synthetic_run, "--steps", "0"))
     with pytest.raises(UserError, match="no epoch_N.pth"):
-        cam_inputs.best_checkpoint(tmp_path)
+        common.best_checkpoint(tmp_path)
 
 
-def test_best_checkpoint_prefers_validation_eval_json(tmp_path):
+def test_best_checkpoint_skips_the_overfitting_epoch(tmp_path):
 
     for epoch in (2, 5, 9):
         (tmp_path / f"epoch_{epoch}.pth").write_bytes(b"")
-    assert cam_inputs.best_checkpoint(tmp_path).name == "epoch_9.pth"
-    rows = [{"epoch": 2, "checkpoint": "epoch_2.pth", "loss": 0.5},
-            {"epoch": 5, "checkpoint": "epoch_5.pth", "loss": 0.4}]
-    (tmp_path / "eval.json").write_text(json.dumps({"split_name": "test", "epochs": rows}))
-    assert cam_inputs.best_checkpoint(tmp_path).name == "epoch_9.pth"  # never chosen on test
-    (tmp_path / "eval.json").write_text(json.dumps({"split_name": "valid", "epochs": rows}))
-    assert cam_inputs.best_checkpoint(tmp_path).name == "epoch_5.pth"
+    assert common.best_checkpoint(tmp_path).name == "epoch_9.pth"  # no log: the last saved
+    rows = [{"epoch": 2, "checkpoint": "epoch_2.pth", "overfit": False},
+            {"epoch": 5, "checkpoint": "epoch_5.pth", "overfit": False},
+            {"epoch": 9, "checkpoint": "epoch_9.pth", "overfit": True}]
+    (tmp_path / "training_logs.txt").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert common.best_checkpoint(tmp_path).name == "epoch_5.pth"
+    assert common.best_checkpoint(tmp_path / "epoch_9.pth").name == "epoch_9.pth"  # a file as is
 
 
 def test_masks_are_found_by_stem_and_resized_nearest(tmp_path):
