@@ -236,7 +236,8 @@ def run(args, backbone=None):
             setattr(args, name, default)
     check_args(args)
     model, settings, ckpt = open_model(args, backbone)
-    out_dir = common.ensure_dir(getattr(args, "output_dir", None) or Path(ckpt).parent)
+    out_dir = Path(getattr(args, "output_dir", None) or Path(ckpt).parent)
+    common.check_writable_dir(out_dir)
     methods = cam_inputs.resolve_methods(args.methods, settings)
     subset, split = getattr(args, "split_name", None) or "valid", args.split
     items = cam_inputs.select_items(dataloader.split_items(args.data_dir, subset, split),

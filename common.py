@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -62,16 +63,21 @@ def atomic_write(path, write_fn, mode="wb"):
         raise
 
 
-def ensure_dir(path, flag="--output-dir"):
-    """Create an output folder and check it is writable now, not after the work is done."""
+def check_writable_dir(path, flag="--output-dir"):
+    """Fail now, not after the work is done, if an output folder cannot be made or written;
+    folders made for the check are removed again (nothing is left behind on an error later)."""
+    path = Path(path).absolute()
+    first_new = next((p for p in [*reversed(path.parents), path] if not p.exists()), None)
     try:
-        Path(path).mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as err:
         raise UserError(f"cannot write to {flag} {path} ({err.strerror or err}): "
                         "choose a writable folder") from None
-    return Path(path)
+    finally:
+        if first_new is not None and first_new.is_dir():
+            shutil.rmtree(first_new, ignore_errors=True)
 
 
 def _umask():

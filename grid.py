@@ -162,8 +162,8 @@ def main(args):
         raise UserError(f"--lrs must all be positive, got {args.lrs}")
     args.lr = min(args.lrs)  # check_args validates it with --epochs and --batch-size
     training.check_args(args)
-    common.ensure_dir(args.output_dir)
-    common.ensure_dir(args.results_dir, "--results-dir")
+    common.check_writable_dir(args.output_dir)
+    common.check_writable_dir(args.results_dir, "--results-dir")
     backbone = training.load_backbone(args)
     sources = training.make_sources(args, backbone)
     names, size = dataloader.class_names(args.data_dir), cache.input_size(args.data_dir)

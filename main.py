@@ -216,7 +216,7 @@ def get_args_parser():
 
 def main(args):
     check_args(args)
-    common.ensure_dir(args.output_dir)  # before the (long) cache build, not after it
+    common.check_writable_dir(args.output_dir)  # before the (long) cache build, not after it
     backbone = load_backbone(args)
     train_src, valid_src = make_sources(args, backbone)
     settings = make_settings(args.model_type, args.normalize_by,

@@ -9,6 +9,7 @@ import torch
 from training_data import make_dataset, random_weights, run_cli
 
 import cache
+import common
 import grid
 import main
 import models
@@ -179,3 +180,19 @@ def test_real_smoke(flowers_jpg, weights_path, tmp_path):
     code, result = run_cli(evaluate, ["-d", str(run_dir), "--data-dir", data_dir,
                                       "--num-workers", "0"])
     assert code is None and result["epochs"][0]["top5"] == 100.0  # 3 classes
+
+
+def test_unwritable_output_dir_fails_before_training(setup, tmp_path, capsys):
+    data_dir, weights = setup
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _ = run_cli(main, ["--data-dir", data_dir, "--backbone-weights", weights,
+                             "--output-dir", str(blocker / "runs")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: cannot write to --output-dir") and "\n" not in err
+    assert blocker.read_text() == "not a folder"
+
+
+def test_writable_check_leaves_nothing_behind(tmp_path):
+    common.check_writable_dir(tmp_path / "a" / "b")
+    assert not (tmp_path / "a").exists()
