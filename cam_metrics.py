@@ -30,7 +30,6 @@ import models
 from common import UserError
 
 BASELINES = ("zeros", "black", "blur")
-PRECISIONS = ("fp32", "bf16")
 
 
 def add_args(parser):
@@ -66,7 +65,7 @@ def add_args(parser):
     add("--map-batch-size", type=int, default=8, help="images per compute_maps call")
     add("--metrics-batch-size", type=int, default=16,
         help="images per forward when scoring perturbed images")
-    add("--precision", choices=PRECISIONS, default="fp32",
+    add("--precision", choices=cache.PRECISIONS, default="fp32",
         help="scoring forwards precision (bf16 = bfloat16 autocast)")
     add("--seed", type=int, default=0, help="--limit sample, tie order, bootstrap resamples")
     add("--output-dir", default=None,

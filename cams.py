@@ -170,10 +170,9 @@ def class_cams(head, feats, method="CAM"):
 
 def compute_maps_from_features(head, feats, method, targets=None, size=(256, 256), **options):
     """CAM / ReCAM from backbone features [B,512,h,w] (e.g. the feature cache) -> MapResult."""
-    if method not in CLASS_MAP_METHODS:
-        check_method(method, _head_settings(head))
-        raise UserError(f"{method} needs gradients through the images: use compute_maps on images")
     check_method(method, _head_settings(head))
+    if method not in CLASS_MAP_METHODS:
+        raise UserError(f"{method} needs gradients through the images: use compute_maps on images")
     opts = _resolve_options(method, options)
     x = feats.to(head.fc.weight.device)
     with torch.no_grad():
