@@ -99,12 +99,12 @@ def prepared_data(tmp_path_factory):
 
     Shared by the session: treat it as read-only.
     """
-    import augment
+    from flowercam import prepare
 
     root = tmp_path_factory.mktemp("prepared")
     source = make_folder_dataset(root / "pets")
-    args = augment.get_args_parser().parse_args(
+    args = prepare.get_args_parser().parse_args(
         ["--source", str(source), "--data-dir", str(root / "data"), "--copies", "2",
          "--size", "64", "--num-workers", "1"])
-    augment.main(args)
+    prepare.main(args)
     return root / "data"

@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-import benchmark
-import cams
-import common
-import models
+from benchmarks import cams as benchmark
+from flowercam import cams, core, models
 
 C = 17
 GRADIENT = ["LayerCAM", "GradCAM", "GradCAM++"]
@@ -62,7 +60,7 @@ def test_from_features_matches_compute_maps(recam_model):
                                             normalize_by="relu")
         assert torch.allclose(a.maps, b.maps) and torch.equal(a.targets, b.targets)
     assert torch.equal(feats, copy)
-    with pytest.raises(common.UserError, match="needs gradients"):
+    with pytest.raises(core.UserError, match="needs gradients"):
         cams.compute_maps_from_features(recam_model.head, feats, "GradCAM")
 
 
@@ -195,19 +193,19 @@ def test_postprocess():
 def test_user_errors(cam_model, recam_model):
     x = images(3)
     for bad in ([1, 2], [1, 2, 3, 4], [[1, 2, 3]], [0, 1, C], [0.5, 1.0, 2.0]):
-        with pytest.raises(common.UserError, match="target"):
+        with pytest.raises(core.UserError, match="target"):
             cams.compute_maps(recam_model, x, "GradCAM", targets=bad)
     assert cams.compute_maps(recam_model, x, "CAM", targets=4).targets.tolist() == [4, 4, 4]
-    with pytest.raises(common.UserError, match="ReCAM head"):
+    with pytest.raises(core.UserError, match="ReCAM head"):
         cams.compute_maps(cam_model, x, "ReCAM")
-    with pytest.raises(common.UserError, match="ReCAM head"):
+    with pytest.raises(core.UserError, match="ReCAM head"):
         cams.check_method("ReCAM", {"model_type": "CAM"})
     cams.check_method("ReCAM", {"model_type": "ReCAM"})
     bad_calls = [("Score-CAM", {}), ("CAM", {"normalise_by": "relu"}),
                  ("LayerCAM", {"layers": ["stage3"], "layer_weights": [0.5, 0.5]}),
                  ("LayerCAM", {"fusion": "mean"}), ("GradCAM", {"gradcam_layer": "fc"})]
     for method, opts in bad_calls:
-        with pytest.raises(common.UserError):
+        with pytest.raises(core.UserError):
             cams.compute_maps(recam_model, x, method, **opts)
 
 
@@ -251,5 +249,5 @@ def test_gradient_methods_work_inside_no_grad():
     with torch.no_grad():
         inside = cams.compute_maps(model, images, "GradCAM").maps
     torch.testing.assert_close(inside, expected)
-    with torch.inference_mode(), pytest.raises(common.UserError, match="inference_mode"):
+    with torch.inference_mode(), pytest.raises(core.UserError, match="inference_mode"):
         cams.compute_maps(model, images, "LayerCAM")

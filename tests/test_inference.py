@@ -10,9 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-import common
-import inference
-import models
+from flowercam import core, figures, models
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 64
@@ -75,7 +73,7 @@ def run(env, out, *argv):
     """inference.py in-process with the test's data dir, output dir and backbone weights."""
     flags = ["--data-dir", env["data"], "--output-dir", str(out),
              "--backbone-weights", env["weights"]]
-    return common.run_main(inference.main, inference.get_args_parser(), list(argv) + flags)
+    return core.run_main(figures.main, figures.get_args_parser(), list(argv) + flags)
 
 
 def test_report_outputs_have_the_expected_pixel_sizes(env, tmp_path):
@@ -90,14 +88,14 @@ def test_report_outputs_have_the_expected_pixel_sizes(env, tmp_path):
     assert Image.open(stem + "_compact.png").size == (4 * SIZE, 3 * SIZE)
     assert Image.open(stem + "_strip.png").size == (3 * SIZE, 12 * SIZE)
     with np.load(maps) as npz:
-        assert list(npz["paths"]) == [p for _, p, _ in inference.select_items(env["data"], 3)]
+        assert list(npz["paths"]) == [p for _, p, _ in figures.select_items(env["data"], 3)]
 
 
 def test_same_seed_picks_the_same_images(env):
-    first = inference.select_items(env["data"], 0)
+    first = figures.select_items(env["data"], 0)
     assert len(first) == 12 and len({item[0] for item in first}) == 12
-    assert inference.select_items(env["data"], 0) == first
-    assert inference.select_items(env["data"], 1) != first
+    assert figures.select_items(env["data"], 0) == first
+    assert figures.select_items(env["data"], 1) != first
 
 
 def test_npz_holds_raw_maps_logits_targets_and_settings(env, tmp_path):
@@ -139,11 +137,11 @@ def test_comparison_figure_has_a_column_per_pair(env, tmp_path):
 
 
 def test_compare_pairs_parse_from_the_right():
-    assert inference.parse_pair(r"C:\runs\best.pth:CAM") == (r"C:\runs\best.pth", "CAM", None)
-    assert inference.parse_pair("a/b.pth:ReCAM:sigmoid") == ("a/b.pth", "ReCAM", "sigmoid")
-    assert inference.parse_pair("x:y.pth:GradCAM++") == ("x:y.pth", "GradCAM++", None)
-    with pytest.raises(common.UserError):
-        inference.parse_pair("best.pth")
+    assert figures.parse_pair(r"C:\runs\best.pth:CAM") == (r"C:\runs\best.pth", "CAM", None)
+    assert figures.parse_pair("a/b.pth:ReCAM:sigmoid") == ("a/b.pth", "ReCAM", "sigmoid")
+    assert figures.parse_pair("x:y.pth:GradCAM++") == ("x:y.pth", "GradCAM++", None)
+    with pytest.raises(core.UserError):
+        figures.parse_pair("best.pth")
 
 
 BAD_INPUTS = {
@@ -192,10 +190,10 @@ def test_feature_reuse_in_compare_gives_the_same_maps(env, which):
     torch.manual_seed(0)
     images = torch.randn(3, 3, SIZE, SIZE)
     method = settings["model_type"]
-    direct = inference.explain(model, settings, images, method, None, "cpu")
+    direct = figures.explain(model, settings, images, method, None, "cpu")
     cache = {}
     for _ in range(2):  # the second call takes the cached features
-        reused = inference.explain(model, settings, images, method, None, "cpu", cache)
+        reused = figures.explain(model, settings, images, method, None, "cpu", cache)
         torch.testing.assert_close(reused.maps, direct.maps, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(reused.logits, direct.logits)
     assert cache["feats"].shape == (3, 512, 7, 7)

@@ -8,11 +8,7 @@ import pytest
 import torch
 from training_data import make_dataset, random_weights, run_cli
 
-import cache
-import common
-import grid
-import main
-import models
+from flowercam import core, features, grid, models, training
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +23,9 @@ def _train(setup, out, *extra):
     data_dir, weights = setup
     argv = ["--data-dir", data_dir, "--backbone-weights", weights, "--output-dir", str(out),
             "--num-workers", "0", "--batch-size", "4", "-l", "1e-3", *extra]
-    code, run_dir = run_cli(main, argv)
+    code, run_dir = run_cli(training, argv)
     assert code is None
-    return Path(run_dir), main.read_log(run_dir)
+    return Path(run_dir), training.read_log(run_dir)
 
 
 def test_run_dir_logs_and_checkpoints(setup, tmp_path):
@@ -66,19 +62,19 @@ def test_same_seed_same_losses_cached_equals_uncached(setup, tmp_path):
 def test_overfit_halt(tmp_path):
     torch.manual_seed(0)
     # random features and labels: the head memorises train, valid loss rises
-    train_src = cache.CachedSource(torch.randn(16, 512, 7, 7), torch.randint(0, 3, (16,)))
-    valid_src = cache.CachedSource(torch.randn(16, 512, 7, 7), torch.randint(0, 3, (16,)))
-    settings = main.make_settings("CAM", None, ["a", "b", "c"], 64, "test")
-    run_dir = main.make_run_dir(tmp_path, settings)
-    history = main.train(settings, train_src, valid_src, run_dir, lr=1e-2, epochs=200,
+    train_src = features.CachedSource(torch.randn(16, 512, 7, 7), torch.randint(0, 3, (16,)))
+    valid_src = features.CachedSource(torch.randn(16, 512, 7, 7), torch.randint(0, 3, (16,)))
+    settings = training.make_settings("CAM", None, ["a", "b", "c"], 64, "test")
+    run_dir = training.make_run_dir(tmp_path, settings)
+    history = training.train(settings, train_src, valid_src, run_dir, lr=1e-2, epochs=200,
                          batch_size=4, progress=False)
     assert len(history) < 200 and history[-1]["overfit"]
     assert history[-1]["valid_loss"] > 2 * history[-1]["train_loss"]
     assert not any(row["overfit"] for row in history[:-1])
-    assert main.read_log(run_dir) == history
-    again = main.train(settings, train_src, valid_src, tmp_path / "again", lr=1e-2, epochs=2,
+    assert training.read_log(run_dir) == history
+    again = training.train(settings, train_src, valid_src, tmp_path / "again", lr=1e-2, epochs=2,
                        batch_size=4, progress=False)
-    other = main.train(settings, train_src, valid_src, tmp_path / "other", lr=1e-2, epochs=2,
+    other = training.train(settings, train_src, valid_src, tmp_path / "other", lr=1e-2, epochs=2,
                        batch_size=4, seed=1, progress=False)
     assert [r["train_loss"] for r in again] == [r["train_loss"] for r in history[:2]]
     assert [r["train_loss"] for r in other] != [r["train_loss"] for r in history[:2]]
@@ -86,7 +82,7 @@ def test_overfit_halt(tmp_path):
 
 def test_interrupt_keeps_saved(setup, tmp_path, monkeypatch, capsys):
     epochs = []
-    train_epoch = main.train_epoch
+    train_epoch = training.train_epoch
 
     def interrupted(*args):
         epochs.append(1)
@@ -94,13 +90,13 @@ def test_interrupt_keeps_saved(setup, tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return train_epoch(*args)
 
-    monkeypatch.setattr(main, "train_epoch", interrupted)
+    monkeypatch.setattr(training, "train_epoch", interrupted)
     data_dir, weights = setup
-    code, _ = run_cli(main, ["--data-dir", data_dir, "--backbone-weights", weights, "-e", "5",
+    code, _ = run_cli(training, ["--data-dir", data_dir, "--backbone-weights", weights, "-e", "5",
                              "--output-dir", str(tmp_path), "--num-workers", "0"])
     assert code == 130 and "interrupted" in capsys.readouterr().err
     (run_dir,) = tmp_path.iterdir()
-    assert [r["epoch"] for r in main.read_log(run_dir)] == [1]
+    assert [r["epoch"] for r in training.read_log(run_dir)] == [1]
     assert (run_dir / "epoch_1.pth").is_file() and not list(run_dir.glob(".tmp-*"))
 
 
@@ -113,7 +109,7 @@ def test_one_line_errors(setup, tmp_path, capsys, argv, words):
     data_dir, weights = setup
     argv = ["--data-dir", data_dir, "--backbone-weights", weights, "--output-dir",
             str(tmp_path / "out"), *[a.format(tmp=tmp_path) for a in argv]]
-    code, _ = run_cli(main, argv)
+    code, _ = run_cli(training, argv)
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error:") and words in err and "\n" not in err
     assert not (tmp_path / "out").exists()  # nothing half-written
@@ -169,7 +165,7 @@ def test_real_smoke(flowers_jpg, weights_path, tmp_path):
     """A few real Flower-17 images through the real VGG16: cache, 2 epochs, evaluate."""
     from PIL import Image
 
-    import evaluate
+    from flowercam import evaluation
 
     data_dir = make_dataset(tmp_path / "data", per_class=4, copies=1, size=96)
     for k, number in enumerate([1, 2, 3, 4, 81, 82, 83, 84, 161, 162, 163, 164]):
@@ -177,7 +173,7 @@ def test_real_smoke(flowers_jpg, weights_path, tmp_path):
         image.resize((96, 96)).save(Path(data_dir) / "auged" / f"image_{k + 1:04d}_0.jpg")
     run_dir, log = _train((data_dir, str(weights_path)), tmp_path / "model", "-e", "2")
     assert all(row["valid_loss"] == row["valid_loss"] for row in log)  # finite, not NaN
-    code, result = run_cli(evaluate, ["-d", str(run_dir), "--data-dir", data_dir,
+    code, result = run_cli(evaluation, ["-d", str(run_dir), "--data-dir", data_dir,
                                       "--num-workers", "0"])
     assert code is None and result["epochs"][0]["top5"] == 100.0  # 3 classes
 
@@ -186,7 +182,7 @@ def test_unwritable_output_dir_fails_before_training(setup, tmp_path, capsys):
     data_dir, weights = setup
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    code, _ = run_cli(main, ["--data-dir", data_dir, "--backbone-weights", weights,
+    code, _ = run_cli(training, ["--data-dir", data_dir, "--backbone-weights", weights,
                              "--output-dir", str(blocker / "runs")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: cannot write to --output-dir") and "\n" not in err
@@ -194,5 +190,5 @@ def test_unwritable_output_dir_fails_before_training(setup, tmp_path, capsys):
 
 
 def test_writable_check_leaves_nothing_behind(tmp_path):
-    common.check_writable_dir(tmp_path / "a" / "b")
+    core.check_writable_dir(tmp_path / "a" / "b")
     assert not (tmp_path / "a").exists()

@@ -11,16 +11,11 @@ import training_data
 from PIL import Image
 from torch import nn
 
-import augment
-import cam_inputs
-import cam_metrics
-import common
-import evaluate
-import metrics
-import models
-from common import UserError
+from flowercam import core, evaluation, models, prepare
+from flowercam.core import UserError
+from flowercam.metrics import formulas, runner, selection
 
-THR = metrics.default_thresholds(100)
+THR = formulas.default_thresholds(100)
 
 
 def square_mask(size=32, lo=8, hi=20):
@@ -30,7 +25,7 @@ def square_mask(size=32, lo=8, hi=20):
 
 
 def one(mask, ignore=()):
-    fg, valid = metrics.mask_arrays(mask[None], ignore_values=ignore)
+    fg, valid = formulas.mask_arrays(mask[None], ignore_values=ignore)
     return fg, valid
 
 
@@ -38,9 +33,9 @@ def test_map_equal_to_mask_is_perfect():
     mask = square_mask()
     fg, valid = one(mask)
     maps = mask[None].astype(float)
-    assert metrics.pointing_game(maps, fg, valid) == 100
-    assert metrics.pxap(maps, fg, valid, THR) == pytest.approx(100)
-    miou, thr = metrics.best_iou(maps, fg, valid, THR)
+    assert formulas.pointing_game(maps, fg, valid) == 100
+    assert formulas.pxap(maps, fg, valid, THR) == pytest.approx(100)
+    miou, thr = formulas.best_iou(maps, fg, valid, THR)
     assert miou == pytest.approx(100) and 0 < thr <= 1
 
 
@@ -51,12 +46,12 @@ def test_inverted_map_scores_chance_only():
     frac = mask.mean()
     fg, valid = one(mask)
     maps = 1.0 - mask[None].astype(float)
-    assert metrics.pointing_game(maps, fg, valid) == 0
-    tp, fp, n_fg = metrics.threshold_counts(maps, fg, valid, THR)
-    ious = metrics.iou_per_threshold(tp, fp, n_fg)
+    assert formulas.pointing_game(maps, fg, valid) == 0
+    tp, fp, n_fg = formulas.threshold_counts(maps, fg, valid, THR)
+    ious = formulas.iou_per_threshold(tp, fp, n_fg)
     assert np.all(ious[:, 1:] == 0)
-    assert metrics.best_iou(maps, fg, valid, THR) == pytest.approx((frac * 100, 0.0))
-    assert metrics.pxap(maps, fg, valid, THR) == pytest.approx(frac * 100)
+    assert formulas.best_iou(maps, fg, valid, THR) == pytest.approx((frac * 100, 0.0))
+    assert formulas.pxap(maps, fg, valid, THR) == pytest.approx(frac * 100)
 
 
 @pytest.mark.parametrize("value", [0.0, 0.5, 1.0])
@@ -64,21 +59,21 @@ def test_constant_map_gives_foreground_fraction(value):
     mask = square_mask()
     fg, valid = one(mask)
     maps = np.full((1, 32, 32), value)
-    assert metrics.pxap(maps, fg, valid, THR) == pytest.approx(mask.mean() * 100)
+    assert formulas.pxap(maps, fg, valid, THR) == pytest.approx(mask.mean() * 100)
     # tied peaks share the credit: a flat map points at foreground with the foreground fraction
-    assert metrics.pointing_game(maps, fg, valid) == pytest.approx(mask.mean() * 100)
+    assert formulas.pointing_game(maps, fg, valid) == pytest.approx(mask.mean() * 100)
 
 
 def test_pxap_accumulates_over_the_set():
     """Counts are summed over images before precision/recall (not averaged per image)."""
     masks = np.stack([square_mask(), square_mask(lo=0, hi=4)])
-    fg, valid = metrics.mask_arrays(masks)
+    fg, valid = formulas.mask_arrays(masks)
     maps = np.stack([masks[0].astype(float), np.full((32, 32), 0.5)])
     # image 0 perfect at every t in (0, .5]; image 1 flat 0.5: all its pixels count from t <= .5
     expected_high = 144 / 160  # recall from image 0 alone at t > 0.5 (precision 1)
     total_fg, total_pix = 160, 2 * 32 * 32 - (1024 - 144)
     ap = expected_high * 1 + (1 - expected_high) * total_fg / total_pix
-    assert metrics.pxap(maps, fg, valid, THR) == pytest.approx(ap * 100)
+    assert formulas.pxap(maps, fg, valid, THR) == pytest.approx(ap * 100)
 
 
 def test_ignore_values_are_ignored():
@@ -90,9 +85,9 @@ def test_ignore_values_are_ignored():
     maps = mask[None].astype(float)
     maps[0, :4, :] = 1.0  # the map fires in the ignored band: no penalty
     maps[0, 0, 0] = 2.0  # and its global peak there does not count either
-    assert metrics.pointing_game(maps, fg, valid) == 100
-    assert metrics.pxap(np.clip(maps, 0, 1), fg, valid, THR) == pytest.approx(100)
-    assert metrics.best_iou(np.clip(maps, 0, 1), fg, valid, THR)[0] == pytest.approx(100)
+    assert formulas.pointing_game(maps, fg, valid) == 100
+    assert formulas.pxap(np.clip(maps, 0, 1), fg, valid, THR) == pytest.approx(100)
+    assert formulas.best_iou(np.clip(maps, 0, 1), fg, valid, THR)[0] == pytest.approx(100)
     # without ignoring, 128 counts as foreground (default: any nonzero)
     fg2, valid2 = one(labels)
     assert fg2[0, :4].all() and valid2.all()
@@ -100,33 +95,33 @@ def test_ignore_values_are_ignored():
 
 def test_mask_values_select_foreground():
     labels = np.array([[0, 1, 2, 3]])
-    fg, valid = metrics.mask_arrays(labels, mask_values=[2, 3], ignore_values=[1])
+    fg, valid = formulas.mask_arrays(labels, mask_values=[2, 3], ignore_values=[1])
     assert fg.tolist() == [[False, False, True, True]]
     assert valid.tolist() == [[True, False, True, True]]
 
 
 def test_image_without_foreground_is_skipped_for_pointing_and_iou():
     masks = np.stack([square_mask(), np.zeros((32, 32), np.uint8)])
-    fg, valid = metrics.mask_arrays(masks)
+    fg, valid = formulas.mask_arrays(masks)
     maps = masks.astype(float)
-    hits = metrics.pointing_game_per_image(maps, fg, valid)
+    hits = formulas.pointing_game_per_image(maps, fg, valid)
     assert hits[0] == 1 and math.isnan(hits[1])
-    assert metrics.best_iou(maps, fg, valid, THR)[0] == pytest.approx(100)
+    assert formulas.best_iou(maps, fg, valid, THR)[0] == pytest.approx(100)
 
 
 def test_average_drop_and_increase():
     y = np.array([0.8, 0.5, 0.4])
-    assert metrics.average_drop(y, y) == 0  # a map of ones leaves the image unchanged
-    assert metrics.increase_in_confidence(y, y) == 0
+    assert formulas.average_drop(y, y) == 0  # a map of ones leaves the image unchanged
+    assert formulas.increase_in_confidence(y, y) == 0
     o = np.array([0.4, 0.6, 0.0])
-    assert metrics.average_drop(y, o) == pytest.approx((50 + 0 + 100) / 3)
-    assert metrics.increase_in_confidence(y, o) == pytest.approx(100 / 3)
+    assert formulas.average_drop(y, o) == pytest.approx((50 + 0 + 100) / 3)
+    assert formulas.increase_in_confidence(y, o) == pytest.approx(100 / 3)
 
 
 def test_auc_trapezoid():
-    assert metrics.auc([1, 1, 1]) == pytest.approx(1)
-    assert metrics.auc([1, 0]) == pytest.approx(0.5)
-    assert metrics.auc(np.linspace(1, 0, 9)) == pytest.approx(0.5)
+    assert formulas.auc([1, 1, 1]) == pytest.approx(1)
+    assert formulas.auc([1, 0]) == pytest.approx(0.5)
+    assert formulas.auc(np.linspace(1, 0, 9)) == pytest.approx(0.5)
 
 
 class RegionModel(nn.Module):
@@ -149,7 +144,7 @@ def synthetic_setup(n=3, size=32):
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     region = (slice(4, 14), slice(10, 26))
     model = RegionModel(region, mean, std)
-    score = metrics.make_score_fn(model, mean, std, batch_size=5)
+    score = formulas.make_score_fn(model, mean, std, batch_size=5)
     images = torch.rand(n, 3, size, size) * 0.2 + 0.8
     good = torch.zeros(n, size, size)
     good[:, region[0], region[1]] = 1.0
@@ -161,7 +156,7 @@ def test_score_fn_matches_softmax_and_map_of_ones_has_no_drop():
     y = score(images, targets)
     assert torch.all((y > 0) & (y < 1))
     o = score(images * torch.ones(3, 1, 32, 32), targets)
-    assert metrics.average_drop(y.numpy(), o.numpy()) == 0
+    assert formulas.average_drop(y.numpy(), o.numpy()) == 0
 
 
 def test_deletion_perfect_ordering_beats_random():
@@ -170,10 +165,10 @@ def test_deletion_perfect_ordering_beats_random():
     random_map = torch.rand(good.shape, generator=gen)
     zeros = torch.zeros_like(images)
     curves = {
-        name: metrics.deletion_curve(score, images, m, targets, 8, zeros, generator=gen)
+        name: formulas.deletion_curve(score, images, m, targets, 8, zeros, generator=gen)
         for name, m in {"good": good, "random": random_map, "inverse": 1 - good}.items()
     }
-    aucs = {k: metrics.auc(c.numpy()).mean() for k, c in curves.items()}
+    aucs = {k: formulas.auc(c.numpy()).mean() for k, c in curves.items()}
     assert aucs["good"] < aucs["random"] < aucs["inverse"]
     for c in curves.values():  # same endpoints: the original and the fully deleted image
         assert torch.allclose(c[:, 0], score(images, targets))
@@ -183,10 +178,10 @@ def test_deletion_perfect_ordering_beats_random():
 def test_insertion_perfect_ordering_beats_random():
     score, images, good, targets = synthetic_setup()
     gen = torch.Generator().manual_seed(1)
-    blurred = metrics.blur(images * 0.0 + 0.3)
+    blurred = formulas.blur(images * 0.0 + 0.3)
     ins = {
-        name: metrics.auc(
-            metrics.insertion_curve(score, images, m, targets, 8, blurred, generator=gen).numpy()
+        name: formulas.auc(
+            formulas.insertion_curve(score, images, m, targets, 8, blurred, generator=gen).numpy()
         ).mean()
         for name, m in {"good": good, "random": torch.rand(good.shape, generator=gen)}.items()
     }
@@ -196,24 +191,24 @@ def test_insertion_perfect_ordering_beats_random():
 def test_curve_uses_given_endpoints_and_step_count():
     score, images, good, targets = synthetic_setup()
     ends = (torch.full((3,), 7.0), torch.full((3,), -7.0))
-    curve = metrics.deletion_curve(score, images, good, targets, 4, images * 0, ends=ends)
+    curve = formulas.deletion_curve(score, images, good, targets, 4, images * 0, ends=ends)
     assert curve.shape == (3, 5)
     assert torch.all(curve[:, 0] == 7) and torch.all(curve[:, -1] == -7)
 
 
 def test_pixel_ranks_are_a_permutation_in_map_order():
     maps = torch.tensor([[[0.1, 0.9], [0.5, 0.5]]])
-    ranks = metrics.pixel_ranks(maps, torch.Generator().manual_seed(0))
+    ranks = formulas.pixel_ranks(maps, torch.Generator().manual_seed(0))
     assert ranks[0, 1] == 0 and ranks[0, 0] == 3
     assert sorted(ranks[0].tolist()) == [0, 1, 2, 3]
 
 
 def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
     values = np.random.default_rng(0).normal(5, 1, 200)
-    mean, (lo, hi), n = metrics.mean_ci(values, n_boot=300, seed=3)
+    mean, (lo, hi), n = formulas.mean_ci(values, n_boot=300, seed=3)
     assert n == 200 and lo < mean < hi and hi - lo < 0.5
-    assert metrics.mean_ci(values, n_boot=300, seed=3)[1] == (lo, hi)
-    assert all(math.isnan(x) for x in metrics.bootstrap_ci(np.mean, 0))
+    assert formulas.mean_ci(values, n_boot=300, seed=3)[1] == (lo, hi)
+    assert all(math.isnan(x) for x in formulas.bootstrap_ci(np.mean, 0))
 
 
 # ---------------------------------------------------------------- the --cam-metrics runner
@@ -253,14 +248,14 @@ def cli(run, *extra):
 
     argv = ["-d", str(run["run"]), "--data-dir", run["data"], "--backbone-weights",
             run["weights"], "--cam-metrics", "--steps", "3", "--bootstrap", "50", *extra]
-    return evaluate.get_args_parser().parse_args(argv)
+    return evaluation.get_args_parser().parse_args(argv)
 
 
 def test_cam_metrics_end_to_end_with_masks(synthetic_run, tmp_path):
 
     masks = write_masks(tmp_path / "masks", ["image_0003", "image_0007_0"])  # 0011: missing
     out = tmp_path / "out"
-    evaluate.main(cli(synthetic_run, "--masks-dir", str(masks), "--ignore-values", "128",
+    evaluation.main(cli(synthetic_run, "--masks-dir", str(masks), "--ignore-values", "128",
                       "--output-dir", str(out)))
     result = json.loads((out / "cam_metrics.json").read_text())
     assert result["n_images"] == 3 and result["checkpoint"].endswith("epoch_3.pth")
@@ -283,7 +278,7 @@ def test_cam_metrics_without_masks_and_chosen_methods(synthetic_run, tmp_path):
     args = cli(synthetic_run, "--methods", "CAM", "LayerCAM", "--limit", "2", "--target",
                "predicted", "--precision", "bf16", "--deletion-baseline", "blur",
                "--output-dir", str(tmp_path))
-    summary = cam_metrics.run(args)
+    summary = runner.run(args)
     assert summary["n_images"] == 2 and list(summary["methods"]) == ["CAM", "LayerCAM"]
     assert "pxap" not in summary["methods"]["CAM"]["overall"]
     assert "PxAP" not in (tmp_path / "cam_metrics.md").read_text()
@@ -292,50 +287,50 @@ def test_cam_metrics_without_masks_and_chosen_methods(synthetic_run, tmp_path):
 def test_user_errors(synthetic_run, tmp_path):
 
     with pytest.raises(UserError, match="needs a model"):
-        cam_metrics.run(argparse.Namespace(**{**vars(cli(synthetic_run)), "model_dir": None}))
+        runner.run(argparse.Namespace(**{**vars(cli(synthetic_run)), "model_dir": None}))
     with pytest.raises(UserError, match="masks-dir"):
-        cam_metrics.run(cli(synthetic_run, "--masks-dir", str(tmp_path / "nope")))
+        runner.run(cli(synthetic_run, "--masks-dir", str(tmp_path / "nope")))
     with pytest.raises(UserError, match="steps"):
-        cam_metrics.run(cli(synthetic_run, "--steps", "0"))
+        runner.run(cli(synthetic_run, "--steps", "0"))
     with pytest.raises(UserError, match="no epoch_N.pth"):
-        common.best_checkpoint(tmp_path)
+        core.best_checkpoint(tmp_path)
 
 
 def test_best_checkpoint_skips_the_overfitting_epoch(tmp_path):
 
     for epoch in (2, 5, 9):
         (tmp_path / f"epoch_{epoch}.pth").write_bytes(b"")
-    assert common.best_checkpoint(tmp_path).name == "epoch_9.pth"  # no log: the last saved
+    assert core.best_checkpoint(tmp_path).name == "epoch_9.pth"  # no log: the last saved
     rows = [{"epoch": 2, "checkpoint": "epoch_2.pth", "overfit": False},
             {"epoch": 5, "checkpoint": "epoch_5.pth", "overfit": False},
             {"epoch": 9, "checkpoint": "epoch_9.pth", "overfit": True}]
     (tmp_path / "training_logs.txt").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert common.best_checkpoint(tmp_path).name == "epoch_5.pth"
-    assert common.best_checkpoint(tmp_path / "epoch_9.pth").name == "epoch_9.pth"  # a file as is
+    assert core.best_checkpoint(tmp_path).name == "epoch_5.pth"
+    assert core.best_checkpoint(tmp_path / "epoch_9.pth").name == "epoch_9.pth"  # a file as is
 
 
 def test_masks_are_found_by_stem_and_resized_nearest(tmp_path):
 
     write_masks(tmp_path, ["image_0001"])
-    found = cam_inputs.find_mask(tmp_path, "image_0001_0", "data/auged/image_0001_0.jpg")
+    found = selection.find_mask(tmp_path, "image_0001_0", "data/auged/image_0001_0.jpg")
     assert found == tmp_path / "image_0001.png"
-    assert cam_inputs.find_mask(tmp_path, "image_0002_0", "x/image_0002_0.jpg") is None
-    labels = cam_inputs.read_mask(found, 32)
+    assert selection.find_mask(tmp_path, "image_0002_0", "x/image_0002_0.jpg") is None
+    labels = selection.read_mask(found, 32)
     assert labels.shape == (32, 32) and set(np.unique(labels)) == {0, 128, 255}
     colour = np.zeros((4, 4, 3), np.uint8)
     colour[0, 0] = (255, 0, 0)
     Image.fromarray(colour).save(tmp_path / "colour.png")
     with pytest.raises(UserError, match="colour"):
-        cam_inputs.read_mask(tmp_path / "colour.png", 8)
+        selection.read_mask(tmp_path / "colour.png", 8)
 
 
 @pytest.mark.real
 def test_real_smoke_run(weights_path, flowers_jpg, tmp_path):
     """Real VGG16 weights on 3 real Flower-17 images (128 px), a random CAM head, 4 steps."""
-    import cam_metrics
+    from flowercam.metrics import runner
 
     data = tmp_path / "data"
-    augment.main(augment.get_args_parser().parse_args(
+    prepare.main(prepare.get_args_parser().parse_args(
         ["--source", str(flowers_jpg.parent), "--data-dir", str(data), "--copies", "1",
          "--size", "128", "--limit-per-class", "4", "--num-workers", "1"]))
     backbone = models.load_backbone(str(weights_path))
@@ -345,12 +340,12 @@ def test_real_smoke_run(weights_path, flowers_jpg, tmp_path):
                 "class_names": names, "input_size": 128, "backbone": backbone.backbone_id}
     models.save_checkpoint(tmp_path / "run" / "epoch_1.pth", models.build_head(settings),
                            settings)
-    parser = cam_metrics.add_args(argparse.ArgumentParser())
+    parser = runner.add_args(argparse.ArgumentParser())
     args = parser.parse_args(["--checkpoint", str(tmp_path / "run" / "epoch_1.pth"),
                               "--limit", "3", "--steps", "4", "--bootstrap", "100",
                               "--methods", "CAM", "LayerCAM"])
     args.data_dir = str(data)
-    summary = cam_metrics.run(args, backbone=backbone)
+    summary = runner.run(args, backbone=backbone)
     assert summary["n_images"] == 3
     for figures in summary["methods"].values():
         assert 0 <= figures["overall"]["average_drop"]["value"] <= 100
@@ -359,16 +354,16 @@ def test_real_smoke_run(weights_path, flowers_jpg, tmp_path):
 
 def test_perturb_selection_spreads_over_classes_and_is_seeded():
     labels = np.repeat(np.arange(4), 5)  # 4 classes x 5 images
-    keep = cam_inputs.perturb_selection(labels, 8, seed=0)
+    keep = selection.perturb_selection(labels, 8, seed=0)
     assert keep.sum() == 8 and np.bincount(labels[keep], minlength=4).tolist() == [2, 2, 2, 2]
-    assert (keep == cam_inputs.perturb_selection(labels, 8, seed=0)).all()
-    assert not (keep == cam_inputs.perturb_selection(labels, 8, seed=1)).all()
-    assert cam_inputs.perturb_selection(labels, 0, seed=0).all()  # 0 = every image
+    assert (keep == selection.perturb_selection(labels, 8, seed=0)).all()
+    assert not (keep == selection.perturb_selection(labels, 8, seed=1)).all()
+    assert selection.perturb_selection(labels, 0, seed=0).all()  # 0 = every image
 
 
 def test_perturb_limit_leaves_other_images_without_curves(synthetic_run, tmp_path):
 
-    summary = cam_metrics.run(cli(synthetic_run, "--methods", "CAM", "--perturb-limit", "1",
+    summary = runner.run(cli(synthetic_run, "--methods", "CAM", "--perturb-limit", "1",
                                   "--output-dir", str(tmp_path)))
     overall = summary["methods"]["CAM"]["overall"]
     assert overall["average_drop"]["n"] == 3 and overall["deletion_auc"]["n"] == 1
@@ -379,8 +374,8 @@ def test_perturb_limit_leaves_other_images_without_curves(synthetic_run, tmp_pat
 def test_feature_cache_gives_the_same_figures_as_the_backbone(synthetic_run, tmp_path):
 
     common_args = ("--methods", "CAM", "ReCAM", "--bootstrap", "0")
-    cached = cam_metrics.run(cli(synthetic_run, *common_args, "--output-dir", str(tmp_path / "a")))
-    direct = cam_metrics.run(cli(synthetic_run, *common_args, "--no-cache",
+    cached = runner.run(cli(synthetic_run, *common_args, "--output-dir", str(tmp_path / "a")))
+    direct = runner.run(cli(synthetic_run, *common_args, "--no-cache",
                                  "--output-dir", str(tmp_path / "b")))
     for method in ("CAM", "ReCAM"):
         a, b = cached["per_image"][method], direct["per_image"][method]

@@ -6,8 +6,7 @@ import os
 import pytest
 import torch
 
-import common
-import models
+from flowercam import core, models
 
 C = 17  # Flower-17
 
@@ -64,7 +63,7 @@ def test_forward_with_matches_forward_and_requires_grad(backbone):
     assert acts["stage3"].shape == (2, 256, 16, 16) and acts["stage4"].shape == (2, 512, 8, 8)
     assert acts["stage5"].shape == (2, 512, 4, 4)
     assert all(a.requires_grad for a in acts.values())
-    with pytest.raises(common.UserError):
+    with pytest.raises(core.UserError):
         backbone.forward_with(x, ["stage9"])
 
 
@@ -94,19 +93,19 @@ def test_backbone_weights_env(monkeypatch, features_file):
 
 
 def test_load_backbone_bad_files(tmp_path, backbone):
-    with pytest.raises(common.UserError, match="not found"):
+    with pytest.raises(core.UserError, match="not found"):
         models.load_backbone(str(tmp_path / "nope.pth"))
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
-    with pytest.raises(common.UserError, match="cannot read"):
+    with pytest.raises(core.UserError, match="cannot read"):
         models.load_backbone(str(tmp_path / "junk.pth"))
     sd = dict(backbone.features.state_dict())
     sd.pop("28.bias")
     torch.save(sd, tmp_path / "short.pth")
-    with pytest.raises(common.UserError, match="do not match"):
+    with pytest.raises(core.UserError, match="do not match"):
         models.load_backbone(str(tmp_path / "short.pth"))
     sd["28.bias"] = torch.zeros(3)
     torch.save(sd, tmp_path / "shape.pth")
-    with pytest.raises(common.UserError, match="do not match"):
+    with pytest.raises(core.UserError, match="do not match"):
         models.load_backbone(str(tmp_path / "shape.pth"))
 
 
@@ -131,7 +130,7 @@ def test_recam_head_matches_definition(backbone, how):
         mask = models.normalize(cam[None], how)[0]
         logits = head.fc((maps[i] * mask).mean((1, 2)))
         assert torch.allclose(head(feats[i : i + 1])[0], logits, atol=1e-5)
-    with pytest.raises(common.UserError):
+    with pytest.raises(core.UserError):
         models.ReCAMHead(C, "softmax")
 
 
@@ -163,20 +162,20 @@ def test_checkpoint_round_trip(tmp_path, kind):
 
 
 def test_checkpoint_errors(tmp_path):
-    with pytest.raises(common.UserError, match="not found"):
+    with pytest.raises(core.UserError, match="not found"):
         models.load_checkpoint(tmp_path / "missing.pth")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pth")
-    with pytest.raises(common.UserError, match="not a flowercam"):
+    with pytest.raises(core.UserError, match="not a flowercam"):
         models.load_checkpoint(tmp_path / "other.pth")
     (tmp_path / "junk.pth").write_text("junk")
-    with pytest.raises(common.UserError, match="cannot read"):
+    with pytest.raises(core.UserError, match="cannot read"):
         models.load_checkpoint(tmp_path / "junk.pth")
     s = settings()
     models.save_checkpoint(tmp_path / "c.pth", models.CAMHead(5), s)  # 5 classes, settings say 17
-    with pytest.raises(common.UserError, match="do not fit"):
+    with pytest.raises(core.UserError, match="do not fit"):
         models.load_checkpoint(tmp_path / "c.pth")
     for bad in ({**s, "model_type": "X"}, {**s, "num_classes": 0}):
-        with pytest.raises(common.UserError):
+        with pytest.raises(core.UserError):
             models.build_head(bad)
 
 
@@ -197,8 +196,8 @@ def test_run_main_user_error(capsys):
     import argparse
 
     def main(args):
-        raise common.UserError("thing is wrong: fix it")
+        raise core.UserError("thing is wrong: fix it")
 
     with pytest.raises(SystemExit) as exc:
-        common.run_main(main, argparse.ArgumentParser(), [])
+        core.run_main(main, argparse.ArgumentParser(), [])
     assert exc.value.code == 2 and capsys.readouterr().err == "error: thing is wrong: fix it\n"

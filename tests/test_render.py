@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-import render
+from flowercam import render
 
 T = 64  # tile size used throughout
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import common
+from flowercam import core
 
 CLASSES = ("Red", "Green", "Blue")
 
@@ -50,7 +50,7 @@ def random_weights(path, seed=0) -> str:
     """A seeded random VGG16 features state dict saved at path (its backbone_id is a file hash)."""
     import torch
 
-    import models
+    from flowercam import models
 
     torch.manual_seed(seed)
     torch.save(models.Backbone().features.state_dict(), path)
@@ -58,9 +58,9 @@ def random_weights(path, seed=0) -> str:
 
 
 def run_cli(module, argv):
-    """module.main through common.run_main -> (exit code or None, return value)."""
+    """module.main through core.run_main -> (exit code or None, return value)."""
 
     try:
-        return None, common.run_main(module.main, module.get_args_parser(), argv)
+        return None, core.run_main(module.main, module.get_args_parser(), argv)
     except SystemExit as stop:
         return stop.code, None

@@ -17,17 +17,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import cache
-import cam_inputs
-import cam_report
-import cams
-import common
-import dataloader
-import metrics
-import models
+from flowercam import cams, core, dataset, features, models
 
-# their old home: callers (tests, notebooks) may still use cam_metrics.find_mask etc.
-from common import UserError
+# their old home: callers (tests, notebooks) may still use runner.find_mask etc.
+from flowercam.core import UserError
+from flowercam.metrics import formulas, selection, tables
 
 BASELINES = ("zeros", "black", "blur")
 
@@ -65,7 +59,7 @@ def add_args(parser):
     add("--map-batch-size", type=int, default=8, help="images per compute_maps call")
     add("--metrics-batch-size", type=int, default=16,
         help="images per forward when scoring perturbed images")
-    add("--precision", choices=cache.PRECISIONS, default="fp32",
+    add("--precision", choices=features.PRECISIONS, default="fp32",
         help="scoring forwards precision (bf16 = bfloat16 autocast)")
     add("--seed", type=int, default=0, help="--limit sample, tie order, bootstrap resamples")
     add("--output-dir", default=None,
@@ -92,7 +86,7 @@ def shared_inputs(model, images, labels, feats, keep, args, score_fn):
         y = probs.gather(1, targets[:, None])[:, 0]
     else:  # score it as the perturbed images will be, for a like-for-like drop
         y = score_fn(pixels, targets)
-    blurred = metrics.blur(pixels)
+    blurred = formulas.blur(pixels)
     baseline = {"zeros": mean.expand_as(pixels), "black": torch.zeros_like(pixels),
                 "blur": blurred}[args.deletion_baseline].contiguous()
     y_blur, y_base = torch.full_like(y, float("nan")), torch.full_like(y, float("nan"))
@@ -111,10 +105,10 @@ def batch_features(model, items, args):
     if getattr(args, "no_cache", False):
         return None
     subset = getattr(args, "split_name", None) or "valid"
-    full = dataloader.split_items(args.data_dir, subset, args.split)
-    feats = cache.feature_cache(full, model.backbone, args.data_dir, "fp32",
+    full = dataset.split_items(args.data_dir, subset, args.split)
+    feats = features.feature_cache(full, model.backbone, args.data_dir, "fp32",
                                 num_workers=args.num_workers, device=args.device,
-                                size=cache.input_size(args.data_dir))
+                                size=features.input_size(args.data_dir))
     row = {item_id: i for i, (item_id, _, _) in enumerate(full)}
     return feats[[row[item_id] for item_id, _, _ in items]]  # [N,512,7,7] copy of N rows
 
@@ -137,11 +131,11 @@ def perturbation_aucs(maps, shared, keep, score_fn, args, generator):
     if keep.any():
         idx = torch.from_numpy(np.flatnonzero(keep))
         s = {k: v[idx] for k, v in shared.items() if torch.is_tensor(v) and k != "feats"}
-        d = metrics.deletion_curve(score_fn, s["pixels"], maps[idx], s["targets"], args.steps,
+        d = formulas.deletion_curve(score_fn, s["pixels"], maps[idx], s["targets"], args.steps,
                                    s["baseline"], generator, ends=(s["y"], s["y_base"]))
-        i = metrics.insertion_curve(score_fn, s["pixels"], maps[idx], s["targets"], args.steps,
+        i = formulas.insertion_curve(score_fn, s["pixels"], maps[idx], s["targets"], args.steps,
                                     s["blurred"], generator, ends=(s["y_blur"], s["y"]))
-        dele[keep], ins[keep] = metrics.auc(d.numpy()), metrics.auc(i.numpy())
+        dele[keep], ins[keep] = formulas.auc(d.numpy()), formulas.auc(i.numpy())
     return dele, ins
 
 
@@ -151,8 +145,8 @@ def measure_method(maps, shared, masks, keep, score_fn, args, generator):
     dele, ins = perturbation_aucs(maps, shared, keep, score_fn, args, generator)
     fg, valid, has = masks
     np_maps = maps.numpy()
-    tp, fp, n_fg = metrics.threshold_counts(np_maps, fg, valid, metrics.default_thresholds())
-    hits = metrics.pointing_game_per_image(np_maps, fg, valid)  # NaN without a mask
+    tp, fp, n_fg = formulas.threshold_counts(np_maps, fg, valid, formulas.default_thresholds())
+    hits = formulas.pointing_game_per_image(np_maps, fg, valid)  # NaN without a mask
     return {"o": o.numpy(), "deletion": dele, "insertion": ins, "hit": hits, "tp": tp, "fp": fp,
             "n_fg": n_fg, "has_mask": has}
 
@@ -160,17 +154,17 @@ def measure_method(maps, shared, masks, keep, score_fn, args, generator):
 def measure(model, settings, items, methods, args):
     """Loop over the items in batches -> {"images": per-image info, "methods": {m: arrays}}."""
     size = int(settings.get("input_size", models.INPUT_SIZE))
-    score_fn = metrics.make_score_fn(model, models.IMAGENET_MEAN, models.IMAGENET_STD,
+    score_fn = formulas.make_score_fn(model, models.IMAGENET_MEAN, models.IMAGENET_STD,
                                      args.precision, args.metrics_batch_size, args.device)
     generator = torch.Generator().manual_seed(getattr(args, "seed", 0))
     per_method = {m: [] for m in methods}
     info = {"ids": [], "labels": [], "targets": [], "y": []}
     step = args.map_batch_size
     all_feats = batch_features(model, items, args)
-    loader = dataloader.make_loader(items, step, False, 0, args.num_workers, size)
-    perturb = cam_inputs.perturb_selection([label for _, _, label in items], args.perturb_limit,
+    loader = dataset.make_loader(items, step, False, 0, args.num_workers, size)
+    perturb = selection.perturb_selection([label for _, _, label in items], args.perturb_limit,
                                            args.seed)
-    with cache.worker_errors(), tqdm(total=len(items), desc="cam metrics", unit="img") as bar:
+    with features.worker_errors(), tqdm(total=len(items), desc="cam metrics", unit="img") as bar:
         for start, (images, labels) in zip(range(0, len(items), step), loader, strict=True):
             batch = items[start:start + step]
             keep = perturb[start:start + step]
@@ -180,7 +174,7 @@ def measure(model, settings, items, methods, args):
             else:
                 feats = all_feats[start:start + step].to(args.device)
             shared = shared_inputs(model, images, labels, feats, keep, args, score_fn)
-            masks = cam_inputs.batch_masks(batch, args, size)
+            masks = selection.batch_masks(batch, args, size)
             for method in methods:
                 maps = method_maps(model, method, images, shared, args)
                 per_method[method].append(measure_method(maps, shared, masks, keep, score_fn,
@@ -212,16 +206,16 @@ def check_args(args):
 
 def open_model(args, backbone=None):
     """-> (model, settings, ckpt); split and backbone weights default to the run's config.json."""
-    ckpt = cam_inputs.resolve_checkpoint(args)
-    config = common.run_config(ckpt)
+    ckpt = selection.resolve_checkpoint(args)
+    config = core.run_config(ckpt)
     args.split = getattr(args, "split", None) or config.get("split") or 1
     weights = getattr(args, "backbone_weights", None) or config.get("backbone_weights")
     if backbone is None:
         backbone = models.load_backbone(models.resolve_backbone_weights(weights), args.device)
     model, settings = models.load_model(ckpt, device=args.device, backbone=backbone)
-    import evaluate  # its checks: classes, input size and backbone must fit the checkpoint
+    from flowercam import evaluation  # its checks
 
-    evaluate.check_data(settings, args.data_dir, backbone)
+    evaluation.check_data(settings, args.data_dir, backbone)
     return model, settings, ckpt
 
 
@@ -236,10 +230,10 @@ def run(args, backbone=None):
     check_args(args)
     model, settings, ckpt = open_model(args, backbone)
     out_dir = Path(getattr(args, "output_dir", None) or Path(ckpt).parent)
-    common.check_writable_dir(out_dir)
-    methods = cam_inputs.resolve_methods(args.methods, settings)
+    core.check_writable_dir(out_dir)
+    methods = selection.resolve_methods(args.methods, settings)
     subset, split = getattr(args, "split_name", None) or "valid", args.split
-    items = cam_inputs.select_items(dataloader.split_items(args.data_dir, subset, split),
+    items = selection.select_items(dataset.split_items(args.data_dir, subset, split),
                                     args.limit, args.seed)
     if not items:
         raise UserError(f"split {split} of {args.data_dir} has no {subset} images")
@@ -248,9 +242,9 @@ def run(args, backbone=None):
     seconds = time.perf_counter() - start
     context = {"checkpoint": str(ckpt), "split": split, "subset": subset, "seconds": seconds,
                "settings": settings, "class_names": settings.get("class_names")}
-    summary = cam_report.summarise(measured, args, context)
+    summary = tables.summarise(measured, args, context)
     summary["summary_seconds"] = time.perf_counter() - start - seconds  # bootstrap etc.
-    cam_report.write(out_dir, summary)
+    tables.write(out_dir, summary)
     print(f"{len(items)} images x {len(methods)} methods in {seconds:.0f} s -> "
           f"{out_dir / 'cam_metrics.md'}")
     return summary

@@ -2,7 +2,7 @@
 sample; a class-balanced subset for deletion/insertion) and their foreground masks.
 
     python -c "import cam_inputs as c; print(c.perturb_selection([0, 0, 0, 1, 1, 2], 3, seed=0))"
-    python -c "import cam_inputs; print(cam_inputs.select_items(list(range(10)), 3, seed=0))"
+    python -c "import cam_inputs; print(selection.select_items(list(range(10)), 3, seed=0))"
     python -c "import cam_inputs as c; print(c.read_mask('data/trimaps/image_0001.png', 224).shape)"
 """
 
@@ -13,17 +13,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import cams
-import common
-import metrics
-from common import UserError
+from flowercam import cams, core
+from flowercam.core import UserError
+from flowercam.metrics import formulas
 
 
 def resolve_checkpoint(args):
     if getattr(args, "checkpoint", None):
         return Path(args.checkpoint)
     if getattr(args, "model_dir", None):
-        return common.best_checkpoint(args.model_dir)
+        return core.best_checkpoint(args.model_dir)
     raise UserError("--cam-metrics needs a model: pass -d RUN_DIR or --checkpoint FILE.pth")
 
 
@@ -101,7 +100,7 @@ def batch_masks(batch_items, args, size):
     for i, (item_id, path, _) in enumerate(batch_items):
         found = find_mask(args.masks_dir, item_id, path) if args.masks_dir else None
         if found is not None:
-            fg[i], valid[i] = metrics.mask_arrays(read_mask(found, size), args.mask_values,
+            fg[i], valid[i] = formulas.mask_arrays(read_mask(found, size), args.mask_values,
                                                   args.ignore_values)
             has[i] = True
     return fg, valid, has

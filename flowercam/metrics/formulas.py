@@ -237,13 +237,13 @@ def mean_ci(values, n_boot=1000, seed=0):
 
 def add_cam_metrics_args(parser):
     """Add --cam-metrics and its options to evaluate.py's parser (call after its own flags)."""
-    import cam_metrics
+    from flowercam.metrics import runner
 
-    return cam_metrics.add_args(parser)
+    return runner.add_args(parser)
 
 
 def run_cam_metrics(args):
     """Measure every chosen method on the split; writes cam_metrics.json and cam_metrics.md."""
-    import cam_metrics
+    from flowercam.metrics import runner
 
-    return cam_metrics.run(args)
+    return runner.run(args)

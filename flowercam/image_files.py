@@ -14,9 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-import dataloader
-import render
-from common import UserError, atomic_write
+from flowercam import dataset, render
+from flowercam.core import UserError, atomic_write
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -33,7 +32,7 @@ def expand_images(paths):
         out += found
     for path in out:
         try:
-            dataloader.load_image(path, 32)
+            dataset.load_image(path, 32)
         except UserError:
             bad.append(path if os.path.exists(path) else f"{path} (missing)")
     if bad:
@@ -48,7 +47,7 @@ def expand_images(paths):
 
 def load_items(paths, size):
     """-> (images [B,3,size,size] normalised, [PIL RGB originals])."""
-    tensors, originals = zip(*(dataloader.load_image(path, size) for path in paths), strict=True)
+    tensors, originals = zip(*(dataset.load_image(path, size) for path in paths), strict=True)
     return torch.stack(tensors), list(originals)
 
 

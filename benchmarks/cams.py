@@ -15,9 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-import cams
-import common
-import models
+from flowercam import cams, core, models
 
 
 def shared_dir():
@@ -42,7 +40,7 @@ def load_images(folder, count, size):
     return torch.stack(out)
 
 
-UserError = common.UserError
+UserError = core.UserError
 
 
 def report_loop(model, images, method, targets=None, **options):
@@ -135,7 +133,7 @@ BENCHMARKS = {"cams": bench_cams}
 
 
 def get_args_parser():
-    parser = common.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = core.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--only", choices=list(BENCHMARKS), nargs="+", default=list(BENCHMARKS),
                         help="benchmarks to run")
@@ -160,9 +158,9 @@ def get_args_parser():
 def main(args):
     results = {name: BENCHMARKS[name](args) for name in args.only}
     if args.output:
-        common.atomic_save_json(args.output, {"args": vars(args), "results": results})
+        core.atomic_save_json(args.output, {"args": vars(args), "results": results})
     return results
 
 
 if __name__ == "__main__":
-    common.run_main(main, get_args_parser())
+    core.run_main(main, get_args_parser())

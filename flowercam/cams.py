@@ -15,8 +15,8 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-import models
-from models import NORMALIZERS, UserError, normalize
+from flowercam import models
+from flowercam.models import NORMALIZERS, UserError, normalize
 
 __all__ = ["METHODS", "NORMALIZERS", "MapResult", "check_method", "class_cams", "compute_maps",
            "compute_maps_from_features", "gradcampp_alpha", "normalize", "postprocess"]

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import metrics
-from common import atomic_write
+from flowercam.core import atomic_write
+from flowercam.metrics import formulas
 
 # key, table header, format; AD/IC/pointing/PxAP/mIoU in %, AUCs in probability units
 COLUMNS = (("average_drop", "AD % ↓", "{:.1f}"), ("increase_in_confidence", "IC % ↑", "{:.1f}"),
@@ -38,10 +38,10 @@ def _figure(value, ci, n):
 
 def faithfulness(arrays, y, idx, n_boot, seed):
     """AD, IC, deletion and insertion AUC of the images idx (per-image means)."""
-    per_image = {"average_drop": metrics.drop_per_image(y[idx], arrays["o"][idx]),
-                 "increase_in_confidence": metrics.increase_per_image(y[idx], arrays["o"][idx]),
+    per_image = {"average_drop": formulas.drop_per_image(y[idx], arrays["o"][idx]),
+                 "increase_in_confidence": formulas.increase_per_image(y[idx], arrays["o"][idx]),
                  "deletion_auc": arrays["deletion"][idx], "insertion_auc": arrays["insertion"][idx]}
-    return {k: _figure(*metrics.mean_ci(v, n_boot, seed)) for k, v in per_image.items()}
+    return {k: _figure(*formulas.mean_ci(v, n_boot, seed)) for k, v in per_image.items()}
 
 
 def localization(arrays, idx, n_boot, seed):
@@ -49,16 +49,16 @@ def localization(arrays, idx, n_boot, seed):
     idx = idx[arrays["has_mask"][idx]]
     if len(idx) == 0:
         return {}
-    thresholds = metrics.default_thresholds()
+    thresholds = formulas.default_thresholds()
     tp, fp, n_fg = arrays["tp"][idx], arrays["fp"][idx], arrays["n_fg"][idx]
-    out = {"pointing_game": _figure(*metrics.mean_ci(arrays["hit"][idx] * 100, n_boot, seed))}
-    pxap_ci = metrics.bootstrap_ci(lambda r: metrics.pxap_from_counts(tp[r], fp[r], n_fg[r]),
+    out = {"pointing_game": _figure(*formulas.mean_ci(arrays["hit"][idx] * 100, n_boot, seed))}
+    pxap_ci = formulas.bootstrap_ci(lambda r: formulas.pxap_from_counts(tp[r], fp[r], n_fg[r]),
                                    len(idx), n_boot, seed)
-    out["pxap"] = _figure(metrics.pxap_from_counts(tp, fp, n_fg), pxap_ci, len(idx))
-    ious = metrics.iou_per_threshold(tp, fp, n_fg)
-    miou, threshold = metrics.best_iou_from_ious(ious, thresholds)
+    out["pxap"] = _figure(formulas.pxap_from_counts(tp, fp, n_fg), pxap_ci, len(idx))
+    ious = formulas.iou_per_threshold(tp, fp, n_fg)
+    miou, threshold = formulas.best_iou_from_ious(ious, thresholds)
     # the threshold is chosen again in every resample: its choice is part of the figure
-    ci = metrics.bootstrap_ci(lambda r: metrics.best_iou_from_ious(ious[r], thresholds)[0],
+    ci = formulas.bootstrap_ci(lambda r: formulas.best_iou_from_ious(ious[r], thresholds)[0],
                               len(idx), n_boot, seed)
     out["miou"] = {**_figure(miou, ci, (n_fg > 0).sum()), "threshold": threshold}
     return out

@@ -1,7 +1,7 @@
 """Shared plumbing: one-line user errors, atomic writes, finding training runs and checkpoints.
 
-    python -c "import common; print(common.latest_run('model'))"
-    python -c "import common; print(common.best_checkpoint('model/RUN'))"
+    python -c "import common; print(core.latest_run('model'))"
+    python -c "import common; print(core.best_checkpoint('model/RUN'))"
 """
 
 import argparse

@@ -22,12 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import cache
-import common
-import dataloader
-import main as training
-import models
-from common import UserError, atomic_save_json, run_main
+from flowercam import core, dataset, features, models, training
+from flowercam.core import UserError, atomic_save_json, run_main
 
 NUM_CLASSES = 17
 
@@ -43,8 +39,8 @@ def shared_items(shared, n):
 
 def bench_backbone(items, backbone, args) -> dict:
     """Bare backbone forward on pre-decoded images vs the cache build on the same files."""
-    images = torch.stack([dataloader.load_image(p, 256)[0] for _, p, _ in items])
-    with torch.inference_mode(), cache.autocast(args.precision, "cpu"):
+    images = torch.stack([dataset.load_image(p, 256)[0] for _, p, _ in items])
+    with torch.inference_mode(), features.autocast(args.precision, "cpu"):
         backbone(images[:2])  # warm-up: oneDNN primitive creation
         start, cpu = time.perf_counter(), time.process_time()
         for batch in images.split(args.cache_batch):
@@ -52,7 +48,7 @@ def bench_backbone(items, backbone, args) -> dict:
         bare, bare_cpu = time.perf_counter() - start, time.process_time() - cpu
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        cache.feature_cache(items, backbone, tmp, args.precision, args.cache_batch,
+        features.feature_cache(items, backbone, tmp, args.precision, args.cache_batch,
                             args.num_workers, size=256)
         build = time.perf_counter() - start
     n = len(items)
@@ -63,7 +59,7 @@ def bench_backbone(items, backbone, args) -> dict:
 
 def bench_uncached(items, backbone, args) -> dict:
     """The report's epoch: decode + backbone + head step for every batch; timed on a few steps."""
-    source = cache.BackboneSource(items, backbone, 256, args.precision, args.num_workers)
+    source = features.BackboneSource(items, backbone, 256, args.precision, args.num_workers)
     settings = training.make_settings("CAM", None, [str(c) for c in range(NUM_CLASSES)], 256,
                                       backbone.backbone_id)
     head = models.build_head(settings)
@@ -101,7 +97,7 @@ def child_train(args):
     for name in ("train", "valid"):
         labels = torch.from_numpy(np.load(tmp / f"{name}_labels.npy"))
         feats = torch.from_numpy(np.load(tmp / f"{name}.npy", mmap_mode="c"))
-        sources.append(cache.CachedSource(feats, labels))
+        sources.append(features.CachedSource(feats, labels))
     settings = training.make_settings("CAM", None, [str(c) for c in range(NUM_CLASSES)], 256, "x")
     start, cpu = time.perf_counter(), time.process_time()
     history = training.train(settings, *sources, tmp / "run", lr=1e-4, epochs=args.epochs,
@@ -125,7 +121,7 @@ def bench_cached(args) -> dict:
 
 
 def get_args_parser():
-    parser = common.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = core.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add("--shared", default="../shared", help="folder with flowers17/jpg and weights/")
@@ -136,7 +132,7 @@ def get_args_parser():
     add("--epochs", default=40, type=int, help="epochs of the cached run")
     add("--train-size", default=6800, type=int, help="training images of the cached run")
     add("--valid-size", default=340, type=int, help="validation images of the cached run")
-    add("--precision", default="fp32", choices=cache.PRECISIONS, help="backbone precision")
+    add("--precision", default="fp32", choices=features.PRECISIONS, help="backbone precision")
     add("--cache-batch", default=16, type=int, help="backbone batch size of the cache build")
     add("--num-workers", default=2, type=int, help="image decoding processes")
     add("--output", default="output/bench_training.json", help="where the figures go")

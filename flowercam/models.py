@@ -1,0 +1,287 @@
+"""Frozen VGG16 backbone, the report's CAM / ReCAM heads, and checkpoints.
+
+    BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_features.pth python -c "import models as m
+    print(m.load_backbone().backbone_id)"
+    .venv/bin/pytest tests/test_models.py tests/test_cams.py -q
+    python -c "import models; h, s, _ = models.load_checkpoint('model/RUN/epoch_3.pth'); print(s)"
+"""
+
+import hashlib
+import os
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flowercam.core import UserError, atomic_torch_save
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INPUT_SIZE = 256
+FEATURE_SHAPE = (512, 7, 7)
+TORCHVISION_ID = "vgg16-imagenet1k-v1"
+RANDOM_ID = "vgg16-random"
+# index in vgg16().features of the ReLU that ends each stage (before its max pool)
+STAGES = {"stage3": 15, "stage4": 22, "stage5": 29}
+MODEL_TYPES = ("CAM", "ReCAM")
+NORMALIZERS = ("minmax", "sigmoid", "relu")
+CHECKPOINT_FORMAT = "flowercam-head"
+CHECKPOINT_VERSION = 1
+
+
+def normalize(maps, how="minmax", eps=1e-6):
+    """Per-map normalisation over the last two dims to [0, 1]; a flat (constant) map gives zeros.
+
+    maps [..., H, W] -> same shape, new tensor (the input is never modified).
+    minmax: (x - min) / (max - min); sigmoid: sigmoid(x); relu: relu(x) / max(relu(x)).
+    """
+    if how not in NORMALIZERS:
+        raise UserError(f"unknown normalisation {how!r}: use one of {', '.join(NORMALIZERS)}")
+    # amin/amax: ties share the gradient evenly, so ReCAM's mask gradient does not depend on
+    # which of several equal minima float noise happens to pick
+    lo = maps.amin((-2, -1), keepdim=True)
+    hi = maps.amax((-2, -1), keepdim=True)
+    if how == "minmax":
+        out = (maps - lo) / (hi - lo).clamp_min(eps)
+    elif how == "sigmoid":
+        out = torch.sigmoid(maps)
+    else:
+        pos = torch.relu(maps)
+        out = pos / pos.amax((-2, -1), keepdim=True).clamp_min(eps)
+    # a constant map carries no location: zeros, never NaN or a uniform 0.5
+    return torch.where((hi - lo) <= eps, torch.zeros_like(out), out)
+
+
+def resolve_backbone_weights(path=None):
+    """--backbone-weights flag, else env BACKBONE_WEIGHTS, else None (= torchvision download)."""
+    return os.fspath(path) if path else (os.environ.get("BACKBONE_WEIGHTS") or None)
+
+
+def _file_id(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"vgg16-file-{digest.hexdigest()[:16]}"
+
+
+def _features_state_dict(path):
+    """Read a VGG16 (full or features-only, with or without 'features.') state dict from `path`."""
+    if not os.path.isfile(path):
+        raise UserError(f"backbone weights {path} not found: pass --backbone-weights PATH to a "
+                        "VGG16 state dict (e.g. ../shared/weights/vgg16_imagenet_features.pth)")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"cannot read backbone weights {path} ({type(err).__name__}): "
+                        "pass a VGG16 state dict saved with torch.save") from None
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise UserError(f"backbone weights {path} is not a state dict: pass a VGG16 state dict")
+    sd = {k.removeprefix("features."): v for k, v in sd.items() if not k.startswith("classifier.")}
+    return sd
+
+
+class Backbone(nn.Module):
+    """VGG16 .features + AdaptiveAvgPool2d(7); frozen and always in eval mode.
+
+    state_dict: features state dict (keys "0.weight".."28.bias"); None = seeded random init (tests).
+    """
+
+    def __init__(self, state_dict=None, backbone_id=None):
+        super().__init__()
+        from torchvision.models import vgg
+
+        self.features = vgg.make_layers(vgg.cfgs["D"])
+        self.pool = nn.AdaptiveAvgPool2d(7)
+        if state_dict is None:
+            for m in self.features:  # torchvision's VGG init: random activations keep their scale
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
+        else:
+            self.features.load_state_dict(state_dict)
+        self.backbone_id = backbone_id or (RANDOM_ID if state_dict is None else "vgg16-state-dict")
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode=True):
+        # frozen feature extractor: stays in eval mode even when a parent calls .train()
+        return super().train(False)
+
+    def forward(self, x):
+        """x [B,3,H,W] ImageNet-normalised -> feats [B,512,7,7]."""
+        return self.pool(self.features(x))
+
+    def forward_with(self, x, layers):
+        """-> (feats [B,512,7,7], {name: activation}); activations require grad (frozen net or not).
+
+        Runs without a graph up to the earliest requested stage, then detaches it, marks it
+        requires_grad and runs the rest with grad enabled: one graph from there to the logits.
+        """
+        unknown = [name for name in layers if name not in STAGES]
+        if unknown or not layers:
+            raise UserError(f"unknown backbone layer {unknown or layers}: use {', '.join(STAGES)}")
+        at = {STAGES[name]: name for name in layers}
+        first = min(at)
+        with torch.no_grad():
+            h = self.features[: first + 1](x)
+        h = h.detach().requires_grad_()
+        acts = {at[first]: h}
+        with torch.enable_grad():
+            for i in range(first + 1, len(self.features)):
+                h = self.features[i](h)
+                if i in at:
+                    acts[at[i]] = h
+            feats = self.pool(h)
+        return feats, acts
+
+
+def load_backbone(weights=None, device="cpu"):
+    """weights: local state dict path; None = env BACKBONE_WEIGHTS, else torchvision download."""
+    path = resolve_backbone_weights(weights)
+    if path is None:
+        from torchvision.models import VGG16_Weights, vgg16
+
+        try:
+            sd = vgg16(weights=VGG16_Weights.IMAGENET1K_V1).features.state_dict()
+        except Exception as err:
+            raise UserError(f"cannot download VGG16 ImageNet weights ({type(err).__name__}): "
+                            "offline? pass --backbone-weights PATH or set BACKBONE_WEIGHTS"
+                            ) from None
+        return Backbone(sd, TORCHVISION_ID).to(device)
+    sd = _features_state_dict(path)
+    try:
+        return Backbone(sd, _file_id(path)).to(device)
+    except RuntimeError as err:  # missing / unexpected keys or wrong shapes
+        why = str(err).strip().splitlines()[-1].strip()[:80]
+        raise UserError(f"backbone weights {path} do not match VGG16 features ({why}): "
+                        "pass a VGG16 state dict") from None
+
+
+class CAMHead(nn.Module):
+    """The report's baseCAM head: conv1x1 512->C + ReLU = class maps, GAP, Linear(C,C), no bias."""
+
+    def __init__(self, num_classes, in_channels=FEATURE_SHAPE[0]):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, num_classes, kernel_size=1)
+        self.fc = nn.Linear(num_classes, num_classes, bias=False)
+
+    def class_maps(self, feats):
+        """feats [B,512,h,w] -> class maps [B,C,h,w] (non-negative)."""
+        return F.relu(self.conv(feats))
+
+    def classify(self, maps):
+        """maps [B,C,h,w] -> logits [B,C] (GAP then the linear layer)."""
+        return self.fc(maps.mean((2, 3)))
+
+    def cams(self, maps):
+        """All C CAMs in one pass: maps [B,C,h,w] -> [B,C,h,w]; spatial mean of [:, c] = logit c."""
+        return torch.einsum("kc,bchw->bkhw", self.fc.weight, maps)
+
+    def forward_maps(self, feats):
+        """-> (maps the final CAM is taken from [B,C,h,w], class maps [B,C,h,w], logits [B,C])."""
+        maps = self.class_maps(feats)
+        return maps, maps, self.classify(maps)
+
+    def forward(self, feats):
+        return self.forward_maps(feats)[2]
+
+
+class ReCAMHead(CAMHead):
+    """ReCAM: the predicted class's CAM, normalised, multiplies all class maps, classified again."""
+
+    def __init__(self, num_classes, normalize_by="minmax", in_channels=FEATURE_SHAPE[0]):
+        super().__init__(num_classes, in_channels)
+        if normalize_by not in NORMALIZERS:
+            raise UserError(f"unknown ReCAM normalize_by {normalize_by!r}: "
+                            f"use {', '.join(NORMALIZERS)}")
+        self.normalize_by = normalize_by
+
+    def reweight(self, maps):
+        """maps [B,C,h,w] -> (re-weighted maps [B,C,h,w], first-pass logits [B,C])."""
+        base = self.classify(maps)
+        pred = base.argmax(1)  # [B]
+        cam = torch.einsum("bc,bchw->bhw", self.fc.weight[pred], maps)
+        mask = normalize(cam, self.normalize_by)  # [B,h,w], per image
+        return maps * mask[:, None], base
+
+    def forward_maps(self, feats):
+        maps = self.class_maps(feats)
+        rew = self.reweight(maps)[0]
+        return rew, maps, self.classify(rew)
+
+
+class Classifier(nn.Module):
+    """Frozen backbone + trainable head: images [B,3,H,W] -> logits [B,C]."""
+
+    def __init__(self, backbone, head):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, images):
+        return self.head(self.backbone(images))
+
+
+def build_head(settings):
+    """settings dict (see CONTRACT.md) -> CAMHead or ReCAMHead."""
+    kind = settings.get("model_type")
+    num = settings.get("num_classes")
+    if kind not in MODEL_TYPES:
+        raise UserError(f"unknown model_type {kind!r}: use one of {', '.join(MODEL_TYPES)}")
+    if not isinstance(num, int) or num < 1:
+        raise UserError(f"num_classes must be a positive integer, got {num!r}")
+    if kind == "CAM":
+        return CAMHead(num)
+    return ReCAMHead(num, settings.get("normalize_by") or "minmax")
+
+
+def save_checkpoint(path, head, settings, **extra):
+    """Atomic torch.save of {"format", "version", "settings", "state_dict", **extra}."""
+    state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
+    ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+            "settings": dict(settings), "state_dict": state, **extra}
+    atomic_torch_save(ckpt, path)
+
+
+def load_checkpoint(path):
+    """-> (head in eval mode, settings, ckpt dict); UserError if missing, unreadable or not ours."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint {path} not found: pass a .pth written by main.py")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"cannot read checkpoint {path} ({type(err).__name__}): "
+                        "pass a .pth written by main.py") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a flowercam head checkpoint: "
+                        "pass a .pth written by main.py")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise UserError(f"checkpoint {path} has version {ckpt.get('version')!r}, expected "
+                        f"{CHECKPOINT_VERSION}: retrain with this version of main.py")
+    settings = ckpt.get("settings") or {}
+    head = build_head(settings)
+    try:
+        head.load_state_dict(ckpt["state_dict"])
+    except (KeyError, RuntimeError) as err:
+        raise UserError(f"checkpoint {path} weights do not fit its settings "
+                        f"({str(err).splitlines()[0]}): retrain it") from None
+    return head.eval(), settings, ckpt
+
+
+def load_model(checkpoint_path, backbone_weights=None, device="cpu", backbone=None):
+    """-> (Classifier in eval mode on `device`, settings); `backbone` reuses a loaded one."""
+    head, settings, _ = load_checkpoint(checkpoint_path)
+    if backbone is None:
+        backbone = load_backbone(backbone_weights, device)
+    trained_on = settings.get("backbone")
+    if trained_on and trained_on != backbone.backbone_id:
+        warnings.warn(f"head was trained on backbone {trained_on}, loading it on "
+                      f"{backbone.backbone_id}", stacklevel=2)
+    model = Classifier(backbone, head).to(device).eval()
+    model.settings = settings
+    return model, settings
