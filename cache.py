@@ -1,7 +1,40 @@
-"""Command: see flowercam/features.py (moved there; this script only runs it)."""
+"""Build (or resume) the feature cache of one subset: the frozen VGG16's output of every image.
 
-from flowercam.core import run_main
-from flowercam.features import get_args_parser, main
+    python cache.py --subset train --backbone-weights ../shared/weights/vgg16_imagenet_features.pth
+    python cache.py --subset valid --split 2 --precision bf16
+    python cache.py --subset test --num-workers 2 --batch-size 16
+
+main.py, evaluate.py and grid.py build a missing cache themselves; this command builds one ahead
+(e.g. on a faster machine). The files are described in flowercam/features.py.
+"""
+
+from flowercam import core, dataset, features, flags, models
+
+
+def get_args_parser():
+    parser = core.ArgumentParser(description=__doc__.splitlines()[0])
+    flags.add_data_dir(parser)
+    flags.add_split(parser)
+    parser.add_argument("--subset", default="train", choices=dataset.SUBSETS,
+                        help="which subset of the split to cache")
+    flags.add_backbone_weights(parser)
+    flags.add_precision(parser, "backbone precision (bf16 = bfloat16 autocast, stored as float32)")
+    flags.add_batch_size(parser, 16, "images per backbone batch")
+    flags.add_num_workers(parser)
+    flags.add_device(parser)
+    return parser
+
+
+def main(args):
+    items = dataset.split_items(args.data_dir, args.subset, args.split)
+    backbone = models.load_backbone(args.backbone_weights, device=args.device)
+    feats = features.feature_cache(items, backbone, args.data_dir, args.precision,
+                                   args.batch_size, args.num_workers, args.device)
+    key = features.cache_key(items, backbone.backbone_id, args.data_dir,
+                             features.input_size(args.data_dir), args.precision)
+    path = features.cache_paths(args.data_dir, key)[0]
+    print(f"{args.subset} split {args.split}: {tuple(feats.shape)} in {path}")
+
 
 if __name__ == "__main__":
-    run_main(main, get_args_parser())
+    core.run_main(main, get_args_parser())

@@ -1,8 +1,7 @@
 """Feature cache: the frozen backbone's pooled output [N,512,7,7] of every image, computed once.
 
-    python cache.py --subset train --backbone-weights ../shared/weights/vgg16_imagenet_features.pth
-    python cache.py --subset valid --split 2 --precision bf16    # build or resume one cache
-    python cache.py --subset test --num-workers 2 --batch-size 16
+    python cache.py --subset train       # the command; this module is what it runs
+    python -c "from flowercam import features; print(features.PRECISIONS)"
 
 Files: data/cache/feats-<hash>.npy (float32 memmap, rows in items order) and feats-<hash>.json
 ({"key": ..., "done": "0101..."}): the hash covers dataset, image list (ids, file sizes and mtimes),
@@ -10,7 +9,6 @@ input size, backbone_id and precision, so a changed input never reuses stale fea
 batches are flushed, then marked done, so an interrupted build resumes where it stopped.
 """
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -23,8 +21,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from flowercam import core, dataset, models
-from flowercam.core import UserError, atomic_save_json, run_main
+from flowercam import dataset, models
+from flowercam.core import UserError, atomic_save_json
 
 PRECISIONS = ("fp32", "bf16")
 CACHE_VERSION = 1
@@ -212,35 +210,3 @@ class BackboneSource:
                     feats = self.backbone(images.to(self.device))
                 yield feats.float(), labels.to(self.device)
 
-
-def get_args_parser():
-    parser = core.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data-dir", default="data", help="folder prepared by augment.py")
-    parser.add_argument("--split", default=1, type=int, choices=(1, 2, 3), help="which split")
-    parser.add_argument("--subset", default="train", choices=dataset.SUBSETS,
-                        help="which subset of the split to cache")
-    parser.add_argument("--backbone-weights", default=None,
-                        help="VGG16 weights file (default: env BACKBONE_WEIGHTS, else torchvision)")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                        help="backbone precision (bf16 = bfloat16 autocast, stored as float32)")
-    parser.add_argument("--batch-size", default=16, type=int, help="images per backbone batch")
-    parser.add_argument("--num-workers", default=2, type=int, help="image decoding processes")
-    parser.add_argument("--device", default="cpu", help="torch device")
-    return parser
-
-
-def main(args):
-    items = dataset.split_items(args.data_dir, args.subset, args.split)
-    weights = models.resolve_backbone_weights(args.backbone_weights)
-    backbone = models.load_backbone(weights, device=args.device)
-    feats = feature_cache(items, backbone, args.data_dir, args.precision, args.batch_size,
-                          args.num_workers, args.device)
-    key = cache_key(items, backbone.backbone_id, args.data_dir, input_size(args.data_dir),
-                    args.precision)
-    path = cache_paths(args.data_dir, key)[0]
-    print(f"{args.subset} split {args.split}: {tuple(feats.shape)} in {path}")
-
-
-if __name__ == "__main__":
-    run_main(main, get_args_parser())

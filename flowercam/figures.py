@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from flowercam import cams, core, dataset, features, models, render
+from flowercam import cams, core, dataset, features, models, render, runs
 from flowercam.core import UserError, run_main
 from flowercam.image_files import arrays_of, expand_images, load_items, save_extras, save_png
 
@@ -73,22 +73,22 @@ def parse_pair(spec):
 def resolve_checkpoint(name, grid_runs):
     """A checkpoint path, or a configuration name of grid_runs.json -> its best checkpoint."""
     if os.path.isdir(name):  # a run directory (or model/): its best checkpoint
-        return str(core.best_checkpoint(name))
+        return str(runs.best_checkpoint(name))
     if not grid_runs or os.path.isfile(name):
         return name
     try:
-        runs = json.loads(Path(grid_runs).read_text())
-        if not isinstance(runs, dict):
+        entries = json.loads(Path(grid_runs).read_text())
+        if not isinstance(entries, dict):
             raise ValueError("not a mapping")
     except (OSError, ValueError) as err:
-        raise UserError(f"cannot read --grid-runs {grid_runs} ({type(err).__name__}): run "
+        raise UserError(f"cannot read --grid-entries {grid_runs} ({type(err).__name__}): run "
                         "grid.py first or pass checkpoint paths") from None
     # "CAM_lr0.0001" and "CAM-lr0.0001" name the same configuration
-    found = [k for k in runs if k.replace("-", "_") == name.replace("-", "_")]
+    found = [k for k in entries if k.replace("-", "_") == name.replace("-", "_")]
     if not found:
         raise UserError(f"{name} is neither a file nor a configuration of {grid_runs} (it has: "
-                        f"{', '.join(sorted(runs)) or 'none'})")
-    best = runs[found[0]].get("best_checkpoint")
+                        f"{', '.join(sorted(entries)) or 'none'})")
+    best = entries[found[0]].get("best_checkpoint")
     if not best:
         raise UserError(f"configuration {found[0]} of {grid_runs} saved no checkpoint: rerun it")
     return best
@@ -198,7 +198,7 @@ def image_paths(args, ckpt):
 def run_split(ckpt):
     """The split the checkpoint's run trained on (its config.json), so its validation images
     are never training images; 1 when unknown."""
-    return int(core.run_config(ckpt).get("split") or 1)
+    return int(runs.run_config(ckpt).get("split") or 1)
 
 
 def own_images(args):
@@ -242,7 +242,7 @@ def check_args(args):
 def main(args):
     check_args(args)
     if not args.compare and not args.model_path:
-        args.model_path = str(core.best_checkpoint("model"))
+        args.model_path = str(runs.best_checkpoint("model"))
         print(f"using the newest run's best checkpoint, {args.model_path}")
     if args.compare:
         compare(args)

@@ -1,25 +1,24 @@
-"""The report's experiment grid in one command: CAM and ReCAM (3 normalisers) x 4 learning rates.
+"""The report's experiment grid: configurations, their Table 2 rows, tables and loss curves.
 
-    python grid.py --backbone-weights ../shared/weights/vgg16_imagenet_features.pth  # 16 runs
-    python grid.py --lrs 1e-3 1e-4 --epochs 10 --output-dir model/grid-test --results-dir /tmp/out
-    python grid.py --precision bf16 --seed 1
+    python grid.py                         # the command; this module is what it runs
+    python -c "from flowercam import grid; print(grid.configurations([1e-4]))"
 
-Every configuration trains on one shared feature cache (built once) and gets its own run directory
-under --output-dir. Writes RESULTS/table2.md and .csv (per configuration the best validation
-top-1 epoch among epochs that are not overfitting, i.e. train loss >= half the valid loss),
-loss_curves.png and grid_runs.json (configuration -> run dir and best checkpoint).
+A row reports two epochs by the two rules of flowercam.runs: table_epoch (Table 2's) and
+best_checkpoint (the figures'); grid_runs.json names both.
 """
 
-import argparse
 import csv
 import io
 from pathlib import Path
 
-from flowercam import core, dataset, features, models, training
-from flowercam.core import UserError, atomic_save_json, atomic_write, run_main
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from flowercam import core, models, runs, training
+from flowercam.core import atomic_save_json, atomic_write
 
 LRS = (1e-3, 5e-4, 1e-4, 5e-5)  # the report's exact values are not known: these are our choice
-COLUMNS = ("config", "model_type", "normalize_by", "lr", "best_epoch", "top1", "top3", "top5",
+COLUMNS = ("config", "model_type", "normalize_by", "lr", "table_epoch", "top1", "top3", "top5",
            "valid_loss", "train_loss", "epochs_run", "halted_at", "run_dir", "best_checkpoint")
 
 
@@ -35,19 +34,13 @@ def configurations(lrs) -> list[dict]:
     return configs
 
 
-def eligible(row) -> bool:
-    """The report ignores epochs whose training loss is below half the validation loss."""
-    return row["valid_loss"] <= training.OVERFIT_RATIO * row["train_loss"]
-
-
 def summarize(config, history, run_dir) -> dict:
-    """Table row: best eligible top-1 epoch (ties: lower valid loss) + the best saved checkpoint."""
-    rows = [r for r in history if eligible(r)] or history
-    best = max(rows, key=lambda r: (r["valid_top1"], -r["valid_loss"]))
+    """Table row: Table 2's epoch (runs.table_epoch) + the figures' checkpoint (best_checkpoint)."""
+    best = runs.table_epoch(history)
     halted = [r["epoch"] for r in history if r.get("overfit")]
     saved = any("checkpoint" in r for r in history)
-    checkpoint = core.best_checkpoint(run_dir) if saved else None  # the rule every script uses
-    return {**config, "best_epoch": best["epoch"], "top1": best["valid_top1"],
+    checkpoint = runs.best_checkpoint(run_dir) if saved else None
+    return {**config, "table_epoch": best["epoch"], "top1": best["valid_top1"],
             "top3": best["valid_top3"], "top5": best["valid_top5"],
             "valid_loss": best["valid_loss"], "train_loss": best["train_loss"],
             "epochs_run": len(history), "halted_at": halted[0] if halted else None,
@@ -70,7 +63,7 @@ def write_markdown(path, table, epochs):
              "|---|---|---|---|---|---|---|---|"]
     for r in table:
         lines.append(f"| {r['model_type']}{' ' + r['normalize_by'] if r['normalize_by'] else ''} "
-                     f"| {r['lr']:g} | {r['best_epoch']} | {r['top1']:.2f} | {r['top3']:.2f} | "
+                     f"| {r['lr']:g} | {r['table_epoch']} | {r['top1']:.2f} | {r['top3']:.2f} | "
                      f"{r['top5']:.2f} | {r['valid_loss']:.4f} | {r['halted_at'] or '-'} |")
     text = "\n".join(lines) + "\n"
     atomic_write(path, lambda f: f.write(text), mode="w")
@@ -78,20 +71,15 @@ def write_markdown(path, table, epochs):
 
 def plot_curves(path, results):
     """One panel per configuration (4 columns): train/valid loss, a line at the overfit halt."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
     cols = 4
     rows = max(1, -(-len(results) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    fig = Figure(figsize=(4 * cols, 3 * rows))  # no pyplot: no GUI backend, no global state
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (row, history) in zip(axes.flat, results, strict=False):
         epochs = [r["epoch"] for r in history]
         ax.plot(epochs, [r["train_loss"] for r in history], "o-", ms=3, label="train")
         ax.plot(epochs, [r["valid_loss"] for r in history], "o-", ms=3, label="valid")
-        ax.axvline(row["best_epoch"], color="green", linestyle=":", label="table's epoch")
+        ax.axvline(row["table_epoch"], color="green", linestyle=":", label="table's epoch")
         if row["halted_at"]:
             ax.axvline(row["halted_at"], color="red", linestyle="--", label="overfit stop")
         ax.set_title(row["config"], fontsize=9)
@@ -103,20 +91,23 @@ def plot_curves(path, results):
         ax.axis("off")
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
-    plt.close(fig)
 
 
-def run_grid(args, sources, settings_of) -> list:
-    """Train every configuration on the shared sources -> [(table row, history)]."""
+def run_grid(configs, sources, settings_of, output_dir, train_kwargs, config_extra) -> list:
+    """Train every configuration on the shared sources -> [(table row, history)].
+
+    settings_of(config) -> checkpoint settings; train_kwargs: epochs, batch_size, seed, device;
+    config_extra: what each run's config.json records besides its configuration.
+    """
     train_src, valid_src = sources
     results = []
-    for config in configurations(args.lrs):
+    for config in configs:
         settings = settings_of(config)
-        run_dir = training.make_run_dir(args.output_dir, settings, tag=f"lr{config['lr']:g}")
-        atomic_save_json(run_dir / "config.json", {**vars(args), **config, "settings": settings,
-                                                   "grid": True})
+        run_dir = runs.make_run_dir(output_dir, settings, tag=f"lr{config['lr']:g}")
+        core.atomic_save_json(run_dir / "config.json", {**config_extra, **config,
+                                                        "settings": settings, "grid": True})
         history = training.train(settings, train_src, valid_src, run_dir, config["lr"],
-                                 args.epochs, args.batch_size, args.seed, args.device)
+                                 **train_kwargs)
         results.append((summarize(config, history, run_dir), history))
     return results
 
@@ -129,54 +120,4 @@ def write_outputs(results_dir, results, epochs):
     plot_curves(results_dir / "loss_curves.png", results)
     atomic_save_json(results_dir / "grid_runs.json", {
         r["config"]: {"run_dir": r["run_dir"], "best_checkpoint": r["best_checkpoint"],
-                      "best_epoch": r["best_epoch"]} for r in table})
-
-
-def get_args_parser():
-    parser = core.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add = parser.add_argument
-    add("--lrs", default=list(LRS), type=float, nargs="+", help="learning rates of the grid")
-    add("-e", "--epochs", default=40, type=int, help="maximum epochs per configuration")
-    add("--batch-size", default=8, type=int, help="training batch size")
-    add("-s", "--seed", default=0, type=int, help="seed of every configuration")
-    add("--device", default="cpu", help="torch device (cpu, cuda)")
-    add("--data-dir", default="data", help="folder prepared by augment.py")
-    add("--output-dir", default="model", help="where the run directories are created")
-    add("--results-dir", default="output", help="where table2.md/.csv and loss_curves.png go")
-    add("--backbone-weights", default=None,
-        help="VGG16 weights file (default: env BACKBONE_WEIGHTS, else torchvision download)")
-    add("--split", default=1, type=int, choices=(1, 2, 3), help="which train/valid/test split")
-    add("--precision", default="fp32", choices=features.PRECISIONS, help="backbone precision")
-    add("--num-workers", default=2, type=int, help="image decoding processes (cache build)")
-    return parser
-
-
-def main(args):
-    args.no_cache = False  # the grid always trains on the shared cache
-    if min(args.lrs) <= 0:
-        raise UserError(f"--lrs must all be positive, got {args.lrs}")
-    args.lr = min(args.lrs)  # check_args validates it with --epochs and --batch-size
-    training.check_args(args)
-    core.check_writable_dir(args.output_dir)
-    core.check_writable_dir(args.results_dir, "--results-dir")
-    backbone = training.load_backbone(args)
-    sources = training.make_sources(args, backbone)
-    names, size = dataset.class_names(args.data_dir), features.input_size(args.data_dir)
-
-    def settings_of(config):
-        return training.make_settings(config["model_type"], config["normalize_by"], names, size,
-                                      backbone.backbone_id)
-
-    results = run_grid(args, sources, settings_of)
-    write_outputs(args.results_dir, results, args.epochs)
-    for row, _ in results:
-        print(f"{row['config']:24s} epoch {row['best_epoch']:3d}  top-1 {row['top1']:6.2f}  "
-              f"top-3 {row['top3']:6.2f}  top-5 {row['top5']:6.2f}  loss {row['valid_loss']:.4f}")
-    print(f"wrote {Path(args.results_dir) / 'table2.md'}, table2.csv, loss_curves.png, "
-          "grid_runs.json")
-    return results
-
-
-if __name__ == "__main__":
-    run_main(main, get_args_parser())
+                      "table_epoch": r["table_epoch"]} for r in table})

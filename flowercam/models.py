@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowercam.core import UserError, atomic_torch_save
+from flowercam.core import UserError, atomic_write
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -244,7 +244,7 @@ def save_checkpoint(path, head, settings, **extra):
     state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
     ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "settings": dict(settings), "state_dict": state, **extra}
-    atomic_torch_save(ckpt, path)
+    atomic_write(path, lambda f: torch.save(ckpt, f))
 
 
 def load_checkpoint(path):

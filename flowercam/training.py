@@ -1,17 +1,13 @@
-"""Train the report's CAM / ReCAM head on the frozen VGG16 (features from data/cache by default).
+"""Training the report's head on the frozen backbone: Adam, cross-entropy, a checkpoint whenever
+the validation loss improves, and the report's overfitting halt (flowercam.runs.overfitting).
 
-    python main.py -m CAM -l 1e-4 -e 50 --backbone-weights PATH/vgg16_imagenet_features.pth
-    python main.py -m ReCAM -n sigmoid -l 5e-4 -e 40 --seed 1
-    python main.py -m CAM -e 2 --no-cache             # the report's way: backbone on every step
-
-Writes model/TS<timestamp>_<type>[_<normaliser>]/: config.json, training_logs.txt (one JSON line
-per epoch) and epoch_N.pth whenever the validation loss improves. Training halts when the
-validation loss exceeds twice the training loss (the report's overfitting stop).
+    python main.py -m CAM -l 1e-4 -e 40      # the command; this module is what it runs
+    python -c "from flowercam import training; print(training.make_settings('CAM', None, \
+['a', 'b'], 256, 'x'))"
 """
 
-import argparse
 import contextlib
-import json
+import dataclasses
 import time
 from pathlib import Path
 
@@ -19,15 +15,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from flowercam import core, dataset, features, models
-from flowercam.core import UserError, atomic_save_json, atomic_write, run_main
+from flowercam import dataset, features, models, runs
+from flowercam.core import UserError
 
-OVERFIT_RATIO = 2.0  # halt once valid_loss > OVERFIT_RATIO * train_loss
 EVAL_BATCH = 256
 
 
 def make_settings(model_type, normalize_by, class_names, size, backbone_id) -> dict:
-    """The settings dict every checkpoint carries (see CONTRACT.md)."""
+    """The settings every checkpoint carries: what evaluate and inference need to rebuild it."""
     if model_type not in models.MODEL_TYPES:
         raise UserError(f"unknown model type {model_type!r}: "
                         f"use one of {', '.join(models.MODEL_TYPES)}")
@@ -38,22 +33,6 @@ def make_settings(model_type, normalize_by, class_names, size, backbone_id) -> d
             "normalize_by": normalize_by if model_type == "ReCAM" else None,
             "num_classes": len(class_names), "class_names": list(class_names),
             "input_size": int(size), "backbone": backbone_id}
-
-
-def make_run_dir(output_dir, settings, tag="") -> Path:
-    """New output_dir/TS<timestamp>_<type>[_<normaliser>][_<tag>]/ (suffix -2, -3.. if taken)."""
-    name = f"TS{time.strftime('%Y%m%d-%H%M%S')}_{settings['model_type']}"
-    name += f"_{settings['normalize_by']}" if settings["normalize_by"] else ""
-    name += f"_{tag}" if tag else ""
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    for n in range(1, 1000):
-        run_dir = Path(output_dir) / (name if n == 1 else f"{name}-{n}")
-        try:
-            run_dir.mkdir()
-            return run_dir
-        except FileExistsError:
-            continue
-    raise UserError(f"too many runs named {name} in {output_dir}: clean it up")
 
 
 def train_epoch(head, optimizer, source, order, batch_size) -> float:
@@ -101,11 +80,6 @@ def head_threads(source):
         torch.set_num_threads(threads)
 
 
-def _write_log(run_dir, history):
-    lines = "".join(json.dumps(row) + "\n" for row in history)
-    atomic_write(Path(run_dir) / "training_logs.txt", lambda f: f.write(lines), mode="w")
-
-
 def run_epoch(head, optimizer, train_src, valid_src, order, batch_size) -> dict:
     """Train one epoch, then validate -> the epoch's log row (without epoch/checkpoint)."""
     start = time.perf_counter()
@@ -114,7 +88,7 @@ def run_epoch(head, optimizer, train_src, valid_src, order, batch_size) -> dict:
     return {"train_loss": train_loss, "valid_loss": valid["loss"], "valid_top1": valid["top1"],
             "valid_top3": valid["top3"], "valid_top5": valid["top5"],
             "seconds": time.perf_counter() - start,
-            "overfit": valid["loss"] > OVERFIT_RATIO * train_loss}
+            "overfit": runs.overfitting({"train_loss": train_loss, "valid_loss": valid["loss"]})}
 
 
 def train(settings, train_src, valid_src, run_dir, lr=1e-4, epochs=50, batch_size=8, seed=0,
@@ -139,101 +113,43 @@ def train(settings, train_src, valid_src, run_dir, lr=1e-4, epochs=50, batch_siz
                                        **{k: row[k] for k in ("epoch", "train_loss",
                                                               "valid_loss", "valid_top1")})
             history.append(row)
-            _write_log(run_dir, history)
+            runs.write_log(run_dir, history)
             bar.set_postfix(train=f"{row['train_loss']:.3f}", valid=f"{row['valid_loss']:.3f}",
                             top1=f"{row['valid_top1']:.1f}")
             if row["overfit"]:
                 tqdm.write(f"epoch {epoch}: valid loss {row['valid_loss']:.4f} > "
-                           f"{OVERFIT_RATIO:g} x train loss: overfitting, stopping")
+                           f"{runs.OVERFIT_RATIO:g} x train loss: overfitting, stopping")
                 break
     return history
 
 
-def read_log(run_dir) -> list[dict]:
-    """The rows of run_dir/training_logs.txt."""
-    path = Path(run_dir) / "training_logs.txt"
-    if not path.is_file():
-        raise UserError(f"{path} not found: pass a run directory written by main.py")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+@dataclasses.dataclass
+class SourceOptions:
+    """Where the backbone features of a subset come from (the flags of main.py / evaluate.py)."""
+
+    data_dir: str = "data"
+    split: int = 1
+    precision: str = "fp32"
+    no_cache: bool = False  # True: run the backbone on every batch (the report's way)
+    num_workers: int = 2
+    device: str = "cpu"
 
 
-def load_backbone(args):
-    return models.load_backbone(models.resolve_backbone_weights(args.backbone_weights), args.device)
-
-
-def make_sources(args, backbone, subsets=("train", "valid")) -> list:
-    """One feature source per subset: CachedSource (default) or BackboneSource (--no-cache)."""
-    size = features.input_size(args.data_dir)
+def make_sources(opts: SourceOptions, backbone, subsets=("train", "valid")) -> list:
+    """One feature source per subset: CachedSource (default) or BackboneSource (no_cache)."""
+    size = features.input_size(opts.data_dir)
     sources = []
     for subset in subsets:
-        items = dataset.split_items(args.data_dir, subset, args.split)
+        items = dataset.split_items(opts.data_dir, subset, opts.split)
         if not items:
-            raise UserError(f"split {args.split} of {args.data_dir} has no {subset} images: "
+            raise UserError(f"split {opts.split} of {opts.data_dir} has no {subset} images: "
                             "rerun `python augment.py`")
-        if args.no_cache:
-            sources.append(features.BackboneSource(items, backbone, size, args.precision,
-                                                args.num_workers, args.device))
+        if opts.no_cache:
+            sources.append(features.BackboneSource(items, backbone, size, opts.precision,
+                                                   opts.num_workers, opts.device))
             continue
-        feats = features.feature_cache(items, backbone, args.data_dir, args.precision,
-                                    num_workers=args.num_workers, device=args.device, size=size)
-        sources.append(features.CachedSource(feats, features.labels_tensor(items), args.device))
+        feats = features.feature_cache(items, backbone, opts.data_dir, opts.precision,
+                                       num_workers=opts.num_workers, device=opts.device,
+                                       size=size)
+        sources.append(features.CachedSource(feats, features.labels_tensor(items), opts.device))
     return sources
-
-
-def check_args(args):
-    for name in ("lr", "epochs", "batch_size"):
-        if getattr(args, name) <= 0:
-            flag = name.replace("_", "-")
-            raise UserError(f"--{flag} must be positive, got {getattr(args, name)}")
-
-
-def get_args_parser():
-    parser = core.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add = parser.add_argument
-    add("-m", "--model-type", default="CAM", choices=models.MODEL_TYPES, help="head to train")
-    add("-n", "--normalize-by", default="minmax", choices=models.NORMALIZERS,
-        help="ReCAM mask normaliser (ignored for CAM)")
-    add("-l", "--lr", default=1e-4, type=float, help="Adam learning rate")
-    add("-e", "--epochs", default=50, type=int, help="maximum number of epochs")
-    add("--batch-size", default=8, type=int, help="training batch size")
-    add("-s", "--seed", default=0, type=int, help="seed of the head init and the shuffling")
-    add("--device", default="cpu", help="torch device (cpu, cuda)")
-    add("--data-dir", default="data", help="folder prepared by augment.py")
-    add("--output-dir", default="model", help="where the run directory is created")
-    add("--backbone-weights", default=None,
-        help="VGG16 weights file (default: env BACKBONE_WEIGHTS, else torchvision download)")
-    add("--split", default=1, type=int, choices=(1, 2, 3), help="which train/valid/test split")
-    add("--precision", default="fp32", choices=features.PRECISIONS,
-        help="backbone precision (bf16 = bfloat16 autocast)")
-    add("--no-cache", action="store_true", help="run the backbone on every step (the report's way)")
-    add("--num-workers", default=2, type=int, help="image decoding processes")
-    return parser
-
-
-def main(args):
-    check_args(args)
-    core.check_writable_dir(args.output_dir)  # before the (long) cache build, not after it
-    backbone = load_backbone(args)
-    train_src, valid_src = make_sources(args, backbone)
-    settings = make_settings(args.model_type, args.normalize_by,
-                             dataset.class_names(args.data_dir),
-                             features.input_size(args.data_dir), backbone.backbone_id)
-    run_dir = make_run_dir(args.output_dir, settings)
-    atomic_save_json(run_dir / "config.json", {**vars(args), "settings": settings,
-                                               "train_images": len(train_src),
-                                               "valid_images": len(valid_src)})
-    print(f"training {settings['model_type']} on {len(train_src)} images -> {run_dir}")
-    history = train(settings, train_src, valid_src, run_dir, args.lr, args.epochs,
-                    args.batch_size, args.seed, args.device)
-    saved = [row for row in history if "checkpoint" in row]
-    if not saved:
-        print(f"{len(history)} epochs; no finite validation loss, nothing saved in {run_dir}")
-        return run_dir
-    print(f"{len(history)} epochs; best valid loss {saved[-1]['valid_loss']:.4f} "
-          f"(top-1 {saved[-1]['valid_top1']:.1f}%) in {run_dir / saved[-1]['checkpoint']}")
-    return run_dir
-
-
-if __name__ == "__main__":
-    run_main(main, get_args_parser())

@@ -4,8 +4,8 @@ import importlib
 
 import pytest
 
-SCRIPTS = ("augment", "dataloader", "cache", "main", "evaluate", "grid", "inference", "benchmarks.cams",
-           "benchmarks.training")
+SCRIPTS = ("augment", "dataloader", "cache", "main", "evaluate", "grid", "inference",
+           "benchmarks.cams", "benchmarks.training")
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

@@ -9,7 +9,9 @@ import pytest
 import torch
 from training_data import make_dataset, random_weights, run_cli
 
-from flowercam import core, evaluation, models, training
+import evaluate as evaluate_cli
+import main as main_cli
+from flowercam import models, runs, training
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +20,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     data_dir = make_dataset(root / "data", per_class=4, copies=2, size=32)
     weights = random_weights(root / "w.pth")
-    code, run_dir = run_cli(training, ["--data-dir", data_dir, "--backbone-weights", weights,
+    code, run_dir = run_cli(main_cli, ["--data-dir", data_dir, "--backbone-weights", weights,
                                    "--output-dir", str(root / "model"), "-e", "3", "-l", "1e-3",
                                    "--num-workers", "0", "--batch-size", "4"])
     assert code is None
@@ -28,7 +30,7 @@ def run(tmp_path_factory):
 def test_eval_json_matches_training_log(run):
     data_dir, _, run_dir = run
     # backbone weights come from the run's config.json
-    code, result = run_cli(evaluation, ["-d", str(run_dir), "--data-dir", data_dir,
+    code, result = run_cli(evaluate_cli, ["-d", str(run_dir), "--data-dir", data_dir,
                                       "--num-workers", "0"])
     assert code is None
     saved = json.loads((run_dir / "eval.json").read_text())
@@ -36,7 +38,7 @@ def test_eval_json_matches_training_log(run):
     assert saved["model_type"] == "CAM" and saved["split_name"] == "valid"
     epochs = [row["epoch"] for row in saved["epochs"]]
     assert epochs == sorted(epochs) and epochs
-    log = {row["epoch"]: row for row in training.read_log(run_dir)}
+    log = {row["epoch"]: row for row in runs.read_log(run_dir)}
     for row in saved["epochs"]:
         assert row["loss"] == pytest.approx(log[row["epoch"]]["valid_loss"], rel=1e-6)
         assert row["top1"] == pytest.approx(log[row["epoch"]]["valid_top1"])
@@ -47,12 +49,12 @@ def test_test_split_uncached(run):
     data_dir, weights, run_dir = run
     argv = ["-d", str(run_dir), "--data-dir", data_dir, "--split-name", "test", "--no-cache",
             "--backbone-weights", weights, "--num-workers", "0"]
-    code, result = run_cli(evaluation, argv)
+    code, result = run_cli(evaluate_cli, argv)
     assert code is None and result["split_name"] == "test" and result["images"] == 3
 
 
 def _error(capsys, argv):
-    code, _ = run_cli(evaluation, argv)
+    code, _ = run_cli(evaluate_cli, argv)
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error:") and "\n" not in err
     return err
@@ -92,7 +94,7 @@ def test_default_model_dir_is_the_newest_run(run, tmp_path, monkeypatch):
     shutil.copytree(run_dir, tmp_path / "model" / "TS1_CAM")
     shutil.copytree(run_dir, newest)
     os.utime(tmp_path / "model" / "TS1_CAM", (1, 1))  # older
-    assert core.latest_run("model") == Path("model/TS2_CAM")
-    assert core.best_checkpoint("model") == core.run_checkpoints(Path("model/TS2_CAM"))[-1][1]
-    code, _ = run_cli(evaluation, ["--data-dir", data_dir, "--backbone-weights", weights])
+    assert runs.latest_run("model") == Path("model/TS2_CAM")
+    assert runs.best_checkpoint("model") == runs.run_checkpoints(Path("model/TS2_CAM"))[-1][1]
+    code, _ = run_cli(evaluate_cli, ["--data-dir", data_dir, "--backbone-weights", weights])
     assert code is None and (newest / "eval.json").is_file()

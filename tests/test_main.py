@@ -8,7 +8,10 @@ import pytest
 import torch
 from training_data import make_dataset, random_weights, run_cli
 
-from flowercam import core, features, grid, models, training
+import evaluate as evaluate_cli
+import grid as grid_cli
+import main as main_cli
+from flowercam import core, features, grid, models, runs, training
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +26,9 @@ def _train(setup, out, *extra):
     data_dir, weights = setup
     argv = ["--data-dir", data_dir, "--backbone-weights", weights, "--output-dir", str(out),
             "--num-workers", "0", "--batch-size", "4", "-l", "1e-3", *extra]
-    code, run_dir = run_cli(training, argv)
+    code, run_dir = run_cli(main_cli, argv)
     assert code is None
-    return Path(run_dir), training.read_log(run_dir)
+    return Path(run_dir), runs.read_log(run_dir)
 
 
 def test_run_dir_logs_and_checkpoints(setup, tmp_path):
@@ -65,13 +68,13 @@ def test_overfit_halt(tmp_path):
     train_src = features.CachedSource(torch.randn(16, 512, 7, 7), torch.randint(0, 3, (16,)))
     valid_src = features.CachedSource(torch.randn(16, 512, 7, 7), torch.randint(0, 3, (16,)))
     settings = training.make_settings("CAM", None, ["a", "b", "c"], 64, "test")
-    run_dir = training.make_run_dir(tmp_path, settings)
+    run_dir = runs.make_run_dir(tmp_path, settings)
     history = training.train(settings, train_src, valid_src, run_dir, lr=1e-2, epochs=200,
                          batch_size=4, progress=False)
     assert len(history) < 200 and history[-1]["overfit"]
     assert history[-1]["valid_loss"] > 2 * history[-1]["train_loss"]
     assert not any(row["overfit"] for row in history[:-1])
-    assert training.read_log(run_dir) == history
+    assert runs.read_log(run_dir) == history
     again = training.train(settings, train_src, valid_src, tmp_path / "again", lr=1e-2, epochs=2,
                        batch_size=4, progress=False)
     other = training.train(settings, train_src, valid_src, tmp_path / "other", lr=1e-2, epochs=2,
@@ -92,24 +95,24 @@ def test_interrupt_keeps_saved(setup, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(training, "train_epoch", interrupted)
     data_dir, weights = setup
-    code, _ = run_cli(training, ["--data-dir", data_dir, "--backbone-weights", weights, "-e", "5",
+    code, _ = run_cli(main_cli, ["--data-dir", data_dir, "--backbone-weights", weights, "-e", "5",
                              "--output-dir", str(tmp_path), "--num-workers", "0"])
     assert code == 130 and "interrupted" in capsys.readouterr().err
     (run_dir,) = tmp_path.iterdir()
-    assert [r["epoch"] for r in training.read_log(run_dir)] == [1]
+    assert [r["epoch"] for r in runs.read_log(run_dir)] == [1]
     assert (run_dir / "epoch_1.pth").is_file() and not list(run_dir.glob(".tmp-*"))
 
 
 @pytest.mark.parametrize("argv, words", [
     (["--data-dir", "{tmp}/nowhere"], "not found: run `python augment.py`"),
-    (["-l", "-1"], "--lr must be positive"),
+    (["-l", "-1"], "--lr: '-1' must be a finite number > 0"),
     (["--backbone-weights", "{tmp}/missing.pth"], "missing.pth not found"),
 ])
 def test_one_line_errors(setup, tmp_path, capsys, argv, words):
     data_dir, weights = setup
     argv = ["--data-dir", data_dir, "--backbone-weights", weights, "--output-dir",
             str(tmp_path / "out"), *[a.format(tmp=tmp_path) for a in argv]]
-    code, _ = run_cli(training, argv)
+    code, _ = run_cli(main_cli, argv)
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error:") and words in err and "\n" not in err
     assert not (tmp_path / "out").exists()  # nothing half-written
@@ -128,7 +131,7 @@ def test_grid_tables_and_figure(setup, tmp_path):
     argv = ["--data-dir", data_dir, "--backbone-weights", weights, "--lrs", "1e-3", "-e", "2",
             "--output-dir", str(tmp_path / "model"), "--results-dir", str(tmp_path / "out"),
             "--num-workers", "0"]
-    code, results = run_cli(grid, argv)
+    code, results = run_cli(grid_cli, argv)
     assert code is None and len(results) == 4
     out = tmp_path / "out"
     lines = (out / "table2.csv").read_text().splitlines()
@@ -156,7 +159,7 @@ def test_grid_best_epoch_ignores_overfit_epochs(tmp_path):
         (run / row["checkpoint"]).write_bytes(b"")
     (run / "training_logs.txt").write_text("".join(json.dumps(r) + "\n" for r in history))
     row = grid.summarize({"config": "x"}, history, run)
-    assert row["best_epoch"] == 1 and row["top1"] == 50 and row["halted_at"] == 2
+    assert row["table_epoch"] == 1 and row["top1"] == 50 and row["halted_at"] == 2
     assert row["best_checkpoint"] == str(run / "epoch_1.pth")
 
 
@@ -165,7 +168,6 @@ def test_real_smoke(flowers_jpg, weights_path, tmp_path):
     """A few real Flower-17 images through the real VGG16: cache, 2 epochs, evaluate."""
     from PIL import Image
 
-    from flowercam import evaluation
 
     data_dir = make_dataset(tmp_path / "data", per_class=4, copies=1, size=96)
     for k, number in enumerate([1, 2, 3, 4, 81, 82, 83, 84, 161, 162, 163, 164]):
@@ -173,7 +175,7 @@ def test_real_smoke(flowers_jpg, weights_path, tmp_path):
         image.resize((96, 96)).save(Path(data_dir) / "auged" / f"image_{k + 1:04d}_0.jpg")
     run_dir, log = _train((data_dir, str(weights_path)), tmp_path / "model", "-e", "2")
     assert all(row["valid_loss"] == row["valid_loss"] for row in log)  # finite, not NaN
-    code, result = run_cli(evaluation, ["-d", str(run_dir), "--data-dir", data_dir,
+    code, result = run_cli(evaluate_cli, ["-d", str(run_dir), "--data-dir", data_dir,
                                       "--num-workers", "0"])
     assert code is None and result["epochs"][0]["top5"] == 100.0  # 3 classes
 
@@ -182,7 +184,7 @@ def test_unwritable_output_dir_fails_before_training(setup, tmp_path, capsys):
     data_dir, weights = setup
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    code, _ = run_cli(training, ["--data-dir", data_dir, "--backbone-weights", weights,
+    code, _ = run_cli(main_cli, ["--data-dir", data_dir, "--backbone-weights", weights,
                              "--output-dir", str(blocker / "runs")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: cannot write to --output-dir") and "\n" not in err

@@ -11,7 +11,8 @@ import training_data
 from PIL import Image
 from torch import nn
 
-from flowercam import core, evaluation, models, prepare
+import evaluate as evaluate_cli
+from flowercam import models, prepare, runs
 from flowercam.core import UserError
 from flowercam.metrics import formulas, runner, selection
 
@@ -248,14 +249,14 @@ def cli(run, *extra):
 
     argv = ["-d", str(run["run"]), "--data-dir", run["data"], "--backbone-weights",
             run["weights"], "--cam-metrics", "--steps", "3", "--bootstrap", "50", *extra]
-    return evaluation.get_args_parser().parse_args(argv)
+    return evaluate_cli.get_args_parser().parse_args(argv)
 
 
 def test_cam_metrics_end_to_end_with_masks(synthetic_run, tmp_path):
 
     masks = write_masks(tmp_path / "masks", ["image_0003", "image_0007_0"])  # 0011: missing
     out = tmp_path / "out"
-    evaluation.main(cli(synthetic_run, "--masks-dir", str(masks), "--ignore-values", "128",
+    evaluate_cli.main(cli(synthetic_run, "--masks-dir", str(masks), "--ignore-values", "128",
                       "--output-dir", str(out)))
     result = json.loads((out / "cam_metrics.json").read_text())
     assert result["n_images"] == 3 and result["checkpoint"].endswith("epoch_3.pth")
@@ -293,20 +294,20 @@ def test_user_errors(synthetic_run, tmp_path):
     with pytest.raises(UserError, match="steps"):
         runner.run(cli(synthetic_run, "--steps", "0"))
     with pytest.raises(UserError, match="no epoch_N.pth"):
-        core.best_checkpoint(tmp_path)
+        runs.best_checkpoint(tmp_path)
 
 
 def test_best_checkpoint_skips_the_overfitting_epoch(tmp_path):
 
     for epoch in (2, 5, 9):
         (tmp_path / f"epoch_{epoch}.pth").write_bytes(b"")
-    assert core.best_checkpoint(tmp_path).name == "epoch_9.pth"  # no log: the last saved
+    assert runs.best_checkpoint(tmp_path).name == "epoch_9.pth"  # no log: the last saved
     rows = [{"epoch": 2, "checkpoint": "epoch_2.pth", "overfit": False},
             {"epoch": 5, "checkpoint": "epoch_5.pth", "overfit": False},
             {"epoch": 9, "checkpoint": "epoch_9.pth", "overfit": True}]
     (tmp_path / "training_logs.txt").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert core.best_checkpoint(tmp_path).name == "epoch_5.pth"
-    assert core.best_checkpoint(tmp_path / "epoch_9.pth").name == "epoch_9.pth"  # a file as is
+    assert runs.best_checkpoint(tmp_path).name == "epoch_5.pth"
+    assert runs.best_checkpoint(tmp_path / "epoch_9.pth").name == "epoch_9.pth"  # a file as is
 
 
 def test_masks_are_found_by_stem_and_resized_nearest(tmp_path):

@@ -230,20 +230,3 @@ def mean_ci(values, n_boot=1000, seed=0):
     values = values[~np.isnan(values)]
     ci = bootstrap_ci(lambda idx: values[idx].mean(), len(values), n_boot, seed)
     return _nanmean(values), ci, len(values)
-
-
-# ---------------------------------------------------------------- CLI hooks (cam_metrics.py)
-
-
-def add_cam_metrics_args(parser):
-    """Add --cam-metrics and its options to evaluate.py's parser (call after its own flags)."""
-    from flowercam.metrics import runner
-
-    return runner.add_args(parser)
-
-
-def run_cam_metrics(args):
-    """Measure every chosen method on the split; writes cam_metrics.json and cam_metrics.md."""
-    from flowercam.metrics import runner
-
-    return runner.run(args)

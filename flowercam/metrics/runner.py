@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from flowercam import cams, core, dataset, features, models
+from flowercam import cams, core, dataset, evaluation, features, models, runs
 
 # their old home: callers (tests, notebooks) may still use runner.find_mask etc.
 from flowercam.core import UserError
@@ -207,14 +207,11 @@ def check_args(args):
 def open_model(args, backbone=None):
     """-> (model, settings, ckpt); split and backbone weights default to the run's config.json."""
     ckpt = selection.resolve_checkpoint(args)
-    config = core.run_config(ckpt)
-    args.split = getattr(args, "split", None) or config.get("split") or 1
-    weights = getattr(args, "backbone_weights", None) or config.get("backbone_weights")
+    args.split, weights = runs.run_defaults(ckpt, getattr(args, "split", None),
+                                            getattr(args, "backbone_weights", None))
     if backbone is None:
-        backbone = models.load_backbone(models.resolve_backbone_weights(weights), args.device)
+        backbone = models.load_backbone(weights, args.device)
     model, settings = models.load_model(ckpt, device=args.device, backbone=backbone)
-    from flowercam import evaluation  # its checks
-
     evaluation.check_data(settings, args.data_dir, backbone)
     return model, settings, ckpt
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from flowercam import cams, core
+from flowercam import cams, runs
 from flowercam.core import UserError
 from flowercam.metrics import formulas
 
@@ -22,7 +22,7 @@ def resolve_checkpoint(args):
     if getattr(args, "checkpoint", None):
         return Path(args.checkpoint)
     if getattr(args, "model_dir", None):
-        return core.best_checkpoint(args.model_dir)
+        return runs.best_checkpoint(args.model_dir)
     raise UserError("--cam-metrics needs a model: pass -d RUN_DIR or --checkpoint FILE.pth")
 
 

@@ -1,0 +1,98 @@
+"""Every flag that more than one script takes, defined once: same name, same meaning, same checks.
+
+    python -c "from flowercam import flags, core; p = core.ArgumentParser(); flags.add_seed(p); \
+print(p.parse_args(['-s', '3']))"
+    python main.py --help                    # the flags below, with defaults shown
+
+Numbers are checked when parsed (argparse types below), so nan, inf, a negative seed or a zero batch
+size is one line and exit code 2 before anything runs.
+"""
+
+import argparse
+import math
+import os
+
+from flowercam import dataset, features
+
+SEED_MAX = 2**63 - 1  # torch.manual_seed's upper bound; numpy takes any non-negative int
+
+
+def _number(kind, text, ok, what):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be {what}")
+    return value
+
+
+def finite_float(text) -> float:
+    return _number(float, text, math.isfinite, "a finite number")
+
+
+def positive_float(text) -> float:
+    return _number(float, text, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+
+
+def unit_float(text) -> float:
+    return _number(float, text, lambda v: 0.0 <= v <= 1.0, "between 0 and 1")
+
+
+def positive_int(text) -> int:
+    return _number(int, text, lambda v: v > 0, "a whole number > 0")
+
+
+def non_negative_int(text) -> int:
+    return _number(int, text, lambda v: v >= 0, "a whole number >= 0")
+
+
+def seed_int(text) -> int:
+    return _number(int, text, lambda v: 0 <= v <= SEED_MAX, f"a whole number in 0..{SEED_MAX}")
+
+
+def add_data_dir(parser):
+    parser.add_argument("--data-dir", default="data", help="folder prepared by augment.py")
+
+
+def add_output_dir(parser, default, what):
+    parser.add_argument("--output-dir", default=default, help=f"where {what} go")
+
+
+def add_device(parser):
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+
+
+def add_seed(parser, what):
+    parser.add_argument("-s", "--seed", default=0, type=seed_int, help=f"seed of {what}")
+
+
+def add_num_workers(parser, default=2):
+    parser.add_argument("--num-workers", default=default, type=non_negative_int,
+                        help="image decoding worker processes (0 = in the main process)")
+
+
+def add_batch_size(parser, default, what="images per batch"):
+    parser.add_argument("--batch-size", default=default, type=positive_int, help=what)
+
+
+def add_backbone_weights(parser, from_run=False):
+    first = "the run's (config.json), else " if from_run else ""
+    parser.add_argument("--backbone-weights", default=None,
+                        help=f"VGG16 features state dict; default: {first}env BACKBONE_WEIGHTS, "
+                             "else torchvision's download")
+
+
+def add_split(parser, from_run=False):
+    parser.add_argument("--split", default=None if from_run else 1, type=int,
+                        choices=[int(s) for s in dataset.SPLITS],
+                        help="which train/valid/test split" + (
+                            "; default: the run's (config.json), else 1" if from_run else ""))
+
+
+def add_precision(parser, what="backbone precision (bf16 = bfloat16 autocast)"):
+    parser.add_argument("--precision", default="fp32", choices=features.PRECISIONS, help=what)
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1

@@ -1,0 +1,129 @@
+"""Training runs on disk: run folders, the training log, and the one best-checkpoint rule.
+
+    python -c "from flowercam import runs; print(runs.latest_run('model'))"
+    python -c "from flowercam import runs; print(runs.best_checkpoint('model/RUN'))"
+
+A run folder (model/TS<time>_<type>[_<normaliser>][_<tag>]/) holds config.json, training_logs.txt
+(one JSON row per epoch: epoch, train_loss, valid_loss, valid_top1/3/5, seconds, overfit and, when
+it was saved, checkpoint) and epoch_N.pth whenever the validation loss improved.
+
+Two epochs are named, on purpose by two rules:
+- best_checkpoint: the checkpoint every figure and map metric uses: the lowest validation loss
+  among the saved epochs that were not overfitting (the epoch that halts training is saved too,
+  since its loss improved, but the report discards it).
+- table_epoch: the epoch Table 2 reports, as the report did: the best validation top-1 among the
+  epochs that were not overfitting (ties: lower validation loss). It may be an unsaved epoch, and
+  it may differ from best_checkpoint; grid.py writes both.
+"""
+
+import json
+import re
+import time
+from pathlib import Path
+
+from flowercam.core import UserError, atomic_write
+
+OVERFIT_RATIO = 2.0  # an epoch overfits when valid_loss > OVERFIT_RATIO * train_loss
+LOG_NAME = "training_logs.txt"
+
+
+def overfitting(row) -> bool:
+    """The report's rule: training loss below 1/OVERFIT_RATIO of the validation loss."""
+    return row["valid_loss"] > OVERFIT_RATIO * row["train_loss"]
+
+
+def make_run_dir(output_dir, settings, tag="") -> Path:
+    """New output_dir/TS<timestamp>_<type>[_<normaliser>][_<tag>]/ (suffix -2, -3.. if taken)."""
+    name = f"TS{time.strftime('%Y%m%d-%H%M%S')}_{settings['model_type']}"
+    name += f"_{settings['normalize_by']}" if settings.get("normalize_by") else ""
+    name += f"_{tag}" if tag else ""
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        run_dir = Path(output_dir) / (name if n == 1 else f"{name}-{n}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise UserError(f"too many runs named {name} in {output_dir}: clean it up")
+
+
+def write_log(run_dir, history):
+    """The whole log, atomically: one JSON row per epoch."""
+    lines = "".join(json.dumps(row) + "\n" for row in history)
+    atomic_write(Path(run_dir) / LOG_NAME, lambda f: f.write(lines), mode="w")
+
+
+def read_log(run_dir, missing_ok=False) -> list[dict]:
+    """The rows of run_dir/training_logs.txt; [] when missing and missing_ok."""
+    path = Path(run_dir) / LOG_NAME
+    if not path.is_file():
+        if missing_ok:
+            return []
+        raise UserError(f"{path} not found: pass a run directory written by main.py")
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} is unreadable ({err}): retrain or delete the run") from None
+
+
+def run_checkpoints(run_dir):
+    """[(epoch, path)] of run_dir/epoch_N.pth sorted by epoch; UserError when there are none."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"model directory {run_dir} not found: pass a run directory of main.py")
+    found = [(int(m.group(1)), p) for p in run_dir.glob("epoch_*.pth")
+             if (m := re.fullmatch(r"epoch_(\d+)\.pth", p.name))]
+    if not found:
+        raise UserError(f"{run_dir} has no epoch_N.pth checkpoints: pass a run directory "
+                        "written by main.py")
+    return sorted(found)
+
+
+def latest_run(root="model"):
+    """The newest run directory under root (by modification time) that holds a checkpoint."""
+    found = [d for d in Path(root).glob("*/") if d.is_dir() and any(d.glob("epoch_*.pth"))]
+    if not found:
+        raise UserError(f"no trained run under {root}/: train one with `python main.py` "
+                        "or pass a checkpoint")
+    return max(found, key=lambda d: (d.stat().st_mtime, d.name))
+
+
+def best_checkpoint(path="model"):
+    """The checkpoint figures and metrics use (see the module docstring): a file as is; a run
+    directory -> its lowest-validation-loss checkpoint among non-overfitting epochs (the last
+    saved one when the log is missing); the model root -> its newest run's."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir() and not any(path.glob("epoch_*.pth")) and any(path.glob("*/epoch_*.pth")):
+        path = latest_run(path)
+    saved = dict((p.name, p) for _, p in run_checkpoints(path))
+    eligible = [row["checkpoint"] for row in read_log(path, missing_ok=True)
+                if row.get("checkpoint") in saved and not row.get("overfit")]
+    return saved[eligible[-1]] if eligible else run_checkpoints(path)[-1][1]
+
+
+def table_epoch(history) -> dict:
+    """The log row Table 2 reports (see the module docstring); all rows if every one overfits."""
+    rows = [r for r in history if not overfitting(r)] or history
+    return max(rows, key=lambda r: (r["valid_top1"], -r["valid_loss"]))
+
+
+def run_config(path) -> dict:
+    """config.json of a run directory or of a checkpoint's folder; {} if absent or unreadable."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    try:
+        return json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_defaults(path, split=None, backbone_weights=None) -> tuple[int, str | None]:
+    """(split, backbone weights) for using a run or checkpoint: the given values, else those its
+    run trained with (config.json), else split 1 and the usual weights lookup. Evaluating on the
+    run's own split keeps its training images out of the validation figures."""
+    config = run_config(path)
+    return (int(split or config.get("split") or 1),
+            backbone_weights or config.get("backbone_weights"))
