@@ -1,7 +1,7 @@
 """The report's experiment grid in one command: CAM and ReCAM (3 normalisers) x 4 learning rates.
 
     python grid.py --backbone-weights ../shared/weights/vgg16_imagenet_features.pth  # 16 runs
-    python grid.py --lrs 1e-3 1e-4 --epochs 10 --output-dir model/grid-test --results-dir /tmp/out
+    python grid.py --lrs 1e-4 2e-4 --epochs 10 --output-dir model/grid-test --results-dir /tmp/out
     python grid.py --precision bf16 --seed 1
 
 Every configuration trains on one shared feature cache (built once) and gets its own run directory
@@ -10,6 +10,7 @@ validation top-1 among epochs that are not overfitting), loss_curves.png and gri
 (configuration -> run dir, Table 2's epoch and the figures' best checkpoint).
 """
 
+import os
 from pathlib import Path
 
 from flowercam import core, dataset, features, flags, grid, models, training
@@ -32,6 +33,9 @@ def get_args_parser():
     flags.add_split(parser)
     flags.add_precision(parser)
     flags.add_num_workers(parser)
+    add("--report-facts", default=os.environ.get("FLOWERCAM_REPORT_FACTS",
+                                                 "../shared/report-facts.md"),
+        help="the report's facts file: its Table 2 goes beside ours (skipped when missing)")
     return parser
 
 
@@ -53,7 +57,7 @@ def main(args):
                     "device": args.device}
     results = grid.run_grid(grid.configurations(args.lrs), sources, settings_of, args.output_dir,
                             train_kwargs, vars(args))
-    grid.write_outputs(args.results_dir, results, args.epochs)
+    grid.write_outputs(args.results_dir, results, args.epochs, args.report_facts)
     for row, _ in results:
         print(f"{row['config']:24s} epoch {row['table_epoch']:3d}  top-1 {row['top1']:6.2f}  "
               f"top-3 {row['top3']:6.2f}  top-5 {row['top5']:6.2f}  loss {row['valid_loss']:.4f}")
