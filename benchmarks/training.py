@@ -1,8 +1,8 @@
 """Training benchmarks: cache build vs bare backbone, cached vs uncached epoch, peak memory.
 
-    python bench_training.py                                   # ../shared images + weights
-    python bench_training.py --images 64 --steps 10 --epochs 40 --precision bf16
-    python bench_training.py --train-size 6800 --valid-size 340 --output output/bench_training.json
+    python -m benchmarks.training                        # ../shared images + weights
+    python -m benchmarks.training --images 64 --steps 10 --epochs 40 --precision bf16
+    python -m benchmarks.training --train-size 6800 --output output/bench_training.json
 
 The cached run trains CAM (lr 1e-4, batch 8) for --epochs on a synthetic [train-size,512,7,7]
 memory-mapped cache (class-structured features: Flower-17's shapes and sizes) in a subprocess
@@ -26,6 +26,7 @@ from flowercam import core, dataset, features, models, training
 from flowercam.core import UserError, atomic_save_json, run_main
 
 NUM_CLASSES = 17
+REPO = Path(__file__).resolve().parents[1]
 
 
 def shared_items(shared, n):
@@ -115,14 +116,15 @@ def bench_cached(args) -> dict:
         for name, n, seed in (("train", args.train_size, 0), ("valid", args.valid_size, 1)):
             labels = make_synthetic(Path(tmp) / f"{name}.npy", n, seed)
             np.save(Path(tmp) / f"{name}_labels.npy", labels)
-        out = subprocess.run([sys.executable, __file__, "--child", tmp, "--epochs",
-                              str(args.epochs)], check=True, capture_output=True, text=True)
+        # a fresh process, so its peak RSS is the training's alone
+        out = subprocess.run([sys.executable, "-m", "benchmarks.training", "--child", tmp,
+                              "--epochs", str(args.epochs)], check=True, capture_output=True,
+                             text=True, cwd=REPO)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def get_args_parser():
-    parser = core.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = core.ArgumentParser(description=__doc__.splitlines()[0])
     add = parser.add_argument
     add("--shared", default="../shared", help="folder with flowers17/jpg and weights/")
     add("--backbone-weights", default=None,
