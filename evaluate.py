@@ -6,10 +6,14 @@ the maps are (faithfulness, localization on masks).
     python evaluate.py -d model/RUN --cam-metrics --limit 20     # -> DIR/cam_metrics.json/.md
 """
 
+import argparse
 from pathlib import Path
 
-from flowercam import core, evaluation, flags, runs, training
-from flowercam.metrics import runner
+from flowercam import cams, core, evaluation, flags, runs, training
+from flowercam.metrics import config, runner
+from flowercam.metrics.config import MetricsConfig
+
+D = config.default  # --cam-metrics defaults live in MetricsConfig; flags not given are absent
 
 
 def get_args_parser():
@@ -26,13 +30,84 @@ def get_args_parser():
     flags.add_batch_size(parser, 64, "evaluation batch size")
     flags.add_num_workers(parser)
     flags.add_device(parser)
-    runner.add_args(parser)
+    add_cam_metrics_args(parser)
     return parser
 
 
+def add_cam_metrics_args(parser):
+    """The flags of --cam-metrics; a flag not given leaves no attribute (argparse.SUPPRESS)."""
+    group = parser.add_argument_group("--cam-metrics (map quality; the flags below need it)")
+
+    def add(*names, **kw):
+        kw.setdefault("default", argparse.SUPPRESS)
+        group.add_argument(*names, **kw)
+
+    add("--cam-metrics", action="store_true", default=False,
+        help="measure the maps of --methods (faithfulness; localization with masks)")
+    add("--methods", nargs="+", choices=list(cams.METHODS),
+        help="map methods to measure; none given: every method the head supports")
+    add("--checkpoint", help="head checkpoint; none given: the -d model dir's best epoch")
+    add("--limit", type=flags.positive_int, help="measure a seeded random N images of the split")
+    add("--steps", type=flags.positive_int,
+        help=f"deletion/insertion steps (2*(steps-1) forwards); default {D('steps')}")
+    add("--perturb-limit", type=flags.non_negative_int,
+        help="deletion/insertion on this many of the measured images, spread over the classes "
+             "(seeded; they cost 2*(steps-1) backbone forwards per image and method); 0 = all; "
+             f"default {D('perturb_limit')}")
+    add("--deletion-baseline", choices=config.DELETION_BASELINES,
+        help="what deleted pixels become: zeros of the normalised input (= ImageNet mean "
+             "colour, Petsiuk 2018), black pixels, or the blurred image; default "
+             f"{D('deletion_baseline')}")
+    add("--target", choices=config.TARGETS,
+        help=f"the class each map explains; default {D('target')}")
+    add("--masks-dir", help="folder of <image stem>.png foreground masks")
+    add("--mask-values", nargs="+", type=int,
+        help="mask pixel values that are foreground; none given: any nonzero")
+    add("--ignore-values", nargs="+", type=int,
+        help="mask pixel values left out of localization (e.g. a boundary band)")
+    add("--bootstrap", type=flags.non_negative_int,
+        help=f"bootstrap resamples for the 95%% intervals; default {D('bootstrap')}")
+    add("--map-batch-size", type=flags.positive_int,
+        help=f"images per compute_maps call; default {D('map_batch_size')}")
+    add("--metrics-batch-size", type=flags.positive_int,
+        help=f"images per forward when scoring perturbed images; default "
+             f"{D('metrics_batch_size')}")
+    add("-s", "--seed", type=flags.seed_int,  # flags.add_seed's, without a default
+        help="seed of the --limit sample, tie order, bootstrap resamples; default 0")
+    flags.add_output_dir(group, argparse.SUPPRESS, "cam_metrics.json/.md (default: the "
+                         "checkpoint's folder)")
+    return parser
+
+
+CAM_ONLY = ("methods", "checkpoint", "limit", "steps", "perturb_limit", "deletion_baseline",
+            "target", "masks_dir", "mask_values", "ignore_values", "bootstrap", "map_batch_size",
+            "metrics_batch_size", "seed", "output_dir")
+
+
+def check_cam_only(args):
+    """Flags of --cam-metrics given without it: one line (they would be silently ignored)."""
+    given = [name for name in CAM_ONLY if hasattr(args, name)]
+    if given and not args.cam_metrics:
+        names = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise core.UserError(f"{names} need --cam-metrics: add it or drop them")
+
+
+def metrics_config(args) -> MetricsConfig:
+    """The parsed flags -> MetricsConfig; flags not given keep MetricsConfig's defaults."""
+    chosen = {name: getattr(args, name) for name in CAM_ONLY if hasattr(args, name)}
+    for name in ("methods", "mask_values", "ignore_values"):
+        if name in chosen:
+            chosen[name] = tuple(chosen[name])
+    return MetricsConfig(model_dir=args.model_dir, data_dir=args.data_dir, split=args.split,
+                         split_name=args.split_name, backbone_weights=args.backbone_weights,
+                         no_cache=args.no_cache, num_workers=args.num_workers,
+                         device=args.device, precision=args.precision, **chosen)
+
+
 def main(args):
+    check_cam_only(args)
     if args.cam_metrics:
-        return runner.run(args)
+        return runner.run(metrics_config(args))
     if not args.model_dir:
         args.model_dir = str(runs.latest_run("model"))
         print(f"evaluating the newest run, {args.model_dir}")

@@ -12,6 +12,7 @@ from training_data import make_dataset, random_weights, run_cli
 import evaluate as evaluate_cli
 import main as main_cli
 from flowercam import models, runs, training
+from flowercam.metrics.config import MetricsConfig
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +99,22 @@ def test_default_model_dir_is_the_newest_run(run, tmp_path, monkeypatch):
     assert runs.best_checkpoint("model") == runs.run_checkpoints(Path("model/TS2_CAM"))[-1][1]
     code, _ = run_cli(evaluate_cli, ["--data-dir", data_dir, "--backbone-weights", weights])
     assert code is None and (newest / "eval.json").is_file()
+
+
+@pytest.mark.parametrize("flags", [["--limit", "3"], ["--output-dir", "x"], ["-s", "1"],
+                                   ["--masks-dir", "m", "--ignore-values", "0", "5"]])
+def test_cam_metrics_flags_need_cam_metrics(run, capsys, flags):
+    data_dir, _, run_dir = run
+    err = _error(capsys, ["-d", str(run_dir), "--data-dir", data_dir, *flags])
+    assert flags[0] in err and "need --cam-metrics" in err
+
+
+def test_metrics_config_keeps_library_defaults_for_flags_not_given():
+    parser = evaluate_cli.get_args_parser()
+    cfg = evaluate_cli.metrics_config(parser.parse_args(["--cam-metrics", "-d", "r"]))
+    assert cfg == MetricsConfig(model_dir="r", num_workers=cfg.num_workers)
+    args = parser.parse_args(["--cam-metrics", "--steps", "3", "--methods", "CAM", "-s", "4",
+                              "--ignore-values", "0", "5", "--precision", "bf16"])
+    cfg = evaluate_cli.metrics_config(args)
+    assert (cfg.steps, cfg.methods, cfg.seed, cfg.ignore_values) == (3, ("CAM",), 4, (0, 5))
+    assert cfg.precision == "bf16" and args.methods == ["CAM"]  # args left as parsed

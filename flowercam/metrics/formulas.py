@@ -1,11 +1,10 @@
-"""Pure metric functions for class activation maps (faithfulness and localization) + the CLI hooks.
+"""Pure metric functions for class activation maps (faithfulness and pixel localization).
 
-The runner lives in cam_metrics.py (tables: cam_report.py); evaluate.py wires it in through
-add_cam_metrics_args / run_cam_metrics:
+The runner is flowercam.metrics.runner (tables: flowercam.metrics.tables, box metrics:
+flowercam.metrics.boxes); evaluate.py --cam-metrics runs it:
 
     python evaluate.py -d model/RUN --cam-metrics --limit 20
-    python evaluate.py --cam-metrics --checkpoint model/RUN/epoch_7.pth --methods CAM ReCAM LayerCAM
-    python evaluate.py -d model/RUN --cam-metrics --masks-dir data/trimaps --ignore-values 128
+    python -c "from flowercam.metrics import formulas as f; print(f.auc([[1.0, 0.5, 0.0]]))"
 
 Conventions: maps are [N,H,W] in [0,1] (min-max normalised), images are [N,3,H,W] in pixel
 space [0,1], masks are fg/valid boolean arrays [N,H,W]. Figures in percent: AD, IC, pointing,
@@ -130,7 +129,7 @@ def increase_in_confidence(y, o):
 def auc(curves):
     """Trapezoid area under curves [..., S+1] sampled at fractions 0, 1/S, ..., 1."""
     curves = np.asarray(curves, np.float64)
-    return (curves.sum(-1) - (curves[..., 0] + curves[..., -1]) / 2) / (curves.shape[-1] - 1)
+    return np.trapezoid(curves, dx=1.0 / (curves.shape[-1] - 1), axis=-1)
 
 
 def blur(images, kernel_size=11, sigma=5.0):

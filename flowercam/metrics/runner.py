@@ -5,11 +5,13 @@
     python evaluate.py -d model/RUN --cam-metrics --masks-dir data/trimaps --ignore-values 128
 
 Writes cam_metrics.json (figures, 95% bootstrap intervals, per class, per image) and cam_metrics.md
-into --output-dir (default: the model directory). The inputs (checkpoint, methods, images, masks)
-are chosen in cam_inputs.py, the math is in metrics.py, the tables in cam_report.py. Maps are
-computed in fp32; --precision only changes the scoring forwards.
+into --output-dir (default: the model directory). run() takes a config.MetricsConfig (evaluate.py
+builds it from the flags); the inputs (checkpoint, methods, images, masks) are chosen in
+flowercam.metrics.selection, the maths is in formulas, the tables in tables. Maps are computed in
+fp32; --precision only changes the scoring forwards.
 """
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -18,59 +20,14 @@ import torch
 from tqdm import tqdm
 
 from flowercam import cams, core, dataset, evaluation, features, models, runs
-
-# their old home: callers (tests, notebooks) may still use runner.find_mask etc.
 from flowercam.core import UserError
 from flowercam.metrics import formulas, selection, tables
-
-BASELINES = ("zeros", "black", "blur")
-
-
-def add_args(parser):
-    """Add the --cam-metrics flags; flags the parser already has (e.g. --precision) are kept."""
-    have = parser._option_string_actions  # noqa: SLF001 - argparse has no public lookup
-
-    def add(flag, **kw):
-        if flag not in have:
-            parser.add_argument(flag, **kw)
-
-    add("--cam-metrics", action="store_true",
-        help="measure the maps of --methods (faithfulness; localization with --masks-dir)")
-    add("--methods", nargs="+", choices=list(cams.METHODS), default=None,
-        help="map methods to measure; none given: every method the head supports")
-    add("--checkpoint", default=None,
-        help="head checkpoint; none given: the -d model dir's best epoch")
-    add("--limit", type=int, default=None, help="measure a seeded random N images of the split")
-    add("--steps", type=int, default=8, help="deletion/insertion steps (2*(steps-1) forwards)")
-    add("--perturb-limit", type=int, default=34,
-        help="deletion/insertion on this many of the measured images, spread over the classes "
-             "(seeded; they cost 2*(steps-1) backbone forwards per image and method); 0 = all")
-    add("--deletion-baseline", choices=BASELINES, default="zeros",
-        help="what deleted pixels become: zeros of the normalised input (= ImageNet mean "
-             "colour, Petsiuk 2018), black pixels, or the blurred image")
-    add("--target", choices=("label", "predicted"), default="label",
-        help="the class each map explains")
-    add("--masks-dir", default=None, help="folder of <image stem>.png foreground masks")
-    add("--mask-values", nargs="+", type=int, default=None,
-        help="mask pixel values that are foreground; none given: any nonzero")
-    add("--ignore-values", nargs="+", type=int, default=[],
-        help="mask pixel values left out of localization (e.g. a boundary band)")
-    add("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
-    add("--map-batch-size", type=int, default=8, help="images per compute_maps call")
-    add("--metrics-batch-size", type=int, default=16,
-        help="images per forward when scoring perturbed images")
-    add("--precision", choices=features.PRECISIONS, default="fp32",
-        help="scoring forwards precision (bf16 = bfloat16 autocast)")
-    add("--seed", type=int, default=0, help="--limit sample, tie order, bootstrap resamples")
-    add("--output-dir", default=None,
-        help="where cam_metrics.json/.md go; none given: the checkpoint's folder")
-    return parser
-
+from flowercam.metrics.config import MetricsConfig
 
 # ---------------------------------------------------------------- measuring
 
 
-def shared_inputs(model, images, labels, feats, keep, args, score_fn):
+def shared_inputs(model, images, labels, feats, keep, cfg, score_fn):
     """Per batch, method-independent: pixel-space images, targets, baselines and their scores.
 
     feats [B,512,7,7]: the backbone's output (feature cache), shared by the CAM / ReCAM maps,
@@ -81,14 +38,14 @@ def shared_inputs(model, images, labels, feats, keep, args, score_fn):
     pixels = (images * std + mean).clamp(0, 1)  # [B,3,H,W] in [0,1]
     with torch.no_grad():
         probs = model.head(feats).float().softmax(1).cpu()
-    targets = probs.argmax(1) if args.target == "predicted" else labels.clone()
-    if args.precision == "fp32":  # the original image's score is already known
+    targets = probs.argmax(1) if cfg.target == "predicted" else labels.clone()
+    if cfg.precision == "fp32":  # the original image's score is already known
         y = probs.gather(1, targets[:, None])[:, 0]
     else:  # score it as the perturbed images will be, for a like-for-like drop
         y = score_fn(pixels, targets)
     blurred = formulas.blur(pixels)
     baseline = {"zeros": mean.expand_as(pixels), "black": torch.zeros_like(pixels),
-                "blur": blurred}[args.deletion_baseline].contiguous()
+                "blur": blurred}[cfg.deletion_baseline].contiguous()
     y_blur, y_base = torch.full_like(y, float("nan")), torch.full_like(y, float("nan"))
     if keep.any():  # the ends of the deletion / insertion curves
         idx = torch.from_numpy(np.flatnonzero(keep))
@@ -98,51 +55,50 @@ def shared_inputs(model, images, labels, feats, keep, args, score_fn):
             "baseline": baseline, "y": y, "y_blur": y_blur, "y_base": y_base}
 
 
-def batch_features(model, items, args):
+def batch_features(model, items, cfg):
     """[N,512,7,7] backbone output of the items, from the feature cache of their whole split
     (the one main.py and evaluate.py use, so a --limit sample builds nothing new); None with
     --no-cache."""
-    if getattr(args, "no_cache", False):
+    if cfg.no_cache:
         return None
-    subset = getattr(args, "split_name", None) or "valid"
-    full = dataset.split_items(args.data_dir, subset, args.split)
-    feats = features.feature_cache(full, model.backbone, args.data_dir, "fp32",
-                                num_workers=args.num_workers, device=args.device,
-                                size=features.input_size(args.data_dir))
+    full = dataset.split_items(cfg.data_dir, cfg.split_name, cfg.split)
+    feats = features.feature_cache(full, model.backbone, cfg.data_dir, "fp32",
+                                num_workers=cfg.num_workers, device=cfg.device,
+                                size=features.input_size(cfg.data_dir))
     row = {item_id: i for i, (item_id, _, _) in enumerate(full)}
     return feats[[row[item_id] for item_id, _, _ in items]]  # [N,512,7,7] copy of N rows
 
 
-def method_maps(model, method, images, shared, args):
+def method_maps(model, method, images, shared, cfg):
     """[B,H,W] min-max normalised maps at input size (fp32, one call per batch)."""
-    targets = shared["targets"].to(args.device)
+    targets = shared["targets"].to(cfg.device)
     if method in cams.CLASS_MAP_METHODS:
         result = cams.compute_maps_from_features(model.head, shared["feats"], method, targets,
                                                  size=images.shape[-2:], normalize_by="minmax")
     else:
-        result = cams.compute_maps(model, images.to(args.device), method, targets,
+        result = cams.compute_maps(model, images.to(cfg.device), method, targets,
                                    normalize_by="minmax")
     return result.maps.detach().float().cpu()
 
 
-def perturbation_aucs(maps, shared, keep, score_fn, args, generator):
+def perturbation_aucs(maps, shared, keep, score_fn, cfg, generator):
     """Deletion and insertion AUC [B] of the images `keep` (bool [B]); NaN for the others."""
     dele, ins = np.full(len(maps), np.nan), np.full(len(maps), np.nan)
     if keep.any():
         idx = torch.from_numpy(np.flatnonzero(keep))
         s = {k: v[idx] for k, v in shared.items() if torch.is_tensor(v) and k != "feats"}
-        d = formulas.deletion_curve(score_fn, s["pixels"], maps[idx], s["targets"], args.steps,
+        d = formulas.deletion_curve(score_fn, s["pixels"], maps[idx], s["targets"], cfg.steps,
                                    s["baseline"], generator, ends=(s["y"], s["y_base"]))
-        i = formulas.insertion_curve(score_fn, s["pixels"], maps[idx], s["targets"], args.steps,
+        i = formulas.insertion_curve(score_fn, s["pixels"], maps[idx], s["targets"], cfg.steps,
                                     s["blurred"], generator, ends=(s["y_blur"], s["y"]))
         dele[keep], ins[keep] = formulas.auc(d.numpy()), formulas.auc(i.numpy())
     return dele, ins
 
 
-def measure_method(maps, shared, masks, keep, score_fn, args, generator):
+def measure_method(maps, shared, masks, keep, score_fn, cfg, generator):
     """Per-image figures of one method on one batch (dict of numpy arrays)."""
     o = score_fn(shared["pixels"] * maps[:, None], shared["targets"])
-    dele, ins = perturbation_aucs(maps, shared, keep, score_fn, args, generator)
+    dele, ins = perturbation_aucs(maps, shared, keep, score_fn, cfg, generator)
     fg, valid, has = masks
     np_maps = maps.numpy()
     tp, fp, n_fg = formulas.threshold_counts(np_maps, fg, valid, formulas.default_thresholds())
@@ -151,34 +107,35 @@ def measure_method(maps, shared, masks, keep, score_fn, args, generator):
             "n_fg": n_fg, "has_mask": has}
 
 
-def measure(model, settings, items, methods, args):
+def measure(model, settings, items, methods, cfg):
     """Loop over the items in batches -> {"images": per-image info, "methods": {m: arrays}}."""
     size = int(settings.get("input_size", models.INPUT_SIZE))
     score_fn = formulas.make_score_fn(model, models.IMAGENET_MEAN, models.IMAGENET_STD,
-                                     args.precision, args.metrics_batch_size, args.device)
-    generator = torch.Generator().manual_seed(getattr(args, "seed", 0))
+                                     cfg.precision, cfg.metrics_batch_size, cfg.device)
+    generator = torch.Generator().manual_seed(cfg.seed)
     per_method = {m: [] for m in methods}
     info = {"ids": [], "labels": [], "targets": [], "y": []}
-    step = args.map_batch_size
-    all_feats = batch_features(model, items, args)
-    loader = dataset.make_loader(items, step, False, 0, args.num_workers, size)
-    perturb = selection.perturb_selection([label for _, _, label in items], args.perturb_limit,
-                                           args.seed)
+    step = cfg.map_batch_size
+    all_feats = batch_features(model, items, cfg)
+    loader = dataset.make_loader(items, step, False, 0, cfg.num_workers, size)
+    perturb = selection.perturb_selection([label for _, _, label in items], cfg.perturb_limit,
+                                           cfg.seed)
     with features.worker_errors(), tqdm(total=len(items), desc="cam metrics", unit="img") as bar:
         for start, (images, labels) in zip(range(0, len(items), step), loader, strict=True):
             batch = items[start:start + step]
             keep = perturb[start:start + step]
             if all_feats is None:
                 with torch.no_grad():
-                    feats = model.backbone(images.to(args.device))
+                    feats = model.backbone(images.to(cfg.device))
             else:
-                feats = all_feats[start:start + step].to(args.device)
-            shared = shared_inputs(model, images, labels, feats, keep, args, score_fn)
-            masks = selection.batch_masks(batch, args, size)
+                feats = all_feats[start:start + step].to(cfg.device)
+            shared = shared_inputs(model, images, labels, feats, keep, cfg, score_fn)
+            masks = selection.batch_masks(batch, cfg.masks_dir, cfg.mask_values,
+                                            cfg.ignore_values, size)
             for method in methods:
-                maps = method_maps(model, method, images, shared, args)
+                maps = method_maps(model, method, images, shared, cfg)
                 per_method[method].append(measure_method(maps, shared, masks, keep, score_fn,
-                                                         args, generator))
+                                                         cfg, generator))
             info["ids"] += [item_id for item_id, _, _ in batch]
             info["labels"] += labels.tolist()
             info["targets"] += shared["targets"].tolist()
@@ -192,54 +149,51 @@ def measure(model, settings, items, methods, args):
 # ---------------------------------------------------------------- entry point
 
 
-def check_args(args):
+def check_config(cfg: MetricsConfig):
     for name in ("steps", "map_batch_size", "metrics_batch_size"):
-        if getattr(args, name) < 1:
+        if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.perturb_limit < 0:
+    if cfg.perturb_limit < 0:
         raise UserError("--perturb-limit must be >= 0 (0 = every measured image)")
-    if args.bootstrap < 0:
+    if cfg.bootstrap < 0:
         raise UserError("--bootstrap must be >= 0 (0 = no intervals)")
-    if args.masks_dir and not Path(args.masks_dir).is_dir():
-        raise UserError(f"--masks-dir {args.masks_dir} is not a folder: pass the masks' folder")
+    if cfg.masks_dir and not Path(cfg.masks_dir).is_dir():
+        raise UserError(f"--masks-dir {cfg.masks_dir} is not a folder: pass the masks' folder")
 
 
-def open_model(args, backbone=None):
-    """-> (model, settings, ckpt); split and backbone weights default to the run's config.json."""
-    ckpt = selection.resolve_checkpoint(args)
-    args.split, weights = runs.run_defaults(ckpt, getattr(args, "split", None),
-                                            getattr(args, "backbone_weights", None))
+def open_model(cfg: MetricsConfig, backbone=None):
+    """-> (model, settings, ckpt, cfg with split and backbone_weights resolved from the run)."""
+    ckpt = selection.resolve_checkpoint(cfg.checkpoint, cfg.model_dir)
+    split, weights = runs.run_defaults(ckpt, cfg.split, cfg.backbone_weights)
+    cfg = dataclasses.replace(cfg, split=split, backbone_weights=weights)
     if backbone is None:
-        backbone = models.load_backbone(weights, args.device)
-    model, settings = models.load_model(ckpt, device=args.device, backbone=backbone)
-    evaluation.check_data(settings, args.data_dir, backbone)
-    return model, settings, ckpt
+        backbone = models.load_backbone(weights, cfg.device)
+    model, settings = models.load_model(ckpt, device=cfg.device, backbone=backbone)
+    evaluation.check_data(settings, cfg.data_dir, backbone)
+    return model, settings, ckpt, cfg
 
 
-def run(args, backbone=None):
+def run(cfg: MetricsConfig, backbone=None):
     """evaluate.py --cam-metrics: measure, then write cam_metrics.json and cam_metrics.md.
 
     backbone: an already loaded models.Backbone to reuse (tests, notebooks).
     """
-    for name, default in (("device", "cpu"), ("data_dir", "data"), ("num_workers", 0)):
-        if not hasattr(args, name):
-            setattr(args, name, default)
-    check_args(args)
-    model, settings, ckpt = open_model(args, backbone)
-    out_dir = Path(getattr(args, "output_dir", None) or Path(ckpt).parent)
+    check_config(cfg)
+    model, settings, ckpt, cfg = open_model(cfg, backbone)
+    out_dir = Path(cfg.output_dir or Path(ckpt).parent)
     core.check_writable_dir(out_dir)
-    methods = selection.resolve_methods(args.methods, settings)
-    subset, split = getattr(args, "split_name", None) or "valid", args.split
-    items = selection.select_items(dataset.split_items(args.data_dir, subset, split),
-                                    args.limit, args.seed)
+    methods = selection.resolve_methods(cfg.methods, settings)
+    subset, split = cfg.split_name, cfg.split
+    items = selection.select_items(dataset.split_items(cfg.data_dir, subset, split),
+                                    cfg.limit, cfg.seed)
     if not items:
-        raise UserError(f"split {split} of {args.data_dir} has no {subset} images")
+        raise UserError(f"split {split} of {cfg.data_dir} has no {subset} images")
     start = time.perf_counter()
-    measured = measure(model, settings, items, methods, args)
+    measured = measure(model, settings, items, methods, cfg)
     seconds = time.perf_counter() - start
     context = {"checkpoint": str(ckpt), "split": split, "subset": subset, "seconds": seconds,
                "settings": settings, "class_names": settings.get("class_names")}
-    summary = tables.summarise(measured, args, context)
+    summary = tables.summarise(measured, cfg, context)
     summary["summary_seconds"] = time.perf_counter() - start - seconds  # bootstrap etc.
     tables.write(out_dir, summary)
     print(f"{len(items)} images x {len(methods)} methods in {seconds:.0f} s -> "

@@ -1,9 +1,9 @@
 """What evaluate.py --cam-metrics measures: the checkpoint, the map methods, the images (a seeded
 sample; a class-balanced subset for deletion/insertion) and their foreground masks.
 
-    python -c "import cam_inputs as c; print(c.perturb_selection([0, 0, 0, 1, 1, 2], 3, seed=0))"
-    python -c "import cam_inputs; print(selection.select_items(list(range(10)), 3, seed=0))"
-    python -c "import cam_inputs as c; print(c.read_mask('data/trimaps/image_0001.png', 224).shape)"
+    python -c "from flowercam.metrics import selection as s; \
+print(s.perturb_selection([0, 0, 0, 1, 1, 2], 3, seed=0))"
+    python -c "from flowercam.metrics import selection as s; print(s.select_items(range(10), 3, 0))"
 """
 
 from pathlib import Path
@@ -18,11 +18,12 @@ from flowercam.core import UserError
 from flowercam.metrics import formulas
 
 
-def resolve_checkpoint(args):
-    if getattr(args, "checkpoint", None):
-        return Path(args.checkpoint)
-    if getattr(args, "model_dir", None):
-        return runs.best_checkpoint(args.model_dir)
+def resolve_checkpoint(checkpoint=None, model_dir=None):
+    """The checkpoint file, else the best checkpoint of the run folder (runs.best_checkpoint)."""
+    if checkpoint:
+        return Path(checkpoint)
+    if model_dir:
+        return runs.best_checkpoint(model_dir)
     raise UserError("--cam-metrics needs a model: pass -d RUN_DIR or --checkpoint FILE.pth")
 
 
@@ -93,14 +94,17 @@ def read_mask(path, size):
     return F.interpolate(t, size=(size, size), mode="nearest")[0, 0].long().numpy()
 
 
-def batch_masks(batch_items, args, size):
-    """-> (fg [B,H,W], valid [B,H,W], has_mask [B] bool); images without a mask: all False."""
+def batch_masks(batch_items, masks_dir, mask_values, ignore_values, size):
+    """-> (fg [B,H,W], valid [B,H,W], has_mask [B] bool); images without a mask: all False.
+
+    mask_values: foreground label values (None: any nonzero); ignore_values: left out.
+    """
     fg = np.zeros((len(batch_items), size, size), bool)
     valid, has = fg.copy(), np.zeros(len(batch_items), bool)
     for i, (item_id, path, _) in enumerate(batch_items):
-        found = find_mask(args.masks_dir, item_id, path) if args.masks_dir else None
+        found = find_mask(masks_dir, item_id, path) if masks_dir else None
         if found is not None:
-            fg[i], valid[i] = formulas.mask_arrays(read_mask(found, size), args.mask_values,
-                                                  args.ignore_values)
+            fg[i], valid[i] = formulas.mask_arrays(read_mask(found, size), mask_values,
+                                                  ignore_values)
             has[i] = True
     return fg, valid, has

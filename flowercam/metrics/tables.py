@@ -1,7 +1,8 @@
 """Summaries and tables of evaluate.py --cam-metrics (cam_metrics.json, cam_metrics.md).
 
     python evaluate.py -d model/RUN --cam-metrics --limit 20
-    python -c "import cam_report as r, json; print(r.markdown(json.load(open('cam_metrics.json'))))"
+    python -c "from flowercam.metrics import tables as t; import json; \
+print(t.markdown(json.load(open('model/RUN/cam_metrics.json'))))"
 
 Figures per method, overall and per class, each {"value", "ci95": [lo, hi], "n"}: n = images used.
 """
@@ -23,13 +24,6 @@ COLUMNS = (("average_drop", "AD % ↓", "{:.1f}"), ("increase_in_confidence", "I
                                                           "{:.3f}"),
            ("pointing_game", "pointing % ↑", "{:.1f}"), ("pxap", "PxAP % ↑", "{:.1f}"),
            ("miou", "mIoU % ↑", "{:.1f}"))
-
-
-def read_json_or_none(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _figure(value, ci, n):
@@ -77,23 +71,26 @@ def method_summary(arrays, y, labels, class_names, n_boot, seed):
     return {"overall": overall, "per_class": per_class}
 
 
-def mask_counts(arrays, args):
+def mask_counts(arrays, cfg):
     has = arrays["has_mask"]
-    return {"masks_dir": args.masks_dir, "mask_values": args.mask_values,
-            "ignore_values": list(args.ignore_values), "images_with_mask": int(has.sum()),
-            "images_missing_mask": int((~has).sum()) if args.masks_dir else None,
+    return {"masks_dir": cfg.masks_dir, "mask_values": cfg.mask_values,
+            "ignore_values": list(cfg.ignore_values or ()), "images_with_mask": int(has.sum()),
+            "images_missing_mask": int((~has).sum()) if cfg.masks_dir else None,
             "images_without_foreground": int((has & (arrays["n_fg"] == 0)).sum())}
 
 
-def summarise(measured, args, context):
-    """Everything cam_metrics.json holds (plain JSON types; NaN -> null when written)."""
+def summarise(measured, cfg, context):
+    """Everything cam_metrics.json holds (plain JSON types; NaN -> null when written).
+
+    cfg: the run's config.MetricsConfig (options, mask settings); context: checkpoint, split, ...
+    """
     info = measured["images"]
     y, labels = np.asarray(info["y"], np.float64), np.asarray(info["labels"])
     n = len(y)
-    options = {k: getattr(args, k) for k in ("steps", "precision", "target", "deletion_baseline",
+    options = {k: getattr(cfg, k) for k in ("steps", "precision", "target", "deletion_baseline",
                                              "bootstrap", "limit", "perturb_limit", "seed",
                                              "device")}
-    methods = {m: method_summary(a, y, labels, context["class_names"], args.bootstrap, args.seed)
+    methods = {m: method_summary(a, y, labels, context["class_names"], cfg.bootstrap, cfg.seed)
                for m, a in measured["methods"].items()}
     first = next(iter(measured["methods"].values()))
     per_image = {**info, **{m: {k: a[k].tolist() for k in ("o", "deletion", "insertion", "hit")}
@@ -102,7 +99,7 @@ def summarise(measured, args, context):
             "subset": context["subset"], "n_images": n, "seconds": context["seconds"],
             "seconds_per_image": context["seconds"] / max(n, 1), "torch_threads":
             torch.get_num_threads(), "options": options, "thresholds": 100,
-            "localization": mask_counts(first, args), "methods": methods,
+            "localization": mask_counts(first, cfg), "methods": methods,
             "per_image": per_image}
 
 

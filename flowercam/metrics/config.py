@@ -1,0 +1,45 @@
+"""What evaluate.py --cam-metrics measures, as one frozen dataclass (no argparse in the library).
+
+    python -c "from flowercam.metrics.config import MetricsConfig as C; print(C(model_dir='m'))"
+    python evaluate.py --help                # the flags that fill it (defaults from here)
+"""
+
+import dataclasses
+
+DELETION_BASELINES = ("zeros", "black", "blur")
+TARGETS = ("label", "predicted")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsConfig:
+    """Inputs of runner.run; None = resolved at run time (see the comments)."""
+
+    model_dir: str | None = None  # run folder: its best checkpoint (runs.best_checkpoint)
+    checkpoint: str | None = None  # or one head checkpoint
+    data_dir: str = "data"
+    split: int | None = None  # None: the run's (config.json), else 1
+    split_name: str = "valid"
+    backbone_weights: str | None = None  # None: the run's, else env / torchvision
+    no_cache: bool = False
+    num_workers: int = 0
+    device: str = "cpu"
+    precision: str = "fp32"  # scoring forwards only; maps are fp32
+    methods: tuple[str, ...] | None = None  # None: every method the head supports
+    limit: int | None = None
+    steps: int = 8
+    perturb_limit: int = 34
+    deletion_baseline: str = "zeros"
+    target: str = "label"
+    masks_dir: str | None = None  # folder of <image stem>.png masks; None: no localization
+    mask_values: tuple[int, ...] | None = None  # foreground values; None: any nonzero
+    ignore_values: tuple[int, ...] = ()
+    bootstrap: int = 1000
+    map_batch_size: int = 8
+    metrics_batch_size: int = 16
+    seed: int = 0
+    output_dir: str | None = None  # None: the checkpoint's folder
+
+
+def default(name):
+    """The default of one MetricsConfig field (for --help texts)."""
+    return next(f.default for f in dataclasses.fields(MetricsConfig) if f.name == name)

@@ -1,0 +1,137 @@
+"""flowercam.metrics.runner (evaluate.py --cam-metrics) end to end on a tiny synthetic run."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+import training_data
+from mask_data import write_masks
+
+import evaluate as evaluate_cli
+from flowercam import models, prepare, runs
+from flowercam.core import UserError
+from flowercam.metrics import runner
+from flowercam.metrics.config import MetricsConfig
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    """3-class 32 px data dir, a random ReCAM head checkpoint and a random backbone file."""
+
+    root = tmp_path_factory.mktemp("cam_metrics")
+    data = training_data.make_dataset(root / "data", per_class=4, copies=1, size=32)
+    torch.manual_seed(0)
+    weights = root / "vgg_random.pth"
+    torch.save(models.Backbone().features.state_dict(), weights)
+    backbone = models.load_backbone(str(weights))
+    settings = {"model_type": "ReCAM", "normalize_by": "minmax", "num_classes": 3,
+                "class_names": list(training_data.CLASSES), "input_size": 32,
+                "backbone": backbone.backbone_id}
+    for epoch in (1, 3):
+        models.save_checkpoint(root / "run" / f"epoch_{epoch}.pth",
+                               models.build_head(settings), settings, epoch=epoch)
+    return {"root": root, "data": data, "weights": str(weights), "run": root / "run"}
+
+
+def parse(run, *extra):
+    argv = ["-d", str(run["run"]), "--data-dir", run["data"], "--backbone-weights",
+            run["weights"], "--cam-metrics", "--steps", "3", "--bootstrap", "50", *extra]
+    return evaluate_cli.get_args_parser().parse_args(argv)
+
+
+def cli(run, *extra):
+    """The MetricsConfig evaluate.py builds from these flags."""
+    return evaluate_cli.metrics_config(parse(run, *extra))
+
+
+def test_cam_metrics_end_to_end_with_masks(synthetic_run, tmp_path):
+
+    masks = write_masks(tmp_path / "masks", ["image_0003", "image_0007_0"])  # 0011: missing
+    out = tmp_path / "out"
+    evaluate_cli.main(parse(synthetic_run, "--masks-dir", str(masks), "--ignore-values", "128",
+                      "--output-dir", str(out)))
+    result = json.loads((out / "cam_metrics.json").read_text())
+    assert result["n_images"] == 3 and result["checkpoint"].endswith("epoch_3.pth")
+    assert list(result["methods"]) == ["CAM", "ReCAM", "LayerCAM", "GradCAM", "GradCAM++"]
+    assert result["localization"]["images_with_mask"] == 2
+    assert result["localization"]["images_missing_mask"] == 1
+    for figures in result["methods"].values():
+        overall = figures["overall"]
+        assert overall["pxap"]["n"] == 2 and overall["average_drop"]["n"] == 3
+        assert 0 <= overall["deletion_auc"]["value"] <= 1
+        lo, hi = overall["insertion_auc"]["ci95"]
+        assert lo <= overall["insertion_auc"]["value"] <= hi
+        assert set(figures["per_class"]) == {"Red", "Green", "Blue"}
+    table = (out / "cam_metrics.md").read_text()
+    assert "| LayerCAM | 3 |" in table and "PxAP" in table and "1 without (skipped)" in table
+
+
+def test_cam_metrics_without_masks_and_chosen_methods(synthetic_run, tmp_path):
+
+    args = cli(synthetic_run, "--methods", "CAM", "LayerCAM", "--limit", "2", "--target",
+               "predicted", "--precision", "bf16", "--deletion-baseline", "blur",
+               "--output-dir", str(tmp_path))
+    summary = runner.run(args)
+    assert summary["n_images"] == 2 and list(summary["methods"]) == ["CAM", "LayerCAM"]
+    assert "pxap" not in summary["methods"]["CAM"]["overall"]
+    assert "PxAP" not in (tmp_path / "cam_metrics.md").read_text()
+
+
+def test_user_errors(synthetic_run, tmp_path):
+
+    with pytest.raises(UserError, match="needs a model"):
+        runner.run(dataclasses.replace(cli(synthetic_run), model_dir=None))
+    with pytest.raises(UserError, match="masks-dir"):
+        runner.run(cli(synthetic_run, "--masks-dir", str(tmp_path / "nope")))
+    with pytest.raises(UserError, match="steps"):
+        runner.run(dataclasses.replace(cli(synthetic_run), steps=0))  # the flag rejects 0
+    with pytest.raises(UserError, match="no epoch_N.pth"):
+        runs.best_checkpoint(tmp_path)
+
+
+@pytest.mark.real
+def test_real_smoke_run(weights_path, flowers_jpg, tmp_path):
+    """Real VGG16 weights on 3 real Flower-17 images (128 px), a random CAM head, 4 steps."""
+    data = tmp_path / "data"
+    prepare.main(prepare.get_args_parser().parse_args(
+        ["--source", str(flowers_jpg.parent), "--data-dir", str(data), "--copies", "1",
+         "--size", "128", "--limit-per-class", "4", "--num-workers", "1"]))
+    backbone = models.load_backbone(str(weights_path))
+    torch.manual_seed(0)
+    names = json.loads((data / "index.json").read_text())["classes"]
+    settings = {"model_type": "CAM", "normalize_by": None, "num_classes": len(names),
+                "class_names": names, "input_size": 128, "backbone": backbone.backbone_id}
+    models.save_checkpoint(tmp_path / "run" / "epoch_1.pth", models.build_head(settings),
+                           settings)
+    cfg = MetricsConfig(checkpoint=str(tmp_path / "run" / "epoch_1.pth"), limit=3, steps=4,
+                        bootstrap=100, methods=("CAM", "LayerCAM"), data_dir=str(data))
+    summary = runner.run(cfg, backbone=backbone)
+    assert summary["n_images"] == 3
+    for figures in summary["methods"].values():
+        assert 0 <= figures["overall"]["average_drop"]["value"] <= 100
+    assert (tmp_path / "run" / "cam_metrics.md").is_file()
+
+
+def test_perturb_limit_leaves_other_images_without_curves(synthetic_run, tmp_path):
+
+    summary = runner.run(cli(synthetic_run, "--methods", "CAM", "--perturb-limit", "1",
+                                  "--output-dir", str(tmp_path)))
+    overall = summary["methods"]["CAM"]["overall"]
+    assert overall["average_drop"]["n"] == 3 and overall["deletion_auc"]["n"] == 1
+    assert overall["insertion_auc"]["n"] == 1
+    assert "1 of them with deletion/insertion" in (tmp_path / "cam_metrics.md").read_text()
+
+
+def test_feature_cache_gives_the_same_figures_as_the_backbone(synthetic_run, tmp_path):
+
+    common_args = ("--methods", "CAM", "ReCAM", "--bootstrap", "0")
+    cached = runner.run(cli(synthetic_run, *common_args, "--output-dir", str(tmp_path / "a")))
+    direct = runner.run(cli(synthetic_run, *common_args, "--no-cache",
+                                 "--output-dir", str(tmp_path / "b")))
+    for method in ("CAM", "ReCAM"):
+        a, b = cached["per_image"][method], direct["per_image"][method]
+        np.testing.assert_allclose(a["o"], b["o"], atol=1e-5)
+        np.testing.assert_allclose(a["deletion"], b["deletion"], atol=1e-5)
+    np.testing.assert_allclose(cached["per_image"]["y"], direct["per_image"]["y"], atol=1e-5)
