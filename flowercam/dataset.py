@@ -1,27 +1,22 @@
-"""Flower-17 splits, the report's dataset class and seeded loaders (reads what augment.py wrote).
+"""Reading a data folder augment.py wrote: index, split items, the report's dataset and loaders.
 
     python dataloader.py                              # split sizes of data/ and one loaded batch
-    python dataloader.py --data-dir data --split 2 --batch-size 4
-    python -c "import dataloader; print(len(dataset.split_items('data', 'train')))"
+    python -c "from flowercam import dataset; print(len(dataset.split_items('data', 'train')))"
 """
 
-import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from flowercam import core
-from flowercam.core import UserError, run_main
+from flowercam import splits
+from flowercam.core import UserError
 from flowercam.models import IMAGENET_MEAN, IMAGENET_STD
 
-SUBSETS = ("train", "valid", "test")
-SPLITS = ("1", "2", "3")
-SPLIT_SEED = 0  # generated splits are fixed by this seed, never by a script's --seed
+SUBSETS, SPLITS = splits.SUBSETS, splits.SPLITS  # the names every script uses
 
 
 def read_json(path):
@@ -49,58 +44,6 @@ def read_augment_info(data_dir) -> dict:
     if not info.get("complete", False):
         raise UserError(f"{Path(data_dir) / 'auged'} is incomplete: rerun `python augment.py`")
     return info
-
-
-def split_sizes(n: int) -> tuple[int, int, int]:
-    """Per-class train/valid/test counts: 50/25/25 percent (Flower-17's official 40/20/20 of 80)."""
-    n_train, n_valid = (n + 1) // 2, n // 4
-    return n_train, n_valid, n - n_train - n_valid
-
-
-def generate_splits(images: list[dict], seed: int = SPLIT_SEED) -> dict:
-    """Three stratified random splits of index images; ids keep index order inside each subset."""
-    order = {im["id"]: i for i, im in enumerate(images)}
-    by_class: dict[int, list[str]] = {}
-    for im in images:
-        by_class.setdefault(im["label"], []).append(im["id"])
-    splits = {}
-    for split in SPLITS:
-        parts = {name: [] for name in SUBSETS}
-        for label, ids in sorted(by_class.items()):
-            # one RNG per (seed, split, class): adding a class never reshuffles the others
-            perm = np.random.default_rng([seed, int(split), label]).permutation(len(ids))
-            n_train, n_valid, _ = split_sizes(len(ids))
-            chosen = [ids[i] for i in perm]
-            parts["train"] += chosen[:n_train]
-            parts["valid"] += chosen[n_train:n_train + n_valid]
-            parts["test"] += chosen[n_train + n_valid:]
-        splits[split] = {name: sorted(v, key=order.__getitem__) for name, v in parts.items()}
-    return {"source": "generated", "seed": seed, "splits": splits}
-
-
-def read_mat_splits(mat_path, ids: set[str]) -> dict:
-    """Official datasplits.mat (trn1/val1/tst1.. hold 1-based image numbers), kept to `ids`."""
-    try:
-        from scipy.io import loadmat
-    except ImportError as err:
-        raise UserError(f"reading {mat_path} needs scipy: `pip install scipy`, or delete the file "
-                        "to use a generated split") from err
-    try:
-        mat = loadmat(str(mat_path))
-    except Exception as err:  # scipy raises several types for a damaged file
-        raise UserError(f"{mat_path} is unreadable ({err}): delete it to use a generated "
-                        "split") from err
-    splits = {}
-    for split in SPLITS:
-        parts = {}
-        for name, key in zip(SUBSETS, ("trn", "val", "tst"), strict=True):
-            if key + split not in mat:
-                raise UserError(f"{mat_path} has no {key}{split}: delete it to use a generated "
-                                "split")
-            numbers = sorted(int(n) for n in np.asarray(mat[key + split]).ravel())
-            parts[name] = [f"image_{n:04d}" for n in numbers if f"image_{n:04d}" in ids]
-        splits[split] = parts
-    return {"source": "datasplits.mat", "seed": None, "splits": splits}
 
 
 def load_split(data_dir, split=1) -> dict:
@@ -177,28 +120,3 @@ def make_loader(items, batch_size, shuffle, seed, num_workers, size=256) -> Data
     return DataLoader(FlowerDataset(items, size), batch_size=batch_size, shuffle=shuffle,
                       num_workers=num_workers, generator=generator,
                       persistent_workers=False)
-
-
-def get_args_parser():
-    parser = core.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data-dir", default="data", help="folder prepared by augment.py")
-    parser.add_argument("--split", default=1, type=int, choices=(1, 2, 3), help="which split")
-    parser.add_argument("--batch-size", default=8, type=int, help="batch size of the loaded batch")
-    parser.add_argument("--size", default=256, type=int, help="input size in pixels")
-    parser.add_argument("-s", "--seed", default=0, type=int, help="loader shuffling seed")
-    parser.add_argument("--num-workers", default=0, type=int, help="DataLoader worker processes")
-    return parser
-
-
-def main(args):
-    for subset in SUBSETS:
-        items = split_items(args.data_dir, subset, args.split)
-        print(f"split {args.split} {subset}: {len(items)} items")
-    loader = make_loader(items, args.batch_size, True, args.seed, args.num_workers, args.size)
-    images, labels = next(iter(loader))
-    print(f"test batch: images {tuple(images.shape)}, labels {labels.tolist()}")
-
-
-if __name__ == "__main__":
-    run_main(main, get_args_parser())

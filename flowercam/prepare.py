@@ -1,83 +1,31 @@
-"""Prepare data/: get Flower-17 (or your own class folders), check the images, augment them.
+"""Prepare data/: index Flower-17 (or your own class folders), check the images, augment them.
 
-    python augment.py --source ../shared/flowers17      # Oxford layout already on disk (holds jpg/)
-    python augment.py --source my_photos --data-dir data_mine   # my_photos/<class name>/*.jpg|png
-    python augment.py                                    # downloads 17flowers.tgz + datasplits.mat
+    python augment.py --source ../shared/flowers17      # the command; this module is what it runs
+    python -c "from flowercam import prepare; print(prepare.scan_source('my_photos')['classes'])"
+
+Writes data/index.json, labels.txt, augment.json, splits.json (flowercam/splits.py) and
+auged/<id>_<k>.jpg (copy 0 = resized only, copies 1.. = the report's random affine + flip).
 """
 
-import argparse
+import dataclasses
 import hashlib
 import multiprocessing
 import os
 import random
-import shutil
-import tarfile
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 from PIL import Image
 from tqdm import tqdm
 
-from flowercam import core, dataset
-from flowercam.core import UserError, atomic_save_json, atomic_write, run_main
+from flowercam import dataset, download, splits
+from flowercam.core import UserError, atomic_save_json, atomic_write
 
-BASE_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/"
-SPLITS_MD5 = "4828cddfd0d803c5abbdebcb1e148a1e"
 FLOWER17_CLASSES = ["Daffodil", "Snowdrop", "LilyValley", "Bluebell", "Crocus", "Iris",
                     "Tigerlily", "Tulip", "Fritillary", "Sunflower", "Daisy", "ColtsFoot",
                     "Dandelion", "Cowslip", "Buttercup", "Windflower", "Pansy"]
 IMAGES_PER_CLASS = 80  # Oxford layout: image_N belongs to class (N - 1) // 80
 LAYOUT_HINT = "expected DIR/jpg/image_0001.jpg.. (Oxford layout) or DIR/<class name>/*.jpg|png"
-
-
-def download(url, dest, md5=None):
-    """Stream url to dest with a progress bar; a leftover dest.part is resumed (HTTP Range)."""
-    dest, part = Path(dest), Path(str(dest) + ".part")
-    done = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            if response.status != 206:  # server ignored the range: start again
-                done = 0
-            total = int(response.headers.get("Content-Length") or 0) + done
-            bar = tqdm(total=total or None, initial=done, unit="B", unit_scale=True, desc=dest.name)
-            with open(part, "ab" if done else "wb") as f, bar:
-                while chunk := response.read(1 << 20):
-                    f.write(chunk)
-                    bar.update(len(chunk))
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise UserError(f"download of {url} failed ({reason}); rerun to resume, or use "
-                        "--source DIR with the images already on disk") from err
-    if md5 and hashlib.md5(part.read_bytes()).hexdigest() != md5:
-        part.unlink()
-        raise UserError(f"{url} downloaded with a wrong md5 checksum; rerun, or use --source DIR")
-    os.replace(part, dest)
-
-
-def fetch_oxford(data_dir, base_url=BASE_URL):
-    """data/jpg/ and data/datasplits.mat from the Oxford VGG page, unless already there."""
-    data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    if not (data_dir / "datasplits.mat").exists():
-        download(base_url + "datasplits.mat", data_dir / "datasplits.mat", SPLITS_MD5)
-    if (data_dir / "jpg").is_dir():
-        return
-    tgz = data_dir / "17flowers.tgz"
-    if not tgz.exists():
-        download(base_url + "17flowers.tgz", tgz)
-    tmp = data_dir / ".extract-tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with tarfile.open(tgz) as tar:
-            tar.extractall(tmp, filter="data")
-    except (tarfile.TarError, OSError) as err:
-        tgz.unlink()
-        raise UserError(f"{tgz} is damaged ({err}); deleted it, rerun to download again") from err
-    os.replace(tmp / "jpg", data_dir / "jpg")  # atomic: data/jpg appears complete or not at all
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def scan_oxford(jpg_dir, limit=None):
@@ -212,87 +160,48 @@ def check_data_dir(data_dir, index, settings):
                             f"{old['seed']}: use those, another --data-dir, or delete {data_dir}")
 
 
-def find_mat(index, data_dir):
-    if index["dataset"] != "flowers17":
-        return None
-    root = Path(index["source"])
-    for folder in (root, root.parent, data_dir):
-        if (folder / "datasplits.mat").is_file():
-            return folder / "datasplits.mat"
-    return None
-
-
-def make_splits(data_dir, index):
-    """splits.json content: from datasplits.mat when present, else generated (fixed seed)."""
-    mat = find_mat(index, data_dir)
-    if mat:
-        return dataset.read_mat_splits(mat, {im["id"] for im in index["images"]})
-    return dataset.generate_splits(index["images"])
-
-
-def save_splits(data_dir, splits):
-    """Written once: an existing identical data/splits.json is left untouched."""
-    path = data_dir / "splits.json"
-    if not path.exists() or dataset.read_json(path) != splits:
-        atomic_save_json(path, splits)
-
-
-def resolve_source(args, data_dir):
-    """--source, else the source recorded in data/index.json, else data/ (downloading if needed)."""
-    if args.source:
-        return args.source
-    if (data_dir / "index.json").exists():
+def resolve_source(source, data_dir, base_url=download.BASE_URL):
+    """source, else the source recorded in data/index.json, else data/ (downloading if needed)."""
+    if source:
+        return source
+    if (Path(data_dir) / "index.json").exists():
         return dataset.read_index(data_dir)["source"]
-    fetch_oxford(data_dir, args.base_url)
+    download.fetch_oxford(data_dir, base_url)
     return data_dir
 
 
-def get_args_parser():
-    parser = core.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data-dir", default="data", help="output folder (index, splits, auged/)")
-    parser.add_argument("--source", default=None,
-                        help="images on disk: Oxford layout (DIR/jpg/) or DIR/<class name>/*.jpg; "
-                             "default: data/jpg, downloaded when missing")
-    parser.add_argument("--copies", default=10, type=int,
-                        help="copies per image (copy 0 = resized only)")
-    parser.add_argument("--size", default=256, type=int, help="output size in pixels (square)")
-    parser.add_argument("-s", "--seed", default=0, type=int, help="augmentation seed")
-    parser.add_argument("--num-workers", default=os.cpu_count() or 1, type=int,
-                        help="worker processes")
-    parser.add_argument("--limit-per-class", default=None, type=int,
-                        help="use only the first N images of each class (quick runs)")
-    parser.add_argument("--base-url", default=BASE_URL, help="where to download Flower-17 from")
-    return parser
+@dataclasses.dataclass(frozen=True)
+class AugmentSettings:
+    """What the augmented files depend on (data/augment.json without "complete")."""
+
+    copies: int = 10  # copies per image; copy 0 = resized only
+    size: int = 256  # output size in pixels (square)
+    seed: int = 0
 
 
-def main(args):
-    data_dir = Path(args.data_dir)
-    if args.copies < 1 or args.size < 32 or (args.limit_per_class or 1) < 1:
-        raise UserError("--copies and --limit-per-class must be >= 1, --size >= 32")
-    index = scan_source(resolve_source(args, data_dir), args.limit_per_class)
-    settings = {"copies": args.copies, "size": args.size, "seed": args.seed}
-    check_data_dir(data_dir, index, settings)
-    splits = make_splits(data_dir, index)  # before any output: a bad datasplits.mat stops here
+def prepare(data_dir, settings, source=None, num_workers=1,
+            limit_per_class=None, base_url=download.BASE_URL) -> dict:
+    """Index, check and augment the images of source into data_dir (resuming an earlier run).
+
+    -> {"index", "splits", "written" (new files), "out_dir"}; data/augment.json says
+    "complete": true only once every file is written."""
+    data_dir = Path(data_dir)
+    index = scan_source(resolve_source(source, data_dir, base_url), limit_per_class)
+    info = dataclasses.asdict(settings)
+    check_data_dir(data_dir, index, info)
+    split_table = splits.make_splits(data_dir, index)  # before any output: bad .mat stops here
     out_dir = data_dir / "auged"
-    tasks = [(im["id"], im["source"], str(out_dir), args.copies, args.size, args.seed)
-             for im in index["images"]]
+    tasks = [(im["id"], im["source"], str(out_dir), settings.copies, settings.size,
+              settings.seed) for im in index["images"]]
     pending = [i for i, t in enumerate(tasks)
-               if not all((out_dir / f"{t[0]}_{k}.jpg").exists() for k in range(args.copies))]
+               if not all((out_dir / f"{t[0]}_{k}.jpg").exists() for k in range(settings.copies))]
     # images whose copies all exist were decoded by an earlier run: check only the others
-    verify_images({**index, "images": [index["images"][i] for i in pending]}, args.num_workers)
+    verify_images({**index, "images": [index["images"][i] for i in pending]}, num_workers)
     atomic_save_json(data_dir / "index.json", index)
     labels = "".join(name + "\n" for name in index["classes"])
     atomic_write(data_dir / "labels.txt", lambda f: f.write(labels), "w")
-    atomic_save_json(data_dir / "augment.json", {**settings, "complete": False})
-    written = sum(run_pool(augment_image, [tasks[i] for i in pending], args.num_workers, "augment"))
-    save_splits(data_dir, splits)
-    atomic_save_json(data_dir / "augment.json", {**settings, "complete": True})
-    sizes = {k: len(v) for k, v in splits["splits"]["1"].items()}
-    print(f"{data_dir}: {len(index['images'])} images x {args.copies} copies in {out_dir} "
-          f"({written} new files), {len(index['classes'])} classes, split 1 {sizes} "
-          f"({splits['source']})")
-
-
-if __name__ == "__main__":
-    run_main(main, get_args_parser())
+    atomic_save_json(data_dir / "augment.json", {**info, "complete": False})
+    written = sum(run_pool(augment_image, [tasks[i] for i in pending], num_workers, "augment"))
+    splits.save_splits(data_dir, split_table)
+    atomic_save_json(data_dir / "augment.json", {**info, "complete": True})
+    return {"index": index, "splits": split_table, "written": written, "out_dir": out_dir}

@@ -10,10 +10,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO, make_oxford_dataset, synthetic_image
 from PIL import Image
+from training_data import REPO, make_oxford_dataset, synthetic_image
 
-from flowercam import prepare
+import augment
+from flowercam import core, dataset, download, prepare
+from flowercam.core import UserError
 
 
 def run(source, data_dir, *extra, copies=3, size=32, workers=1):
@@ -21,14 +23,14 @@ def run(source, data_dir, *extra, copies=3, size=32, workers=1):
             "--num-workers", str(workers), *extra]
     if source is not None:
         argv += ["--source", str(source)]
-    return prepare.main(prepare.get_args_parser().parse_args(argv))
+    return augment.main(augment.get_args_parser().parse_args(argv))
 
 
 def run_error(capsys, *args, **kwargs):
     """Run through run_main like the CLI; returns the one stderr line after exit code 2."""
     argv = ["--copies", "2", "--size", "32", "--num-workers", "1", *map(str, args)]
     with pytest.raises(SystemExit) as exc:
-        prepare.run_main(prepare.main, prepare.get_args_parser(), argv)
+        core.run_main(augment.main, augment.get_args_parser(), argv)
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ")
@@ -171,7 +173,7 @@ def make_mirror(mirror, mat_bytes):
 
 def test_download_wrong_md5(tmp_path):
     url = make_mirror(tmp_path / "mirror", b"fake")
-    with pytest.raises(prepare.UserError, match="md5"):
+    with pytest.raises(UserError, match="md5"):
         run(None, tmp_path / "data", "--base-url", url)
     assert not list((tmp_path / "data").glob("datasplits.mat*"))
 
@@ -182,7 +184,7 @@ def test_download_extract_and_official_splits(tmp_path, monkeypatch):
     numbers = {"trn": [1, 2, 81, 82], "val": [3, 83], "tst": [4, 84]}
     scipy_io.savemat(mat, {f"{k}{s}": v for k, v in numbers.items() for s in "123"})
     url = make_mirror(tmp_path / "mirror", mat.getvalue())
-    monkeypatch.setattr(prepare, "SPLITS_MD5", hashlib.md5(mat.getvalue()).hexdigest())
+    monkeypatch.setattr(download, "SPLITS_MD5", hashlib.md5(mat.getvalue()).hexdigest())
     data = tmp_path / "data"
     run(None, data, "--base-url", url, copies=2)
     assert len(list((data / "jpg").glob("image_*.jpg"))) == 8
@@ -206,7 +208,7 @@ def test_same_names_in_two_classes_and_exif(tmp_path, capsys):
     index = json.loads((tmp_path / "data" / "index.json").read_text())
     assert [im["id"] for im in index["images"]] == ["a_x", "b_tall", "b_x"]
     assert index["source"] == str(source)
-    assert prepare.dataset.open_rgb(source / "b" / "tall.jpg").size == (20, 40)
+    assert dataset.open_rgb(source / "b" / "tall.jpg").size == (20, 40)
     synthetic_image(0, 1).save(source / "a" / "x.png")
     err = run_error(capsys, "--source", source, "--data-dir", tmp_path / "other")
     assert "differ only by extension" in err and "a/x.png" in err

@@ -8,7 +8,9 @@ from collections import Counter
 import pytest
 import torch
 
-from flowercam import dataset, prepare
+import augment
+import dataloader
+from flowercam import dataset, splits
 from flowercam.core import UserError
 
 
@@ -19,8 +21,8 @@ def fake_images(classes=17, per_class=80):
 
 def test_generated_split_official_sizes_and_stratified():
     images = fake_images()
-    result = dataset.generate_splits(images)
-    assert result["source"] == "generated" and result["seed"] == dataset.SPLIT_SEED
+    result = splits.generate_splits(images)
+    assert result["source"] == "generated" and result["seed"] == splits.SPLIT_SEED
     label = {im["id"]: im["label"] for im in images}
     for parts in result["splits"].values():
         for subset, per_class in zip(dataset.SUBSETS, (40, 20, 20), strict=True):
@@ -33,12 +35,12 @@ def test_generated_split_official_sizes_and_stratified():
 
 def test_generated_split_stable_and_proportional():
     images = fake_images(classes=3, per_class=10)
-    assert dataset.generate_splits(images) == dataset.generate_splits(list(images))
-    assert dataset.split_sizes(80) == (40, 20, 20)
-    assert dataset.split_sizes(10) == (5, 2, 3) and dataset.split_sizes(1) == (1, 0, 0)
+    assert splits.generate_splits(images) == splits.generate_splits(list(images))
+    assert splits.split_sizes(80) == (40, 20, 20)
+    assert splits.split_sizes(10) == (5, 2, 3) and splits.split_sizes(1) == (1, 0, 0)
     # a class added later does not reshuffle the others
-    more = dataset.generate_splits(images + fake_images(classes=4, per_class=10)[30:])
-    old = dataset.generate_splits(images)["splits"]["1"]["test"]
+    more = splits.generate_splits(images + fake_images(classes=4, per_class=10)[30:])
+    old = splits.generate_splits(images)["splits"]["1"]["test"]
     assert more["splits"]["1"]["test"][: len(old)] == old
 
 
@@ -105,7 +107,7 @@ def test_unfinished_augmentation_refused(prepared_data, tmp_path):
 def test_mat_splits_need_scipy(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "scipy.io", None)  # import now fails as if not installed
     with pytest.raises(UserError, match="needs scipy"):
-        dataset.read_mat_splits(tmp_path / "datasplits.mat", set())
+        splits.read_mat_splits(tmp_path / "datasplits.mat", set())
 
 
 def test_mat_splits_read(tmp_path):
@@ -113,13 +115,13 @@ def test_mat_splits_read(tmp_path):
     buffer = io.BytesIO()
     scipy_io.savemat(buffer, {f"{k}{s}": [[3, 1, 2]] for k in ("trn", "val", "tst") for s in "123"})
     (tmp_path / "datasplits.mat").write_bytes(buffer.getvalue())
-    result = dataset.read_mat_splits(tmp_path / "datasplits.mat", {"image_0001", "image_0003"})
+    result = splits.read_mat_splits(tmp_path / "datasplits.mat", {"image_0001", "image_0003"})
     assert result["source"] == "datasplits.mat"
     assert result["splits"]["3"]["test"] == ["image_0001", "image_0003"]
 
 
 def test_cli_prints_sizes(prepared_data, capsys):
-    dataset.main(dataset.get_args_parser().parse_args(
+    dataloader.main(dataloader.get_args_parser().parse_args(
         ["--data-dir", str(prepared_data), "--size", "32", "--batch-size", "2"]))
     out = capsys.readouterr().out
     assert "split 1 train: 18 items" in out and "(2, 3, 32, 32)" in out
@@ -134,7 +136,7 @@ def test_real_subset_loads(flowers_jpg, tmp_path):
         for n in (c * 80 + 1, c * 80 + 2):
             (source / "jpg" / f"image_{n:04d}.jpg").symlink_to(flowers_jpg / f"image_{n:04d}.jpg")
     data = tmp_path / "data"
-    prepare.main(prepare.get_args_parser().parse_args(
+    augment.main(augment.get_args_parser().parse_args(
         ["--source", str(source), "--data-dir", str(data), "--copies", "2", "--num-workers", "2"]))
     assert len(list((data / "auged").iterdir())) == 17 * 2 * 2
     items = dataset.split_items(data, "train")
@@ -142,7 +144,7 @@ def test_real_subset_loads(flowers_jpg, tmp_path):
     images, labels = next(iter(dataset.make_loader(items, 8, True, 0, 0)))
     assert images.shape == (8, 3, 256, 256) and labels.max() < 17
     # --limit-per-class on the shared folder gives the same images
-    prepare.main(prepare.get_args_parser().parse_args(
+    augment.main(augment.get_args_parser().parse_args(
         ["--source", str(flowers_jpg.parent), "--data-dir", str(tmp_path / "lim"), "--copies", "2",
          "--num-workers", "2", "--limit-per-class", "2"]))
     assert sorted(p.name for p in (tmp_path / "lim" / "auged").iterdir()) == sorted(

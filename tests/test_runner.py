@@ -95,9 +95,8 @@ def test_user_errors(synthetic_run, tmp_path):
 def test_real_smoke_run(weights_path, flowers_jpg, tmp_path):
     """Real VGG16 weights on 3 real Flower-17 images (128 px), a random CAM head, 4 steps."""
     data = tmp_path / "data"
-    prepare.main(prepare.get_args_parser().parse_args(
-        ["--source", str(flowers_jpg.parent), "--data-dir", str(data), "--copies", "1",
-         "--size", "128", "--limit-per-class", "4", "--num-workers", "1"]))
+    prepare.prepare(data, prepare.AugmentSettings(copies=1, size=128), flowers_jpg.parent,
+                    num_workers=1, limit_per_class=4)
     backbone = models.load_backbone(str(weights_path))
     torch.manual_seed(0)
     names = json.loads((data / "index.json").read_text())["classes"]

@@ -1,27 +1,69 @@
-"""Tiny synthetic data folders in the contract's layout, for the training/cache/evaluate tests."""
+"""The one builder of synthetic test data: source folders (both layouts augment.py reads), a
+prepared data folder in the contract's layout, and seeded random backbone weights."""
 
 import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from flowercam import core
 
+REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("Red", "Green", "Blue")
+# class colours: the dominant channel of classes 0..2 is red, green, blue
+COLOURS = [(220, 40, 40), (40, 180, 60), (50, 70, 220), (230, 200, 40), (160, 60, 200)]
 
 
-def _image(rng, label, size):
-    """A noisy image whose dominant colour is its class: learnable from random VGG features."""
-    pixels = rng.integers(0, 90, size=(size, size, 3))
-    pixels[..., label % 3] += 160
-    half = size // 2
-    pixels[:half, :half] = 255 - pixels[:half, :half]  # some structure for the convolutions
-    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+def synthetic_image(label, i, size=(40, 30), rng=None):
+    """Class-distinct image: class colour background, class shape (rectangle/ellipse/triangle)
+    at a position set by i; rng given: plus uniform noise (learnable from random VGG features)."""
+    width, height = size
+    image = Image.new("RGB", size, COLOURS[label % len(COLOURS)])
+    draw = ImageDraw.Draw(image)
+    x, y = 2 + (i * 3) % (width // 2), 2 + (i * 2) % (height // 2)
+    box = (x, y, x + width // 3, y + height // 3)
+    shape = label % 3
+    if shape == 0:
+        draw.rectangle(box, fill=(255, 255, 255))
+    elif shape == 1:
+        draw.ellipse(box, fill=(0, 0, 0))
+    else:
+        draw.polygon([(box[0], box[3]), (box[2], box[3]), ((box[0] + box[2]) // 2, box[1])],
+                     fill=(128, 128, 128))
+    if rng is None:
+        return image
+    noise = rng.integers(-40, 41, size=(height, width, 3))
+    pixels = (np.asarray(image, dtype=np.int64) + noise).clip(0, 255)
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+def make_folder_dataset(root, classes=("cat", "dog", "fox"), per_class=6, size=(40, 30)):
+    """root/<class name>/<class>_NN.jpg|png (ImageFolder layout); returns root."""
+    root = Path(root)
+    for label, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            ext = "png" if i % 3 == 2 else "jpg"  # both formats in every class
+            synthetic_image(label, i, size).save(root / name / f"{name}_{i:02d}.{ext}")
+    return root
+
+
+def make_oxford_dataset(root, classes=3, per_class=6, size=(40, 30)):
+    """root/jpg/image_NNNN.jpg with Flower-17 numbering (class = (N - 1) // 80); returns root."""
+    jpg = Path(root) / "jpg"
+    jpg.mkdir(parents=True, exist_ok=True)
+    for label in range(classes):
+        for i in range(per_class):
+            number = label * 80 + i + 1
+            synthetic_image(label, i, size).save(jpg / f"image_{number:04d}.jpg")
+    (jpg / "files.txt").write_text("".join(p.name + "\n" for p in sorted(jpg.glob("*.jpg"))))
+    return Path(root)
 
 
 def make_dataset(root, per_class=4, copies=2, size=64, seed=0, classes=CLASSES) -> str:
-    """Write index.json, labels.txt, augment.json, splits.json, auged/ under root; -> root."""
+    """A prepared data folder without running augment.py (fast; ids image_NNNN numbered per
+    class): index.json, labels.txt, augment.json, splits.json (same in 1..3), auged/; -> root."""
     root = Path(root)
     (root / "auged").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -35,7 +77,8 @@ def make_dataset(root, per_class=4, copies=2, size=64, seed=0, classes=CLASSES) 
             subset = "train" if j < n_train else "valid" if j < n_train + n_valid else "test"
             parts[subset].append(image_id)
             for k in range(copies):
-                _image(rng, label, size).save(root / "auged" / f"{image_id}_{k}.jpg", quality=95)
+                image = synthetic_image(label, j * copies + k, (size, size), rng)
+                image.save(root / "auged" / f"{image_id}_{k}.jpg", quality=95)
     index = {"dataset": "synthetic", "source": "tests", "classes": list(classes), "images": images}
     (root / "index.json").write_text(json.dumps(index))
     (root / "labels.txt").write_text("\n".join(classes) + "\n")
@@ -48,7 +91,7 @@ def make_dataset(root, per_class=4, copies=2, size=64, seed=0, classes=CLASSES) 
 
 def random_weights(path, seed=0) -> str:
     """A seeded random VGG16 features state dict saved at path (its backbone_id is a file hash)."""
-    import torch
+    import torch  # slow import, only for the tests that need weights
 
     from flowercam import models
 
@@ -59,7 +102,6 @@ def random_weights(path, seed=0) -> str:
 
 def run_cli(module, argv):
     """module.main through core.run_main -> (exit code or None, return value)."""
-
     try:
         return None, core.run_main(module.main, module.get_args_parser(), argv)
     except SystemExit as stop:
