@@ -1,6 +1,6 @@
-"""The report's experiment grid in one command: CAM and ReCAM (3 normalisers) x 4 learning rates.
+"""The report's experiment grid in one command: CAM, ReCAM (3 normalisers), ReCAM-published x 4 lrs.
 
-    python grid.py --backbone-weights ../shared/weights/vgg16_imagenet_features.pth  # 16 runs
+    python grid.py --backbone-weights ../shared/weights/vgg16_imagenet_features.pth  # 20 runs
     python grid.py --lrs 1e-4 2e-4 --epochs 10 --output-dir model/grid-test --results-dir /tmp/out
     python grid.py --precision bf16 --seed 1
 

@@ -1,4 +1,4 @@
-"""Train the report's CAM / ReCAM head on the frozen VGG16 (features from data/cache by default).
+"""Train a CAM, ReCAM or ReCAM-published head on the frozen VGG16 (features: data/cache by default).
 
     python main.py -m CAM -l 1e-4 -e 40 --backbone-weights PATH/vgg16_imagenet_features.pth
     python main.py -m ReCAM -n sigmoid -l 5e-5 -e 40 --seed 1
@@ -18,6 +18,8 @@ def get_args_parser():
     add("-m", "--model-type", default="CAM", choices=models.MODEL_TYPES, help="head to train")
     add("-n", "--normalize-by", default="minmax", choices=models.NORMALIZERS,
         help="ReCAM mask normaliser (ignored for CAM)")
+    add("--recam-lambda", default=models.RECAM_LAMBDA, type=flags.positive_float,
+        help="ReCAM-published: weight of its L_sce (Chen et al. 2022: 1 on VOC, 0.1 on COCO)")
     add("-l", "--lr", default=1e-4, type=flags.positive_float, help="Adam learning rate")
     add("-e", "--epochs", default=50, type=flags.positive_int, help="maximum number of epochs")
     flags.add_batch_size(parser, 8, "training batch size")
@@ -44,7 +46,8 @@ def main(args):
     train_src, valid_src = training.make_sources(source_options(args), backbone)
     settings = training.make_settings(args.model_type, args.normalize_by,
                                       dataset.class_names(args.data_dir),
-                                      features.input_size(args.data_dir), backbone.backbone_id)
+                                      features.input_size(args.data_dir), backbone.backbone_id,
+                                      args.recam_lambda)
     run_dir = runs.make_run_dir(args.output_dir, settings)
     core.atomic_save_json(run_dir / "config.json", {**vars(args), "settings": settings,
                                                     "train_images": len(train_src),

@@ -18,8 +18,10 @@ from flowercam.core import atomic_save_json, atomic_write
 LRS = (1e-5, 5e-5, 1e-4, 2e-4)  # the report's four learning rates
 
 def configurations(lrs) -> list[dict]:
-    """CAM at every lr, then ReCAM with each normaliser at every lr (4 x 4 = 16 by default)."""
+    """CAM at every lr, then ReCAM with each normaliser, then ReCAM-published (lambda
+    models.RECAM_LAMBDA) at every lr (5 x 4 = 20 by default)."""
     kinds = [("CAM", None)] + [("ReCAM", how) for how in models.NORMALIZERS]
+    kinds.append(("ReCAM-published", None))
     configs = []
     for model_type, how in kinds:
         for lr in lrs:

@@ -1,4 +1,4 @@
-"""Frozen VGG16 backbone, the report's CAM / ReCAM heads, and checkpoints.
+"""Frozen VGG16 backbone, the report's CAM / ReCAM heads, published ReCAM, and checkpoints.
 
     BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_features.pth python -c "import models as m
     print(m.load_backbone().backbone_id)"
@@ -24,7 +24,8 @@ TORCHVISION_ID = "vgg16-imagenet1k-v1"
 RANDOM_ID = "vgg16-random"
 # index in vgg16().features of the ReLU that ends each stage (before its max pool)
 STAGES = {"stage3": 15, "stage4": 22, "stage5": 29}
-MODEL_TYPES = ("CAM", "ReCAM")
+MODEL_TYPES = ("CAM", "ReCAM", "ReCAM-published")
+RECAM_LAMBDA = 1.0  # published ReCAM's weight of L_sce: 1 on VOC, 0.1 on COCO (Chen et al. 2022)
 NORMALIZERS = ("minmax", "sigmoid", "relu")
 CHECKPOINT_FORMAT = "flowercam-head"
 CHECKPOINT_VERSION = 1
@@ -214,6 +215,39 @@ class ReCAMHead(CAMHead):
         return rew, maps, self.classify(rew)
 
 
+class PublishedReCAMHead(CAMHead):
+    """ReCAM as published (Chen et al., CVPR 2022) on the class maps M with W (= their W_bce):
+    f_c = mean_hw(relu(W_c.M) / (max + 1e-5) * M), loss CE(W GAP(M), y) + lambda CE(W_sce f_y, y),
+    final map relu((W_sce * W)_c . M); W_sce [C,C] is a new bias-free classifier."""
+
+    def __init__(self, num_classes, recam_lambda=RECAM_LAMBDA, in_channels=FEATURE_SHAPE[0]):
+        super().__init__(num_classes, in_channels)
+        if not (isinstance(recam_lambda, (int, float)) and 0 <= recam_lambda < float("inf")):
+            raise UserError(f"recam_lambda must be a finite number >= 0, got {recam_lambda!r}")
+        self.recam_lambda = float(recam_lambda)
+        self.sce = nn.Linear(num_classes, num_classes, bias=False)  # W_sce
+
+    def reactivated(self, maps, classes):
+        """f_c for one class per image: maps [B,C,h,w], classes [B] -> [B,C].
+
+        As the official code: relu CAM over its max + 1e-5, NOT detached (L_sce trains W too)."""
+        cam = F.relu(torch.einsum("bc,bchw->bhw", self.fc.weight[classes], maps))  # [B,h,w]
+        cam = cam / (cam.amax((-2, -1), keepdim=True) + 1e-5)
+        return torch.einsum("bhw,bchw->bc", cam, maps) / (maps.shape[-2] * maps.shape[-1])
+
+    def loss(self, feats, labels, reduction="mean"):
+        """feats [B,512,h,w], labels [B] -> (L_cls + lambda * L_sce, logits [B,C] of W)."""
+        maps = self.class_maps(feats)
+        logits = self.classify(maps)
+        sce = self.sce(self.reactivated(maps, labels))  # scores of f_y, the true class only
+        return (F.cross_entropy(logits, labels, reduction=reduction)
+                + self.recam_lambda * F.cross_entropy(sce, labels, reduction=reduction)), logits
+
+    def cams(self, maps):
+        """The final maps, ONE CAM with weights W_sce * W: maps [B,C,h,w] -> [B,C,h,w] >= 0."""
+        return F.relu(torch.einsum("kc,bchw->bkhw", self.sce.weight * self.fc.weight, maps))
+
+
 class Classifier(nn.Module):
     """Frozen backbone + trainable head: images [B,3,H,W] -> logits [B,C]."""
 
@@ -227,7 +261,7 @@ class Classifier(nn.Module):
 
 
 def build_head(settings):
-    """settings dict (see CONTRACT.md) -> CAMHead or ReCAMHead."""
+    """settings dict (see CONTRACT.md) -> CAMHead, ReCAMHead or PublishedReCAMHead."""
     kind = settings.get("model_type")
     num = settings.get("num_classes")
     if kind not in MODEL_TYPES:
@@ -236,6 +270,9 @@ def build_head(settings):
         raise UserError(f"num_classes must be a positive integer, got {num!r}")
     if kind == "CAM":
         return CAMHead(num)
+    if kind == "ReCAM-published":
+        lam = settings.get("recam_lambda")
+        return PublishedReCAMHead(num, RECAM_LAMBDA if lam is None else lam)
     return ReCAMHead(num, settings.get("normalize_by") or "minmax")
 
 

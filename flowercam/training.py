@@ -21,26 +21,41 @@ from flowercam.core import UserError
 EVAL_BATCH = 256
 
 
-def make_settings(model_type, normalize_by, class_names, size, backbone_id) -> dict:
-    """The settings every checkpoint carries: what evaluate and inference need to rebuild it."""
+def make_settings(model_type, normalize_by, class_names, size, backbone_id,
+                  recam_lambda=None) -> dict:
+    """The settings every checkpoint carries: what evaluate and inference need to rebuild it.
+    recam_lambda (None = models.RECAM_LAMBDA) is stored for ReCAM-published only."""
     if model_type not in models.MODEL_TYPES:
         raise UserError(f"unknown model type {model_type!r}: "
                         f"use one of {', '.join(models.MODEL_TYPES)}")
     if model_type == "ReCAM" and normalize_by not in models.NORMALIZERS:
         raise UserError(f"unknown normaliser {normalize_by!r}: "
                         f"use one of {', '.join(models.NORMALIZERS)}")
-    return {"model_type": model_type,
-            "normalize_by": normalize_by if model_type == "ReCAM" else None,
-            "num_classes": len(class_names), "class_names": list(class_names),
-            "input_size": int(size), "backbone": backbone_id}
+    settings = {"model_type": model_type,
+                "normalize_by": normalize_by if model_type == "ReCAM" else None,
+                "num_classes": len(class_names), "class_names": list(class_names),
+                "input_size": int(size), "backbone": backbone_id}
+    if model_type == "ReCAM-published":
+        settings["recam_lambda"] = models.RECAM_LAMBDA if recam_lambda is None else recam_lambda
+        models.build_head(settings)  # checks recam_lambda now, before any training
+    return settings
+
+
+def batch_loss(head, feats, labels, reduction="mean"):
+    """-> (loss, logits [B,C]): the head's own loss when it has one (ReCAM-published: CE +
+    lambda L_sce), else cross-entropy of its logits. Train and valid losses use the same one."""
+    if hasattr(head, "loss"):
+        return head.loss(feats, labels, reduction)
+    logits = head(feats)
+    return F.cross_entropy(logits, labels, reduction=reduction), logits
 
 
 def train_epoch(head, optimizer, source, order, batch_size) -> float:
-    """One pass over source in the given order; mean cross-entropy per sample."""
+    """One pass over source in the given order; mean loss (batch_loss) per sample."""
     head.train()
     losses, sizes = [], []  # summed once at the end: no per-step sync or extra ops
     for feats, labels in source.batches(order, batch_size):
-        loss = F.cross_entropy(head(feats), labels)
+        loss = batch_loss(head, feats, labels)[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -52,12 +67,13 @@ def train_epoch(head, optimizer, source, order, batch_size) -> float:
 
 @torch.no_grad()
 def evaluate(head, source, batch_size=EVAL_BATCH, ks=(1, 3, 5)) -> dict:
-    """{"loss", "top1", "top3", "top5"} (accuracies in %) over every item of source, in order."""
+    """{"loss" (batch_loss), "top1", "top3", "top5"} (accuracies in %) over every item of source,
+    in order; top-k from the head's logits (its cross-entropy classifier)."""
     head.eval()
     loss, hits, n = 0.0, dict.fromkeys(ks, 0), len(source)
     for feats, labels in source.batches(torch.arange(n), batch_size):
-        logits = head(feats)  # [B,C]
-        loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        batch, logits = batch_loss(head, feats, labels, reduction="sum")  # logits [B,C]
+        loss += batch.item()
         top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices  # [B,k]
         for k in ks:
             hits[k] += (top[:, :k] == labels[:, None]).any(1).sum().item()

@@ -51,6 +51,30 @@ def test_run_dir_logs_and_checkpoints(setup, tmp_path):
     assert not list(run_dir.glob(".tmp-*"))
 
 
+def test_published_recam_trains_and_evaluates(setup, tmp_path):
+    run_dir, log = _train(setup, tmp_path, "-m", "ReCAM-published", "--recam-lambda", "0.5",
+                          "-e", "6", "-l", "3e-3")
+    assert run_dir.name.endswith("_ReCAM-published")
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
+    head, settings, _ = models.load_checkpoint(runs.best_checkpoint(run_dir))
+    assert isinstance(head, models.PublishedReCAMHead) and head.recam_lambda == 0.5
+    assert settings["recam_lambda"] == 0.5 and settings["normalize_by"] is None
+    data_dir, _ = setup
+    code, result = run_cli(evaluate_cli, ["-d", str(run_dir), "--data-dir", data_dir,
+                                          "--num-workers", "0"])
+    assert code is None and result["model_type"] == "ReCAM-published"
+    assert all(0 <= row["top1"] <= row["top3"] == 100.0 for row in result["epochs"])  # 3 classes
+
+
+def test_recam_lambda_must_be_positive(setup, tmp_path, capsys):
+    data_dir, weights = setup
+    code, _ = run_cli(main_cli, ["--data-dir", data_dir, "--backbone-weights", weights,
+                                 "--output-dir", str(tmp_path / "out"), "-m", "ReCAM-published",
+                                 "--recam-lambda", "nan"])
+    assert code == 2 and "--recam-lambda" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_same_seed_same_losses_cached_equals_uncached(setup, tmp_path):
     _, cached = _train(setup, tmp_path / "a", "-e", "2", "--seed", "3")
     _, again = _train(setup, tmp_path / "b", "-e", "2", "--seed", "3")
@@ -132,15 +156,18 @@ def test_grid_tables_and_figure(setup, tmp_path):
             "--output-dir", str(tmp_path / "model"), "--results-dir", str(tmp_path / "out"),
             "--num-workers", "0"]
     code, results = run_cli(grid_cli, argv)
-    assert code is None and len(results) == 4
+    assert code is None and len(results) == 5
     out = tmp_path / "out"
     lines = (out / "table2.csv").read_text().splitlines()
-    assert len(lines) == 5 and lines[0].startswith("config,model_type")
-    assert "| ReCAM relu | 0.001 |" in (out / "table2.md").read_text()
+    assert len(lines) == 6 and lines[0].startswith("config,model_type")
+    table = (out / "table2.md").read_text()
+    assert "| ReCAM relu | 0.001 |" in table and "| ReCAM-published | 0.001 |" in table
     assert (out / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
     runs = json.loads((out / "grid_runs.json").read_text())
     assert set(runs) == {"CAM-lr0.001", "ReCAM-minmax-lr0.001", "ReCAM-sigmoid-lr0.001",
-                         "ReCAM-relu-lr0.001"}
+                         "ReCAM-relu-lr0.001", "ReCAM-published-lr0.001"}
+    published = models.load_checkpoint(runs["ReCAM-published-lr0.001"]["best_checkpoint"])
+    assert published[1]["recam_lambda"] == models.RECAM_LAMBDA
     for entry in runs.values():
         models.load_checkpoint(entry["best_checkpoint"])
         assert Path(entry["run_dir"]).parent == tmp_path / "model"
