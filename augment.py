@@ -6,6 +6,7 @@
 """
 
 import argparse
+from pathlib import Path
 
 from flowercam import core, download, flags, prepare
 
@@ -45,6 +46,9 @@ def main(args):
     print(f"{args.data_dir}: {len(index['images'])} images x {args.copies} copies in "
           f"{result['out_dir']} ({result['written']} new files), {len(index['classes'])} classes, "
           f"split 1 {sizes} ({splits['source']})")
+    if index.get("masks"):
+        print(f"{index['masks']['count']} masks from {index['masks']['source']} in "
+              f"{Path(args.data_dir) / index['masks']['dir']}")
     return result
 
 

@@ -4,7 +4,8 @@
     python -c "from flowercam import prepare; print(prepare.scan_source('my_photos')['classes'])"
 
 Writes data/index.json, labels.txt, augment.json, splits.json (flowercam/splits.py) and
-auged/<id>_<k>.jpg (copy 0 = resized only, copies 1.. = the report's random affine + flip).
+auged/<id>_<k>.jpg (copy 0 = resized only, copies 1.. = the report's random affine + flip) and,
+when the source has a masks/ folder, masks/<id>.png (flowercam/masks.py).
 """
 
 import dataclasses
@@ -18,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from flowercam import dataset, download, splits
+from flowercam import dataset, download, masks, splits
 from flowercam.core import UserError, atomic_save_json, atomic_write
 
 FLOWER17_CLASSES = ["Daffodil", "Snowdrop", "LilyValley", "Bluebell", "Crocus", "Iris",
@@ -197,6 +198,9 @@ def prepare(data_dir, settings, source=None, num_workers=1,
                if not all((out_dir / f"{t[0]}_{k}.jpg").exists() for k in range(settings.copies))]
     # images whose copies all exist were decoded by an earlier run: check only the others
     verify_images({**index, "images": [index["images"][i] for i in pending]}, num_workers)
+    record = masks.copy_masks(index["source"], data_dir, [im["id"] for im in index["images"]],
+                              settings.size)
+    index = {**index, "masks": record} if record else index
     atomic_save_json(data_dir / "index.json", index)
     labels = "".join(name + "\n" for name in index["classes"])
     atomic_write(data_dir / "labels.txt", lambda f: f.write(labels), "w")
