@@ -1,7 +1,81 @@
-"""Command: see flowercam/figures.py (moved there; this script only runs it)."""
+"""Activation-map figures of a trained head: the report's grids and strip, the comparison figure,
+maps of your own images, raw maps (.npz) and pseudo-masks.
 
-from flowercam.core import run_main
-from flowercam.figures import get_args_parser, main
+    python inference.py -m model/RUN -t CAM -s 0        # labelled grid, compact grid, strip
+    python inference.py --grid-runs output/grid_runs.json -s 0 --compare CAM-lr0.0001:CAM \\
+        ReCAM-minmax-lr0.0001:ReCAM CAM-lr0.0001:LayerCAM
+    python inference.py -m model/RUN --image photos/ --save-maps maps.npz --masks-dir masks
+
+-m takes a checkpoint .pth, a run directory (its best epoch) or, with --grid-runs, a configuration
+name. --compare pairs are CKPT:METHOD[:NORMALISER] read from the right (C:\\runs\\best.pth:CAM).
+"""
+
+import argparse
+
+from flowercam import cams, core, figures, flags, image_files, render, runs
+from flowercam.core import UserError
+
+
+def get_args_parser():
+    parser = core.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add("-m", "--checkpoint",
+        help="checkpoint .pth, a run directory (its best epoch) or a --grid-runs configuration; "
+             "None = the newest run under model/")
+    add("-t", "--method", choices=list(cams.METHODS),
+        help="map method; default: the checkpoint's head type")
+    add("-n", "--normalize-by", choices=sorted(cams.NORMALIZERS),
+        help="map normaliser; default: the checkpoint's (minmax for a CAM head)")
+    flags.add_seed(parser, "the 12 validation images")
+    add("--compare", nargs="+", metavar="CKPT:METHOD[:NORM]",
+        help="comparison figure of these pairs on the seeded images (or --image)")
+    add("--grid-runs", help="grid_runs.json: lets CKPT be a configuration name")
+    add("--image", nargs="+", metavar="PATH", help="your own image files or folders")
+    add("--save-maps", metavar="FILE.npz", help="also save raw and normalised maps")
+    add("--masks-dir", help="also write binary pseudo-masks <image stem>.png here")
+    add("--mask-threshold", type=flags.unit_float, default=0.5, help="on the normalised map")
+    add("--colormap", choices=render.COLORMAPS, default="red",
+        help="red: map in the red channel (the report's); jet: as most tools")
+    add("--alpha", type=flags.unit_float, default=0.5, help="weight of the map in the overlay")
+    add("--name", default="comparison", help="file name stem of the --compare figure")
+    flags.add_batch_size(parser, figures.NUM_IMAGES, "images per model call")
+    flags.add_data_dir(parser)
+    flags.add_output_dir(parser, "output", "the figures")
+    flags.add_device(parser)
+    flags.add_backbone_weights(parser)
+    flags.add_num_workers(parser, default=0)
+    return parser
+
+
+def check_args(args):
+    if args.compare and args.checkpoint:
+        raise UserError("give either -m/--checkpoint CKPT (with -t METHOD) or --compare PAIRS")
+    if args.compare and (args.save_maps or args.masks_dir):
+        raise UserError("--save-maps and --masks-dir work with -m, not with --compare")
+
+
+def figure_options(args) -> figures.FigureOptions:
+    return figures.FigureOptions(args.data_dir, args.output_dir, args.device,
+                                 args.backbone_weights, args.seed, args.normalize_by,
+                                 args.colormap, args.alpha, args.batch_size, args.num_workers,
+                                 args.grid_runs)
+
+
+def main(args):
+    check_args(args)
+    opts = figure_options(args)
+    if args.compare:
+        return figures.compare(args.compare, args.image, opts, args.name)
+    checkpoint = args.checkpoint
+    if not checkpoint:
+        checkpoint = str(runs.best_checkpoint("model"))
+        print(f"using the newest run's best checkpoint, {checkpoint}")
+    files = image_files.MapFiles(args.save_maps, args.masks_dir, args.mask_threshold)
+    if args.image:
+        return figures.own_images(checkpoint, args.method, args.image, opts, files)
+    return figures.report(checkpoint, args.method, opts, files)
+
 
 if __name__ == "__main__":
-    run_main(main, get_args_parser())
+    core.run_main(main, get_args_parser())

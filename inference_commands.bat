@@ -18,11 +18,11 @@ if exist "%~dp0.venv\Scripts\python.exe" set "PYTHON=%~dp0.venv\Scripts\python.e
 :have_python
 set "INFER="%PYTHON%" "%~dp0inference.py" --grid-runs "%GRID_RUNS%" -s %SEED%"
 
-%INFER% -m CAM-lr0.0001 -t CAM || goto :fail
-%INFER% -m ReCAM-minmax-lr0.0001 -t ReCAM || goto :fail
-%INFER% -m ReCAM-sigmoid-lr0.0001 -t ReCAM || goto :fail
-%INFER% -m ReCAM-relu-lr0.0001 -t ReCAM || goto :fail
-%INFER% -m CAM-lr0.0001 -t LayerCAM || goto :fail
+%INFER% --checkpoint CAM-lr0.0001 --method CAM || goto :fail
+%INFER% --checkpoint ReCAM-minmax-lr0.0001 --method ReCAM || goto :fail
+%INFER% --checkpoint ReCAM-sigmoid-lr0.0001 --method ReCAM || goto :fail
+%INFER% --checkpoint ReCAM-relu-lr0.0001 --method ReCAM || goto :fail
+%INFER% --checkpoint CAM-lr0.0001 --method LayerCAM || goto :fail
 %INFER% --compare CAM-lr0.0001:CAM ReCAM-minmax-lr0.0001:ReCAM ReCAM-sigmoid-lr0.0001:ReCAM ReCAM-relu-lr0.0001:ReCAM CAM-lr0.0001:LayerCAM || goto :fail
 echo done: see output\
 exit /b 0

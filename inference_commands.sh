@@ -18,6 +18,6 @@ PAIRS=(CAM-lr0.0001:CAM ReCAM-minmax-lr0.0001:ReCAM ReCAM-sigmoid-lr0.0001:ReCAM
        ReCAM-relu-lr0.0001:ReCAM CAM-lr0.0001:LayerCAM)
 
 for pair in "${PAIRS[@]}"; do  # configuration:method -> labelled grid, compact grid, strip
-    "$PY" "$HERE/inference.py" -m "${pair%%:*}" -t "${pair##*:}" "${COMMON[@]}"
+    "$PY" "$HERE/inference.py" --checkpoint "${pair%%:*}" --method "${pair##*:}" "${COMMON[@]}"
 done
 "$PY" "$HERE/inference.py" --compare "${PAIRS[@]}" "${COMMON[@]}"

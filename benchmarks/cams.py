@@ -1,9 +1,9 @@
 """Benchmarks. `cams`: batched CAM methods (one forward + ONE backward per batch) against the
 report's loop (one forward + one backward per image), side by side in one run; checks they agree.
 
-    .venv/bin/python benchmark.py --backbone-weights ../shared/weights/vgg16_imagenet_features.pth
-    .venv/bin/python benchmark.py --only cams --random-backbone --synthetic --num-images 4 --size 64
-    python3 benchmark.py --random-backbone --synthetic --device cuda --repeats 5 --output b.json
+    BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_features.pth python -m benchmarks.cams
+    .venv/bin/python -m benchmarks.cams --random-backbone --synthetic --num-images 4 --size 64
+    python3 -m benchmarks.cams --random-backbone --synthetic --device cuda --output b.json
 """
 
 import argparse
@@ -11,64 +11,16 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from flowercam import cams, core, models
+from flowercam.reference import load_images, report_loop
 
 
 def shared_dir():
     """../shared beside the checkout, or env FLOWERCAM_SHARED."""
     default = Path(__file__).resolve().parent.parent / "shared"
     return Path(os.environ.get("FLOWERCAM_SHARED") or default)
-
-
-def load_images(folder, count, size):
-    """image_0001.jpg.. spread over the classes -> [N,3,size,size] ImageNet-normalised."""
-    ids = np.linspace(1, 1360, count).round().astype(int)
-    paths = [Path(folder) / f"image_{i:04d}.jpg" for i in ids]
-    if not all(p.is_file() for p in paths):
-        raise UserError(f"Flower-17 images not found in {folder}: pass --images-dir or --synthetic")
-    mean = torch.tensor(models.IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(models.IMAGENET_STD).view(3, 1, 1)
-    out = []
-    for p in paths:
-        img = Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)
-        x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255
-        out.append((x - mean) / std)
-    return torch.stack(out)
-
-
-UserError = core.UserError
-
-
-def report_loop(model, images, method, targets=None, **options):
-    """The report's way, one image at a time: full forward with the input requiring grad (how a
-    frozen net is usually made differentiable), then one backward down to the input -> [B,H,W]."""
-    opts = cams._resolve_options(method, options)
-    layers = opts["layers"] if method == "LayerCAM" else [opts["gradcam_layer"]]
-    stage_at = {idx: name for name, idx in models.STAGES.items() if name in layers}
-    out = []
-    for i in range(len(images)):
-        x = images[i : i + 1].clone().requires_grad_(True)
-        acts, h = {}, x
-        for j, layer in enumerate(model.backbone.features):
-            h = layer(h)
-            if j in stage_at:
-                acts[stage_at[j]] = h
-        _, acts["classmaps"], logits = model.head.forward_maps(model.backbone.pool(h))
-        t = int(logits.argmax(1)) if targets is None else int(targets[i])
-        grads = torch.autograd.grad(logits[0, t], [x] + [acts[n] for n in layers])[1:]
-        with torch.no_grad():
-            per = [cams.METHODS[method](acts[n].detach(), g, None)
-                   for n, g in zip(layers, grads, strict=True)]
-            if method == "LayerCAM":
-                raw = cams._fuse(per, opts, x.shape[-2:])
-            else:
-                raw = cams.upsample(per[0], x.shape[-2:])
-            out.append(models.normalize(raw, opts["normalize_by"]))
-    return torch.cat(out)
 
 
 def _sync(device):
@@ -118,7 +70,7 @@ def bench_cams(args):
         batched_s, res = timed(lambda m=method: cams.compute_maps(model, images, m), args.device,
                                args.repeats)
         row = {"method": method, "batched_s": batched_s}
-        if method not in cams.CLASS_MAP_METHODS:
+        if cams.METHODS[method].needs_gradients:
             loop_s, maps = timed(lambda m=method: report_loop(model, images, m), args.device,
                                  args.repeats)
             diff = (maps - res.maps).abs().max().item()

@@ -1,11 +1,12 @@
 """inference.py's files: your own images listed, checked and loaded; figures, raw maps (.npz) and
 pseudo-masks (.png) written atomically, an unwritable path as a one-line error.
 
-    python -c "import inference_io as iio; print(iio.expand_images(['photos/']))"
-    python -c "import inference_io as iio; print(iio.load_items(['photos/my.jpg'], 224)[0].shape)"
+    python -c "from flowercam import image_files as f; print(f.expand_images(['photos/']))"
+    python -c "from flowercam import image_files as f; print(f.load_items(['a.jpg'], 224)[0].shape)"
     python -c "import numpy as np; d = np.load('maps.npz'); print(d['maps'].shape, d['settings'])"
 """
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -70,17 +71,28 @@ def arrays_of(results):
     return {k: torch.cat([getattr(r, k) for r in results]).numpy() for k in keys}
 
 
-def save_extras(args, paths, sizes, arrays, info):
-    """--save-maps npz (raw, raw_native, maps, logits, targets, settings JSON) and --masks-dir."""
-    if args.save_maps:
+@dataclasses.dataclass(frozen=True)
+class MapFiles:
+    """Optional outputs beside the figures: raw maps (.npz) and binary pseudo-masks (.png)."""
+
+    save_maps: str | None = None  # npz path
+    masks_dir: str | None = None  # <image stem>.png written here
+    mask_threshold: float = 0.5  # on the normalised map
+
+
+def save_extras(files, paths, sizes, arrays, info):
+    """files.save_maps npz (raw, raw_native, maps, logits, targets, settings JSON) and
+    files.masks_dir PNGs (map >= threshold, at each image's own size `sizes` (W, H))."""
+    if files.save_maps:
         meta = json.dumps(info, default=str)
-        write(args.save_maps, lambda f: np.savez_compressed(
+        write(files.save_maps, lambda f: np.savez_compressed(
             f, paths=np.array(paths), settings=np.array(meta), **arrays))
-        print(f"wrote {args.save_maps}")
-    if args.masks_dir:
+        print(f"wrote {files.save_maps}")
+    if files.masks_dir:
         for path, size, heat in zip(paths, sizes, arrays["maps"], strict=True):
-            mask = render.resize_map(heat, size) >= args.mask_threshold  # [H, W] at image size
+            mask = render.resize_map(heat, size) >= files.mask_threshold  # [H, W] at image size
             image = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
-            write(Path(args.masks_dir) / f"{Path(path).stem}.png",
+            write(Path(files.masks_dir) / f"{Path(path).stem}.png",
                   lambda f, im=image: im.save(f, format="PNG"))
-        print(f"wrote {len(paths)} masks to {args.masks_dir}")
+        print(f"wrote {len(paths)} masks to {files.masks_dir}")
+

@@ -1,14 +1,15 @@
 """Drawing helpers for activation maps: colormaps, blending, labelled and compact grids, strips and
-the comparison figure. Pure numpy + PIL (no torch), used by inference.py.
+the comparison figure. numpy + PIL + matplotlib's colormaps (no torch, no pyplot).
 
-    python -c "import render, numpy as np; print(render.jet_lut()[[0, 128, 255]])"
-    python -c "import render; print(render.caption_lines('Iris', [('Iris', 0.9), ('Crocus', 0.1)]))"
+    python -c "from flowercam import render; print(render.jet_lut()[[0, 128, 255]])"
+    python -c "from flowercam import render as r; print(r.caption_lines('Iris', [('Iris', 0.9)]))"
 """
 
 import math
 import re
 
 import numpy as np
+from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
 COLORMAPS = ("red", "jet")
@@ -20,10 +21,13 @@ TEXT_COLOUR = (0, 0, 0)
 
 
 def jet_lut() -> np.ndarray:
-    """The usual 'jet' colormap as a [256, 3] uint8 table (blue -> cyan -> yellow -> red)."""
-    x = np.linspace(0.0, 1.0, 256)
-    channels = [np.clip(1.5 - np.abs(4.0 * x - c), 0.0, 1.0) for c in (3.0, 2.0, 1.0)]  # r, g, b
-    return np.round(np.stack(channels, axis=1) * 255).astype(np.uint8)
+    """matplotlib's 'jet' as a [256, 3] uint8 table (dark blue -> cyan -> yellow -> dark red).
+
+    Its 256 entries, rounded (matplotlib's own bytes=True truncates). It is not the old formula
+    clip(1.5 - |4x - c|) (breaks at multiples of 1/8): matplotlib's jet breaks at 0.11, 0.125,
+    0.34, 0.35, 0.375, 0.64, 0.65, 0.66, 0.89, 0.91, so channels differ by up to 34/255.
+    """
+    return np.round(colormaps["jet"](np.arange(256))[:, :3] * 255).astype(np.uint8)
 
 
 def colorize(heat, colormap="red") -> np.ndarray:
@@ -215,3 +219,4 @@ def comparison_figure(images, columns) -> Image.Image:
                       font=font)
     sheet.paste(body, (0, header_height))
     return sheet
+

@@ -1,14 +1,10 @@
 """Tests for cams.py: identities, Grad-CAM++ alpha, batch independence, errors, real weights."""
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from benchmarks import cams as benchmark
-from flowercam import cams, core, models
+from flowercam import cams, core, methods, models, reference
 
 C = 17
 GRADIENT = ["LayerCAM", "GradCAM", "GradCAM++"]
@@ -140,7 +136,7 @@ def test_batched_equals_report_loop(method):
     x = images(2, 32, dtype=torch.float64)
     for opts in ({}, {"gradcam_layer": "stage5", "fusion": "max"}):
         batched = cams.compute_maps(model, x, method, **opts)
-        loop = benchmark.report_loop(model, x, method, **opts)
+        loop = reference.report_loop(model, x, method, **opts)
         assert torch.allclose(batched.maps, loop, atol=1e-9)
 
 
@@ -184,6 +180,20 @@ def test_no_nan_on_constant_input(recam_model):
     assert res.maps.abs().sum() == 0
 
 
+def test_method_records_are_the_one_table():
+    assert cams.METHODS is methods.METHODS
+    assert cams.CLASS_MAP_METHODS == tuple(n for n, m in cams.METHODS.items()
+                                           if not m.needs_images and not m.needs_gradients)
+    for name, record in cams.METHODS.items():
+        assert record.name == name and callable(record.weigh)
+        assert not record.needs_gradients or record.needs_images  # gradients flow from images
+        opts = cams.resolve_options(name, {})
+        assert list(opts)[0] == "normalize_by" and set(record.options) <= set(opts)
+        if record.layer_option:
+            assert record.layer_option in opts
+    assert [n for n, m in cams.METHODS.items() if m.needs_head] == ["ReCAM"]
+
+
 def test_postprocess():
     maps = torch.tensor([[[0.0, 0.29, 0.3], [0.5, 0.7, 1.0]]])
     want = torch.tensor([[[0.0, 0.0, 0.45], [0.75, 1.0, 1.0]]])
@@ -219,20 +229,11 @@ def test_layercam_options(recam_model):
     assert c.raw_native.shape == (2, 4, 4)
 
 
-def shared_dir():
-    default = Path(__file__).resolve().parents[2] / "shared"
-    return Path(os.environ.get("FLOWERCAM_SHARED") or default)
-
-
 @pytest.mark.real
-def test_real_weights_every_method():
-    shared = shared_dir()
-    weights = shared / "weights" / "vgg16_imagenet_features.pth"
-    if not weights.is_file():
-        pytest.skip(f"real weights not found under {shared} (set FLOWERCAM_SHARED)")
-    x = benchmark.load_images(shared / "flowers17" / "jpg", 3, models.INPUT_SIZE)
+def test_real_weights_every_method(flowers_jpg, weights_path):
+    x = reference.load_images(flowers_jpg, 3, models.INPUT_SIZE)
     torch.manual_seed(0)
-    model = models.Classifier(models.load_backbone(str(weights)), models.ReCAMHead(C)).eval()
+    model = models.Classifier(models.load_backbone(str(weights_path)), models.ReCAMHead(C)).eval()
     for method in cams.METHODS:
         res = cams.compute_maps(model, x, method)
         assert res.maps.shape == res.raw.shape == (3, 256, 256) and res.logits.shape == (3, C)

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from flowercam import core, figures, models
+import inference as inference_cli
+from flowercam import cams, core, figures, models
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 64
@@ -73,7 +74,7 @@ def run(env, out, *argv):
     """inference.py in-process with the test's data dir, output dir and backbone weights."""
     flags = ["--data-dir", env["data"], "--output-dir", str(out),
              "--backbone-weights", env["weights"]]
-    return core.run_main(figures.main, figures.get_args_parser(), list(argv) + flags)
+    return core.run_main(inference_cli.main, inference_cli.get_args_parser(), list(argv) + flags)
 
 
 def test_report_outputs_have_the_expected_pixel_sizes(env, tmp_path):
@@ -151,7 +152,20 @@ BAD_INPUTS = {
     "bad checkpoint": lambda e: ["-m", str(e["root"] / "garbage.pth")],
     "unknown option": lambda e: ["-m", e["cam"], "--no-such-option"],
     "bad compare pair": lambda e: ["--compare", e["cam"]],
+    "alpha above 1": lambda e: ["-m", e["cam"], "--alpha", "1.5"],
+    "mask threshold nan": lambda e: ["-m", e["cam"], "--mask-threshold", "nan"],
+    "unknown method": lambda e: ["-m", e["cam"], "-t", "NoSuchCAM"],
+    "checkpoint and compare": lambda e: ["-m", e["cam"], "--compare", f"{e['cam']}:CAM"],
 }
+
+
+def test_method_choices_and_long_flags_are_the_reports():
+    parser = inference_cli.get_args_parser()
+    action = {a.dest: a for a in parser._actions}
+    assert list(action["method"].choices) == list(cams.METHODS)
+    args = parser.parse_args(["-m", "a.pth", "-t", "GradCAM", "-n", "relu", "-s", "4"])
+    assert (args.checkpoint, args.method, args.normalize_by, args.seed) == (
+        "a.pth", "GradCAM", "relu", 4)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))

@@ -14,11 +14,24 @@ def tiles(n, size=T, seed=0):
     return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def test_jet_lut_runs_blue_to_red():
+# matplotlib's jet (matplotlib/_cm.py _jet_data): piecewise linear (x, value) per channel
+JET = {"red": [(0, 0), (0.35, 0), (0.66, 1), (0.89, 1), (1, 0.5)],
+       "green": [(0, 0), (0.125, 0), (0.375, 1), (0.64, 1), (0.91, 0), (1, 0)],
+       "blue": [(0, 0.5), (0.11, 1), (0.34, 1), (0.65, 0), (1, 0)]}
+
+
+def test_jet_lut_is_matplotlibs_jet_within_one_level():
     lut = render.jet_lut()
     assert lut.shape == (256, 3) and lut.dtype == np.uint8
+    x = np.arange(256) / 255
+    want = np.stack([np.interp(x, *zip(*JET[c], strict=True)) for c in ("red", "green", "blue")],
+                    axis=1) * 255
+    assert np.abs(lut - want).max() <= 0.5 + 1e-6  # rounded, not truncated
     assert lut[0].argmax() == 2 and lut[-1].argmax() == 0  # blue at 0, red at 1
-    assert lut[128, 1] > 200  # green-ish middle
+    assert lut[128, 1] == 255  # green middle
+    # the old hand-written formula (breaks at 1/8s) differs by up to 34 levels, see jet_lut
+    old = np.round(np.stack([np.clip(1.5 - np.abs(4 * x - c), 0, 1) for c in (3, 2, 1)], 1) * 255)
+    assert 0 < np.abs(lut - old).max() <= 34
 
 
 def test_colorize_red_puts_map_in_red_channel():

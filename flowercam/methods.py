@@ -1,0 +1,174 @@
+"""CAM methods, one record each: how a method weighs activations, what it needs, its options.
+
+    python -c "from flowercam import methods; print({n: m.needs_gradients for n, m in \
+methods.METHODS.items()})"
+    python -c "from flowercam import methods; print(methods.resolve_options('LayerCAM', {}))"
+
+Adding a method: write its `weigh` function and add one `Method` to METHODS (plus its test); the
+command-line choices, option checks and drivers (flowercam/maps.py) read the record.
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from flowercam import models
+from flowercam.core import UserError
+from flowercam.models import NORMALIZERS
+
+# --- weigh functions: activations A [B,K,h,w] with the gradients g [B,K,h,w] of the target logit
+# w.r.t. A (gradient methods) or per-channel weights w [B,K] (CAM: the linear layer's row of the
+# target class) -> map [B,h,w]
+
+
+def cam(acts, grads, weights):
+    """CAM (Zhou et al. 2016): sum_k w_ck A_k, the linear layer's row for the target class."""
+    return torch.einsum("bk,bkhw->bhw", weights, acts)
+
+
+def gradcam(acts, grads, weights=None):
+    """Grad-CAM (Selvaraju et al. 2017): relu(sum_k mean_ab(g_k) A_k)."""
+    return F.relu(torch.einsum("bk,bkhw->bhw", grads.mean((2, 3)), acts))
+
+
+def gradcampp_alpha(acts, grads):
+    """Grad-CAM++ (Chattopadhyay et al. 2018, eq. 19): alpha = g^2 / (2 g^2 + sum_ab A g^3).
+
+    acts, grads [B,K,h,w] -> alpha [B,K,h,w]; 0 where the denominator is 0 (0/0 -> 0, not NaN).
+    """
+    g2 = grads.pow(2)
+    denom = 2 * g2 + (acts * g2 * grads).sum((2, 3), keepdim=True)
+    safe = torch.where(denom != 0, denom, torch.ones_like(denom))
+    return torch.where(denom != 0, g2 / safe, torch.zeros_like(denom))
+
+
+def gradcampp(acts, grads, weights=None):
+    """Grad-CAM++: relu(sum_k w_k A_k) with w_k = sum_ab alpha_kab relu(g_kab)."""
+    w = (gradcampp_alpha(acts, grads) * F.relu(grads)).sum((2, 3))
+    return F.relu(torch.einsum("bk,bkhw->bhw", w, acts))
+
+
+def layercam(acts, grads, weights=None):
+    """LayerCAM (Jiang et al. 2021): relu(sum_k relu(g_k) * A_k), element-wise weights."""
+    return F.relu((F.relu(grads) * acts).sum(1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One CAM method. Drivers (flowercam/maps.py): needs_images False -> from backbone features
+    (the feature cache works); needs_gradients -> one forward + one backward per batch."""
+
+    name: str
+    weigh: Callable  # (acts [B,K,h,w], grads or None, weights [B,K] or None) -> [B,h,w]
+    needs_gradients: bool
+    needs_images: bool
+    default_layers: tuple  # activations it weighs: backbone stages, "classmaps", "reweighted"
+    layer_option: str | None = None  # option naming the layers: "layers" = a list, else one name
+    fuses: bool = False  # several layers' maps fused as the report (see maps.fuse_layers)
+    options: dict = dataclasses.field(default_factory=dict)  # its own options -> defaults
+    needs_head: str | None = None  # model_type the head must have, None = any head
+
+    @property
+    def from_features(self):
+        """True when cached backbone features are enough (no images, no gradients)."""
+        return not self.needs_images
+
+
+LAYERS = (*models.STAGES, "classmaps")  # layers a user may pick
+FUSIONS = ("weighted", "max")
+REPORT_LAYERS = ("stage3", "stage4", "classmaps")
+REPORT_LAYER_WEIGHTS = (0.4, 0.4, 0.2)  # the report's fusion weights for REPORT_LAYERS
+LAYERCAM_OPTIONS = {"layer_weights": None, "fusion": "weighted", "tanh_gain": 2.0,
+                    "layer_normalize": "minmax"}
+
+METHODS = {m.name: m for m in (
+    Method("CAM", cam, False, False, ("classmaps",)),
+    Method("ReCAM", cam, False, False, ("reweighted",), needs_head="ReCAM"),
+    Method("LayerCAM", layercam, True, True, REPORT_LAYERS, "layers", True, LAYERCAM_OPTIONS),
+    Method("GradCAM", gradcam, True, True, ("classmaps",), "gradcam_layer"),
+    Method("GradCAM++", gradcampp, True, True, ("classmaps",), "gradcam_layer"),
+)}
+CLASS_MAP_METHODS = tuple(n for n, m in METHODS.items() if m.from_features)  # compatibility
+# allowed values of every option that has a fixed set (checked for any method it is given to)
+CHOICES = {"normalize_by": NORMALIZERS, "layer_normalize": NORMALIZERS, "fusion": FUSIONS,
+           **{m.layer_option: LAYERS for m in METHODS.values()
+              if m.layer_option not in (None, "layers")}}  # a list: checked by _layers
+
+
+def option_names():
+    """Every option any method takes (normalize_by, layer options, own options), in order."""
+    names = ["normalize_by"]
+    for m in METHODS.values():
+        names += [n for n in (m.layer_option, *m.options) if n and n not in names]
+    return names
+
+
+def check_method(method, settings):
+    """UserError if `method` is unknown or the head described by `settings` cannot give it."""
+    if method not in METHODS:
+        raise UserError(f"unknown CAM method {method!r}: use one of {', '.join(METHODS)}")
+    need = METHODS[method].needs_head
+    if need and settings.get("model_type") != need:
+        raise UserError(f"method {method} needs a {need} head, this model is "
+                        f"{settings.get('model_type')}: use another method or train with {need}")
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise UserError(f"unknown {name} {value!r}: use one of {', '.join(map(str, choices))}")
+
+
+def _layers(record, value):
+    """The layer option's value (None = the record's default) -> a checked list of names."""
+    layers = list(record.default_layers if value is None else
+                  ([value] if isinstance(value, str) else value))
+    for name in layers:
+        _check_choice("layer", name, LAYERS)
+    if not layers or len(set(layers)) != len(layers):
+        raise UserError(f"layers {layers} must be distinct and non-empty: pick from {LAYERS}")
+    return layers
+
+
+def _layer_weights(layers, weights):
+    if weights is None:  # the report's 0.4/0.4/0.2 for its layers, else equal weights
+        same = tuple(layers) == REPORT_LAYERS
+        weights = REPORT_LAYER_WEIGHTS if same else [1 / len(layers)] * len(layers)
+    if len(weights) != len(layers):
+        raise UserError(f"{len(weights)} layer weights for {len(layers)} layers: "
+                        "give one weight per layer")
+    return [float(w) for w in weights]
+
+
+def resolve_options(method, options):
+    """Defaults + checks -> dict of this method's options only (normalize_by, its layer option,
+    its own options, in that order). Options of other methods are checked, then dropped."""
+    record = METHODS[method]
+    unknown = sorted(set(options) - set(option_names()))
+    if unknown:
+        raise UserError(f"unknown CAM option {unknown[0]!r}: use {', '.join(option_names())}")
+    given = {k: v for k, v in options.items() if v is not None}
+    for name, value in given.items():
+        if name in CHOICES:
+            _check_choice(name, value, CHOICES[name])
+    opts = {"normalize_by": given.get("normalize_by", "minmax")}
+    if record.layer_option == "layers":
+        opts["layers"] = _layers(record, given.get("layers"))
+    elif record.layer_option:
+        opts[record.layer_option] = _layers(record, given.get(record.layer_option))[0]
+    opts.update({k: given.get(k, default) for k, default in record.options.items()})
+    if "layer_weights" in opts:
+        opts["layer_weights"] = _layer_weights(opts["layers"], given.get("layer_weights"))
+    if "tanh_gain" in opts:
+        opts["tanh_gain"] = float(opts["tanh_gain"])
+    return opts
+
+
+def layers_of(method, opts):
+    """The layers a method weighs, given its resolved options -> list of names."""
+    record = METHODS[method]
+    value = opts.get(record.layer_option) if record.layer_option else None
+    if value is None:
+        return list(record.default_layers)
+    return [value] if isinstance(value, str) else list(value)

@@ -1,0 +1,56 @@
+"""The report's per-image loop for the gradient methods: the reference that the batched drivers
+of flowercam/maps.py must reproduce (tests/test_cams.py) and that benchmarks/cams.py times.
+
+    python -c "from flowercam import reference; help(reference.report_loop)"
+    .venv/bin/pytest tests/test_cams.py -q -k report_loop
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from flowercam import cams, core, maps, methods, models
+
+
+def report_loop(model, images, method, targets=None, **options):
+    """The report's way, one image at a time: full forward with the input requiring grad (how a
+    frozen net is usually made differentiable), then one backward down to the input -> [B,H,W]."""
+    opts = cams.resolve_options(method, options)
+    layers = methods.layers_of(method, opts)
+    stage_at = {idx: name for name, idx in models.STAGES.items() if name in layers}
+    out = []
+    for i in range(len(images)):
+        x = images[i : i + 1].clone().requires_grad_(True)
+        acts, h = {}, x
+        for j, layer in enumerate(model.backbone.features):
+            h = layer(h)
+            if j in stage_at:
+                acts[stage_at[j]] = h
+        _, acts["classmaps"], logits = model.head.forward_maps(model.backbone.pool(h))
+        t = int(logits.argmax(1)) if targets is None else int(targets[i])
+        grads = torch.autograd.grad(logits[0, t], [x] + [acts[n] for n in layers])[1:]
+        with torch.no_grad():
+            weigh = methods.METHODS[method].weigh
+            per = [weigh(acts[n].detach(), g, None) for n, g in zip(layers, grads, strict=True)]
+            raw = maps.combine(method, per, opts, x.shape[-2:])[0]
+            out.append(models.normalize(raw, opts["normalize_by"]))
+    return torch.cat(out)
+
+
+def load_images(folder, count, size):
+    """image_0001.jpg.. spread over the classes -> [N,3,size,size] ImageNet-normalised."""
+    ids = np.linspace(1, 1360, count).round().astype(int)
+    paths = [Path(folder) / f"image_{i:04d}.jpg" for i in ids]
+    if not all(p.is_file() for p in paths):
+        raise core.UserError(f"Flower-17 images not found in {folder}: pass --images-dir or "
+                             "--synthetic")
+    mean = torch.tensor(models.IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(models.IMAGENET_STD).view(3, 1, 1)
+    out = []
+    for p in paths:
+        img = Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)
+        x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255
+        out.append((x - mean) / std)
+    return torch.stack(out)
