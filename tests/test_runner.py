@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,3 +194,41 @@ def test_mask_folder_that_matches_no_image_is_an_error(synthetic_run, tmp_path):
         runner.run(dataclasses.replace(cli(synthetic_run), data_dir=str(data)))
     with pytest.raises(UserError, match="oracle tau"):
         runner.run(dataclasses.replace(cli(synthetic_run), validate_tau_on="valid"))
+
+
+@pytest.mark.real
+def test_real_masks_through_the_runner(shared_dir, tmp_path):
+    """42 real Flower-17 masks (64 px, nearest) on a synthetic data folder's valid and test
+    images, a random-weight model: box metrics, both taus, baselines, end to end."""
+    real = sorted((shared_dir / "flowers17" / "masks").glob("image_*.png"))
+    if len(real) < 42:
+        pytest.skip("fewer than 42 shared masks")
+    data = Path(training_data.make_dataset(tmp_path / "data", per_class=28, copies=1, size=64))
+    split = json.loads((data / "splits.json").read_text())["splits"]["1"]
+    ids = split["valid"] + split["test"]  # 21 + 21
+    (data / "masks").mkdir()
+    for image_id, path in zip(ids, real, strict=False):
+        with Image.open(path) as im:
+            im.resize((64, 64), Image.NEAREST).save(data / "masks" / f"{image_id}.png")
+    weights = training_data.random_weights(tmp_path / "w.pth")
+    backbone = models.load_backbone(weights)
+    settings = {"model_type": "CAM", "normalize_by": "minmax", "num_classes": 3,
+                "class_names": list(training_data.CLASSES), "input_size": 64,
+                "backbone": backbone.backbone_id}
+    models.save_checkpoint(tmp_path / "run" / "epoch_1.pth", models.build_head(settings),
+                           settings)
+    cfg = MetricsConfig(checkpoint=str(tmp_path / "run" / "epoch_1.pth"), data_dir=str(data),
+                        split_name="test", methods=("CAM",), steps=1, perturb_limit=1,
+                        bootstrap=100)
+    summary = runner.run(cfg, backbone=backbone)
+    loc = summary["localization"]
+    assert loc["images_with_mask"] == 21 and loc["tau_images"] == 21
+    for row in [*summary["methods"].values(), *summary["baselines"].values()]:
+        oracle, valid = row["overall"]["oracle_tau"], row["overall"]["validated_tau"]
+        for key in ("miou", "max_box_acc", "max_box_acc_v2"):
+            # the oracle tau is the best one on these images (1e-9: float sums in other orders)
+            assert 0 <= valid[key]["value"] <= oracle[key]["value"] + 1e-9 <= 100 + 1e-9
+            lo, hi = oracle[key]["ci95"]
+            assert lo <= hi
+        assert oracle["gt_known_loc"]["value"] == oracle["max_box_acc"]["value"]
+        assert oracle["top1_loc"]["value"] <= oracle["gt_known_loc"]["value"]
