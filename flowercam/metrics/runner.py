@@ -2,13 +2,16 @@
 
     python evaluate.py -d model/RUN --cam-metrics --limit 20 --steps 8
     python evaluate.py --cam-metrics --checkpoint model/RUN/epoch_7.pth --methods CAM ReCAM LayerCAM
-    python evaluate.py -d model/RUN --cam-metrics --masks-dir data/trimaps --ignore-values 128
+    python evaluate.py -d model/RUN --cam-metrics --split-name test   # tau validated on valid
+    python evaluate.py -d model/RUN --cam-metrics --masks-dir data/trimaps --mask-values 1 \
+        --ignore-values 3
 
 Writes cam_metrics.json (figures, 95% bootstrap intervals, per class, per image) and cam_metrics.md
 into --output-dir (default: the model directory). run() takes a config.MetricsConfig (evaluate.py
-builds it from the flags); the inputs (checkpoint, methods, images, masks) are chosen in
-flowercam.metrics.selection, the maths is in formulas, the tables in tables. Maps are computed in
-fp32; --precision only changes the scoring forwards.
+builds it from the flags). Rows: the map methods and the class-agnostic baselines (center, full).
+Masks: --masks-dir, else DATA_DIR/masks. The inputs (checkpoint, methods, images, masks) are chosen
+in flowercam.metrics.selection, the maths is in formulas / boxes / localization, the tables in
+tables. Maps are computed in fp32; --precision only changes the scoring forwards.
 """
 
 import dataclasses
