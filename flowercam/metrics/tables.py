@@ -31,6 +31,7 @@ AT_TAU = (("miou", "IoU % ↑", "{:.1f}", True), ("max_box_acc", "MaxBoxAcc % �
           ("top1_loc", "Top-1 Loc % ↑", "{:.1f}", False),
           ("gt_known_loc", "GT-known Loc % ↑", "{:.1f}", False))
 COLUMNS = FAITHFULNESS + TAU_FREE + AT_TAU
+BASELINE = " (baseline)"  # label suffix of the baseline rows
 
 
 def faithfulness(arrays, y, idx, n_boot, seed):
@@ -144,7 +145,7 @@ def _worse(figure, reference, header):
 
 
 def _table(rows, columns, with_ci=True, center=None):
-    """rows: [(label, figures)]; center: figures every other row must beat (else a dagger)."""
+    """rows: [(label, figures)]; center: figures the non-baseline rows must beat (else a †)."""
     columns = [c for c in columns if any(c[0] in figs for _, figs in rows)]
     if not columns:
         return []
@@ -155,8 +156,8 @@ def _table(rows, columns, with_ci=True, center=None):
         cells = []
         for key, header, fmt, show_tau in columns:
             cell = _cell(figs.get(key), fmt, show_tau, with_ci)
-            mark = center is not None and figs is not center and _worse(figs.get(key),
-                                                                        center.get(key), header)
+            mark = (center is not None and not label.endswith(BASELINE)
+                    and _worse(figs.get(key), center.get(key), header))
             cells.append(cell + (" †" if mark and cell != "-" else ""))
         lines.append("| " + " | ".join([label, str(n), *cells]) + " |")
     return lines
@@ -165,7 +166,7 @@ def _table(rows, columns, with_ci=True, center=None):
 def _rows(summary, pick):
     """[(label, figures)] of the methods, then the baselines (labelled), via pick(row dict)."""
     return ([(m, pick(f)) for m, f in summary["methods"].items()]
-            + [(f"{b} (baseline)", pick(f)) for b, f in summary.get("baselines", {}).items()])
+            + [(f"{b}{BASELINE}", pick(f)) for b, f in summary.get("baselines", {}).items()])
 
 
 def _header(summary):
@@ -182,6 +183,13 @@ def _header(summary):
             "sigma = side/4; full = all ones. † = does not beat the center baseline."]
 
 
+def _oracle_figures(row):
+    """Overall pointing, PxAP and the oracle-tau figures of one row, flat."""
+    overall = row["overall"]
+    return {**{k: overall[k] for k in ("pointing_game", "pxap") if k in overall},
+            **overall.get("oracle_tau", {})}
+
+
 def _localization_lines(summary):
     loc = summary["localization"]
     center = summary.get("baselines", {}).get("center", {}).get("overall")
@@ -192,20 +200,14 @@ def _localization_lines(summary):
              f"(skipped), {loc['images_without_foreground']} with no foreground pixel. Thresholds "
              f"{loc['thresholds']}; boxes: {loc['boxes']}. Top-1 / GT-known Loc at MaxBoxAcc's "
              "tau.", "", f"### Oracle tau: {loc['oracle_tau']}", ""]
-    flat = {k: v for k, v in (center or {}).items() if k in ("pointing_game", "pxap")}
-    oracle_center = {**flat, **(center or {}).get("oracle_tau", {})} if center else None
-    oracle_rows = _rows(summary, lambda f: {**{k: v for k, v in f["overall"].items()
-                                               if k in ("pointing_game", "pxap")},
-                                            **f["overall"].get("oracle_tau", {})})
-    oracle_rows = [(lab, oracle_center if center and lab == "center (baseline)" else figs)
-                   for lab, figs in oracle_rows]
-    lines += _table(oracle_rows, TAU_FREE + AT_TAU, center=oracle_center)
+    oracle = _oracle_figures
+    center_row = summary.get("baselines", {}).get("center")
+    lines += _table(_rows(summary, oracle), TAU_FREE + AT_TAU,
+                    center=oracle(center_row) if center_row else None)
     if "validated_tau" in loc:
-        valid_center = (center or {}).get("validated_tau")
         rows = _rows(summary, lambda f: f["overall"].get("validated_tau", {}))
-        rows = [(lab, valid_center if lab == "center (baseline)" else figs) for lab, figs in rows]
         lines += ["", f"### Validated tau: {loc['validated_tau']}", ""]
-        lines += _table(rows, AT_TAU, center=valid_center)
+        lines += _table(rows, AT_TAU, center=(center or {}).get("validated_tau"))
     return lines
 
 
@@ -213,9 +215,7 @@ def markdown(summary):
     """cam_metrics.md: faithfulness and localization tables with 95% intervals, per class."""
     center = summary.get("baselines", {}).get("center", {}).get("overall")
     lines = ["# CAM metrics", "", *_header(summary), "", "## Faithfulness", ""]
-    faith = _rows(summary, lambda f: f["overall"])
-    faith = [(lab, center if lab == "center (baseline)" else figs) for lab, figs in faith]
-    lines += _table(faith, FAITHFULNESS, center=center)
+    lines += _table(_rows(summary, lambda f: f["overall"]), FAITHFULNESS, center=center)
     if summary["localization"]["masks_dir"]:
         lines += _localization_lines(summary)
     for label, figs in _rows(summary, lambda f: f["per_class"]):
