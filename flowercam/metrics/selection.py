@@ -137,6 +137,8 @@ def read_mask(path, size, exact=False):
     if exact and labels.shape != (size, size):
         raise UserError(f"mask {path} is {labels.shape[1]}x{labels.shape[0]} px but the images "
                         f"are {size}x{size}: rerun augment.py --source to rewrite the masks")
+    if labels.shape == (size, size):
+        return labels.astype(np.int64)
     t = torch.from_numpy(labels.astype(np.int64))[None, None].double()
     return F.interpolate(t, size=(size, size), mode="nearest")[0, 0].long().numpy()
 
