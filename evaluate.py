@@ -4,6 +4,7 @@ the maps are (faithfulness, localization on masks).
     python evaluate.py -d model/TS20250101-120000_CAM            # validation split -> DIR/eval.json
     python evaluate.py -d model/TS20250101-120000_ReCAM_minmax --split-name test
     python evaluate.py -d model/RUN --cam-metrics --limit 20     # -> DIR/cam_metrics.json/.md
+    python evaluate.py -d model/RUN --cam-metrics --split-name test   # tau validated on valid
 """
 
 import argparse
@@ -60,11 +61,20 @@ def add_cam_metrics_args(parser):
              f"{D('deletion_baseline')}")
     add("--target", choices=config.TARGETS,
         help=f"the class each map explains; default {D('target')}")
-    add("--masks-dir", help="folder of <image stem>.png foreground masks")
+    add("--baselines", nargs="*", choices=config.MAP_BASELINES,
+        help="class-agnostic maps scored beside the methods: center (Gaussian, sigma = side/4), "
+             "full (all ones); --baselines alone: none; default: center full")
+    add("--masks-dir", help="folder of <image stem>.png label masks (resized nearest); "
+                            "default: DATA_DIR/masks (augment.py --source) when it exists")
     add("--mask-values", nargs="+", type=int,
-        help="mask pixel values that are foreground; none given: any nonzero")
+        help="mask pixel values that are foreground; default: 1 for DATA_DIR/masks (Flower-17), "
+             "else any nonzero")
     add("--ignore-values", nargs="+", type=int,
-        help="mask pixel values left out of localization (e.g. a boundary band)")
+        help="mask pixel values left out of localization; default: 0 5 for DATA_DIR/masks "
+             "(Flower-17: unlabelled), else none")
+    add("--validate-tau-on", choices=("valid", "test", "none"),
+        help="choose the validated tau on this subset's mask images (the oracle tau is chosen on "
+             "the images scored); default: valid when --split-name test and masks exist")
     add("--bootstrap", type=flags.non_negative_int,
         help=f"bootstrap resamples for the 95%% intervals; default {D('bootstrap')}")
     add("--map-batch-size", type=flags.positive_int,
@@ -80,8 +90,8 @@ def add_cam_metrics_args(parser):
 
 
 CAM_ONLY = ("methods", "checkpoint", "limit", "steps", "perturb_limit", "deletion_baseline",
-            "target", "masks_dir", "mask_values", "ignore_values", "bootstrap", "map_batch_size",
-            "metrics_batch_size", "seed", "output_dir")
+            "target", "baselines", "masks_dir", "mask_values", "ignore_values", "validate_tau_on",
+            "bootstrap", "map_batch_size", "metrics_batch_size", "seed", "output_dir")
 
 
 def check_cam_only(args):
@@ -95,7 +105,7 @@ def check_cam_only(args):
 def metrics_config(args) -> MetricsConfig:
     """The parsed flags -> MetricsConfig; flags not given keep MetricsConfig's defaults."""
     chosen = {name: getattr(args, name) for name in CAM_ONLY if hasattr(args, name)}
-    for name in ("methods", "mask_values", "ignore_values"):
+    for name in ("methods", "baselines", "mask_values", "ignore_values"):
         if name in chosen:
             chosen[name] = tuple(chosen[name])
     return MetricsConfig(model_dir=args.model_dir, data_dir=args.data_dir, split=args.split,

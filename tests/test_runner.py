@@ -2,12 +2,15 @@
 
 import dataclasses
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import training_data
 from mask_data import write_masks
+from PIL import Image
 
 import evaluate as evaluate_cli
 from flowercam import models, prepare, runs
@@ -134,3 +137,97 @@ def test_feature_cache_gives_the_same_figures_as_the_backbone(synthetic_run, tmp
         np.testing.assert_allclose(a["o"], b["o"], atol=1e-5)
         np.testing.assert_allclose(a["deletion"], b["deletion"], atol=1e-5)
     np.testing.assert_allclose(cached["per_image"]["y"], direct["per_image"]["y"], atol=1e-5)
+
+
+def flowers17_masks(folder, ids, size=32):
+    """Flower-17 style labels: flower (1) a 16x16 square, background 3, bands of 0 and 5."""
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = np.full((size, size), 3, np.uint8)
+    labels[8:24, 10:26] = 1
+    labels[:2], labels[-2:] = 5, 0
+    for image_id in ids:
+        Image.fromarray(labels).save(folder / f"{image_id}.png")
+
+
+def test_data_folder_masks_validated_tau_and_baselines(synthetic_run, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_run["data"], data)
+    flowers17_masks(data / "masks", [f"image_{i:04d}" for i in range(1, 12)])  # 0012: none
+    out = tmp_path / "out"
+    cfg = dataclasses.replace(cli(synthetic_run, "--methods", "CAM", "LayerCAM", "--split-name",
+                                  "test", "--output-dir", str(out)), data_dir=str(data))
+    runner.run(cfg)
+    result = json.loads((out / "cam_metrics.json").read_text())
+    loc = result["localization"]
+    assert (loc["masks_from"], loc["mask_values"], loc["ignore_values"]) == (
+        "data folder", [1], [0, 5])
+    assert (loc["images_with_mask"], loc["images_missing_mask"]) == (2, 1)
+    assert (loc["tau_subset"], loc["tau_images"]) == ("valid", 3)
+    assert list(result["methods"]) == ["CAM", "LayerCAM"]
+    assert list(result["baselines"]) == ["center", "full"]
+    for row in [*result["methods"].values(), *result["baselines"].values()]:
+        oracle, valid = row["overall"]["oracle_tau"], row["overall"]["validated_tau"]
+        assert set(oracle) == set(valid) == {"miou", "max_box_acc", "max_box_acc_v2",
+                                             "top1_loc", "gt_known_loc"}
+        assert oracle["gt_known_loc"]["value"] == oracle["max_box_acc"]["value"]
+        assert oracle["max_box_acc"]["n"] == 2 and oracle["top1_loc"]["value"] <= 100
+    full, center = (result["baselines"][b]["overall"] for b in ("full", "center"))
+    # full: whole-image box IoU 256/1024 < 0.3; pixel IoU 256 flower / 896 valid pixels
+    assert full["oracle_tau"]["max_box_acc"]["value"] == 0.0
+    assert full["oracle_tau"]["miou"]["value"] == pytest.approx(256 / 896 * 100)
+    assert center["oracle_tau"]["max_box_acc"]["value"] == 100.0
+    for row in (full, center):  # same maps and masks on valid and test: same taus
+        for key in ("miou", "max_box_acc", "max_box_acc_v2"):
+            assert row["validated_tau"][key]["value"] == row["oracle_tau"][key]["value"]
+    table = (out / "cam_metrics.md").read_text()
+    assert "### Oracle tau" in table and "### Validated tau" in table
+    assert "| center (baseline) | 2 |" in table
+    assert "(data folder; foreground [1], ignored [0, 5])" in table
+
+
+def test_mask_folder_that_matches_no_image_is_an_error(synthetic_run, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_run["data"], data)
+    flowers17_masks(data / "masks", ["other_0001"])
+    with pytest.raises(UserError, match="no valid image has a mask"):
+        runner.run(dataclasses.replace(cli(synthetic_run), data_dir=str(data)))
+    with pytest.raises(UserError, match="oracle tau"):
+        runner.run(dataclasses.replace(cli(synthetic_run), validate_tau_on="valid"))
+
+
+@pytest.mark.real
+def test_real_masks_through_the_runner(shared_dir, tmp_path):
+    """42 real Flower-17 masks (64 px, nearest) on a synthetic data folder's valid and test
+    images, a random-weight model: box metrics, both taus, baselines, end to end."""
+    real = sorted((shared_dir / "flowers17" / "masks").glob("image_*.png"))
+    if len(real) < 42:
+        pytest.skip("fewer than 42 shared masks")
+    data = Path(training_data.make_dataset(tmp_path / "data", per_class=28, copies=1, size=64))
+    split = json.loads((data / "splits.json").read_text())["splits"]["1"]
+    ids = split["valid"] + split["test"]  # 21 + 21
+    (data / "masks").mkdir()
+    for image_id, path in zip(ids, real, strict=False):
+        with Image.open(path) as im:
+            im.resize((64, 64), Image.NEAREST).save(data / "masks" / f"{image_id}.png")
+    weights = training_data.random_weights(tmp_path / "w.pth")
+    backbone = models.load_backbone(weights)
+    settings = {"model_type": "CAM", "normalize_by": "minmax", "num_classes": 3,
+                "class_names": list(training_data.CLASSES), "input_size": 64,
+                "backbone": backbone.backbone_id}
+    models.save_checkpoint(tmp_path / "run" / "epoch_1.pth", models.build_head(settings),
+                           settings)
+    cfg = MetricsConfig(checkpoint=str(tmp_path / "run" / "epoch_1.pth"), data_dir=str(data),
+                        split_name="test", methods=("CAM",), steps=1, perturb_limit=1,
+                        bootstrap=100)
+    summary = runner.run(cfg, backbone=backbone)
+    loc = summary["localization"]
+    assert loc["images_with_mask"] == 21 and loc["tau_images"] == 21
+    for row in [*summary["methods"].values(), *summary["baselines"].values()]:
+        oracle, valid = row["overall"]["oracle_tau"], row["overall"]["validated_tau"]
+        for key in ("miou", "max_box_acc", "max_box_acc_v2"):
+            # the oracle tau is the best one on these images (1e-9: float sums in other orders)
+            assert 0 <= valid[key]["value"] <= oracle[key]["value"] + 1e-9 <= 100 + 1e-9
+            lo, hi = oracle[key]["ci95"]
+            assert lo <= hi
+        assert oracle["gt_known_loc"]["value"] == oracle["max_box_acc"]["value"]
+        assert oracle["top1_loc"]["value"] <= oracle["gt_known_loc"]["value"]

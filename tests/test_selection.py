@@ -1,5 +1,6 @@
 """flowercam.metrics.selection: which checkpoint, images and masks --cam-metrics measures."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -47,3 +48,53 @@ def test_perturb_selection_spreads_over_classes_and_is_seeded():
     assert (keep == selection.perturb_selection(labels, 8, seed=0)).all()
     assert not (keep == selection.perturb_selection(labels, 8, seed=1)).all()
     assert selection.perturb_selection(labels, 0, seed=0).all()  # 0 = every image
+
+
+def data_folder(root, masks=None):
+    """A data folder with index.json (masks record optional) and a masks/ folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    index = {"dataset": "t", "classes": ["a"], "images": []}
+    if masks is not None:
+        index["masks"] = masks
+    (root / "index.json").write_text(json.dumps(index))
+    return root
+
+
+def test_masks_default_to_the_data_folder_with_flowers17_values(tmp_path):
+    data = data_folder(tmp_path / "data")
+    assert selection.resolve_masks(data) is None  # no masks/: no localization
+    with pytest.raises(UserError, match="need masks"):
+        selection.resolve_masks(data, ignore_values=(0,))
+    (data / "masks").mkdir()
+    spec = selection.resolve_masks(data, size=32)
+    assert (spec.mask_values, spec.ignore_values, spec.exact_size) == ((1,), (0, 5), 32)
+    assert spec.folder == str(data / "masks") and spec.source == "data folder"
+    spec = selection.resolve_masks(data, mask_values=(255,), ignore_values=(), size=32)
+    assert (spec.mask_values, spec.ignore_values) == ((255,), ())
+    other = write_masks(tmp_path / "trimaps", ["image_0001"])
+    spec = selection.resolve_masks(data, str(other), None, None, size=32)
+    assert (spec.folder, spec.mask_values, spec.ignore_values) == (str(other), None, ())
+    assert spec.exact_size is None  # --masks-dir masks are resized
+    with pytest.raises(UserError, match="not a folder"):
+        selection.resolve_masks(data, str(tmp_path / "nope"))
+    moved = data_folder(tmp_path / "data2", {"dir": "labels", "count": 0})
+    (moved / "labels").mkdir()
+    assert selection.resolve_masks(moved).folder == str(moved / "labels")
+
+
+def test_bad_mask_folders_are_one_line_errors(tmp_path):
+    items = [("image_0001", "x/image_0001_0.jpg", 0), ("image_0002", "x/image_0002_0.jpg", 0)]
+    folder = write_masks(tmp_path / "m", ["image_0001"], size=48)
+    spec = selection.MaskSpec(str(folder), (255,), (128,), "data folder", exact_size=32)
+    with pytest.raises(UserError, match="48x48 px but the images are 32x32"):
+        selection.batch_masks(items, spec, 32)
+    resized = selection.batch_masks(items, dataclasses.replace(spec, exact_size=None), 32)
+    assert resized[2].tolist() == [True, False]  # image_0002: no mask, counted by the runner
+    (folder / "image_0002.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="unreadable"):
+        selection.batch_masks(items[1:], dataclasses.replace(spec, exact_size=None), 32)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="no valid image has a mask"):
+        selection.check_masks_match(dataclasses.replace(spec, folder=str(empty)), items, "valid")
+    selection.check_masks_match(spec, items, "valid")  # one match is enough

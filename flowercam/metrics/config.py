@@ -8,6 +8,7 @@ import dataclasses
 
 DELETION_BASELINES = ("zeros", "black", "blur")
 TARGETS = ("label", "predicted")
+MAP_BASELINES = ("center", "full")  # class-agnostic maps scored beside the methods
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,14 +26,16 @@ class MetricsConfig:
     device: str = "cpu"
     precision: str = "fp32"  # scoring forwards only; maps are fp32
     methods: tuple[str, ...] | None = None  # None: every method the head supports
+    baselines: tuple[str, ...] = MAP_BASELINES
     limit: int | None = None
     steps: int = 8
     perturb_limit: int = 34
     deletion_baseline: str = "zeros"
     target: str = "label"
-    masks_dir: str | None = None  # folder of <image stem>.png masks; None: no localization
-    mask_values: tuple[int, ...] | None = None  # foreground values; None: any nonzero
-    ignore_values: tuple[int, ...] = ()
+    masks_dir: str | None = None  # None: DATA_DIR/masks when it exists, else no localization
+    mask_values: tuple[int, ...] | None = None  # None: (1,) for DATA_DIR/masks, else nonzero
+    ignore_values: tuple[int, ...] | None = None  # None: (0, 5) for DATA_DIR/masks, else ()
+    validate_tau_on: str | None = None  # None: "valid" for split_name test; "none": off
     bootstrap: int = 1000
     map_batch_size: int = 8
     metrics_batch_size: int = 16

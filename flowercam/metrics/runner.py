@@ -2,13 +2,16 @@
 
     python evaluate.py -d model/RUN --cam-metrics --limit 20 --steps 8
     python evaluate.py --cam-metrics --checkpoint model/RUN/epoch_7.pth --methods CAM ReCAM LayerCAM
-    python evaluate.py -d model/RUN --cam-metrics --masks-dir data/trimaps --ignore-values 128
+    python evaluate.py -d model/RUN --cam-metrics --split-name test   # tau validated on valid
+    python evaluate.py -d model/RUN --cam-metrics --masks-dir data/trimaps --mask-values 1 \
+        --ignore-values 3
 
 Writes cam_metrics.json (figures, 95% bootstrap intervals, per class, per image) and cam_metrics.md
 into --output-dir (default: the model directory). run() takes a config.MetricsConfig (evaluate.py
-builds it from the flags); the inputs (checkpoint, methods, images, masks) are chosen in
-flowercam.metrics.selection, the maths is in formulas, the tables in tables. Maps are computed in
-fp32; --precision only changes the scoring forwards.
+builds it from the flags). Rows: the map methods and the class-agnostic baselines (center, full).
+Masks: --masks-dir, else DATA_DIR/masks. The inputs (checkpoint, methods, images, masks) are chosen
+in flowercam.metrics.selection, the maths is in formulas / boxes / localization, the tables in
+tables. Maps are computed in fp32; --precision only changes the scoring forwards.
 """
 
 import dataclasses
@@ -21,8 +24,8 @@ from tqdm import tqdm
 
 from flowercam import cams, core, dataset, evaluation, features, models, runs
 from flowercam.core import UserError
-from flowercam.metrics import formulas, selection, tables
-from flowercam.metrics.config import MetricsConfig
+from flowercam.metrics import boxes, formulas, localization, selection, tables
+from flowercam.metrics.config import MAP_BASELINES, MetricsConfig
 
 # ---------------------------------------------------------------- measuring
 
@@ -38,7 +41,8 @@ def shared_inputs(model, images, labels, feats, keep, cfg, score_fn):
     pixels = (images * std + mean).clamp(0, 1)  # [B,3,H,W] in [0,1]
     with torch.no_grad():
         probs = model.head(feats).float().softmax(1).cpu()
-    targets = probs.argmax(1) if cfg.target == "predicted" else labels.clone()
+    predicted = probs.argmax(1)
+    targets = predicted.clone() if cfg.target == "predicted" else labels.clone()
     if cfg.precision == "fp32":  # the original image's score is already known
         y = probs.gather(1, targets[:, None])[:, 0]
     else:  # score it as the perturbed images will be, for a like-for-like drop
@@ -51,7 +55,8 @@ def shared_inputs(model, images, labels, feats, keep, cfg, score_fn):
         idx = torch.from_numpy(np.flatnonzero(keep))
         ends = score_fn(torch.cat([blurred[idx], baseline[idx]]), targets[idx].repeat(2))
         y_blur[idx], y_base[idx] = ends.view(2, -1)
-    return {"pixels": pixels, "feats": feats, "targets": targets, "blurred": blurred,
+    return {"pixels": pixels, "feats": feats, "targets": targets, "predicted": predicted,
+            "blurred": blurred,
             "baseline": baseline, "y": y, "y_blur": y_blur, "y_base": y_base}
 
 
@@ -95,31 +100,48 @@ def perturbation_aucs(maps, shared, keep, score_fn, cfg, generator):
     return dele, ins
 
 
-def measure_method(maps, shared, masks, keep, score_fn, cfg, generator):
-    """Per-image figures of one method on one batch (dict of numpy arrays)."""
-    o = score_fn(shared["pixels"] * maps[:, None], shared["targets"])
-    dele, ins = perturbation_aucs(maps, shared, keep, score_fn, cfg, generator)
+def baseline_maps(name, n, h, w):
+    """[n,H,W] class-agnostic map: center = Gaussian at the image centre, sigma = side/4
+    (boxes.center_map); full = all ones (the whole image at every tau)."""
+    one = boxes.center_map(h, w) if name == "center" else boxes.full_map(h, w)
+    return torch.from_numpy(one).float().expand(n, h, w).contiguous()
+
+
+def localize(np_maps, masks):
+    """Per-image localization tables of one batch: pointing hit, pixel and box counts per tau."""
     fg, valid, has = masks
-    np_maps = maps.numpy()
-    tp, fp, n_fg = formulas.threshold_counts(np_maps, fg, valid, formulas.default_thresholds())
-    hits = formulas.pointing_game_per_image(np_maps, fg, valid)  # NaN without a mask
-    return {"o": o.numpy(), "deletion": dele, "insertion": ins, "hit": hits, "tp": tp, "fp": fp,
-            "n_fg": n_fg, "has_mask": has}
+    tp, fp, n_fg = formulas.threshold_counts(np_maps, fg, valid, localization.THRESHOLDS)
+    largest, every = boxes.box_iou_tables(np_maps, fg, valid, localization.THRESHOLDS)
+    return {"hit": formulas.pointing_game_per_image(np_maps, fg, valid),  # NaN without a mask
+            "tp": tp, "fp": fp, "n_fg": n_fg, "box_largest": largest, "box_all": every,
+            "has_mask": has}
 
 
-def measure(model, settings, items, methods, cfg):
-    """Loop over the items in batches -> {"images": per-image info, "methods": {m: arrays}}."""
+def measure_method(maps, shared, masks, keep, score_fn, cfg, generator, faithful=True):
+    """Per-image figures of one method on one batch (dict of numpy arrays)."""
+    nan = np.full(len(maps), np.nan)
+    o = score_fn(shared["pixels"] * maps[:, None], shared["targets"]).numpy() if faithful else nan
+    dele, ins = perturbation_aucs(maps, shared, keep, score_fn, cfg, generator)
+    return {"o": o, "deletion": dele, "insertion": ins, **localize(maps.numpy(), masks)}
+
+
+def measure(model, settings, items, rows, cfg, masks, faithful=True):
+    """Loop over the items in batches -> {"images": per-image info, "methods": {row: arrays}}.
+
+    rows: map methods and baselines (config.MAP_BASELINES); masks: selection.MaskSpec or None;
+    faithful False: localization only (no scoring forwards, AD/IC/AUCs NaN).
+    """
     size = int(settings.get("input_size", models.INPUT_SIZE))
     score_fn = formulas.make_score_fn(model, models.IMAGENET_MEAN, models.IMAGENET_STD,
                                      cfg.precision, cfg.metrics_batch_size, cfg.device)
     generator = torch.Generator().manual_seed(cfg.seed)
-    per_method = {m: [] for m in methods}
-    info = {"ids": [], "labels": [], "targets": [], "y": []}
+    per_row = {m: [] for m in rows}
+    info = {"ids": [], "labels": [], "targets": [], "predicted": [], "y": []}
     step = cfg.map_batch_size
     all_feats = batch_features(model, items, cfg)
     loader = dataset.make_loader(items, step, False, 0, cfg.num_workers, size)
     perturb = selection.perturb_selection([label for _, _, label in items], cfg.perturb_limit,
-                                           cfg.seed)
+                                          cfg.seed) & faithful
     with features.worker_errors(), tqdm(total=len(items), desc="cam metrics", unit="img") as bar:
         for start, (images, labels) in zip(range(0, len(items), step), loader, strict=True):
             batch = items[start:start + step]
@@ -130,20 +152,39 @@ def measure(model, settings, items, methods, cfg):
             else:
                 feats = all_feats[start:start + step].to(cfg.device)
             shared = shared_inputs(model, images, labels, feats, keep, cfg, score_fn)
-            masks = selection.batch_masks(batch, cfg.masks_dir, cfg.mask_values,
-                                            cfg.ignore_values, size)
-            for method in methods:
-                maps = method_maps(model, method, images, shared, cfg)
-                per_method[method].append(measure_method(maps, shared, masks, keep, score_fn,
-                                                         cfg, generator))
+            mask_arrays = selection.batch_masks(batch, masks, size)
+            for row in rows:
+                maps = (baseline_maps(row, len(batch), size, size) if row in cfg.baselines
+                        else method_maps(model, row, images, shared, cfg))
+                per_row[row].append(measure_method(maps, shared, mask_arrays, keep, score_fn,
+                                                   cfg, generator, faithful))
             info["ids"] += [item_id for item_id, _, _ in batch]
             info["labels"] += labels.tolist()
             info["targets"] += shared["targets"].tolist()
+            info["predicted"] += shared["predicted"].tolist()
             info["y"] += shared["y"].tolist()
             bar.update(len(batch))
     joined = {m: {k: np.concatenate([b[k] for b in bs]) for k in bs[0]}
-              for m, bs in per_method.items()}
+              for m, bs in per_row.items()}
+    correct = np.asarray(info["predicted"]) == np.asarray(info["labels"])
+    for arrays in joined.values():
+        arrays["correct"] = correct
     return {"images": info, "methods": joined}
+
+
+def tau_set(model, settings, rows, cfg, masks):
+    """Localization tables of every mask image of cfg.validate_tau_on (None: no such set)."""
+    if masks is None or cfg.validate_tau_on in (None, "none"):
+        return None
+    items = [it for it in dataset.split_items(cfg.data_dir, cfg.validate_tau_on, cfg.split)
+             if selection.find_mask(masks.folder, it[0], it[1])]
+    if not items:
+        raise UserError(f"no {cfg.validate_tau_on} image has a mask in {masks.folder}: "
+                        "drop --validate-tau-on or add masks")
+    tau_cfg = dataclasses.replace(cfg, split_name=cfg.validate_tau_on)
+    measured = measure(model, settings, items, rows, tau_cfg, masks, faithful=False)
+    return {"subset": cfg.validate_tau_on, "n_images": len(items),
+            "taus": {row: localization.choose_taus(a) for row, a in measured["methods"].items()}}
 
 
 # ---------------------------------------------------------------- entry point
@@ -157,8 +198,19 @@ def check_config(cfg: MetricsConfig):
         raise UserError("--perturb-limit must be >= 0 (0 = every measured image)")
     if cfg.bootstrap < 0:
         raise UserError("--bootstrap must be >= 0 (0 = no intervals)")
-    if cfg.masks_dir and not Path(cfg.masks_dir).is_dir():
-        raise UserError(f"--masks-dir {cfg.masks_dir} is not a folder: pass the masks' folder")
+    unknown = set(cfg.baselines) - set(MAP_BASELINES)
+    if unknown:
+        raise UserError(f"unknown --baselines {sorted(unknown)}: use {', '.join(MAP_BASELINES)}")
+    if cfg.validate_tau_on is not None and cfg.validate_tau_on == cfg.split_name:
+        raise UserError(f"--validate-tau-on {cfg.validate_tau_on} is the subset measured (that "
+                        "is the oracle tau): choose the other subset or none")
+
+
+def tau_subset(cfg: MetricsConfig, masks) -> str:
+    """The subset whose mask images choose the validated tau: given, else valid for test."""
+    if cfg.validate_tau_on is not None:
+        return cfg.validate_tau_on
+    return "valid" if masks is not None and cfg.split_name == "test" else "none"
 
 
 def open_model(cfg: MetricsConfig, backbone=None):
@@ -179,23 +231,32 @@ def run(cfg: MetricsConfig, backbone=None):
     backbone: an already loaded models.Backbone to reuse (tests, notebooks).
     """
     check_config(cfg)
+    size = features.input_size(cfg.data_dir)
+    masks = selection.resolve_masks(cfg.data_dir, cfg.masks_dir, cfg.mask_values,
+                                    cfg.ignore_values, size)
     model, settings, ckpt, cfg = open_model(cfg, backbone)
+    cfg = dataclasses.replace(cfg, validate_tau_on=tau_subset(cfg, masks))
     out_dir = Path(cfg.output_dir or Path(ckpt).parent)
     core.check_writable_dir(out_dir)
     methods = selection.resolve_methods(cfg.methods, settings)
     subset, split = cfg.split_name, cfg.split
-    items = selection.select_items(dataset.split_items(cfg.data_dir, subset, split),
-                                    cfg.limit, cfg.seed)
+    every = dataset.split_items(cfg.data_dir, subset, split)
+    selection.check_masks_match(masks, every, subset)
+    items = selection.select_items(every, cfg.limit, cfg.seed)
     if not items:
         raise UserError(f"split {split} of {cfg.data_dir} has no {subset} images")
+    rows = [*methods, *cfg.baselines]
     start = time.perf_counter()
-    measured = measure(model, settings, items, methods, cfg)
+    measured = measure(model, settings, items, rows, cfg, masks)
     seconds = time.perf_counter() - start
+    taus = tau_set(model, settings, rows, cfg, masks)
     context = {"checkpoint": str(ckpt), "split": split, "subset": subset, "seconds": seconds,
-               "settings": settings, "class_names": settings.get("class_names")}
+               "tau_seconds": time.perf_counter() - start - seconds, "settings": settings,
+               "class_names": settings.get("class_names"), "masks": masks, "tau_set": taus,
+               "methods": methods}
     summary = tables.summarise(measured, cfg, context)
     summary["summary_seconds"] = time.perf_counter() - start - seconds  # bootstrap etc.
     tables.write(out_dir, summary)
-    print(f"{len(items)} images x {len(methods)} methods in {seconds:.0f} s -> "
+    print(f"{len(items)} images x {len(rows)} maps in {seconds:.0f} s -> "
           f"{out_dir / 'cam_metrics.md'}")
     return summary

@@ -1,0 +1,35 @@
+"""flowercam.metrics.tables: the markdown tables (daggers against the center baseline)."""
+
+import math
+
+from flowercam.metrics import tables
+
+
+def fig(value, lo=None, hi=None, n=5, **extra):
+    return {"value": value, "ci95": [lo, hi], "n": n, **extra}
+
+
+def cells(line):
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_dagger_marks_figures_that_do_not_beat_center():
+    center = {"pxap": fig(60.0), "average_drop": fig(20.0)}
+    rows = [("A", {"pxap": fig(50.0), "average_drop": fig(10.0)}),  # worse PxAP, better AD
+            ("B", {"pxap": fig(60.0), "average_drop": fig(30.0)}),  # a tie does not beat
+            ("center (baseline)", center)]
+    columns = [c for c in tables.COLUMNS if c[0] in ("pxap", "average_drop")]
+    head, _, a, b, c = tables._table(rows, columns, center=center)
+    assert cells(head) == ["", "images", "AD % ↓", "PxAP % ↑"]
+    assert cells(a) == ["A", "5", "10.0", "50.0 †"]
+    assert cells(b) == ["B", "5", "30.0 †", "60.0 †"]
+    assert cells(c) == ["center (baseline)", "5", "20.0", "60.0"]
+
+
+def test_cells_show_interval_tau_and_missing_values():
+    columns = [c for c in tables.COLUMNS if c[0] in ("miou", "max_box_acc_v2")]
+    rows = [("m", {"miou": fig(61.25, 56.7, 65.7, tau=0.27),
+                   "max_box_acc_v2": fig(math.nan, tau=[0.1, 0.2, 0.3])})]
+    line = tables._table(rows, columns)[-1]
+    assert cells(line) == ["m", "5", "61.2 [56.7, 65.7] @0.27", "-"]
+    assert tables._table([("m", {})], columns) == []  # no figure of these columns: no table
