@@ -34,13 +34,15 @@ def get_args_parser():
     add("--limit-per-class", default=None, type=flags.positive_int,
         help="use only the first N images of each class (quick runs)")
     add("--base-url", default=download.BASE_URL, help="where to download Flower-17 from")
+    flags.add_max_pixels(parser)
     return parser
 
 
 def main(args):
+    core.check_writable_dir(args.data_dir, "--data-dir")
     settings = prepare.AugmentSettings(args.copies, args.size, args.seed)
     result = prepare.prepare(args.data_dir, settings, args.source, args.num_workers,
-                             args.limit_per_class, args.base_url)
+                             args.limit_per_class, args.base_url, args.max_pixels)
     index, splits = result["index"], result["splits"]
     sizes = {k: len(v) for k, v in splits["splits"]["1"].items()}
     print(f"{args.data_dir}: {len(index['images'])} images x {args.copies} copies in "

@@ -5,12 +5,17 @@
 """
 
 import argparse
+import contextlib
+import errno
+import io
 import json
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+
+TMP_PREFIX = ".tmp-"  # atomic_write's temporary files: never a final name
 
 
 class UserError(Exception):
@@ -41,25 +46,103 @@ def run_main(main, parser, argv=None):
         sys.exit(130)
 
 
+DISK_ERRNOS = {errno.ENOSPC: "free space on that disk", errno.EDQUOT: "free space in your quota",
+               errno.EFBIG: "raise the file-size limit (ulimit -f) or free space",
+               errno.EROFS: "choose a writable folder (the file system is read-only)"}
+
+
+def disk_error(path, err) -> UserError:
+    """A full disk / quota / file-size limit / read-only file system as one line naming path."""
+    return UserError(f"cannot write {path} ({os.strerror(err.errno)}): "
+                     f"{DISK_ERRNOS[err.errno]}, then rerun")
+
+
+@contextlib.contextmanager
+def disk_errors(path):
+    """Turn a disk-full class OSError inside the block into disk_error(path)."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in DISK_ERRNOS:
+            raise disk_error(path, err) from None
+        raise
+
+
+class _GuardedFile:
+    """The temporary file as write_fn sees it. No fileno(): Pillow and numpy then write through
+    write(), where a full disk raises, not through the raw descriptor (Pillow's encoder silently
+    truncates there). The first OSError is kept for libraries that re-raise it as something else
+    (torch.save: RuntimeError "unexpected pos")."""
+
+    def __init__(self, file):
+        self._file, self.error = file, None
+
+    def write(self, data):
+        try:
+            return self._file.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def fileno(self):
+        raise io.UnsupportedOperation("fileno")
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+
 def atomic_write(path, write_fn, mode="wb"):
-    """Call write_fn(file) on a temporary file beside `path`, then rename it over `path`."""
+    """Call write_fn(file) on a temporary file beside `path`, fsync it, rename it over `path`,
+    fsync the folder: `path` is the old or the complete new content, even after a power cut.
+    A full disk (DISK_ERRNOS) is a UserError naming path; the temporary file is removed."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX, suffix=os.path.basename(path))
     except OSError as err:
+        if err.errno in DISK_ERRNOS:
+            raise disk_error(path, err) from None
         raise UserError(f"cannot write {path} ({err.strerror or err}): "
                         "choose a writable output folder") from None
+    guard = None
     try:
         with os.fdopen(fd, mode) as f:
-            write_fn(f)
+            guard = _GuardedFile(f)
+            write_fn(guard)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+        fsync_dir(folder)
+    except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
+        cause = err if isinstance(err, OSError) else getattr(guard, "error", None)
+        if cause is not None and cause.errno in DISK_ERRNOS:
+            raise disk_error(path, cause) from None
         raise
+
+
+def fsync_dir(folder):
+    """Make a rename inside folder durable (no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename itself is still atomic
+    finally:
+        os.close(fd)
+
+
+def remove_temporaries(folder):
+    """Delete leftover atomic_write temporaries (TMP_PREFIX*) of an interrupted earlier run."""
+    for leftover in Path(folder).glob(TMP_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
 
 
 def check_writable_dir(path, flag="--output-dir"):

@@ -17,6 +17,8 @@ from flowercam.core import UserError
 from flowercam.models import IMAGENET_MEAN, IMAGENET_STD
 
 SUBSETS, SPLITS = splits.SUBSETS, splits.SPLITS  # the names every script uses
+MAX_PIXELS = 400_000_000  # default --max-pixels: e.g. a 20000 x 20000 photo (1.2 GB as RGB)
+DRAFT_ABOVE_PIXELS = 89_478_485  # Pillow's default limit: below it nothing changes
 
 
 def read_json(path):
@@ -80,10 +82,21 @@ def image_transform(size=256):
     ])
 
 
-def open_rgb(path) -> Image.Image:
-    """Fully decoded RGB image, EXIF rotation applied; UserError naming a missing/corrupt file."""
+def open_rgb(path, max_pixels=MAX_PIXELS, size=None) -> Image.Image:
+    """Fully decoded RGB image, EXIF rotation applied; UserError naming a missing, corrupt or
+    too large (width x height > max_pixels) file. Above Pillow's own limit (DRAFT_ABOVE_PIXELS)
+    a JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale still >= size (when size is given);
+    smaller images decode exactly as always."""
     try:
-        with Image.open(path) as im:
+        im = _open_unbounded(path)
+        with im:
+            width, height = im.size
+            if width * height > max_pixels:
+                raise UserError(f"image {path} is {width}x{height} = {width * height / 1e6:.0f} MP,"
+                                f" above --max-pixels {max_pixels}: downscale it or pass a larger "
+                                "--max-pixels") from None
+            if size and width * height > DRAFT_ABOVE_PIXELS and im.format == "JPEG":
+                im.draft("RGB", (size, size))
             im.load()
             return ImageOps.exif_transpose(im).convert("RGB")  # phone photos: upright as shown
     except FileNotFoundError as err:
@@ -93,9 +106,20 @@ def open_rgb(path) -> Image.Image:
         raise UserError(f"image {path} is unreadable ({err}): replace or remove it") from err
 
 
-def load_image(path, size=256):
+def _open_unbounded(path) -> Image.Image:
+    """Image.open without Pillow's decompression-bomb check: open_rgb applies max_pixels
+    instead (header only; nothing is decoded here)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        return Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def load_image(path, size=256, max_pixels=MAX_PIXELS):
     """(tensor [3, size, size] normalised, PIL RGB original) of one image file."""
-    image = open_rgb(path)
+    image = open_rgb(path, max_pixels, size)
     return image_transform(size)(image), image
 
 

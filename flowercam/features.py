@@ -4,9 +4,10 @@
     python -c "from flowercam import features; print(features.PRECISIONS)"
 
 Files: data/cache/feats-<hash>.npy (float32 memmap, rows in items order) and feats-<hash>.json
-({"key": ..., "done": "0101..."}): the hash covers dataset, image list (ids, file sizes and mtimes),
-input size, backbone_id and precision, so a changed input never reuses stale features. Completed
-batches are flushed, then marked done, so an interrupted build resumes where it stopped.
+({"key": ..., "done": "0101...", checksums}; flowercam/cache_store.py): the hash covers dataset,
+image list (ids, file sizes and mtimes), input size, backbone_id and precision, so a changed input
+never reuses stale features. Completed batches are flushed, then marked done, so an interrupted
+build resumes where it stopped; a complete cache is verified on open (cache_store.py).
 """
 
 import contextlib
@@ -21,8 +22,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from flowercam import dataset, models
-from flowercam.core import UserError, atomic_save_json
+from flowercam import cache_store, dataset, models
+from flowercam.core import UserError, disk_errors
 
 PRECISIONS = ("fp32", "bf16")
 CACHE_VERSION = 1
@@ -77,38 +78,6 @@ def worker_errors():
         raise UserError(lines[-1].split("UserError: ", 1)[-1]) from None
 
 
-def _read_progress(meta_path, npy_path, key):
-    """Done mask (bool array) of a matching earlier build, else None."""
-    try:
-        meta = json.loads(Path(meta_path).read_text())
-    except (OSError, ValueError):
-        return None
-    done = meta.get("done", "")
-    if meta.get("key") != key or len(done) != key["n"] or not npy_path.is_file():
-        return None
-    return np.frombuffer(done.encode(), dtype=np.uint8) == ord("1")
-
-
-def _save_progress(meta_path, key, done):
-    mask = "".join("1" if d else "0" for d in done)
-    atomic_save_json(meta_path, {"key": key, "shape": [key["n"], *models.FEATURE_SHAPE],
-                                 "dtype": "float32", "complete": bool(done.all()), "done": mask})
-
-
-def _open_store(npy_path, meta_path, key):
-    """(memmap [N,512,7,7] r+, done mask); a fresh zero file when there is nothing to resume."""
-    done = _read_progress(meta_path, npy_path, key)
-    if done is None:
-        npy_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = npy_path.with_name(npy_path.name + ".tmp")
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                  shape=(key["n"], *models.FEATURE_SHAPE)).flush()
-        os.replace(tmp, npy_path)
-        done = np.zeros(key["n"], dtype=bool)
-        _save_progress(meta_path, key, done)
-    return np.load(npy_path, mmap_mode="r+"), done.copy()
-
-
 def _build(store, done, items, backbone, size, precision, batch_size, num_workers, device,
            on_flush):
     """Run the backbone over the rows not done yet, in items order; flush after every batch."""
@@ -137,7 +106,8 @@ def feature_cache(items, backbone, data_dir, precision="fp32", batch_size=16, nu
     """[N,512,7,7] float32 features of items (rows in items order), memory-mapped from data/cache.
 
     items: [(item_id, path, label)] as dataset.split_items gives; size None = data/augment.json.
-    Builds what is missing (resuming an interrupted build), returns the copy-on-write mapping.
+    Builds what is missing or damaged (resuming an interrupted build; one builder at a time),
+    returns a read-only copy-on-write mapping (a complete cache is never opened for writing).
     """
     size = input_size(data_dir) if size is None else int(size)
     key = cache_key(items, backbone.backbone_id, data_dir, size, precision)
@@ -145,25 +115,37 @@ def feature_cache(items, backbone, data_dir, precision="fp32", batch_size=16, nu
     autocast(precision, device)  # validates precision before any file is touched
     if not items:
         return torch.zeros((0, *models.FEATURE_SHAPE))
-    store, done = _open_store(npy_path, meta_path, key)
-    if not done.all():
-        # throttle the progress file to about once a second; always written at the end
-        last = [0.0]
-
-        def on_flush(mask):
-            if time.monotonic() - last[0] > 1.0 or mask.all():
-                _save_progress(meta_path, key, mask)
-                last[0] = time.monotonic()
-
-        try:
-            _build(store, done, items, backbone, size, precision, batch_size, num_workers,
-                   device, on_flush)
-        finally:
-            store.flush()
-            _save_progress(meta_path, key, done)  # keeps every flushed batch on interruption
-    del store
+    if not cache_store.check_complete(npy_path, meta_path, key):
+        with cache_store.build_lock(npy_path):
+            # another process may have finished it while this one waited for the lock
+            if not cache_store.check_complete(npy_path, meta_path, key):
+                _build_locked(npy_path, meta_path, key, items, backbone, size, precision,
+                              batch_size, num_workers, device)
     # "c" = private copy-on-write mapping: writable for torch, never changes the file
     return torch.from_numpy(np.load(npy_path, mmap_mode="c"))
+
+
+def _build_locked(npy_path, meta_path, key, items, backbone, size, precision, batch_size,
+                  num_workers, device):
+    """Compute the missing rows into the store; record progress (about once a second, and at
+    the end), then the checksums once complete."""
+    store, done = cache_store.open_for_build(npy_path, meta_path, key)
+    last = [0.0]
+
+    def on_flush(mask):
+        if time.monotonic() - last[0] > 1.0 or mask.all():
+            cache_store.save_progress(meta_path, key, mask)
+            last[0] = time.monotonic()
+
+    try:
+        with disk_errors(npy_path):
+            _build(store, done, items, backbone, size, precision, batch_size, num_workers,
+                   device, on_flush)
+    finally:
+        store.flush()
+        del store
+        cache_store.save_progress(meta_path, key, done)  # keeps every flushed batch
+    cache_store.save_progress(meta_path, key, done, cache_store.checksums(npy_path))
 
 
 def labels_tensor(items) -> torch.Tensor:

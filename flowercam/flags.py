@@ -94,5 +94,11 @@ def add_precision(parser, what="backbone precision (bf16 = bfloat16 autocast)"):
     parser.add_argument("--precision", default="fp32", choices=features.PRECISIONS, help=what)
 
 
+def add_max_pixels(parser):
+    parser.add_argument("--max-pixels", default=dataset.MAX_PIXELS, type=positive_int,
+                        help="largest image accepted, in pixels (width x height); JPEGs above "
+                             "Pillow's own limit are decoded at a reduced scale")
+
+
 def default_workers() -> int:
     return os.cpu_count() or 1

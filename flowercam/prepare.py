@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from flowercam import dataset, download, masks, splits
+from flowercam import core, dataset, download, masks, splits
 from flowercam.core import UserError, atomic_save_json, atomic_write
 
 FLOWER17_CLASSES = ["Daffodil", "Snowdrop", "LilyValley", "Bluebell", "Crocus", "Iris",
@@ -87,15 +87,30 @@ def scan_source(source, limit=None) -> dict:
     return {**index, "source": os.path.abspath(root), "images": images}
 
 
-def check_image(path):
-    """None if path decodes fully to RGB, else the error text (runs in worker processes)."""
+def check_image(task):
+    """None if the image of task (path, max_pixels, size) decodes fully to RGB, else
+    ("large", message) or ("bad", error text) (runs in worker processes)."""
+    path, max_pixels, size = task
     try:
-        with Image.open(path) as im:
-            im.load()
-            im.convert("RGB")
+        dataset.open_rgb(path, max_pixels, size)
+    except UserError as err:
+        return ("bad" if "unreadable" in str(err) or "not found" in str(err) else "large",
+                str(err))
     except Exception as err:  # any decoder failure means the file is unusable
-        return f"{type(err).__name__}: {err}"
+        return "bad", f"{type(err).__name__}: {err}"
     return None
+
+
+def is_complete_jpeg(path) -> bool:
+    """Cheap completeness check of a file we wrote: JPEG start (FFD8) and end (FFD9) markers.
+    A copy truncated by an earlier version (or a full disk) lacks the end marker."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+            f.seek(-2, os.SEEK_END)
+            return head == b"\xff\xd8" and f.read(2) == b"\xff\xd9"
+    except OSError:  # missing, or shorter than 2 bytes
+        return False
 
 
 def copy_rng(seed, image_id, k):
@@ -118,13 +133,15 @@ def augment_copy(image, rng, degrees=20.0, translate=0.2):
 
 def augment_image(task):
     """Write the missing copies <id>_0..<id>_{copies-1}.jpg of one image; returns how many."""
-    image_id, source, out_dir, copies, size, seed = task
+    image_id, source, out_dir, copies, size, seed, max_pixels = task
     paths = [Path(out_dir) / f"{image_id}_{k}.jpg" for k in range(copies)]
-    todo = [k for k, p in enumerate(paths) if not p.exists()]
+    todo = [k for k, p in enumerate(paths) if not is_complete_jpeg(p)]
     if todo:
-        resized = dataset.open_rgb(source).resize((size, size), Image.BILINEAR)
+        image = dataset.open_rgb(source, max_pixels, size)
+        resized = image.resize((size, size), Image.BILINEAR)
     for k in todo:
         out = resized if k == 0 else augment_copy(resized, copy_rng(seed, image_id, k))
+        # atomic: a copy appears complete under its name or not at all
         atomic_write(paths[k], lambda f, out=out: out.save(f, format="JPEG", quality=95))
     return len(todo)
 
@@ -138,10 +155,16 @@ def run_pool(fn, tasks, num_workers, desc):
         return list(tqdm(results, total=len(tasks), desc=desc, unit="img"))
 
 
-def verify_images(index, num_workers):
-    """Decode every image once; one error line naming all unreadable files, before any output."""
+def verify_images(index, num_workers, max_pixels=dataset.MAX_PIXELS, size=None):
+    """Decode every image once; one error line naming all unreadable (or too large) files,
+    before any output."""
     paths = [im["source"] for im in index["images"]]
-    errors = run_pool(check_image, paths, num_workers, "check")
+    errors = run_pool(check_image, [(p, max_pixels, size) for p in paths], num_workers, "check")
+    large = [text for e in errors if e and e[0] == "large" for text in e[1:]]
+    if large:
+        raise UserError(large[0] if len(large) == 1 else f"{len(large)} images above "
+                        f"--max-pixels {max_pixels} ({large[0]}, ...): downscale them or pass "
+                        "a larger --max-pixels")
     bad = [os.path.relpath(p, index["source"]) for p, e in zip(paths, errors, strict=True) if e]
     if bad:
         raise UserError(f"{len(bad)} unreadable or non-image file(s) in {index['source']}: "
@@ -180,8 +203,8 @@ class AugmentSettings:
     seed: int = 0
 
 
-def prepare(data_dir, settings, source=None, num_workers=1,
-            limit_per_class=None, base_url=download.BASE_URL) -> dict:
+def prepare(data_dir, settings, source=None, num_workers=1, limit_per_class=None,
+            base_url=download.BASE_URL, max_pixels=dataset.MAX_PIXELS) -> dict:
     """Index, check and augment the images of source into data_dir (resuming an earlier run).
 
     -> {"index", "splits", "written" (new files), "out_dir"}; data/augment.json says
@@ -193,11 +216,12 @@ def prepare(data_dir, settings, source=None, num_workers=1,
     split_table = splits.make_splits(data_dir, index)  # before any output: bad .mat stops here
     out_dir = data_dir / "auged"
     tasks = [(im["id"], im["source"], str(out_dir), settings.copies, settings.size,
-              settings.seed) for im in index["images"]]
-    pending = [i for i, t in enumerate(tasks)
-               if not all((out_dir / f"{t[0]}_{k}.jpg").exists() for k in range(settings.copies))]
-    # images whose copies all exist were decoded by an earlier run: check only the others
-    verify_images({**index, "images": [index["images"][i] for i in pending]}, num_workers)
+              settings.seed, max_pixels) for im in index["images"]]
+    pending = [i for i, t in enumerate(tasks) if not all(
+        is_complete_jpeg(out_dir / f"{t[0]}_{k}.jpg") for k in range(settings.copies))]
+    # images whose copies are all complete were decoded by an earlier run: check only the others
+    verify_images({**index, "images": [index["images"][i] for i in pending]}, num_workers,
+                  max_pixels, settings.size)
     record = masks.copy_masks(index["source"], data_dir, [im["id"] for im in index["images"]],
                               settings.size)
     index = {**index, "masks": record} if record else index
@@ -205,7 +229,11 @@ def prepare(data_dir, settings, source=None, num_workers=1,
     labels = "".join(name + "\n" for name in index["classes"])
     atomic_write(data_dir / "labels.txt", lambda f: f.write(labels), "w")
     atomic_save_json(data_dir / "augment.json", {**info, "complete": False})
-    written = sum(run_pool(augment_image, [tasks[i] for i in pending], num_workers, "augment"))
+    try:
+        written = sum(run_pool(augment_image, [tasks[i] for i in pending], num_workers,
+                               "augment"))
+    finally:  # workers stopped mid-write (an error elsewhere, Ctrl-C) leave temporaries
+        core.remove_temporaries(out_dir)
     splits.save_splits(data_dir, split_table)
     atomic_save_json(data_dir / "augment.json", {**info, "complete": True})
     return {"index": index, "splits": split_table, "written": written, "out_dir": out_dir}
