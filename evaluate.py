@@ -35,14 +35,18 @@ def get_args_parser():
     return parser
 
 
-def add_cam_metrics_args(parser):
-    """The flags of --cam-metrics; a flag not given leaves no attribute (argparse.SUPPRESS)."""
-    group = parser.add_argument_group("--cam-metrics (map quality; the flags below need it)")
-
+def _suppressing(group):
+    """group.add_argument with default SUPPRESS: a flag not given leaves no attribute."""
     def add(*names, **kw):
         kw.setdefault("default", argparse.SUPPRESS)
         group.add_argument(*names, **kw)
+    return add
 
+
+def add_cam_metrics_args(parser):
+    """The flags of --cam-metrics: what is measured, then the masks, then how."""
+    group = parser.add_argument_group("--cam-metrics (map quality; the flags below need it)")
+    add = _suppressing(group)
     add("--cam-metrics", action="store_true", default=False,
         help="measure the maps of --methods (faithfulness; localization with masks)")
     add("--methods", nargs="+", choices=list(cams.METHODS),
@@ -64,6 +68,12 @@ def add_cam_metrics_args(parser):
     add("--baselines", nargs="*", choices=config.MAP_BASELINES,
         help="class-agnostic maps scored beside the methods: center (Gaussian, sigma = side/4), "
              "full (all ones); --baselines alone: none; default: center full")
+    add_mask_args(add)
+    add_run_args(group, add)
+    return parser
+
+
+def add_mask_args(add):
     add("--masks-dir", help="folder of <image stem>.png label masks (resized nearest); "
                             "default: DATA_DIR/masks (augment.py --source) when it exists")
     add("--mask-values", nargs="+", type=int,
@@ -75,6 +85,9 @@ def add_cam_metrics_args(parser):
     add("--validate-tau-on", choices=("valid", "test", "none"),
         help="choose the validated tau on this subset's mask images (the oracle tau is chosen on "
              "the images scored); default: valid when --split-name test and masks exist")
+
+
+def add_run_args(group, add):
     add("--bootstrap", type=flags.non_negative_int,
         help=f"bootstrap resamples for the 95%% intervals; default {D('bootstrap')}")
     add("--map-batch-size", type=flags.positive_int,
@@ -86,7 +99,6 @@ def add_cam_metrics_args(parser):
         help="seed of the --limit sample, tie order, bootstrap resamples; default 0")
     flags.add_output_dir(group, argparse.SUPPRESS, "cam_metrics.json/.md (default: the "
                          "checkpoint's folder)")
-    return parser
 
 
 CAM_ONLY = ("methods", "checkpoint", "limit", "steps", "perturb_limit", "deletion_baseline",

@@ -125,6 +125,22 @@ def measure_method(maps, shared, masks, keep, score_fn, cfg, generator, faithful
     return {"o": o, "deletion": dele, "insertion": ins, **localize(maps.numpy(), masks)}
 
 
+def _batch_feats(model, all_feats, images, start, cfg):
+    """[B,512,7,7] of the batch: rows of the feature cache, else a backbone pass."""
+    if all_feats is None:
+        with torch.no_grad():
+            return model.backbone(images.to(cfg.device))
+    return all_feats[start:start + len(images)].to(cfg.device)
+
+
+def _record(info, batch, labels, shared):
+    """Append the batch's per-image facts to info (ids, labels, targets, predictions, Y)."""
+    info["ids"] += [item_id for item_id, _, _ in batch]
+    info["labels"] += labels.tolist()
+    for key in ("targets", "predicted", "y"):
+        info[key] += shared[key].tolist()
+
+
 def measure(model, settings, items, rows, cfg, masks, faithful=True):
     """Loop over the items in batches -> {"images": per-image info, "methods": {row: arrays}}.
 
@@ -146,11 +162,7 @@ def measure(model, settings, items, rows, cfg, masks, faithful=True):
         for start, (images, labels) in zip(range(0, len(items), step), loader, strict=True):
             batch = items[start:start + step]
             keep = perturb[start:start + step]
-            if all_feats is None:
-                with torch.no_grad():
-                    feats = model.backbone(images.to(cfg.device))
-            else:
-                feats = all_feats[start:start + step].to(cfg.device)
+            feats = _batch_feats(model, all_feats, images, start, cfg)
             shared = shared_inputs(model, images, labels, feats, keep, cfg, score_fn)
             mask_arrays = selection.batch_masks(batch, masks, size)
             for row in rows:
@@ -158,11 +170,7 @@ def measure(model, settings, items, rows, cfg, masks, faithful=True):
                         else method_maps(model, row, images, shared, cfg))
                 per_row[row].append(measure_method(maps, shared, mask_arrays, keep, score_fn,
                                                    cfg, generator, faithful))
-            info["ids"] += [item_id for item_id, _, _ in batch]
-            info["labels"] += labels.tolist()
-            info["targets"] += shared["targets"].tolist()
-            info["predicted"] += shared["predicted"].tolist()
-            info["y"] += shared["y"].tolist()
+            _record(info, batch, labels, shared)
             bar.update(len(batch))
     joined = {m: {k: np.concatenate([b[k] for b in bs]) for k in bs[0]}
               for m, bs in per_row.items()}
