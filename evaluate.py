@@ -82,6 +82,8 @@ def add_mask_args(add):
     add("--ignore-values", nargs="+", type=int,
         help="mask pixel values left out of localization; default: 0 5 for DATA_DIR/masks "
              "(Flower-17: unlabelled), else none")
+    add("--masked-only", action="store_true",
+        help="measure only the images that have a mask (every figure, faithfulness too)")
     add("--validate-tau-on", choices=("valid", "test", "none"),
         help="choose the validated tau on this subset's mask images (the oracle tau is chosen on "
              "the images scored); default: valid when --split-name test and masks exist")
@@ -102,8 +104,8 @@ def add_run_args(group, add):
 
 
 CAM_ONLY = ("methods", "checkpoint", "limit", "steps", "perturb_limit", "deletion_baseline",
-            "target", "baselines", "masks_dir", "mask_values", "ignore_values", "validate_tau_on",
-            "bootstrap", "map_batch_size", "metrics_batch_size", "seed", "output_dir")
+            "target", "baselines", "masks_dir", "mask_values", "ignore_values", "masked_only",
+            "validate_tau_on", "bootstrap", "map_batch_size", "metrics_batch_size", "seed", "output_dir")
 
 
 def check_cam_only(args):

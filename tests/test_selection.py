@@ -98,3 +98,12 @@ def test_bad_mask_folders_are_one_line_errors(tmp_path):
     with pytest.raises(UserError, match="no valid image has a mask"):
         selection.check_masks_match(dataclasses.replace(spec, folder=str(empty)), items, "valid")
     selection.check_masks_match(spec, items, "valid")  # one match is enough
+
+
+def test_masked_only_keeps_the_images_with_a_mask(tmp_path):
+    Image.new("L", (4, 4), 1).save(tmp_path / "image_0002.png")
+    items = [("image_0001_0", "a/image_0001_0.jpg", 0), ("image_0002_0", "a/image_0002_0.jpg", 1)]
+    spec = selection.MaskSpec(str(tmp_path), (1,), (0, 5), "data folder")
+    assert selection.with_masks(items, spec) == items[1:]
+    with pytest.raises(UserError, match="--masked-only needs masks"):
+        selection.with_masks(items, None)

@@ -35,6 +35,7 @@ class MetricsConfig:
     masks_dir: str | None = None  # None: DATA_DIR/masks when it exists, else no localization
     mask_values: tuple[int, ...] | None = None  # None: (1,) for DATA_DIR/masks, else nonzero
     ignore_values: tuple[int, ...] | None = None  # None: (0, 5) for DATA_DIR/masks, else ()
+    masked_only: bool = False  # measure only the images that have a mask
     validate_tau_on: str | None = None  # None: "valid" for split_name test; "none": off
     bootstrap: int = 1000
     map_batch_size: int = 8

@@ -250,6 +250,7 @@ def run(cfg: MetricsConfig, backbone=None):
     subset, split = cfg.split_name, cfg.split
     every = dataset.split_items(cfg.data_dir, subset, split)
     selection.check_masks_match(masks, every, subset)
+    every = selection.with_masks(every, masks) if cfg.masked_only else every
     items = selection.select_items(every, cfg.limit, cfg.seed)
     if not items:
         raise UserError(f"split {split} of {cfg.data_dir} has no {subset} images")

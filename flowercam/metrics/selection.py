@@ -58,6 +58,14 @@ def select_items(items, limit, seed):
     return [items[i] for i in sorted(picked)]
 
 
+def with_masks(items, spec):
+    """The items that have a mask in spec's folder (--masked-only); UserError without masks."""
+    if spec is None:
+        raise UserError("--masked-only needs masks: pass --masks-dir or run augment.py --source "
+                        "with a masks/ folder")
+    return [it for it in items if find_mask(spec.folder, it[0], it[1])]
+
+
 def perturb_selection(labels, limit, seed):
     """Boolean [N]: which images get deletion/insertion curves, round-robin over the classes."""
     labels = np.asarray(labels)
