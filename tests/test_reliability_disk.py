@@ -123,3 +123,18 @@ def test_cache_build_disk_full_one_line_nothing_left(tmp_path):
     proc = subprocess.run([sys.executable, *map(str, argv)], capture_output=True, text=True,
                           cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_download_disk_full_names_the_file(tmp_path):
+    scipy_io = pytest.importorskip("scipy.io")
+    from test_augment import make_mirror
+
+    url = make_mirror(tmp_path / "mirror", b"unused: data/datasplits.mat is already there")
+    data = tmp_path / "data"
+    data.mkdir()
+    scipy_io.savemat(data / "datasplits.mat", {f"{k}{s}": [1] for k in ("trn", "val", "tst")
+                                               for s in "123"})
+    proc = run_limited([REPO / "augment.py", "--data-dir", data, "--base-url", url,
+                        "--num-workers", "1"], 2048, tmp_path)
+    assert_one_line_disk_error(proc, "17flowers.tgz.part")
+    assert not (data / "17flowers.tgz").exists() and not (data / "jpg").exists()
