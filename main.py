@@ -3,13 +3,24 @@
     python main.py -m CAM -l 1e-4 -e 40 --backbone-weights PATH/vgg16_imagenet_features.pth
     python main.py -m ReCAM -n sigmoid -l 5e-5 -e 40 --seed 1
     python main.py -m CAM -e 2 --no-cache             # the report's way: backbone on every step
+    python main.py --resume model/TS20260101-120000_CAM   # continue an interrupted run
 
 Writes model/TS<timestamp>_<type>[_<normaliser>]/: config.json, training_logs.txt (one JSON line
 per epoch) and epoch_N.pth whenever the validation loss improves. Training halts when the
-validation loss exceeds twice the training loss (the report's overfitting stop).
+validation loss exceeds twice the training loss (the report's overfitting stop). --resume RUN
+continues RUN after its last complete epoch (RUN/state.pth) with RUN's own settings (config.json),
+giving the losses of an uninterrupted run; the rule is in flowercam/runs.py.
 """
 
+import argparse
+import shutil
+from pathlib import Path
+
 from flowercam import core, dataset, features, flags, models, runs, training
+
+# what --resume takes from the run's config.json: everything that changes the numbers
+RESUMED = ("model_type", "normalize_by", "lr", "epochs", "batch_size", "seed", "data_dir",
+           "backbone_weights", "split", "precision", "no_cache")
 
 
 def get_args_parser():
@@ -32,7 +43,21 @@ def get_args_parser():
     flags.add_precision(parser)
     add("--no-cache", action="store_true", help="run the backbone on every step (the report's way)")
     flags.add_num_workers(parser)
+    add("--resume", default=None, metavar="RUN",
+        help="continue this interrupted run directory (its settings; -e may extend it)")
     return parser
+
+
+def resumed_args(args, epochs_given):
+    """A copy of args with the run's recorded settings (config.json); only --epochs may grow."""
+    run_dir = Path(args.resume)
+    config = runs.run_config(run_dir)
+    if not config or not all(k in config for k in RESUMED):
+        raise core.UserError(f"{run_dir} is not a run directory of main.py (no usable "
+                             "config.json): pass one, or start a new run")
+    merged = {**vars(args), **{k: config[k] for k in RESUMED}}
+    merged["epochs"] = max(config["epochs"], args.epochs if epochs_given else 0)
+    return argparse.Namespace(**merged)
 
 
 def source_options(args) -> training.SourceOptions:
@@ -40,21 +65,49 @@ def source_options(args) -> training.SourceOptions:
                                   args.num_workers, args.device)
 
 
+def new_run(args, settings, sizes) -> Path:
+    run_dir = runs.make_run_dir(args.output_dir, settings)
+    config = {k: v for k, v in vars(args).items() if k != "resume"}
+    try:
+        core.atomic_save_json(run_dir / "config.json", {**config, "settings": settings,
+                                                        "train_images": sizes[0],
+                                                        "valid_images": sizes[1]})
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return run_dir
+
+
+def train(args, settings, train_src, valid_src, run_dir):
+    """training.train; a new run that ends before its first epoch leaves no folder behind."""
+    try:
+        return training.train(settings, train_src, valid_src, run_dir, args.lr, args.epochs,
+                              args.batch_size, args.seed, args.device, resume=bool(args.resume))
+    except BaseException:
+        if not args.resume and not runs.read_log(run_dir, missing_ok=True):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
 def main(args):
-    core.check_writable_dir(args.output_dir)  # before the (long) cache build, not after it
+    if args.resume:
+        args = resumed_args(args, args.epochs != get_args_parser().get_default("epochs"))
+    core.check_writable_dir(args.resume or args.output_dir)  # before the (long) cache build
     backbone = models.load_backbone(args.backbone_weights, args.device)
     train_src, valid_src = training.make_sources(source_options(args), backbone)
     settings = training.make_settings(args.model_type, args.normalize_by,
                                       dataset.class_names(args.data_dir),
                                       features.input_size(args.data_dir), backbone.backbone_id,
                                       args.recam_lambda)
-    run_dir = runs.make_run_dir(args.output_dir, settings)
-    core.atomic_save_json(run_dir / "config.json", {**vars(args), "settings": settings,
-                                                    "train_images": len(train_src),
-                                                    "valid_images": len(valid_src)})
+    if args.resume:
+        run_dir = Path(args.resume)
+        if runs.run_config(run_dir).get("settings") != settings:
+            raise core.UserError(f"{run_dir} was trained on other data or weights: start a new "
+                                 "run")
+    else:
+        run_dir = new_run(args, settings, (len(train_src), len(valid_src)))
     print(f"training {settings['model_type']} on {len(train_src)} images -> {run_dir}")
-    history = training.train(settings, train_src, valid_src, run_dir, args.lr, args.epochs,
-                             args.batch_size, args.seed, args.device)
+    history = train(args, settings, train_src, valid_src, run_dir)
     saved = [row for row in history if "checkpoint" in row]
     if not saved:
         print(f"{len(history)} epochs; no finite validation loss, nothing saved in {run_dir}")

@@ -8,13 +8,12 @@ import hashlib
 import os
 import shutil
 import tarfile
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 from tqdm import tqdm
 
-from flowercam.core import UserError
+from flowercam.core import DISK_ERRNOS, UserError, disk_error
 
 BASE_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/"
 SPLITS_MD5 = "4828cddfd0d803c5abbdebcb1e148a1e"
@@ -35,7 +34,9 @@ def download(url, dest, md5=None):
                 while chunk := response.read(1 << 20):
                     f.write(chunk)
                     bar.update(len(chunk))
-    except (urllib.error.URLError, OSError) as err:
+    except OSError as err:  # urllib.error.URLError included
+        if err.errno in DISK_ERRNOS:  # the disk, not the network: say which file and what to do
+            raise disk_error(part, err) from None
         reason = getattr(err, "reason", err)
         raise UserError(f"download of {url} failed ({reason}); rerun to resume, or use "
                         "--source DIR with the images already on disk") from err
@@ -62,6 +63,9 @@ def fetch_oxford(data_dir, base_url=BASE_URL):
         with tarfile.open(tgz) as tar:
             tar.extractall(tmp, filter="data")
     except (tarfile.TarError, OSError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if getattr(err, "errno", None) in DISK_ERRNOS:  # the archive is fine: keep it
+            raise disk_error(tmp, err) from None
         tgz.unlink()
         raise UserError(f"{tgz} is damaged ({err}); deleted it, rerun to download again") from err
     os.replace(tmp / "jpg", data_dir / "jpg")  # atomic: data/jpg appears complete or not at all

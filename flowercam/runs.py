@@ -5,7 +5,14 @@
 
 A run folder (model/TS<time>_<type>[_<normaliser>][_<tag>]/) holds config.json, training_logs.txt
 (one JSON row per epoch: epoch, train_loss, valid_loss, valid_top1/3/5, seconds, overfit and, when
-it was saved, checkpoint) and epoch_N.pth whenever the validation loss improved.
+it was saved, checkpoint), epoch_N.pth whenever the validation loss improved, and state.pth
+(head, Adam and RNG states after the last epoch, for `main.py --resume RUN`).
+
+Resume rule (after a crash, Ctrl-C or a full disk): each epoch writes its checkpoint, then its
+log row, then state.pth, each atomically. state.pth names the last complete epoch; resuming
+continues after it, and everything later -- log rows beyond it, checkpoints without a log row
+(written just before an interruption), leftover .tmp-* files -- is deleted and redone. Training
+is deterministic from the saved states, so the redone epochs give the same numbers.
 
 Two epochs are named, on purpose by two rules:
 - best_checkpoint: the checkpoint every figure and map metric uses: the lowest validation loss
@@ -21,10 +28,11 @@ import re
 import time
 from pathlib import Path
 
-from flowercam.core import UserError, atomic_write
+from flowercam.core import UserError, atomic_write, remove_temporaries
 
 OVERFIT_RATIO = 2.0  # an epoch overfits when valid_loss > OVERFIT_RATIO * train_loss
 LOG_NAME = "training_logs.txt"
+STATE_NAME = "state.pth"  # written after every epoch: what --resume continues from
 
 
 def overfitting(row) -> bool:
@@ -52,6 +60,23 @@ def write_log(run_dir, history):
     """The whole log, atomically: one JSON row per epoch."""
     lines = "".join(json.dumps(row) + "\n" for row in history)
     atomic_write(Path(run_dir) / LOG_NAME, lambda f: f.write(lines), mode="w")
+
+
+def discard_after(run_dir, epoch) -> list[dict]:
+    """The resume rule (module docstring): keep the log rows up to epoch, delete later rows,
+    checkpoints without a row and leftover temporaries -> the rows kept."""
+    run_dir = Path(run_dir)
+    remove_temporaries(run_dir)
+    rows = [row for row in read_log(run_dir, missing_ok=True) if row["epoch"] <= epoch]
+    if len(rows) != epoch:
+        raise UserError(f"{run_dir / LOG_NAME} lacks epochs that {STATE_NAME} has: start a new "
+                        "run instead")
+    logged = {row.get("checkpoint") for row in rows}
+    for path in run_dir.glob("epoch_*.pth"):
+        if path.name not in logged:
+            path.unlink()
+    write_log(run_dir, rows)
+    return rows
 
 
 def read_log(run_dir, missing_ok=False) -> list[dict]:

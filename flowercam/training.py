@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from flowercam import dataset, features, models, runs
-from flowercam.core import UserError
+from flowercam.core import UserError, atomic_write
 
 EVAL_BATCH = 256
 
@@ -107,29 +107,79 @@ def run_epoch(head, optimizer, train_src, valid_src, order, batch_size) -> dict:
             "overfit": runs.overfitting({"train_loss": train_loss, "valid_loss": valid["loss"]})}
 
 
-def train(settings, train_src, valid_src, run_dir, lr=1e-4, epochs=50, batch_size=8, seed=0,
-          device="cpu", progress=True) -> list[dict]:
-    """Adam + cross-entropy on a fresh seeded head; logs, checkpoints, overfit halt. -> history."""
+@dataclasses.dataclass
+class TrainState:
+    """Everything an epoch changes: saved as run_dir/state.pth after every epoch (resume)."""
+
+    head: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    order_gen: torch.Generator  # the shuffling's own stream
+    history: list  # the log rows so far
+
+
+def start(settings, run_dir, lr, seed, device, resume=False) -> TrainState:
+    """A fresh seeded head and Adam; resume: as they were after the last saved epoch (the
+    rule in flowercam/runs.py: later log rows and checkpoints are discarded and redone)."""
     torch.manual_seed(seed)
     head = models.build_head(settings).to(device)
     # fused Adam: one kernel per step instead of a dozen small ones (the head step is tiny)
     optimizer = torch.optim.Adam(head.parameters(), lr=lr, fused=True)
-    order_gen = torch.Generator().manual_seed(seed)  # shuffling independent of the global stream
-    history, best = [], float("inf")
-    bar = tqdm(range(1, epochs + 1), desc=Path(run_dir).name, unit="epoch", disable=not progress)
+    state = TrainState(head, optimizer, torch.Generator().manual_seed(seed), [])
+    if resume:
+        _restore(state, run_dir)
+    return state
+
+
+def save_state(state: TrainState, run_dir):
+    """run_dir/state.pth, atomically; written after the epoch's checkpoint and log row."""
+    blob = {"epoch": len(state.history), "head": state.head.state_dict(),
+            "optimizer": state.optimizer.state_dict(), "order_rng": state.order_gen.get_state(),
+            "torch_rng": torch.get_rng_state()}
+    atomic_write(Path(run_dir) / runs.STATE_NAME, lambda f: torch.save(blob, f))
+
+
+def _restore(state: TrainState, run_dir):
+    path = Path(run_dir) / runs.STATE_NAME
+    if not path.is_file():  # stopped inside the first epoch: start over
+        runs.discard_after(run_dir, 0)
+        return
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        state.head.load_state_dict(blob["head"])
+        state.optimizer.load_state_dict(blob["optimizer"])
+        state.order_gen.set_state(blob["order_rng"])
+        torch.set_rng_state(blob["torch_rng"])
+    except Exception as err:  # damaged or from other settings
+        raise UserError(f"cannot resume from {path} ({type(err).__name__}): start a new run "
+                        "instead") from None
+    state.history = runs.discard_after(run_dir, int(blob["epoch"]))
+
+
+def train(settings, train_src, valid_src, run_dir, lr=1e-4, epochs=50, batch_size=8, seed=0,
+          device="cpu", progress=True, resume=False) -> list[dict]:
+    """Adam + cross-entropy on a fresh seeded head (or the resumed one); per epoch: checkpoint
+    when the validation loss improved, log row, state.pth; overfit halt. -> history."""
+    state = start(settings, run_dir, lr, seed, device, resume)
+    history = state.history
+    best = min((row["valid_loss"] for row in history), default=float("inf"))
+    if history and history[-1]["overfit"]:
+        return history  # the run had already stopped
+    bar = tqdm(range(len(history) + 1, epochs + 1), desc=Path(run_dir).name, unit="epoch",
+               disable=not progress)
     with head_threads(train_src):
         for epoch in bar:
-            order = torch.randperm(len(train_src), generator=order_gen)
-            row = {"epoch": epoch,
-                   **run_epoch(head, optimizer, train_src, valid_src, order, batch_size)}
+            order = torch.randperm(len(train_src), generator=state.order_gen)
+            row = {"epoch": epoch, **run_epoch(state.head, state.optimizer, train_src,
+                                               valid_src, order, batch_size)}
             if row["valid_loss"] < best:
                 best = row["valid_loss"]
                 row["checkpoint"] = f"epoch_{epoch}.pth"
-                models.save_checkpoint(Path(run_dir) / row["checkpoint"], head, settings,
+                models.save_checkpoint(Path(run_dir) / row["checkpoint"], state.head, settings,
                                        **{k: row[k] for k in ("epoch", "train_loss",
                                                               "valid_loss", "valid_top1")})
             history.append(row)
             runs.write_log(run_dir, history)
+            save_state(state, run_dir)
             bar.set_postfix(train=f"{row['train_loss']:.3f}", valid=f"{row['valid_loss']:.3f}",
                             top1=f"{row['valid_top1']:.1f}")
             if row["overfit"]:
