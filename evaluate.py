@@ -105,7 +105,8 @@ def add_run_args(group, add):
 
 CAM_ONLY = ("methods", "checkpoint", "limit", "steps", "perturb_limit", "deletion_baseline",
             "target", "baselines", "masks_dir", "mask_values", "ignore_values", "masked_only",
-            "validate_tau_on", "bootstrap", "map_batch_size", "metrics_batch_size", "seed", "output_dir")
+            "validate_tau_on", "bootstrap", "map_batch_size", "metrics_batch_size", "seed",
+            "output_dir")
 
 
 def check_cam_only(args):

@@ -9,11 +9,7 @@ from training_data import run_cli
 
 from flowercam import flags
 
-SCRIPTS = ["augment", "cache", "dataloader", "grid", "main",
-           pytest.param("evaluate", marks=pytest.mark.xfail(
-               reason="flowercam/metrics/runner.py: --seed and counts not yet from flags")),
-           pytest.param("inference", marks=pytest.mark.xfail(
-               reason="flowercam/figures.py: -s/--alpha/--mask-threshold not yet from flags"))]
+SCRIPTS = ["augment", "cache", "dataloader", "grid", "main", "evaluate", "inference"]
 CHECKED_FLOATS = {flags.finite_float, flags.positive_float, flags.unit_float}
 
 
