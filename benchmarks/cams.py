@@ -3,6 +3,7 @@ report's loop (one forward + one backward per image), side by side in one run; c
 
     BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_features.pth python -m benchmarks.cams
     .venv/bin/python -m benchmarks.cams --random-backbone --synthetic --num-images 4 --size 64
+    python -m benchmarks.cams --only costs --num-images 8 --methods CAM LayerCAM ScoreCAM
     python3 -m benchmarks.cams --random-backbone --synthetic --device cuda --output b.json
 """
 
@@ -19,7 +20,7 @@ from flowercam.reference import load_images, report_loop
 
 def shared_dir():
     """../shared beside the checkout, or env FLOWERCAM_SHARED."""
-    default = Path(__file__).resolve().parent.parent / "shared"
+    default = Path(__file__).resolve().parents[2] / "shared"  # beside the checkout
     return Path(os.environ.get("FLOWERCAM_SHARED") or default)
 
 
@@ -50,15 +51,43 @@ def build_model(args):
     return model, backbone.backbone_id
 
 
-def bench_cams(args):
-    """Batched compute_maps vs report_loop for every gradient method; -> list of result rows."""
-    model, backbone_id = build_model(args)
+def bench_images(args):
     if args.synthetic:
         images = torch.randn(args.num_images, 3, args.size, args.size)
     else:
         images = load_images(args.images_dir or shared_dir() / "flowers17" / "jpg",
                              args.num_images, args.size)
-    images = images.to(args.device)
+    return images.to(args.device)
+
+
+def bench_costs(args):
+    """Seconds per image of one plain map, of the --scales + flip aggregate (IRN's 1 0.5 1.5 2),
+    and of Score-CAM (17 class maps -> 17 masked forwards per image)."""
+    model, backbone_id = build_model(args)
+    images = bench_images(args)
+    n = len(images)
+    cams.compute_maps(model, images[:1], "CAM")  # warm-up
+    print(f"{backbone_id}, {n} images {args.size}px on {args.device}, "
+          f"{torch.get_num_threads()} threads, scales {args.scales} + flip")
+    rows = []
+    for method in args.methods:
+        plain_s, _ = timed(lambda m=method: cams.compute_maps(model, images, m), args.device,
+                           args.repeats)
+        row = {"method": method, "plain_s_per_image": plain_s / n}
+        if method in args.aggregate:
+            agg_s, _ = timed(lambda m=method: cams.compute_maps(
+                model, images, m, scales=args.scales, flip=True), args.device, args.repeats)
+            row.update(aggregate_s_per_image=agg_s / n, aggregate_over_plain=agg_s / plain_s)
+        rows.append(row)
+        print("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in row.items()), flush=True)
+    return rows
+
+
+def bench_cams(args):
+    """Batched compute_maps vs report_loop for every gradient method; -> list of result rows."""
+    model, backbone_id = build_model(args)
+    images = bench_images(args)
     cams.compute_maps(model, images[:1], "LayerCAM")  # warm-up (lazy init, cudnn autotune)
     report_loop(model, images[:1], "LayerCAM")
     with torch.no_grad():
@@ -81,14 +110,14 @@ def bench_cams(args):
     return rows
 
 
-BENCHMARKS = {"cams": bench_cams}
+BENCHMARKS = {"cams": bench_cams, "costs": bench_costs}
 
 
 def get_args_parser():
     parser = core.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--only", choices=list(BENCHMARKS), nargs="+", default=list(BENCHMARKS),
-                        help="benchmarks to run")
+    parser.add_argument("--only", choices=list(BENCHMARKS), nargs="+", default=["cams"],
+                        help="benchmarks to run (costs: plain vs aggregated vs Score-CAM)")
     parser.add_argument("--backbone-weights", default=None,
                         help="VGG16 state dict (else env BACKBONE_WEIGHTS, else torchvision)")
     parser.add_argument("--random-backbone", action="store_true",
@@ -100,6 +129,10 @@ def get_args_parser():
     parser.add_argument("--size", type=int, default=models.INPUT_SIZE, help="input size (px)")
     parser.add_argument("--methods", nargs="+", choices=list(cams.METHODS),
                         default=["CAM", "LayerCAM", "GradCAM", "GradCAM++"], help="CAM methods")
+    parser.add_argument("--scales", nargs="+", type=float, default=[1.0, 0.5, 1.5, 2.0],
+                        help="costs: scales of the aggregate (with flips)")
+    parser.add_argument("--aggregate", nargs="+", default=["CAM", "LayerCAM"],
+                        choices=list(cams.METHODS), help="costs: methods also timed aggregated")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs; the best is kept")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random head")

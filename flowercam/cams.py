@@ -1,4 +1,4 @@
-"""Class activation maps from a frozen-VGG16 Classifier: CAM, ReCAM, LayerCAM, Grad-CAM, Grad-CAM++.
+"""Class activation maps of a frozen-VGG16 Classifier: CAM, ReCAM, LayerCAM, Grad-CAM(++), ScoreCAM.
 
     python -c "from flowercam import cams; print(list(cams.METHODS))"
     .venv/bin/pytest tests/test_cams.py -q
@@ -6,13 +6,19 @@
 
 Notebook use:  model, settings = models.load_model("model/RUN/epoch_7.pth", "../shared/weights/...")
                res = cams.compute_maps(model, images, "LayerCAM")  # .raw .maps .logits .targets
-The methods are records in flowercam/methods.py; one pass of one is run by flowercam/maps.py.
+               cams.compute_maps(model, images, "CAM", scales=(1, 0.5, 1.5, 2), flip=True)
+The methods are records in flowercam/methods.py; one pass of one is run by flowercam/maps.py;
+this module checks, runs the pass and aggregates scales and flips.
 """
 
+import dataclasses
+import math
+
 import torch
+import torch.nn.functional as F
 
 from flowercam import models
-from flowercam.maps import MapResult, feature_maps, fuse_layers, gradient_maps, upsample
+from flowercam.maps import MapResult, feature_maps, fuse_layers, gradient_maps, score_maps, upsample
 from flowercam.methods import (
     CLASS_MAP_METHODS,
     LAYERS,
@@ -24,10 +30,10 @@ from flowercam.methods import (
 )
 from flowercam.models import NORMALIZERS, UserError, normalize
 
-__all__ = ["CLASS_MAP_METHODS", "LAYERS", "METHODS", "NORMALIZERS", "MapResult", "check_method",
-           "class_cams", "compute_maps", "compute_maps_from_features", "fuse_layers",
-           "gradcampp", "gradcampp_alpha", "normalize", "postprocess", "resolve_options",
-           "upsample"]
+__all__ = ["Aggregation", "CLASS_MAP_METHODS", "LAYERS", "METHODS", "NORMALIZERS", "MapResult",
+           "check_method", "class_cams", "compute_maps", "compute_maps_from_features",
+           "fuse_layers", "gradcampp", "gradcampp_alpha", "normalize", "postprocess",
+           "resolve_options", "upsample"]
 
 
 def postprocess(maps, threshold=0.3, gain=1.5):
@@ -60,21 +66,95 @@ def compute_maps_from_features(head, feats, method, targets=None, size=(256, 256
     return result.to(feats.device)
 
 
-def compute_maps(model, images, method, targets=None, **options):
-    """images [B,3,H,W] normalised (any device) -> MapResult on the images' device.
+@dataclasses.dataclass(frozen=True)
+class Aggregation:
+    """Multi-scale + flip aggregation (IRN / ReCAM: scales 1, 0.5, 1.5, 2 and flips); the default
+    is one pass. `compute_maps(..., **agg.kwargs())`."""
 
-    targets: None = predicted class, an int for all, or one per image (other length: UserError).
-    options: see methods.option_names() (normalize_by, layers, layer_weights, fusion, ...).
-    """
-    check_method(method, _head_settings(model.head))
-    opts = resolve_options(method, options)
-    x = images.to(model.head.fc.weight.device)
+    scales: tuple = (1.0,)
+    flip: bool = False
+
+    def kwargs(self):
+        return {"scales": tuple(self.scales), "flip": self.flip}
+
+    @property
+    def plain(self):
+        return tuple(self.scales) == (1.0,) and not self.flip
+
+
+MIN_SIZE = 32  # VGG16's five 2x2 max pools need at least 32 px
+
+
+def _check_scales(scales, size):
+    scales = tuple(float(s) for s in scales)
+    if not scales or len(set(scales)) != len(scales) or not all(
+            math.isfinite(s) and s > 0 for s in scales):
+        raise UserError(f"scales {list(scales)} must be distinct finite numbers > 0, e.g. 1 0.5 2")
+    for s in scales:
+        if min(round(size[0] * s), round(size[1] * s)) < MIN_SIZE:
+            raise UserError(f"scale {s:g} makes {size[0]}x{size[1]} images smaller than "
+                            f"{MIN_SIZE} px, VGG16's minimum: use larger scales")
+    return scales
+
+
+def _one_pass(model, x, method, targets, opts):
     record = METHODS[method]
     if record.from_features:
         with torch.no_grad():
             feats = model.backbone(x)
-        result = feature_maps(model.head, feats, method, targets, x.shape[-2:], opts)
-    else:
-        result = gradient_maps(model, x, method, targets, opts)
-    return result.to(images.device)
+        return feature_maps(model.head, feats, method, targets, x.shape[-2:], opts)
+    if record.needs_gradients:
+        return gradient_maps(model, x, method, targets, opts)
+    return score_maps(model, x, method, targets, opts)
 
+
+def _rescale(x, s):
+    """Images [B,3,H,W] resized by s (bilinear, align_corners=False; IRN resizes with PIL)."""
+    if s == 1.0:
+        return x
+    size = (round(x.shape[-2] * s), round(x.shape[-1] * s))
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _aggregate(model, x, method, plain, opts, agg):
+    """Mean of the raw maps at every scale (images resized) and, with flip, of the flipped images
+    (maps flipped back), each resized to the input size, then normalised. IRN/ReCAM sum: the mean
+    keeps sigmoid's scale, minmax and relu give the same maps either way. One batch per scale,
+    [x_s; flip(x_s)], explaining the plain pass's targets; the plain pass is not rerun."""
+    size, batch = x.shape[-2:], len(x)
+    raws = []
+    for s in agg.scales:
+        variants = [flipped for flipped in (False, True)[: 1 + agg.flip]
+                    if flipped or s != 1.0]  # the unflipped scale-1 map is `plain`
+        if s == 1.0:
+            raws.append(plain.raw)
+        if not variants:
+            continue
+        xs = _rescale(x, s)
+        images = torch.cat([xs.flip(-1) if flipped else xs for flipped in variants])
+        res = _one_pass(model, images, method, plain.targets.repeat(len(variants)), opts)
+        for i, flipped in enumerate(variants):
+            raw = res.raw[i * batch : (i + 1) * batch]  # [B,sH,sW]
+            raw = raw.flip(-1) if flipped else raw
+            raws.append(raw if raw.shape[-2:] == size else upsample(raw, size))
+    raw = torch.stack(raws).mean(0)
+    opts = {**opts, "scales": list(agg.scales), "flip": agg.flip}
+    return MapResult(raw, normalize(raw, opts["normalize_by"]), plain.logits, plain.targets,
+                     method, opts, raw)  # raw_native: the aggregate, at input size
+
+
+def compute_maps(model, images, method, targets=None, scales=(1.0,), flip=False, **options):
+    """images [B,3,H,W] normalised (any device) -> MapResult on the images' device.
+
+    targets: None = predicted class, an int for all, or one per image (other length: UserError).
+    scales, flip: see Aggregation (default one plain pass; else options gain scales and flip).
+    options: see methods.option_names() (normalize_by, layers, layer_weights, fusion, ...).
+    """
+    check_method(method, _head_settings(model.head))
+    opts = resolve_options(method, options)
+    agg = Aggregation(_check_scales(scales, images.shape[-2:]), bool(flip))
+    x = images.to(model.head.fc.weight.device)
+    result = _one_pass(model, x, method, targets, opts)
+    if not agg.plain:
+        result = _aggregate(model, x, method, result, opts, agg)
+    return result.to(images.device)

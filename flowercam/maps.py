@@ -13,9 +13,11 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
+from flowercam import models
 from flowercam.core import UserError
 from flowercam.methods import METHODS, layers_of
 from flowercam.models import normalize
+from flowercam.scorecam import scorecam_weights
 
 
 @dataclasses.dataclass
@@ -122,3 +124,31 @@ def gradient_maps(model, x, method, targets, opts):
         raw, raw_native = combine(method, per_layer, opts, x.shape[-2:])
         maps = normalize(raw, opts["normalize_by"])
     return MapResult(raw, maps, logits.detach(), tgt, method, opts, raw_native)
+
+
+def activations(model, x, layers):
+    """One forward without a graph -> ({name: act}, logits); layers: stages and/or classmaps."""
+    at = {models.STAGES[name]: name for name in layers if name != "classmaps"}
+    acts, h = {}, x
+    with torch.no_grad():
+        for i, layer in enumerate(model.backbone.features):
+            h = layer(h)
+            if i in at:
+                acts[at[i]] = h
+        _, acts["classmaps"], logits = model.head.forward_maps(model.backbone.pool(h))
+    return acts, logits
+
+
+def score_maps(model, x, method, targets, opts):
+    """Score-CAM (weights from forwards of masked images) -> MapResult on x's device."""
+    layers = layers_of(method, opts)
+    acts, logits = activations(model, x, layers)
+    tgt = targets_of(targets, logits)
+    weigh = METHODS[method].weigh
+    with torch.no_grad():
+        per_layer = [weigh(acts[name], None, scorecam_weights(model, x, acts[name], tgt,
+                                                               opts["scorecam_batch"]))
+                     for name in layers]
+        raw, raw_native = combine(method, per_layer, opts, x.shape[-2:])
+        maps = normalize(raw, opts["normalize_by"])
+    return MapResult(raw, maps, logits, tgt, method, opts, raw_native)

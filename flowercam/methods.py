@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from flowercam import models
 from flowercam.core import UserError
 from flowercam.models import NORMALIZERS
+from flowercam.scorecam import scorecam
 
 # --- weigh functions: activations A [B,K,h,w] with the gradients g [B,K,h,w] of the target logit
 # w.r.t. A (gradient methods) or per-channel weights w [B,K] (CAM: the linear layer's row of the
@@ -51,14 +52,19 @@ def gradcampp(acts, grads, weights=None):
 
 
 def layercam(acts, grads, weights=None):
-    """LayerCAM (Jiang et al. 2021): relu(sum_k relu(g_k) * A_k), element-wise weights."""
+    """LayerCAM (Jiang et al. 2021): relu(sum_k relu(g_k) * A_k), element-wise weights.
+
+    Default layers pool3, pool4, classmaps (the report's stages, after VGG16's max pools);
+    layers=("stage3", "stage4", "classmaps") takes them before pooling (the paper's convention).
+    """
     return F.relu((F.relu(grads) * acts).sum(1))
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
     """One CAM method. Drivers (flowercam/maps.py): needs_images False -> from backbone features
-    (the feature cache works); needs_gradients -> one forward + one backward per batch."""
+    (the feature cache works); needs_gradients -> one forward + one backward per batch; else
+    forwards of masked images (Score-CAM: weights from scores, no gradient)."""
 
     name: str
     weigh: Callable  # (acts [B,K,h,w], grads or None, weights [B,K] or None) -> [B,h,w]
@@ -78,8 +84,9 @@ class Method:
 
 LAYERS = (*models.STAGES, "classmaps")  # layers a user may pick
 FUSIONS = ("weighted", "max")
-REPORT_LAYERS = ("stage3", "stage4", "classmaps")
-REPORT_LAYER_WEIGHTS = (0.4, 0.4, 0.2)  # the report's fusion weights for REPORT_LAYERS
+REPORT_LAYERS = ("pool3", "pool4", "classmaps")  # LayerCAM's default, as the report computed it
+PRE_POOL_LAYERS = ("stage3", "stage4", "classmaps")  # the LayerCAM paper's convention
+REPORT_LAYER_WEIGHTS = (0.4, 0.4, 0.2)  # the report's fusion weights for either triple
 LAYERCAM_OPTIONS = {"layer_weights": None, "fusion": "weighted", "tanh_gain": 2.0,
                     "layer_normalize": "minmax"}
 
@@ -89,6 +96,9 @@ METHODS = {m.name: m for m in (
     Method("LayerCAM", layercam, True, True, REPORT_LAYERS, "layers", True, LAYERCAM_OPTIONS),
     Method("GradCAM", gradcam, True, True, ("classmaps",), "gradcam_layer"),
     Method("GradCAM++", gradcampp, True, True, ("classmaps",), "gradcam_layer"),
+    # 17 class maps -> 17 masked forwards per image; scorecam_layer="stage5" (conv5_3): 512
+    Method("ScoreCAM", scorecam, False, True, ("classmaps",), "scorecam_layer",
+           options={"scorecam_batch": 64}),
 )}
 CLASS_MAP_METHODS = tuple(n for n, m in METHODS.items() if m.from_features)  # compatibility
 # allowed values of every option that has a fixed set (checked for any method it is given to)
@@ -133,7 +143,7 @@ def _layers(record, value):
 
 def _layer_weights(layers, weights):
     if weights is None:  # the report's 0.4/0.4/0.2 for its layers, else equal weights
-        same = tuple(layers) == REPORT_LAYERS
+        same = tuple(layers) in (REPORT_LAYERS, PRE_POOL_LAYERS)
         weights = REPORT_LAYER_WEIGHTS if same else [1 / len(layers)] * len(layers)
     if len(weights) != len(layers):
         raise UserError(f"{len(weights)} layer weights for {len(layers)} layers: "
@@ -162,7 +172,16 @@ def resolve_options(method, options):
         opts["layer_weights"] = _layer_weights(opts["layers"], given.get("layer_weights"))
     if "tanh_gain" in opts:
         opts["tanh_gain"] = float(opts["tanh_gain"])
+    if "scorecam_batch" in opts:
+        opts["scorecam_batch"] = _positive_int("scorecam_batch", opts["scorecam_batch"])
     return opts
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) \
+            or value < 1:
+        raise UserError(f"{name} {value!r} must be a whole number >= 1")
+    return int(value)
 
 
 def layers_of(method, opts):

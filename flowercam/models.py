@@ -22,8 +22,10 @@ INPUT_SIZE = 256
 FEATURE_SHAPE = (512, 7, 7)
 TORCHVISION_ID = "vgg16-imagenet1k-v1"
 RANDOM_ID = "vgg16-random"
-# index in vgg16().features of the ReLU that ends each stage (before its max pool)
-STAGES = {"stage3": 15, "stage4": 22, "stage5": 29}
+# index in vgg16().features of a layer whose output maps can use: stageN = the ReLU that ends
+# stage N, before its max pool (the LayerCAM paper's); poolN = that max pool's output (the report's
+# stages 3 and 4: 256x32x32 and 512x16x16 at 256 px)
+STAGES = {"stage3": 15, "stage4": 22, "stage5": 29, "pool3": 16, "pool4": 23}
 MODEL_TYPES = ("CAM", "ReCAM", "ReCAM-published")
 RECAM_LAMBDA = 1.0  # published ReCAM's weight of L_sce: 1 on VOC, 0.1 on COCO (Chen et al. 2022)
 NORMALIZERS = ("minmax", "sigmoid", "relu")

@@ -119,7 +119,8 @@ def test_batch_independence(kind):
     model = make_model(kind, dtype=torch.float64)
     x = images(12, 32, dtype=torch.float64)
     targets = [i % C for i in range(12)]
-    methods = [m for m in cams.METHODS if kind == "ReCAM" or m != "ReCAM"]
+    # ScoreCAM: 17 forwards per image, its batch independence is tested in test_scorecam.py
+    methods = [m for m in cams.METHODS if (kind == "ReCAM" or m != "ReCAM") and m != "ScoreCAM"]
     for method in methods:
         for tgt in (None, targets):
             batch = cams.compute_maps(model, x, method, targets=tgt)
@@ -227,6 +228,33 @@ def test_layercam_options(recam_model):
     assert b.options["layer_weights"] == [0.5, 0.5] and not torch.allclose(a.maps, b.maps)
     c = cams.compute_maps(recam_model, x, "GradCAM++", gradcam_layer="stage5")
     assert c.raw_native.shape == (2, 4, 4)
+
+
+def test_layercam_default_layers_are_the_reports_post_pool_stages():
+    torch.manual_seed(0)
+    backbone = models.Backbone()
+    x = torch.randn(1, 3, 256, 256)
+    layers = ["stage3", "pool3", "stage4", "pool4"]
+    _, acts = backbone.forward_with(x, layers)
+    assert acts["pool3"].shape == (1, 256, 32, 32) and acts["pool4"].shape == (1, 512, 16, 16)
+    assert acts["stage3"].shape == (1, 256, 64, 64) and acts["stage4"].shape == (1, 512, 32, 32)
+    for n in (3, 4):  # poolN is stageN's 2x2 max pool
+        want = torch.nn.functional.max_pool2d(acts[f"stage{n}"].detach(), 2)
+        assert torch.equal(acts[f"pool{n}"].detach(), want)
+    opts = cams.resolve_options("LayerCAM", {})
+    assert opts["layers"] == ["pool3", "pool4", "classmaps"] == list(methods.REPORT_LAYERS)
+    pre = cams.resolve_options("LayerCAM", {"layers": methods.PRE_POOL_LAYERS})
+    assert opts["layer_weights"] == pre["layer_weights"] == [0.4, 0.4, 0.2]
+
+
+@pytest.mark.parametrize("layers", [methods.PRE_POOL_LAYERS, methods.REPORT_LAYERS])
+def test_layercam_layers_match_the_report_loop(layers):
+    model = make_model("CAM", dtype=torch.float64)
+    x = images(2, 64, dtype=torch.float64)
+    batched = cams.compute_maps(model, x, "LayerCAM", layers=layers)
+    loop = reference.report_loop(model, x, "LayerCAM", layers=layers)
+    assert torch.allclose(batched.maps, loop, atol=1e-9)
+    assert batched.options["layers"] == list(layers)
 
 
 @pytest.mark.real
