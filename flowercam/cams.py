@@ -17,7 +17,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from flowercam import models
 from flowercam.maps import MapResult, feature_maps, fuse_layers, gradient_maps, score_maps, upsample
 from flowercam.methods import (
     CLASS_MAP_METHODS,
@@ -27,13 +26,14 @@ from flowercam.methods import (
     gradcampp,
     gradcampp_alpha,
     resolve_options,
+    supported,
 )
 from flowercam.models import NORMALIZERS, UserError, normalize
 
 __all__ = ["Aggregation", "CLASS_MAP_METHODS", "LAYERS", "METHODS", "NORMALIZERS", "MapResult",
            "check_method", "class_cams", "compute_maps", "compute_maps_from_features",
            "fuse_layers", "gradcampp", "gradcampp_alpha", "normalize", "postprocess",
-           "resolve_options", "upsample"]
+           "resolve_options", "supported", "upsample"]
 
 
 def postprocess(maps, threshold=0.3, gain=1.5):
@@ -42,7 +42,7 @@ def postprocess(maps, threshold=0.3, gain=1.5):
 
 
 def _head_settings(head):
-    return {"model_type": "ReCAM" if isinstance(head, models.ReCAMHead) else "CAM"}
+    return {"model_type": head.model_type}
 
 
 def class_cams(head, feats, method="CAM"):

@@ -83,8 +83,9 @@ def feature_maps(head, feats, method, targets, size, opts):
         rew, maps, logits = head.forward_maps(feats)
         tgt = targets_of(targets, logits)
         acts = {"classmaps": maps, "reweighted": rew}
-        weigh = METHODS[method].weigh
-        per_layer = [weigh(acts[name], None, head.fc.weight[tgt])
+        record = METHODS[method]
+        weights = record.class_weights(head)[tgt]  # [B,C]: each image's target row
+        per_layer = [record.weigh(acts[name], None, weights)
                      for name in layers_of(method, opts)]
         raw, raw_native = combine(method, per_layer, opts, size)
         return MapResult(raw, normalize(raw, opts["normalize_by"]), logits, tgt, method, opts,

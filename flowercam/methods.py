@@ -51,6 +51,17 @@ def gradcampp(acts, grads, weights=None):
     return F.relu(torch.einsum("bk,bkhw->bhw", w, acts))
 
 
+def recam_published(acts, grads, weights):
+    """ReCAM as published (Chen et al. 2022): relu(sum_k (W_sce * W)_tk M_k), one CAM with the
+    product of the two classifiers' weights."""
+    return F.relu(cam(acts, grads, weights))
+
+
+def published_weights(head):
+    """[C,C] W_sce * W of a published-ReCAM head (its map's weights)."""
+    return head.sce.weight * head.fc.weight
+
+
 def layercam(acts, grads, weights=None):
     """LayerCAM (Jiang et al. 2021): relu(sum_k relu(g_k) * A_k), element-wise weights.
 
@@ -75,6 +86,8 @@ class Method:
     fuses: bool = False  # several layers' maps fused as the report (see maps.fuse_layers)
     options: dict = dataclasses.field(default_factory=dict)  # its own options -> defaults
     needs_head: str | None = None  # model_type the head must have, None = any head
+    # CAM-like methods: the head's class weight matrix [C,C] whose target row weighs the maps
+    class_weights: Callable = lambda head: head.fc.weight
 
     @property
     def from_features(self):
@@ -93,6 +106,8 @@ LAYERCAM_OPTIONS = {"layer_weights": None, "fusion": "weighted", "tanh_gain": 2.
 METHODS = {m.name: m for m in (
     Method("CAM", cam, False, False, ("classmaps",)),
     Method("ReCAM", cam, False, False, ("reweighted",), needs_head="ReCAM"),
+    Method("ReCAM-published", recam_published, False, False, ("classmaps",),
+           needs_head="ReCAM-published", class_weights=published_weights),
     Method("LayerCAM", layercam, True, True, REPORT_LAYERS, "layers", True, LAYERCAM_OPTIONS),
     Method("GradCAM", gradcam, True, True, ("classmaps",), "gradcam_layer"),
     Method("GradCAM++", gradcampp, True, True, ("classmaps",), "gradcam_layer"),
@@ -113,6 +128,11 @@ def option_names():
     for m in METHODS.values():
         names += [n for n in (m.layer_option, *m.options) if n and n not in names]
     return names
+
+
+def supported(model_type) -> list[str]:
+    """The methods a head of this model_type can give, in METHODS order."""
+    return [n for n, m in METHODS.items() if m.needs_head in (None, model_type)]
 
 
 def check_method(method, settings):

@@ -167,6 +167,8 @@ def load_backbone(weights=None, device="cpu"):
 class CAMHead(nn.Module):
     """The report's baseCAM head: conv1x1 512->C + ReLU = class maps, GAP, Linear(C,C), no bias."""
 
+    model_type = "CAM"
+
     def __init__(self, num_classes, in_channels=FEATURE_SHAPE[0]):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, num_classes, kernel_size=1)
@@ -196,6 +198,8 @@ class CAMHead(nn.Module):
 class ReCAMHead(CAMHead):
     """ReCAM: the predicted class's CAM, normalised, multiplies all class maps, classified again."""
 
+    model_type = "ReCAM"
+
     def __init__(self, num_classes, normalize_by="minmax", in_channels=FEATURE_SHAPE[0]):
         super().__init__(num_classes, in_channels)
         if normalize_by not in NORMALIZERS:
@@ -221,6 +225,8 @@ class PublishedReCAMHead(CAMHead):
     """ReCAM as published (Chen et al., CVPR 2022) on the class maps M with W (= their W_bce):
     f_c = mean_hw(relu(W_c.M) / (max + 1e-5) * M), loss CE(W GAP(M), y) + lambda CE(W_sce f_y, y),
     final map relu((W_sce * W)_c . M); W_sce [C,C] is a new bias-free classifier."""
+
+    model_type = "ReCAM-published"
 
     def __init__(self, num_classes, recam_lambda=RECAM_LAMBDA, in_channels=FEATURE_SHAPE[0]):
         super().__init__(num_classes, in_channels)
@@ -263,7 +269,7 @@ class Classifier(nn.Module):
 
 
 def build_head(settings):
-    """settings dict (see CONTRACT.md) -> CAMHead, ReCAMHead or PublishedReCAMHead."""
+    """settings dict (a checkpoint's) -> CAMHead, ReCAMHead or PublishedReCAMHead."""
     kind = settings.get("model_type")
     num = settings.get("num_classes")
     if kind not in MODEL_TYPES:

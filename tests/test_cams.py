@@ -120,7 +120,7 @@ def test_batch_independence(kind):
     x = images(12, 32, dtype=torch.float64)
     targets = [i % C for i in range(12)]
     # ScoreCAM: 17 forwards per image, its batch independence is tested in test_scorecam.py
-    methods = [m for m in cams.METHODS if (kind == "ReCAM" or m != "ReCAM") and m != "ScoreCAM"]
+    methods = [m for m in cams.supported(kind) if m != "ScoreCAM"]
     for method in methods:
         for tgt in (None, targets):
             batch = cams.compute_maps(model, x, method, targets=tgt)
@@ -154,7 +154,7 @@ def test_one_backward_per_batch_and_frozen(monkeypatch, recam_model):
 def test_inputs_not_modified(recam_model):
     x = images()
     copy = x.clone()
-    for method in cams.METHODS:
+    for method in cams.supported("ReCAM"):
         res = cams.compute_maps(recam_model, x, method)
         assert torch.equal(x, copy)
         maps = res.maps.clone()
@@ -171,7 +171,7 @@ def test_no_nan_on_constant_input(recam_model):
     for model in (recam_model, zero_head):
         for fill in (0.0, 1.0):
             x = torch.full((2, 3, 32, 32), fill)
-            for method in cams.METHODS:
+            for method in cams.supported("ReCAM"):
                 res = cams.compute_maps(model, x, method)
                 assert torch.isfinite(res.raw).all() and torch.isfinite(res.raw_native).all()
                 for how in cams.NORMALIZERS:
@@ -192,7 +192,8 @@ def test_method_records_are_the_one_table():
         assert list(opts)[0] == "normalize_by" and set(record.options) <= set(opts)
         if record.layer_option:
             assert record.layer_option in opts
-    assert [n for n, m in cams.METHODS.items() if m.needs_head] == ["ReCAM"]
+    assert [n for n, m in cams.METHODS.items() if m.needs_head] == ["ReCAM", "ReCAM-published"]
+    assert "ReCAM-published" not in cams.supported("ReCAM") and "ReCAM" in cams.supported("ReCAM")
 
 
 def test_postprocess():
@@ -262,7 +263,7 @@ def test_real_weights_every_method(flowers_jpg, weights_path):
     x = reference.load_images(flowers_jpg, 3, models.INPUT_SIZE)
     torch.manual_seed(0)
     model = models.Classifier(models.load_backbone(str(weights_path)), models.ReCAMHead(C)).eval()
-    for method in cams.METHODS:
+    for method in cams.supported("ReCAM"):
         res = cams.compute_maps(model, x, method)
         assert res.maps.shape == res.raw.shape == (3, 256, 256) and res.logits.shape == (3, C)
         assert torch.isfinite(res.raw).all() and torch.isfinite(res.maps).all()

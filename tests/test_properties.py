@@ -65,7 +65,7 @@ def check_result(result, batch, size):
 def test_class_map_methods_from_features(data, method, how):
     batch, side = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 7))
     feats = torch.from_numpy(data.draw(scaled((batch, 512, side, side)))).abs()  # ReLU output
-    head = tiny_model("ReCAM" if method == "ReCAM" else "CAM").head
+    head = tiny_model(cams.METHODS[method].needs_head or "CAM").head
     before = feats.clone()
     result = cams.compute_maps_from_features(head, feats, method, size=(16, 16),
                                              normalize_by=how)
@@ -79,7 +79,7 @@ def test_every_method_on_images(data, method):
     batch = data.draw(st.integers(1, 2))
     images = torch.from_numpy(data.draw(scaled((batch, 3, 32, 32))))
     images = images.clamp(-1e4, 1e4)  # normalised pixels; beyond this the backbone overflows
-    model = tiny_model("ReCAM" if method == "ReCAM" else "CAM")
+    model = tiny_model(cams.METHODS[method].needs_head or "CAM")
     before = images.clone()
     result = cams.compute_maps(model, images, method)
     assert torch.equal(images, before)

@@ -149,3 +149,20 @@ def test_checkpoint_round_trip(tmp_path):
 def test_bad_lambda_is_one_line(bad):
     with pytest.raises(core.UserError, match="recam_lambda"):
         settings(bad)
+
+
+def test_the_published_method_draws_the_published_map():
+    """cams.compute_maps_from_features(head, feats, "ReCAM-published") = relu((W_sce*W)_t . M)."""
+    torch.manual_seed(0)
+    head = models.build_head({"model_type": "ReCAM-published", "num_classes": 4}).eval()
+    feats = torch.randn(3, 512, 5, 5)
+    res = cams.compute_maps_from_features(head, feats, "ReCAM-published", targets=[0, 2, 3],
+                                          size=(5, 5))
+    with torch.no_grad():
+        maps = head.class_maps(feats)
+        expected = head.cams(maps)[torch.arange(3), torch.tensor([0, 2, 3])]
+    assert torch.allclose(res.raw_native, expected, atol=1e-6)
+    with pytest.raises(core.UserError, match="needs a ReCAM-published head"):
+        cams.compute_maps_from_features(models.build_head({"model_type": "CAM",
+                                                           "num_classes": 4}), feats,
+                                        "ReCAM-published")

@@ -57,7 +57,8 @@ def test_cam_metrics_end_to_end_with_masks(synthetic_run, tmp_path):
                       "--output-dir", str(out)))
     result = json.loads((out / "cam_metrics.json").read_text())
     assert result["n_images"] == 3 and result["checkpoint"].endswith("epoch_3.pth")
-    assert list(result["methods"]) == ["CAM", "ReCAM", "LayerCAM", "GradCAM", "GradCAM++"]
+    assert list(result["methods"]) == ["CAM", "ReCAM", "LayerCAM", "GradCAM", "GradCAM++",
+                                      "ScoreCAM"]
     assert result["localization"]["images_with_mask"] == 2
     assert result["localization"]["images_missing_mask"] == 1
     for figures in result["methods"].values():

@@ -38,14 +38,7 @@ def resolve_methods(requested, settings):
         for method in requested:
             cams.check_method(method, settings)
         return list(dict.fromkeys(requested))
-    supported = []
-    for method in cams.METHODS:
-        try:
-            cams.check_method(method, settings)
-        except UserError:
-            continue
-        supported.append(method)
-    return supported
+    return cams.supported(settings.get("model_type"))
 
 
 def select_items(items, limit, seed):

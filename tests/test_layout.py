@@ -1,0 +1,98 @@
+"""The shape of the code: commands at the root, the library in flowercam/, imports one way.
+
+import-linter (pyproject.toml, run by .ci/run) checks the layers inside flowercam; these tests
+check what it cannot see: the root scripts, imports inside functions, and the size rules.
+"""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(p.stem for p in REPO.glob("*.py"))
+LIBRARY = sorted((REPO / "flowercam").rglob("*.py"))
+BENCHMARKS = sorted(p for p in (REPO / "benchmarks").glob("*.py") if p.name != "__init__.py")
+COMMANDS = [s for s in SCRIPTS if s != "models"]  # models.py only re-exports flowercam.models
+# imports allowed inside a function: slow, optional, needed by one rare path
+LAZY = {"scipy"}  # datasplits.mat, only when the official split file is present
+
+
+def imported_modules(path, inside_functions=False):
+    """Top-level names imported by a file (or only those imported inside functions)."""
+    tree = ast.parse(path.read_text())
+    nodes = ast.walk(tree)
+    if inside_functions:
+        functions = [n for n in ast.walk(tree)
+                     if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        nodes = [n for f in functions for n in ast.walk(f)]
+    names = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_root_holds_the_design_cards_commands():
+    expected = {"augment", "dataloader", "models", "main", "evaluate", "inference", "grid",
+                "cache"}
+    assert set(SCRIPTS) == expected
+    assert (REPO / "inference_commands.bat").is_file()
+    assert (REPO / "inference_commands.sh").is_file()
+
+
+@pytest.mark.parametrize("path", [REPO / f"{s}.py" for s in SCRIPTS] + BENCHMARKS,
+                         ids=lambda p: p.name)
+def test_no_script_imports_a_script(path):
+    assert not imported_modules(path) & set(SCRIPTS) - {path.stem}
+    assert "benchmarks" not in imported_modules(path) or path.parent.name == "benchmarks"
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: str(p.relative_to(REPO)))
+def test_the_library_imports_no_script_and_nothing_inside_functions(path):
+    assert not imported_modules(path) & (set(SCRIPTS) | {"benchmarks", "tests"})
+    assert not imported_modules(path, inside_functions=True) - LAZY
+
+
+@pytest.mark.parametrize("path", [REPO / f"{s}.py" for s in COMMANDS] + BENCHMARKS,
+                         ids=lambda p: p.name)
+def test_commands_have_the_house_shape(path):
+    tree = ast.parse(path.read_text())
+    doc = ast.get_docstring(tree)
+    assert doc and doc.count("python") >= 2, "a docstring with commands to paste"
+    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert {"get_args_parser", "main"} <= functions
+    assert 'if __name__ == "__main__":' in path.read_text()
+
+
+@pytest.mark.parametrize("path", [REPO / f"{s}.py" for s in SCRIPTS] + LIBRARY + BENCHMARKS,
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_files_and_functions_stay_small(path):
+    source = path.read_text()
+    assert len(source.splitlines()) <= 300
+    long = [f"{n.name}: {n.end_lineno - n.lineno + 1} lines" for n in ast.walk(ast.parse(source))
+            if isinstance(n, ast.FunctionDef) and n.end_lineno - n.lineno + 1 > 40]
+    assert not long
+
+
+def test_importing_the_library_imports_no_script():
+    modules = [".".join(p.relative_to(REPO).with_suffix("").parts) for p in LIBRARY]
+    code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
+            f"print(sorted(set(sys.modules) & {set(SCRIPTS)!r}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_every_library_module_has_a_layer():
+    """import-linter only checks the modules its contracts name: name them all."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+    named = {m.strip() for c in config["contracts"] if not c.get("containers")
+             for layer in c["layers"] for m in layer.split("|")}
+    top = {f"flowercam.{p.stem}" for p in (REPO / "flowercam").glob("*.py") if p.stem != "__init__"}
+    assert top | {"flowercam.metrics"} == named
