@@ -52,6 +52,12 @@ def add_cam_metrics_args(parser):
     add("--methods", nargs="+", choices=list(cams.METHODS),
         help="map methods to measure; none given: every method the head supports")
     add("--checkpoint", help="head checkpoint; none given: the -d model dir's best epoch")
+    add("--scales", nargs="+", type=flags.positive_float,
+        help="aggregate every map over these scales (IRN/ReCAM: 1 0.5 1.5 2); default 1")
+    add("--flip", action="store_true", help="also aggregate over horizontally flipped images")
+    add("--layers", nargs="+", choices=cams.LAYERS,
+        help="LayerCAM's layers; default: pool3 pool4 classmaps (the report's, after pooling); "
+             "stage3 stage4 classmaps = the LayerCAM paper's, before pooling")
     add("--limit", type=flags.positive_int, help="measure a seeded random N images of the split")
     add("--steps", type=flags.positive_int,
         help=f"deletion/insertion steps (2*(steps-1) forwards); default {D('steps')}")
@@ -103,10 +109,10 @@ def add_run_args(group, add):
                          "checkpoint's folder)")
 
 
-CAM_ONLY = ("methods", "checkpoint", "limit", "steps", "perturb_limit", "deletion_baseline",
-            "target", "baselines", "masks_dir", "mask_values", "ignore_values", "masked_only",
-            "validate_tau_on", "bootstrap", "map_batch_size", "metrics_batch_size", "seed",
-            "output_dir")
+CAM_ONLY = ("methods", "checkpoint", "scales", "flip", "layers", "limit", "steps",
+            "perturb_limit", "deletion_baseline", "target", "baselines", "masks_dir",
+            "mask_values", "ignore_values", "masked_only", "validate_tau_on", "bootstrap",
+            "map_batch_size", "metrics_batch_size", "seed", "output_dir")
 
 
 def check_cam_only(args):
@@ -120,7 +126,7 @@ def check_cam_only(args):
 def metrics_config(args) -> MetricsConfig:
     """The parsed flags -> MetricsConfig; flags not given keep MetricsConfig's defaults."""
     chosen = {name: getattr(args, name) for name in CAM_ONLY if hasattr(args, name)}
-    for name in ("methods", "baselines", "mask_values", "ignore_values"):
+    for name in ("methods", "baselines", "mask_values", "ignore_values", "scales", "layers"):
         if name in chosen:
             chosen[name] = tuple(chosen[name])
     return MetricsConfig(model_dir=args.model_dir, data_dir=args.data_dir, split=args.split,

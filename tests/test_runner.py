@@ -232,3 +232,18 @@ def test_real_masks_through_the_runner(shared_dir, tmp_path):
             assert lo <= hi
         assert oracle["gt_known_loc"]["value"] == oracle["max_box_acc"]["value"]
         assert oracle["top1_loc"]["value"] <= oracle["gt_known_loc"]["value"]
+
+
+def test_scales_one_is_the_plain_map_and_aggregation_is_recorded(synthetic_run, tmp_path):
+    base = ("--methods", "CAM", "LayerCAM", "--limit", "2", "--baselines")
+    plain = runner.run(cli(synthetic_run, *base, "--output-dir", str(tmp_path / "a")))
+    ones = runner.run(cli(synthetic_run, *base, "--scales", "1", "--output-dir",
+                          str(tmp_path / "b")))
+    assert plain["methods"] == ones["methods"]  # scales [1], no flip: the plain maps exactly
+    agg = runner.run(cli(synthetic_run, *base, "--scales", "1", "1.5", "--flip", "--layers",
+                         "stage3", "stage4", "classmaps", "--output-dir", str(tmp_path / "c")))
+    assert list(agg["options"]["scales"]) == [1.0, 1.5] and agg["options"]["flip"] is True
+    assert list(agg["options"]["layers"]) == ["stage3", "stage4", "classmaps"]
+    text = (tmp_path / "c" / "cam_metrics.md").read_text()
+    assert "aggregated over scales 1, 1.5 and flips" in text
+    assert agg["methods"]["CAM"] != plain["methods"]["CAM"]

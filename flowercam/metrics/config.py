@@ -27,6 +27,9 @@ class MetricsConfig:
     precision: str = "fp32"  # scoring forwards only; maps are fp32
     methods: tuple[str, ...] | None = None  # None: every method the head supports
     baselines: tuple[str, ...] = MAP_BASELINES
+    scales: tuple[float, ...] = (1.0,)  # multi-scale aggregation of every map (cams.Aggregation)
+    flip: bool = False  # and of horizontally flipped images
+    layers: tuple[str, ...] | None = None  # LayerCAM's layers; None: the report's (pool3, pool4)
     limit: int | None = None
     steps: int = 8
     perturb_limit: int = 34

@@ -75,14 +75,19 @@ def batch_features(model, items, cfg):
 
 
 def method_maps(model, method, images, shared, cfg):
-    """[B,H,W] min-max normalised maps at input size (fp32, one call per batch)."""
+    """[B,H,W] min-max normalised maps at input size (fp32, one call per batch); cfg.scales /
+    cfg.flip aggregate every method over rescaled and flipped images, cfg.layers picks
+    LayerCAM's layers."""
     targets = shared["targets"].to(cfg.device)
-    if method in cams.CLASS_MAP_METHODS:
+    plain = tuple(cfg.scales) == (1.0,) and not cfg.flip
+    if method in cams.CLASS_MAP_METHODS and plain:  # from the feature cache
         result = cams.compute_maps_from_features(model.head, shared["feats"], method, targets,
                                                  size=images.shape[-2:], normalize_by="minmax")
     else:
+        options = {"layers": cfg.layers} if cfg.layers and method == "LayerCAM" else {}
         result = cams.compute_maps(model, images.to(cfg.device), method, targets,
-                                   normalize_by="minmax")
+                                   scales=cfg.scales, flip=cfg.flip, normalize_by="minmax",
+                                   **options)
     return result.maps.detach().float().cpu()
 
 

@@ -101,7 +101,8 @@ def summarise(measured, cfg, context):
     n, tau_set = len(y), context["tau_set"]
     options = {k: getattr(cfg, k) for k in ("steps", "precision", "target", "deletion_baseline",
                                             "bootstrap", "limit", "perturb_limit", "seed",
-                                            "device", "baselines", "validate_tau_on")}
+                                            "device", "baselines", "validate_tau_on",
+                                            "scales", "flip", "layers")}
     rows = {r: row_summary(a, y, labels, context["class_names"],
                            tau_set["taus"][r] if tau_set else None, cfg.bootstrap, cfg.seed)
             for r, a in measured["methods"].items()}
@@ -180,7 +181,16 @@ def _header(summary):
             f"({summary['seconds_per_image']:.2f} s/image, {opts['device']}).",
             f"Values [95% bootstrap interval, {opts['bootstrap']} resamples of the images]. "
             "Baselines are class-agnostic maps, no model: center = Gaussian at the image centre, "
-            "sigma = side/4; full = all ones. † = does not beat the center baseline."]
+            "sigma = side/4; full = all ones. † = does not beat the center baseline."
+            + _aggregation(opts)]
+
+
+def _aggregation(opts):
+    scales, flip = opts.get("scales") or [1.0], opts.get("flip")
+    if list(scales) == [1.0] and not flip:
+        return ""
+    return (f" Every map is aggregated over scales {', '.join(f'{s:g}' for s in scales)}"
+            f"{' and flips' if flip else ''} (summed at input size, then normalised).")
 
 
 def _oracle_figures(row):
