@@ -142,7 +142,8 @@ def augment_image(task):
     for k in todo:
         out = resized if k == 0 else augment_copy(resized, copy_rng(seed, image_id, k))
         # atomic: a copy appears complete under its name or not at all
-        atomic_write(paths[k], lambda f, out=out: out.save(f, format="JPEG", quality=95))
+        atomic_write(paths[k], lambda f, out=out: out.save(f, format="JPEG", quality=95),
+                     durable=False)  # synced once, before augment.json says "complete"
     return len(todo)
 
 
@@ -235,5 +236,6 @@ def prepare(data_dir, settings, source=None, num_workers=1, limit_per_class=None
     finally:  # workers stopped mid-write (an error elsewhere, Ctrl-C) leave temporaries
         core.remove_temporaries(out_dir)
     splits.save_splits(data_dir, split_table)
+    os.sync()  # every copy on disk before "complete" says so (one sync, not one per file)
     atomic_save_json(data_dir / "augment.json", {**info, "complete": True})
     return {"index": index, "splits": split_table, "written": written, "out_dir": out_dir}
