@@ -1,0 +1,130 @@
+"""The frozen ImageNet VGG16 feature extractor: weights from a local file or torchvision's
+download, and the activations the map methods read.
+
+    export BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_features.pth
+    python -c "from flowercam import backbone; print(backbone.load_backbone().backbone_id)"
+    python -c "from flowercam import backbone; print(backbone.STAGES)"
+"""
+
+import hashlib
+import os
+
+import torch
+from torch import nn
+from torchvision.models import VGG16_Weights, vgg, vgg16
+
+from flowercam.core import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INPUT_SIZE = 256
+FEATURE_SHAPE = (512, 7, 7)
+TORCHVISION_ID = "vgg16-imagenet1k-v1"
+RANDOM_ID = "vgg16-random"
+# index in vgg16().features of a layer whose output maps can use: stageN = the ReLU that ends
+# stage N, before its max pool (the LayerCAM paper's); poolN = that max pool's output (the report's
+# stages 3 and 4: 256x32x32 and 512x16x16 at 256 px)
+STAGES = {"stage3": 15, "stage4": 22, "stage5": 29, "pool3": 16, "pool4": 23}
+
+def resolve_backbone_weights(path=None):
+    """--backbone-weights flag, else env BACKBONE_WEIGHTS, else None (= torchvision download)."""
+    return os.fspath(path) if path else (os.environ.get("BACKBONE_WEIGHTS") or None)
+
+
+def _file_id(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"vgg16-file-{digest.hexdigest()[:16]}"
+
+
+def _features_state_dict(path):
+    """Read a VGG16 (full or features-only, with or without 'features.') state dict from `path`."""
+    if not os.path.isfile(path):
+        raise UserError(f"backbone weights {path} not found: pass --backbone-weights PATH to a "
+                        "VGG16 state dict (e.g. ../shared/weights/vgg16_imagenet_features.pth)")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"cannot read backbone weights {path} ({type(err).__name__}): "
+                        "pass a VGG16 state dict saved with torch.save") from None
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise UserError(f"backbone weights {path} is not a state dict: pass a VGG16 state dict")
+    sd = {k.removeprefix("features."): v for k, v in sd.items() if not k.startswith("classifier.")}
+    return sd
+
+
+class Backbone(nn.Module):
+    """VGG16 .features + AdaptiveAvgPool2d(7); frozen and always in eval mode.
+
+    state_dict: features state dict (keys "0.weight".."28.bias"); None = seeded random init (tests).
+    """
+
+    def __init__(self, state_dict=None, backbone_id=None):
+        super().__init__()
+        self.features = vgg.make_layers(vgg.cfgs["D"])
+        self.pool = nn.AdaptiveAvgPool2d(7)
+        if state_dict is None:
+            for m in self.features:  # torchvision's VGG init: random activations keep their scale
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
+        else:
+            self.features.load_state_dict(state_dict)
+        self.backbone_id = backbone_id or (RANDOM_ID if state_dict is None else "vgg16-state-dict")
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode=True):
+        # frozen feature extractor: stays in eval mode even when a parent calls .train()
+        return super().train(False)
+
+    def forward(self, x):
+        """x [B,3,H,W] ImageNet-normalised -> feats [B,512,7,7]."""
+        return self.pool(self.features(x))
+
+    def forward_with(self, x, layers):
+        """-> (feats [B,512,7,7], {name: activation}); activations require grad (frozen net or not).
+
+        Runs without a graph up to the earliest requested stage, then detaches it, marks it
+        requires_grad and runs the rest with grad enabled: one graph from there to the logits.
+        """
+        unknown = [name for name in layers if name not in STAGES]
+        if unknown or not layers:
+            raise UserError(f"unknown backbone layer {unknown or layers}: use {', '.join(STAGES)}")
+        at = {STAGES[name]: name for name in layers}
+        first = min(at)
+        with torch.no_grad():
+            h = self.features[: first + 1](x)
+        h = h.detach().requires_grad_()
+        acts = {at[first]: h}
+        with torch.enable_grad():
+            for i in range(first + 1, len(self.features)):
+                h = self.features[i](h)
+                if i in at:
+                    acts[at[i]] = h
+            feats = self.pool(h)
+        return feats, acts
+
+
+def load_backbone(weights=None, device="cpu"):
+    """weights: local state dict path; None = env BACKBONE_WEIGHTS, else torchvision download."""
+    path = resolve_backbone_weights(weights)
+    if path is None:
+        try:
+            sd = vgg16(weights=VGG16_Weights.IMAGENET1K_V1).features.state_dict()
+        except Exception as err:
+            raise UserError(f"cannot download VGG16 ImageNet weights ({type(err).__name__}): "
+                            "offline? pass --backbone-weights PATH or set BACKBONE_WEIGHTS"
+                            ) from None
+        return Backbone(sd, TORCHVISION_ID).to(device)
+    sd = _features_state_dict(path)
+    try:
+        return Backbone(sd, _file_id(path)).to(device)
+    except RuntimeError as err:  # missing / unexpected keys or wrong shapes
+        why = str(err).strip().splitlines()[-1].strip()[:80]
+        raise UserError(f"backbone weights {path} do not match VGG16 features ({why}): "
+                        "pass a VGG16 state dict") from None
