@@ -5,6 +5,8 @@ maps of your own images, raw maps (.npz) and pseudo-masks.
     python inference.py --grid-runs output/grid_runs.json -s 0 --compare CAM-lr0.0001:CAM \\
         ReCAM-minmax-lr0.0001:ReCAM CAM-lr0.0001:LayerCAM
     python inference.py -m model/RUN --image photos/ --save-maps maps.npz --masks-dir masks
+    python inference.py -m model/RUN -t ScoreCAM --scales 1 0.5 1.5 2 --flip \
+        --outline-masks ../shared/flowers17/masks
 
 -m takes a checkpoint .pth, a run directory (its best epoch) or, with --grid-runs, a configuration
 name. --compare pairs are CKPT:METHOD[:NORMALISER] read from the right (C:\\runs\\best.pth:CAM).
@@ -39,6 +41,14 @@ def get_args_parser():
         help="red: map in the red channel (the report's); jet: as most tools")
     add("--alpha", type=flags.unit_float, default=0.5, help="weight of the map in the overlay")
     add("--name", default="comparison", help="file name stem of the --compare figure")
+    add("--scales", nargs="+", type=flags.positive_float, default=[1.0], metavar="S",
+        help="also run the method on the images resized by each S and average the maps "
+             "(IRN/ReCAM: 1 0.5 1.5 2)")
+    add("--flip", action="store_true", help="also average the maps of the flipped images")
+    add("--outline-masks", metavar="DIR",
+        help="draw the outline of DIR/<image stem>.png masks over the strip and --compare maps")
+    add("--outline-value", type=flags.non_negative_int, default=1,
+        help="mask value outlined (Flower-17 masks: 1 = flower; 0 and 5 unlabelled)")
     flags.add_batch_size(parser, figures.NUM_IMAGES, "images per model call")
     flags.add_data_dir(parser)
     flags.add_output_dir(parser, "output", "the figures")
@@ -59,7 +69,8 @@ def figure_options(args) -> figures.FigureOptions:
     return figures.FigureOptions(args.data_dir, args.output_dir, args.device,
                                  args.backbone_weights, args.seed, args.normalize_by,
                                  args.colormap, args.alpha, args.batch_size, args.num_workers,
-                                 args.grid_runs)
+                                 args.grid_runs, cams.Aggregation(tuple(args.scales), args.flip),
+                                 args.outline_masks, args.outline_value)
 
 
 def main(args):

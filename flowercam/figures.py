@@ -24,6 +24,7 @@ from flowercam.image_files import arrays_of, expand_images, load_items, save_ext
 NUM_IMAGES = 12
 COLS = 4
 NO_FILES = image_files.MapFiles()  # no npz, no masks
+PLAIN = cams.Aggregation()  # one pass at the input size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +42,9 @@ class FigureOptions:
     batch_size: int = NUM_IMAGES
     num_workers: int = 0
     grid_runs: str | None = None  # grid_runs.json: lets a checkpoint be a configuration name
+    agg: cams.Aggregation = cams.Aggregation()  # scales and flips (default: one plain pass)
+    outline_masks: str | None = None  # folder of <image stem>.png masks outlined in strip/compare
+    outline_value: int = 1  # the mask value outlined (Flower-17: 1 = flower)
 
 
 def parse_pair(spec):
@@ -104,15 +108,17 @@ def check_pair(spec_ckpt, method, grid_runs=None):
     return ckpt, method, settings, int(settings.get("input_size", models.INPUT_SIZE))
 
 
-def explain(model, settings, images, method, override, device, shared=None):
+def explain(model, settings, images, method, override, device, shared=None, agg=PLAIN):
     """Maps of one batch -> MapResult on the cpu. Normaliser: -n, else the head's own for ReCAM,
-    else minmax. A `shared` dict lets CAM/ReCAM reuse backbone features of the same images."""
+    else minmax. A `shared` dict lets CAM/ReCAM reuse backbone features of the same images
+    (one plain pass only: `agg` with scales or flips runs compute_maps)."""
     # a method tied to a head type (ReCAM) maps with that head's own normaliser by default
     own = settings.get("normalize_by") if cams.METHODS[method].needs_head else None
     norm = override or own
     options = {"normalize_by": norm} if norm else {}
-    if shared is None or not cams.METHODS[method].from_features:
-        return cams.compute_maps(model, images.to(device), method, **options).to("cpu")
+    if shared is None or not cams.METHODS[method].from_features or not agg.plain:
+        return cams.compute_maps(model, images.to(device), method, **agg.kwargs(),
+                                 **options).to("cpu")
     if "feats" not in shared:
         with torch.no_grad():
             shared["feats"] = model.backbone(images.to(device))  # [B,512,7,7]
@@ -133,20 +139,24 @@ def report(checkpoint, method, opts, files=NO_FILES):
     ckpt, method, settings, size = check_pair(checkpoint, method, opts.grid_runs)
     items = select_items(opts.data_dir, opts.seed, run_split(ckpt))
     paths = [path for _, path, _ in items]
+    masks = outline_masks(opts, paths)
     images, originals = load_items(paths, size)
     model, settings = models.load_model(ckpt, opts.backbone_weights, opts.device)
-    result = explain(model, settings, images, method, opts.normalize_by, opts.device)
+    result = explain(model, settings, images, method, opts.normalize_by, opts.device,
+                     agg=opts.agg)
     norm, info = method_info(ckpt, result, settings)
     tiles, heats, overlays = render.panels(originals, cams.postprocess(result.maps).numpy(), size,
                                            opts.colormap, opts.alpha)
     names = settings.get("class_names") or dataset.class_names(opts.data_dir)
     lines, correct = render.labelled_captions(result.logits.numpy(), [i[2] for i in items], names)
     run = run_name(ckpt)
-    stem = Path(opts.output_dir) / f"{run}_{method}_{norm}_seed{opts.seed}"
-    title = f"{run} | {method} | {norm} | seed {opts.seed}"
+    tag = agg_tag(opts.agg)
+    stem = Path(opts.output_dir) / f"{run}_{method}_{norm}{tag}_seed{opts.seed}"
+    title = f"{run} | {method} | {norm}{tag.replace('_', ' ')} | seed {opts.seed}"
     save_png(render.labelled_grid(overlays, lines, correct, title, COLS), f"{stem}_grid.png")
     save_png(render.compact_grid(overlays, COLS), f"{stem}_compact.png")
-    save_png(render.strip(tiles, heats, overlays), f"{stem}_strip.png")
+    save_png(render.strip(tiles, with_outlines(heats, masks), with_outlines(overlays, masks)),
+             f"{stem}_strip.png")
     save_extras(files, paths, [im.size for im in originals], arrays_of([result]), info)
 
 
@@ -159,20 +169,21 @@ def compare(specs, images, opts, name="comparison"):
         raise UserError(f"--compare checkpoints use different input sizes {sizes}: compare "
                         "models of one input size")
     paths = image_paths(images, pairs[0][0], opts)
+    masks = outline_masks(opts, paths)
     images_t, originals = load_items(paths, sizes[0])
     backbone = models.load_backbone(opts.backbone_weights, opts.device)  # shared by all pairs
     columns, shared = [], {}
     for ckpt, method, _, size, spec_ckpt, norm in tqdm(pairs, desc="compare"):
         model, settings = models.load_model(ckpt, device=opts.device, backbone=backbone)
         result = explain(model, settings, images_t, method, norm or opts.normalize_by,
-                         opts.device, shared)
+                         opts.device, shared, opts.agg)
         norm = method_info(ckpt, result, settings)[0]
         heat = cams.postprocess(result.maps).numpy()
         label = spec_ckpt if spec_ckpt != ckpt else run_name(ckpt)
         overlays = render.panels(originals, heat, size, opts.colormap, opts.alpha)[2]
-        columns.append((f"{label}: {method} ({norm})", overlays))
+        columns.append((f"{label}: {method} ({norm})", with_outlines(overlays, masks)))
     tiles = [render.as_rgb_array(im.resize((sizes[0], sizes[0]))) for im in originals]
-    suffix = "" if images else f"_seed{opts.seed}"
+    suffix = agg_tag(opts.agg) + ("" if images else f"_seed{opts.seed}")
     save_png(render.comparison_figure(tiles, columns),
              Path(opts.output_dir) / f"{name}{suffix}.png")
 
@@ -199,8 +210,8 @@ def own_images(checkpoint, method, images, opts, files=NO_FILES):
     items = [(Path(p).stem, p, 0) for p in paths]
     loader = dataset.make_loader(items, opts.batch_size, False, 0, opts.num_workers, size)
     with features.worker_errors():  # a bad image in a worker: its one line, not a traceback
-        results = [explain(model, settings, batch, method, opts.normalize_by, opts.device)
-                   for batch, _ in tqdm(loader, desc=f"{method} maps")]
+        results = [explain(model, settings, batch, method, opts.normalize_by, opts.device,
+                           agg=opts.agg) for batch, _ in tqdm(loader, desc=f"{method} maps")]
     arrays = arrays_of(results)
     norm, info = method_info(ckpt, results[0], settings)
     heat = cams.postprocess(torch.from_numpy(arrays["maps"])).numpy()
@@ -211,7 +222,30 @@ def own_images(checkpoint, method, images, opts, files=NO_FILES):
         sizes.append(original.size)
         overlay = render.blend(original, h, opts.alpha, opts.colormap)  # map upsampled to W x H
         save_png(render.to_image(overlay),
-                 Path(opts.output_dir) / f"{run_name(ckpt)}_{method}_{norm}_{Path(path).stem}.png")
+                 Path(opts.output_dir)
+                 / f"{run_name(ckpt)}_{method}_{norm}{agg_tag(opts.agg)}_{Path(path).stem}.png")
         top = ", ".join(f"{n} {p:.1%}" for n, p in render.topk_predictions(logits, names))
         print(f"  {path}: {top}")
     save_extras(files, paths, sizes, arrays, info)
+
+
+def agg_tag(agg):
+    """'' for one plain pass, else e.g. '_x1-0.5-1.5-2_flip' (file names and titles)."""
+    if agg.plain:
+        return ""
+    return "_x" + "-".join(f"{s:g}" for s in agg.scales) + ("_flip" if agg.flip else "")
+
+
+def outline_masks(opts, paths):
+    """Foreground masks of the images (bool [h, w] or None each) when opts.outline_masks is set."""
+    if not opts.outline_masks:
+        return None
+    return image_files.load_masks(opts.outline_masks, paths, opts.outline_value)
+
+
+def with_outlines(tiles, masks):
+    """Tiles with their mask's outline drawn (a tile without a mask is left as it is)."""
+    if masks is None:
+        return tiles
+    return [tile if mask is None else render.draw_outline(tile, mask)
+            for tile, mask in zip(tiles, masks, strict=True)]

@@ -18,6 +18,7 @@ WRONG_COLOUR = (210, 0, 0)
 NEUTRAL_COLOUR = (128, 128, 128)
 BACKGROUND = (255, 255, 255)
 TEXT_COLOUR = (0, 0, 0)
+OUTLINE_COLOUR = (255, 255, 255)  # mask outlines: white shows on red, jet and photos
 
 
 def jet_lut() -> np.ndarray:
@@ -220,3 +221,21 @@ def comparison_figure(images, columns) -> Image.Image:
     sheet.paste(body, (0, header_height))
     return sheet
 
+
+def mask_boundary(mask) -> np.ndarray:
+    """bool [H, W] -> bool [H, W]: the mask's pixels with a 4-neighbour outside the mask (the
+    image border itself is not drawn)."""
+    mask = np.asarray(mask, dtype=bool)
+    padded = np.pad(mask, 1, mode="edge")  # the image border is not a boundary
+    inner = (padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
+    return mask & ~inner
+
+
+def draw_outline(tile, mask, colour=OUTLINE_COLOUR) -> np.ndarray:
+    """Copy of tile (uint8 [T, T, 3]) with the boundary of mask (bool [h, w], resized nearest to
+    the tile) drawn in `colour`."""
+    tile = as_rgb_array(tile)
+    small = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255, mode="L")
+    resized = np.array(small.resize((tile.shape[1], tile.shape[0]), Image.NEAREST)) > 127
+    tile[mask_boundary(resized)] = colour
+    return tile

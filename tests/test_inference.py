@@ -198,6 +198,40 @@ def test_recam_maps_use_the_head_normaliser_unless_n_overrides(env, tmp_path):
         assert (tmp_path / f"ReCAM_run_ReCAM_{norm}_seed0_strip.png").is_file()
 
 
+def test_scales_and_flip_are_recorded_and_named(env, tmp_path):
+    run(env, tmp_path, "-m", env["cam"], "-t", "GradCAM", "--scales", "1", "2", "--flip",
+        "--save-maps", str(tmp_path / "agg.npz"))
+    run(env, tmp_path, "-m", env["cam"], "-t", "GradCAM", "--save-maps", str(tmp_path / "p.npz"))
+    with np.load(tmp_path / "agg.npz") as agg, np.load(tmp_path / "p.npz") as plain:
+        options = json.loads(agg["settings"].item())["options"]
+        assert options["scales"] == [1.0, 2.0] and options["flip"] is True
+        assert "scales" not in json.loads(plain["settings"].item())["options"]
+        assert agg["maps"].shape == plain["maps"].shape and not np.allclose(agg["maps"],
+                                                                            plain["maps"])
+    assert (tmp_path / "CAM_run_GradCAM_minmax_x1-2_flip_seed0_strip.png").is_file()
+
+
+def test_outline_masks_are_drawn_on_the_strip_maps_only(env, tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for _, path, _ in figures.select_items(env["data"], 0)[::2]:  # every other image has one
+        pixels = np.zeros((256, 256), np.uint8)  # as the Flower-17 masks: 256 px, 1 = flower
+        pixels[64:192, 64:192], pixels[:8] = 1, 5
+        Image.fromarray(pixels).save(masks / f"{Path(path).stem.rsplit('_', 1)[0]}.png")
+    run(env, tmp_path / "plain", "-m", env["cam"])
+    run(env, tmp_path / "lined", "-m", env["cam"], "--outline-masks", str(masks))
+    name = "CAM_run_CAM_minmax_seed0_strip.png"
+    plain = np.array(Image.open(tmp_path / "plain" / name))
+    lined = np.array(Image.open(tmp_path / "lined" / name))
+    changed = (plain != lined).any(-1)
+    rows = changed.reshape(12, SIZE, 3, SIZE).any((1, 3))  # [image, column]
+    assert rows[::2, 1:].all() and not rows[1::2].any() and not rows[:, 0].any()
+    drawn = (lined[:SIZE, SIZE : 2 * SIZE] == 255).all(-1)  # white on image 0's red map tile
+    assert drawn[16, 16:48].all() and drawn.sum() == 4 * 32 - 4  # the square's ring, not the 5s
+    with pytest.raises(SystemExit):
+        run(env, tmp_path / "none", "-m", env["cam"], "--outline-masks", str(tmp_path / "no"))
+
+
 @pytest.mark.parametrize("which", ["cam", "recam"])
 def test_feature_reuse_in_compare_gives_the_same_maps(env, which):
     model, settings = models.load_model(env[which], env["weights"])

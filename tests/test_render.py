@@ -119,3 +119,28 @@ def test_labelled_captions_use_class_names_and_true_labels():
     assert lines[0][0] == "true: Iris" and lines[0][1].startswith("1. Iris ")
     assert lines[1][0] == "true: Tulip" and lines[1][1].startswith("1. Daisy ")
     assert correct == [True, False] and all(len(c) == 4 for c in lines)
+
+
+def test_mask_boundary_is_the_inner_ring_and_not_the_image_border():
+    mask = np.zeros((8, 8), bool)
+    mask[2:6, 2:6] = True
+    ring = render.mask_boundary(mask)
+    want = mask.copy()
+    want[3:5, 3:5] = False
+    assert (ring == want).all()
+    full = np.ones((5, 5), bool)
+    assert not render.mask_boundary(full).any()  # touching the image edge is no boundary
+    edge = np.zeros((5, 5), bool)
+    edge[:, :2] = True
+    assert render.mask_boundary(edge)[:, 1].all() and not render.mask_boundary(edge)[:, 0].any()
+
+
+def test_draw_outline_resizes_the_mask_nearest_and_leaves_the_tile_alone():
+    tile = np.zeros((T, T, 3), np.uint8)
+    mask = np.zeros((4, 4), bool)
+    mask[1:3, 1:3] = True  # -> rows/cols 16..47 of a 64 px tile
+    out = render.draw_outline(tile, mask)
+    assert not tile.any() and out.shape == tile.shape
+    drawn = (out == render.OUTLINE_COLOUR).all(-1)
+    assert drawn[16, 16:48].all() and drawn[47, 16:48].all() and drawn[16:48, 16].all()
+    assert drawn.sum() == 4 * 32 - 4 and not drawn[17:47, 17:47].any()
