@@ -4,7 +4,7 @@ maps of your own images, raw maps (.npz) and pseudo-masks.
     python inference.py -m model/RUN -t CAM -s 0        # labelled grid, compact grid, strip
     python inference.py --grid-runs output/grid_runs.json -s 0 --compare CAM-lr0.0001:CAM \\
         ReCAM-minmax-lr0.0001:ReCAM CAM-lr0.0001:LayerCAM
-    python inference.py -m model/RUN --image photos/ --save-maps maps.npz --masks-dir masks
+    python inference.py -m model/RUN --image photos/ --save-maps maps.npz --pseudo-masks-dir masks
     python inference.py -m model/RUN -t ScoreCAM --scales 1 0.5 1.5 2 --flip \
         --outline-masks ../shared/flowers17/masks
 
@@ -35,7 +35,7 @@ def get_args_parser():
     add("--grid-runs", help="grid_runs.json: lets CKPT be a configuration name")
     add("--image", nargs="+", metavar="PATH", help="your own image files or folders")
     add("--save-maps", metavar="FILE.npz", help="also save raw and normalised maps")
-    add("--masks-dir", help="also write binary pseudo-masks <image stem>.png here")
+    add("--pseudo-masks-dir", help="also write binary pseudo-masks <image stem>.png here")
     add("--mask-threshold", type=flags.unit_float, default=0.5, help="on the normalised map")
     add("--colormap", choices=render.COLORMAPS, default="red",
         help="red: map in the red channel (the report's); jet: as most tools")
@@ -61,8 +61,8 @@ def get_args_parser():
 def check_args(args):
     if args.compare and args.checkpoint:
         raise UserError("give either -m/--checkpoint CKPT (with -t METHOD) or --compare PAIRS")
-    if args.compare and (args.save_maps or args.masks_dir):
-        raise UserError("--save-maps and --masks-dir work with -m, not with --compare")
+    if args.compare and (args.save_maps or args.pseudo_masks_dir):
+        raise UserError("--save-maps and --pseudo-masks-dir work with -m, not with --compare")
 
 
 def figure_options(args) -> figures.FigureOptions:
@@ -82,7 +82,7 @@ def main(args):
     if not checkpoint:
         checkpoint = str(runs.best_checkpoint("model"))
         print(f"using the newest run's best checkpoint, {checkpoint}")
-    files = image_files.MapFiles(args.save_maps, args.masks_dir, args.mask_threshold)
+    files = image_files.MapFiles(args.save_maps, args.pseudo_masks_dir, args.mask_threshold)
     if args.image:
         return figures.own_images(checkpoint, args.method, args.image, opts, files)
     return figures.report(checkpoint, args.method, opts, files)

@@ -1,7 +1,8 @@
 @echo off
 rem Regenerate the report's CAM figures from the grid's checkpoints (grid.py wrote output\grid_runs.json):
-rem the three report outputs (labelled grid, compact grid, strip) for CAM, ReCAM with each normaliser and
-rem LayerCAM at lr 1e-4, then the comparison figure (the report's Figure 8), all in output\.
+rem the three report outputs (labelled grid, compact grid, strip) for the report's four chosen models
+rem (CAM lr 1e-4, also for LayerCAM; ReCAM minmax 2e-4, sigmoid 5e-5, relu 1e-4), then the comparison
+rem figure (the report's Figure 8), all in output\.
 rem
 rem   inference_commands.bat          seed 0, run from the folder grid.py ran in (the repo root)
 rem   inference_commands.bat 3        seed 3
@@ -19,11 +20,11 @@ if exist "%~dp0.venv\Scripts\python.exe" set "PYTHON=%~dp0.venv\Scripts\python.e
 set "INFER="%PYTHON%" "%~dp0inference.py" --grid-runs "%GRID_RUNS%" -s %SEED%"
 
 %INFER% --checkpoint CAM-lr0.0001 --method CAM || goto :fail
-%INFER% --checkpoint ReCAM-minmax-lr0.0001 --method ReCAM || goto :fail
-%INFER% --checkpoint ReCAM-sigmoid-lr0.0001 --method ReCAM || goto :fail
+%INFER% --checkpoint ReCAM-minmax-lr0.0002 --method ReCAM || goto :fail
+%INFER% --checkpoint ReCAM-sigmoid-lr5e-05 --method ReCAM || goto :fail
 %INFER% --checkpoint ReCAM-relu-lr0.0001 --method ReCAM || goto :fail
 %INFER% --checkpoint CAM-lr0.0001 --method LayerCAM || goto :fail
-%INFER% --compare CAM-lr0.0001:CAM ReCAM-minmax-lr0.0001:ReCAM ReCAM-sigmoid-lr0.0001:ReCAM ReCAM-relu-lr0.0001:ReCAM CAM-lr0.0001:LayerCAM || goto :fail
+%INFER% --compare CAM-lr0.0001:CAM ReCAM-minmax-lr0.0002:ReCAM ReCAM-sigmoid-lr5e-05:ReCAM ReCAM-relu-lr0.0001:ReCAM CAM-lr0.0001:LayerCAM || goto :fail
 echo done: see output\
 exit /b 0
 

@@ -119,7 +119,7 @@ def test_npz_holds_raw_maps_logits_targets_and_settings(env, tmp_path):
 def test_own_images_give_native_size_overlays_and_binary_masks(env, tmp_path):
     masks = tmp_path / "masks"
     run(env, tmp_path / "out", "-m", env["cam"], "-t", "LayerCAM", "--image", str(env["photos"]),
-        "--masks-dir", str(masks), "--mask-threshold", "0.4", "--colormap", "jet")
+        "--pseudo-masks-dir", str(masks), "--mask-threshold", "0.4", "--colormap", "jet")
     for photo in env["photos"].iterdir():
         size = Image.open(photo).size
         mask = Image.open(masks / f"{photo.stem}.png")
