@@ -55,6 +55,7 @@ def get_args_parser():
     flags.add_device(parser)
     flags.add_backbone_weights(parser)
     flags.add_num_workers(parser, default=0)
+    flags.add_max_pixels(parser)
     return parser
 
 
@@ -70,7 +71,7 @@ def figure_options(args) -> figures.FigureOptions:
                                  args.backbone_weights, args.seed, args.normalize_by,
                                  args.colormap, args.alpha, args.batch_size, args.num_workers,
                                  args.grid_runs, cams.Aggregation(tuple(args.scales), args.flip),
-                                 args.outline_masks, args.outline_value)
+                                 args.outline_masks, args.outline_value, args.max_pixels)
 
 
 def main(args):

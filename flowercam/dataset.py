@@ -126,21 +126,24 @@ def load_image(path, size=256, max_pixels=MAX_PIXELS):
 class FlowerDataset(Dataset):
     """The report's dataset: augmented image file -> (normalised tensor [3, size, size], label)."""
 
-    def __init__(self, items, size=256):
+    def __init__(self, items, size=256, max_pixels=MAX_PIXELS):
         self.items = list(items)  # [(item_id, path, label)] from split_items
         self.transform = image_transform(size)
+        self.max_pixels, self.size = max_pixels, size
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, i):
         _, path, label = self.items[i]
-        return self.transform(open_rgb(path)), label
+        return self.transform(open_rgb(path, self.max_pixels, self.size)), label
 
 
-def make_loader(items, batch_size, shuffle, seed, num_workers, size=256) -> DataLoader:
+def make_loader(items, batch_size, shuffle, seed, num_workers, size=256,
+                max_pixels=MAX_PIXELS) -> DataLoader:
     """DataLoader whose shuffling comes from its own seeded generator, not the global stream."""
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(FlowerDataset(items, size), batch_size=batch_size, shuffle=shuffle,
+    return DataLoader(FlowerDataset(items, size, max_pixels), batch_size=batch_size,
+                      shuffle=shuffle,
                       num_workers=num_workers, generator=generator,
                       persistent_workers=False)

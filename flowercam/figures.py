@@ -45,6 +45,7 @@ class FigureOptions:
     agg: cams.Aggregation = cams.Aggregation()  # scales and flips (default: one plain pass)
     outline_masks: str | None = None  # folder of <image stem>.png masks outlined in strip/compare
     outline_value: int = 1  # the mask value outlined (Flower-17: 1 = flower)
+    max_pixels: int = dataset.MAX_PIXELS  # largest --image accepted (dataset.open_rgb)
 
 
 def parse_pair(spec):
@@ -140,7 +141,7 @@ def report(checkpoint, method, opts, files=NO_FILES):
     items = select_items(opts.data_dir, opts.seed, run_split(ckpt))
     paths = [path for _, path, _ in items]
     masks = outline_masks(opts, paths)
-    images, originals = load_items(paths, size)
+    images, originals = load_items(paths, size, opts.max_pixels)
     model, settings = models.load_model(ckpt, opts.backbone_weights, opts.device)
     result = explain(model, settings, images, method, opts.normalize_by, opts.device,
                      agg=opts.agg)
@@ -170,7 +171,7 @@ def compare(specs, images, opts, name="comparison"):
                         "models of one input size")
     paths = image_paths(images, pairs[0][0], opts)
     masks = outline_masks(opts, paths)
-    images_t, originals = load_items(paths, sizes[0])
+    images_t, originals = load_items(paths, sizes[0], opts.max_pixels)
     backbone = models.load_backbone(opts.backbone_weights, opts.device)  # shared by all pairs
     columns, shared = [], {}
     for ckpt, method, _, size, spec_ckpt, norm in tqdm(pairs, desc="compare"):
@@ -192,7 +193,7 @@ def image_paths(images, ckpt, opts):
     """Your own image files/folders (all checked first), else the seeded validation images of
     the split `ckpt`'s run trained on."""
     if images:
-        return expand_images(images)
+        return expand_images(images, opts.max_pixels)
     return [path for _, path, _ in select_items(opts.data_dir, opts.seed, run_split(ckpt))]
 
 
@@ -208,7 +209,8 @@ def own_images(checkpoint, method, images, opts, files=NO_FILES):
     paths = image_paths(images, ckpt, opts)
     model, settings = models.load_model(ckpt, opts.backbone_weights, opts.device)
     items = [(Path(p).stem, p, 0) for p in paths]
-    loader = dataset.make_loader(items, opts.batch_size, False, 0, opts.num_workers, size)
+    loader = dataset.make_loader(items, opts.batch_size, False, 0, opts.num_workers, size,
+                                 opts.max_pixels)
     with features.worker_errors():  # a bad image in a worker: its one line, not a traceback
         results = [explain(model, settings, batch, method, opts.normalize_by, opts.device,
                            agg=opts.agg) for batch, _ in tqdm(loader, desc=f"{method} maps")]
@@ -218,7 +220,7 @@ def own_images(checkpoint, method, images, opts, files=NO_FILES):
     names = settings.get("class_names") or [str(i) for i in range(arrays["logits"].shape[1])]
     sizes = []
     for path, h, logits in zip(paths, heat, arrays["logits"], strict=True):
-        original = dataset.load_image(path, size)[1]
+        original = dataset.load_image(path, size, opts.max_pixels)[1]
         sizes.append(original.size)
         overlay = render.blend(original, h, opts.alpha, opts.colormap)  # map upsampled to W x H
         save_png(render.to_image(overlay),

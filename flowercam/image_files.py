@@ -22,7 +22,7 @@ from flowercam.core import UserError, atomic_write
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def expand_images(paths):
+def expand_images(paths, max_pixels=dataset.MAX_PIXELS):
     """Files as given, folders -> their image files (sorted); every file is read first and all
     missing or unreadable ones are named in one line."""
     out, bad = [], []
@@ -34,7 +34,7 @@ def expand_images(paths):
         out += found
     for path in out:
         try:
-            dataset.load_image(path, 32)
+            dataset.load_image(path, 32, max_pixels)
         except UserError:
             bad.append(path if os.path.exists(path) else f"{path} (missing)")
     if bad:
@@ -47,9 +47,10 @@ def expand_images(paths):
     return out
 
 
-def load_items(paths, size):
+def load_items(paths, size, max_pixels=dataset.MAX_PIXELS):
     """-> (images [B,3,size,size] normalised, [PIL RGB originals])."""
-    tensors, originals = zip(*(dataset.load_image(path, size) for path in paths), strict=True)
+    tensors, originals = zip(*(dataset.load_image(path, size, max_pixels) for path in paths),
+                             strict=True)
     return torch.stack(tensors), list(originals)
 
 

@@ -8,7 +8,8 @@ from PIL import Image
 from training_data import make_folder_dataset, synthetic_image
 
 import augment
-from flowercam import core, dataset, prepare
+import inference as inference_cli
+from flowercam import core, dataset, image_files, prepare
 
 
 @pytest.fixture
@@ -63,3 +64,13 @@ def test_augment_takes_large_images_and_names_those_above_the_bound(tmp_path, lo
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the check's progress bar
     assert stop.value.code == 2 and err.startswith("error: ")
     assert "6 images above --max-pixels 4000" in err and "80x60" in err
+
+
+
+def test_inference_takes_max_pixels(tmp_path):
+    """inference.py --max-pixels reaches the image reader (a bound below the image: one line)."""
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "small.png")
+    args = inference_cli.get_args_parser().parse_args(["--max-pixels", "100"])
+    assert inference_cli.figure_options(args).max_pixels == 100
+    with pytest.raises(core.UserError, match="max-pixels 100"):
+        image_files.load_items([str(tmp_path / "small.png")], 32, args.max_pixels)

@@ -190,7 +190,7 @@ def _aggregation(opts):
     if list(scales) == [1.0] and not flip:
         return ""
     return (f" Every map is aggregated over scales {', '.join(f'{s:g}' for s in scales)}"
-            f"{' and flips' if flip else ''} (summed at input size, then normalised).")
+            f"{' and flips' if flip else ''} (averaged at input size, then normalised).")
 
 
 def _oracle_figures(row):
