@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # scripts live at the repo root
 
 # after the path: these import the package from the checkout
-from training_data import make_folder_dataset, make_oxford_dataset  # noqa: E402
+from training_data import make_folder_dataset, make_model, make_oxford_dataset  # noqa: E402
 
 from flowercam import prepare  # noqa: E402
 
@@ -64,3 +64,16 @@ def prepared_data(tmp_path_factory):
     source = make_folder_dataset(root / "pets")
     prepare.prepare(root / "data", prepare.AugmentSettings(copies=2, size=64), source)
     return root / "data"
+
+
+@pytest.fixture(scope="module")
+def cam_model():
+    """A seeded random VGG16 + CAM head on 17 classes (training_data.make_model)."""
+    return make_model("CAM")
+
+
+@pytest.fixture(scope="module")
+def recam_model():
+    """The same with a ReCAM (minmax) head."""
+    return make_model("ReCAM", "minmax")
+

@@ -2,19 +2,9 @@
 
 import pytest
 import torch
-from test_cams import images, make_model
+from training_data import images, make_model
 
 from flowercam import cams, core
-
-
-@pytest.fixture(scope="module")
-def cam_model():
-    return make_model("CAM")
-
-
-@pytest.fixture(scope="module")
-def recam_model():
-    return make_model("ReCAM", "minmax")
 
 
 def mirror_model(dtype=torch.float64):

@@ -3,33 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from training_data import images, make_model
 
 from flowercam import cams, core, methods, models, reference
 
 C = 17
 GRADIENT = ["LayerCAM", "GradCAM", "GradCAM++"]
-
-
-def make_model(kind="CAM", normalize_by="minmax", dtype=torch.float32, seed=0):
-    torch.manual_seed(seed)
-    backbone = models.Backbone()
-    head = models.CAMHead(C) if kind == "CAM" else models.ReCAMHead(C, normalize_by)
-    return models.Classifier(backbone, head).eval().to(dtype)
-
-
-@pytest.fixture(scope="module")
-def cam_model():
-    return make_model("CAM")
-
-
-@pytest.fixture(scope="module")
-def recam_model():
-    return make_model("ReCAM", "minmax")
-
-
-def images(n=3, size=64, seed=1, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, size, size, generator=g).to(dtype)
 
 
 @pytest.mark.parametrize("kind", ["CAM", "ReCAM"])

@@ -5,9 +5,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
-from flowercam import core
+from flowercam import core, models
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("Red", "Green", "Blue")
@@ -91,10 +92,6 @@ def make_dataset(root, per_class=4, copies=2, size=64, seed=0, classes=CLASSES) 
 
 def random_weights(path, seed=0) -> str:
     """A seeded random VGG16 features state dict saved at path (its backbone_id is a file hash)."""
-    import torch  # slow import, only for the tests that need weights
-
-    from flowercam import models
-
     torch.manual_seed(seed)
     torch.save(models.Backbone().features.state_dict(), path)
     return str(path)
@@ -106,3 +103,18 @@ def run_cli(module, argv):
         return None, core.run_main(module.main, module.get_args_parser(), argv)
     except SystemExit as stop:
         return stop.code, None
+
+
+def make_model(kind="CAM", normalize_by="minmax", dtype=torch.float32, seed=0, classes=17):
+    """A seeded random VGG16 + a CAM or ReCAM head on `classes` classes, in eval mode."""
+    torch.manual_seed(seed)
+    backbone = models.Backbone()
+    head = models.CAMHead(classes) if kind == "CAM" else models.ReCAMHead(classes, normalize_by)
+    return models.Classifier(backbone, head).eval().to(dtype)
+
+
+def images(n=3, size=64, seed=1, dtype=torch.float32):
+    """[n,3,size,size] seeded normal 'normalised images'."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size, size, generator=g).to(dtype)
+
