@@ -144,6 +144,5 @@ def make_loader(items, batch_size, shuffle, seed, num_workers, size=256,
     """DataLoader whose shuffling comes from its own seeded generator, not the global stream."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(FlowerDataset(items, size, max_pixels), batch_size=batch_size,
-                      shuffle=shuffle,
-                      num_workers=num_workers, generator=generator,
+                      shuffle=shuffle, num_workers=num_workers, generator=generator,
                       persistent_workers=False)
