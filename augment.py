@@ -8,7 +8,8 @@
 import argparse
 from pathlib import Path
 
-from flowercam import core, download, flags, prepare
+from flowercam import core, flags
+from flowercam.data import download, prepare
 
 MIN_SIZE = 32  # the backbone's five 2x2 poolings need at least 32 pixels
 

@@ -8,7 +8,10 @@ main.py, evaluate.py and grid.py build a missing cache themselves; this command 
 (e.g. on a faster machine). The files are described in flowercam/features.py.
 """
 
-from flowercam import core, dataset, features, flags, models
+from flowercam import core, flags
+from flowercam.data import dataset
+from flowercam.model import vgg
+from flowercam.train import features
 
 
 def get_args_parser():
@@ -27,7 +30,7 @@ def get_args_parser():
 
 def main(args):
     items = dataset.split_items(args.data_dir, args.subset, args.split)
-    backbone = models.load_backbone(args.backbone_weights, device=args.device)
+    backbone = vgg.load_backbone(args.backbone_weights, device=args.device)
     feats = features.feature_cache(items, backbone, args.data_dir, args.precision,
                                    args.batch_size, args.num_workers, args.device)
     key = features.cache_key(items, backbone.backbone_id, args.data_dir,

@@ -5,7 +5,8 @@
     python dataloader.py --size 224 --seed 1 --num-workers 2
 """
 
-from flowercam import core, dataset, flags
+from flowercam import core, flags
+from flowercam.data import dataset
 
 
 def get_args_parser():

@@ -10,9 +10,11 @@ the maps are (faithfulness, localization on masks).
 import argparse
 from pathlib import Path
 
-from flowercam import cams, core, evaluation, flags, runs, training
+from flowercam import core, flags
+from flowercam.cam import methods
 from flowercam.metrics import config, runner
 from flowercam.metrics.config import MetricsConfig
+from flowercam.train import evaluation, runs, training
 
 D = config.default  # --cam-metrics defaults live in MetricsConfig; flags not given are absent
 
@@ -49,13 +51,13 @@ def add_cam_metrics_args(parser):
     add = _suppressing(group)
     add("--cam-metrics", action="store_true", default=False,
         help="measure the maps of --methods (faithfulness; localization with masks)")
-    add("--methods", nargs="+", choices=list(cams.METHODS),
+    add("--methods", nargs="+", choices=list(methods.METHODS),
         help="map methods to measure; none given: every method the head supports")
     add("--checkpoint", help="head checkpoint; none given: the -d model dir's best epoch")
     add("--scales", nargs="+", type=flags.positive_float,
         help="aggregate every map over these scales (IRN/ReCAM: 1 0.5 1.5 2); default 1")
     add("--flip", action="store_true", help="also aggregate over horizontally flipped images")
-    add("--layers", nargs="+", choices=cams.LAYERS,
+    add("--layers", nargs="+", choices=methods.LAYERS,
         help="LayerCAM's layers; default: pool3 pool4 classmaps (the report's, after pooling); "
              "stage3 stage4 classmaps = the LayerCAM paper's, before pooling")
     add("--limit", type=flags.positive_int, help="measure a seeded random N images of the split")

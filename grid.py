@@ -13,7 +13,11 @@ validation top-1 among epochs that are not overfitting), loss_curves.png and gri
 import os
 from pathlib import Path
 
-from flowercam import core, dataset, features, flags, grid, models, training
+from flowercam import core, flags
+from flowercam.data import dataset
+from flowercam.model import vgg
+from flowercam.report import grid
+from flowercam.train import features, training
 
 
 def get_args_parser():
@@ -42,7 +46,7 @@ def get_args_parser():
 def main(args):
     core.check_writable_dir(args.output_dir)
     core.check_writable_dir(args.results_dir, "--results-dir")
-    backbone = models.load_backbone(args.backbone_weights, args.device)
+    backbone = vgg.load_backbone(args.backbone_weights, args.device)
     # the grid always trains on the shared cache
     opts = training.SourceOptions(args.data_dir, args.split, args.precision, False,
                                   args.num_workers, args.device)

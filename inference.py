@@ -14,8 +14,12 @@ name. --compare pairs are CKPT:METHOD[:NORMALISER] read from the right (C:\\runs
 
 import argparse
 
-from flowercam import cams, core, figures, flags, image_files, render, runs
+from flowercam import core, flags
+from flowercam.cam import compute, methods
 from flowercam.core import UserError
+from flowercam.model import normalization
+from flowercam.report import figures, image_files, render
+from flowercam.train import runs
 
 
 def get_args_parser():
@@ -25,9 +29,9 @@ def get_args_parser():
     add("-m", "--checkpoint",
         help="checkpoint .pth, a run directory (its best epoch) or a --grid-runs configuration; "
              "None = the newest run under model/")
-    add("-t", "--method", choices=list(cams.METHODS),
+    add("-t", "--method", choices=list(methods.METHODS),
         help="map method; default: the checkpoint's head type")
-    add("-n", "--normalize-by", choices=sorted(cams.NORMALIZERS),
+    add("-n", "--normalize-by", choices=sorted(normalization.NORMALIZERS),
         help="map normaliser; default: the checkpoint's (minmax for a CAM head)")
     flags.add_seed(parser, "the 12 validation images")
     add("--compare", nargs="+", metavar="CKPT:METHOD[:NORM]",
@@ -70,7 +74,7 @@ def figure_options(args) -> figures.FigureOptions:
     return figures.FigureOptions(args.data_dir, args.output_dir, args.device,
                                  args.backbone_weights, args.seed, args.normalize_by,
                                  args.colormap, args.alpha, args.batch_size, args.num_workers,
-                                 args.grid_runs, cams.Aggregation(tuple(args.scales), args.flip),
+                                 args.grid_runs, compute.Aggregation(tuple(args.scales), args.flip),
                                  args.outline_masks, args.outline_value, args.max_pixels)
 
 

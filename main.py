@@ -16,7 +16,10 @@ import argparse
 import shutil
 from pathlib import Path
 
-from flowercam import core, dataset, features, flags, models, runs, training
+from flowercam import core, flags
+from flowercam.data import dataset
+from flowercam.model import heads, normalization, vgg
+from flowercam.train import features, runs, training
 
 # what --resume takes from the run's config.json: everything that changes the numbers
 RESUMED = ("model_type", "normalize_by", "lr", "epochs", "batch_size", "seed", "data_dir",
@@ -26,10 +29,10 @@ RESUMED = ("model_type", "normalize_by", "lr", "epochs", "batch_size", "seed", "
 def get_args_parser():
     parser = core.ArgumentParser(description=__doc__.splitlines()[0])
     add = parser.add_argument
-    add("-m", "--model-type", default="CAM", choices=models.MODEL_TYPES, help="head to train")
-    add("-n", "--normalize-by", default="minmax", choices=models.NORMALIZERS,
+    add("-m", "--model-type", default="CAM", choices=heads.MODEL_TYPES, help="head to train")
+    add("-n", "--normalize-by", default="minmax", choices=normalization.NORMALIZERS,
         help="ReCAM mask normaliser (ignored for CAM)")
-    add("--recam-lambda", default=models.RECAM_LAMBDA, type=flags.positive_float,
+    add("--recam-lambda", default=heads.RECAM_LAMBDA, type=flags.positive_float,
         help="ReCAM-published: weight of its L_sce (Chen et al. 2022: 1 on VOC, 0.1 on COCO)")
     add("-l", "--lr", default=1e-4, type=flags.positive_float, help="Adam learning rate")
     add("-e", "--epochs", default=50, type=flags.positive_int, help="maximum number of epochs")
@@ -93,7 +96,7 @@ def main(args):
     if args.resume:
         args = resumed_args(args, args.epochs != get_args_parser().get_default("epochs"))
     core.check_writable_dir(args.resume or args.output_dir)  # before the (long) cache build
-    backbone = models.load_backbone(args.backbone_weights, args.device)
+    backbone = vgg.load_backbone(args.backbone_weights, args.device)
     train_src, valid_src = training.make_sources(source_options(args), backbone)
     settings = training.make_settings(args.model_type, args.normalize_by,
                                       dataset.class_names(args.data_dir),

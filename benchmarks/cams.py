@@ -14,8 +14,10 @@ from pathlib import Path
 
 import torch
 
-from flowercam import cams, core, models
-from flowercam.reference import load_images, report_loop
+from flowercam import core
+from flowercam.cam import compute, methods
+from flowercam.cam.reference import load_images, report_loop
+from flowercam.model import heads, vgg
 
 
 def shared_dir():
@@ -44,10 +46,10 @@ def timed(fn, device, repeats=1):
 def build_model(args):
     torch.manual_seed(args.seed)
     if args.random_backbone:
-        backbone = models.Backbone()
+        backbone = vgg.Backbone()
     else:
-        backbone = models.load_backbone(args.backbone_weights)
-    model = models.Classifier(backbone, models.ReCAMHead(17, "minmax")).to(args.device).eval()
+        backbone = vgg.load_backbone(args.backbone_weights)
+    model = heads.Classifier(backbone, heads.ReCAMHead(17, "minmax")).to(args.device).eval()
     return model, backbone.backbone_id
 
 
@@ -66,16 +68,16 @@ def bench_costs(args):
     model, backbone_id = build_model(args)
     images = bench_images(args)
     n = len(images)
-    cams.compute_maps(model, images[:1], "CAM")  # warm-up
+    compute.compute_maps(model, images[:1], "CAM")  # warm-up
     print(f"{backbone_id}, {n} images {args.size}px on {args.device}, "
           f"{torch.get_num_threads()} threads, scales {args.scales} + flip")
     rows = []
     for method in args.methods:
-        plain_s, _ = timed(lambda m=method: cams.compute_maps(model, images, m), args.device,
+        plain_s, _ = timed(lambda m=method: compute.compute_maps(model, images, m), args.device,
                            args.repeats)
         row = {"method": method, "plain_s_per_image": plain_s / n}
         if method in args.aggregate:
-            agg_s, _ = timed(lambda m=method: cams.compute_maps(
+            agg_s, _ = timed(lambda m=method: compute.compute_maps(
                 model, images, m, scales=args.scales, flip=True), args.device, args.repeats)
             row.update(aggregate_s_per_image=agg_s / n, aggregate_over_plain=agg_s / plain_s)
         rows.append(row)
@@ -88,7 +90,7 @@ def bench_cams(args):
     """Batched compute_maps vs report_loop for every gradient method; -> list of result rows."""
     model, backbone_id = build_model(args)
     images = bench_images(args)
-    cams.compute_maps(model, images[:1], "LayerCAM")  # warm-up (lazy init, cudnn autotune)
+    compute.compute_maps(model, images[:1], "LayerCAM")  # warm-up (lazy init, cudnn autotune)
     report_loop(model, images[:1], "LayerCAM")
     with torch.no_grad():
         forward_s, _ = timed(lambda: model(images), args.device, args.repeats)
@@ -96,10 +98,10 @@ def bench_cams(args):
     print(f"{backbone_id}, {args.num_images} images {args.size}px on {args.device}, "
           f"{torch.get_num_threads()} threads: batched forward {forward_s:.2f} s")
     for method in args.methods:
-        batched_s, res = timed(lambda m=method: cams.compute_maps(model, images, m), args.device,
+        batched_s, res = timed(lambda m=method: compute.compute_maps(model, images, m), args.device,
                                args.repeats)
         row = {"method": method, "batched_s": batched_s}
-        if cams.METHODS[method].needs_gradients:
+        if methods.METHODS[method].needs_gradients:
             loop_s, maps = timed(lambda m=method: report_loop(model, images, m), args.device,
                                  args.repeats)
             diff = (maps - res.maps).abs().max().item()
@@ -126,13 +128,13 @@ def get_args_parser():
                         help="Flower-17 jpg folder (default ../shared/flowers17/jpg)")
     parser.add_argument("--synthetic", action="store_true", help="random images instead")
     parser.add_argument("--num-images", type=int, default=12, help="batch size")
-    parser.add_argument("--size", type=int, default=models.INPUT_SIZE, help="input size (px)")
-    parser.add_argument("--methods", nargs="+", choices=list(cams.METHODS),
+    parser.add_argument("--size", type=int, default=vgg.INPUT_SIZE, help="input size (px)")
+    parser.add_argument("--methods", nargs="+", choices=list(methods.METHODS),
                         default=["CAM", "LayerCAM", "GradCAM", "GradCAM++"], help="CAM methods")
     parser.add_argument("--scales", nargs="+", type=float, default=[1.0, 0.5, 1.5, 2.0],
                         help="costs: scales of the aggregate (with flips)")
     parser.add_argument("--aggregate", nargs="+", default=["CAM", "LayerCAM"],
-                        choices=list(cams.METHODS), help="costs: methods also timed aggregated")
+                        choices=list(methods.METHODS), help="costs: methods also timed aggregated")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs; the best is kept")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random head")

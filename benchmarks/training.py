@@ -22,8 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowercam import core, dataset, features, models, training
+from flowercam import core
 from flowercam.core import UserError, atomic_save_json, run_main
+from flowercam.data import dataset
+from flowercam.model import heads, vgg
+from flowercam.train import features, training
 
 NUM_CLASSES = 17
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +66,7 @@ def bench_uncached(items, backbone, args) -> dict:
     source = features.BackboneSource(items, backbone, 256, args.precision, args.num_workers)
     settings = training.make_settings("CAM", None, [str(c) for c in range(NUM_CLASSES)], 256,
                                       backbone.backbone_id)
-    head = models.build_head(settings)
+    head = heads.build_head(settings)
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-4, fused=True)
     order = torch.arange(min(len(items), args.steps * 8))
     training.train_epoch(head, optimizer, source, order[:8], 8)  # warm-up
@@ -146,7 +149,7 @@ def main(args):
     if args.child:
         return child_train(args)
     weights = args.backbone_weights or Path(args.shared) / "weights" / "vgg16_imagenet_features.pth"
-    backbone = models.load_backbone(weights)
+    backbone = vgg.load_backbone(weights)
     items = shared_items(args.shared, max(args.images, args.steps * 8))
     result = {"torch_threads": torch.get_num_threads(), "precision": args.precision,
               "backbone": bench_backbone(items[:args.images], backbone, args),

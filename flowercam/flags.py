@@ -12,7 +12,8 @@ import argparse
 import math
 import os
 
-from flowercam import dataset, features
+from flowercam.data import dataset
+from flowercam.train import features
 
 SEED_MAX = 2**63 - 1  # torch.manual_seed's upper bound; numpy takes any non-negative int
 

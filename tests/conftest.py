@@ -12,7 +12,7 @@ sys.path.insert(0, str(REPO))  # scripts live at the repo root
 # after the path: these import the package from the checkout
 from training_data import make_folder_dataset, make_model, make_oxford_dataset  # noqa: E402
 
-from flowercam import prepare  # noqa: E402
+from flowercam.data import prepare  # noqa: E402
 
 
 @pytest.fixture

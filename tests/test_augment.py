@@ -14,8 +14,9 @@ from PIL import Image
 from training_data import REPO, make_oxford_dataset, synthetic_image
 
 import augment
-from flowercam import core, dataset, download, prepare
+from flowercam import core
 from flowercam.core import UserError
+from flowercam.data import dataset, download, prepare
 
 
 def run(source, data_dir, *extra, copies=3, size=32, workers=1):

@@ -5,7 +5,9 @@ import pytest
 import torch
 from training_data import images, make_model
 
-from flowercam import cams, core, methods, models, reference
+from flowercam import core
+from flowercam.cam import compute, methods, reference
+from flowercam.model import heads, normalization, vgg
 
 C = 17
 GRADIENT = ["LayerCAM", "GradCAM", "GradCAM++"]
@@ -16,12 +18,12 @@ def test_spatial_mean_of_raw_cam_is_logit(cam_model, recam_model, kind):
     model = cam_model if kind == "CAM" else recam_model
     x = images()
     for c in (0, 5, 16):
-        res = cams.compute_maps(model, x, kind, targets=[c] * 3)
+        res = compute.compute_maps(model, x, kind, targets=[c] * 3)
         assert res.raw_native.shape == (3, 7, 7) and res.raw.shape == res.maps.shape == (3, 64, 64)
         assert torch.allclose(res.raw_native.mean((1, 2)), res.logits[:, c], atol=1e-5)
     with torch.no_grad():
         feats = model.backbone(x)
-        all_maps = cams.class_cams(model.head, feats, kind)
+        all_maps = compute.class_cams(model.head, feats, kind)
         assert torch.allclose(all_maps.mean((2, 3)), model.head(feats), atol=1e-5)
 
 
@@ -30,13 +32,13 @@ def test_from_features_matches_compute_maps(recam_model):
     feats = recam_model.backbone(x)
     copy = feats.clone()
     for method in ("CAM", "ReCAM"):
-        a = cams.compute_maps(recam_model, x, method, normalize_by="relu")
-        b = cams.compute_maps_from_features(recam_model.head, feats, method, size=(64, 64),
+        a = compute.compute_maps(recam_model, x, method, normalize_by="relu")
+        b = compute.compute_maps_from_features(recam_model.head, feats, method, size=(64, 64),
                                             normalize_by="relu")
         assert torch.allclose(a.maps, b.maps) and torch.equal(a.targets, b.targets)
     assert torch.equal(feats, copy)
     with pytest.raises(core.UserError, match="needs gradients"):
-        cams.compute_maps_from_features(recam_model.head, feats, "GradCAM")
+        compute.compute_maps_from_features(recam_model.head, feats, "GradCAM")
 
 
 def nonneg_fc(model):
@@ -49,21 +51,21 @@ def nonneg_fc(model):
 def test_gradcam_on_class_maps_equals_cam(cam_model):
     x = images()
     # native resolution: relu(sum_k W_ck/hw A_k) / max == relu(CAM) / max, for any weights
-    grad = cams.compute_maps(cam_model, x, "GradCAM", normalize_by="relu")
-    cam = cams.compute_maps(cam_model, x, "CAM", normalize_by="relu")
-    norm = models.normalize
+    grad = compute.compute_maps(cam_model, x, "GradCAM", normalize_by="relu")
+    cam = compute.compute_maps(cam_model, x, "CAM", normalize_by="relu")
+    norm = normalization.normalize
     assert torch.allclose(norm(grad.raw_native, "relu"), norm(cam.raw_native, "relu"), atol=1e-5)
     # at input size too when the CAM is non-negative (relu commutes with the upsampling)
     model = nonneg_fc(cam_model)
-    grad = cams.compute_maps(model, x, "GradCAM", normalize_by="relu")
-    cam = cams.compute_maps(model, x, "CAM", normalize_by="relu")
+    grad = compute.compute_maps(model, x, "GradCAM", normalize_by="relu")
+    cam = compute.compute_maps(model, x, "CAM", normalize_by="relu")
     assert torch.allclose(grad.maps, cam.maps, atol=1e-5) and cam.maps.max() == 1
 
 
 def test_layercam_on_class_maps_equals_relu_cam(cam_model):
     model, x = nonneg_fc(cam_model), images()
-    layer = cams.compute_maps(model, x, "LayerCAM", layers=["classmaps"], tanh_gain=0)
-    cam = cams.compute_maps(model, x, "CAM")
+    layer = compute.compute_maps(model, x, "LayerCAM", layers=["classmaps"], tanh_gain=0)
+    cam = compute.compute_maps(model, x, "CAM")
     assert torch.allclose(layer.raw_native * 49, torch.relu(cam.raw_native), atol=1e-5)
     assert torch.allclose(layer.maps, cam.maps, atol=1e-5)
 
@@ -73,7 +75,7 @@ def test_gradcampp_alpha_by_hand():
     acts = torch.rand(2, 3, 4, 5, generator=g)
     grads = torch.randn(2, 3, 4, 5, generator=g)
     grads[1, 2] = 0  # 0/0 -> 0, never NaN
-    alpha = cams.gradcampp_alpha(acts, grads)
+    alpha = methods.gradcampp_alpha(acts, grads)
     weights = torch.zeros(2, 3)
     for b in range(2):
         for k in range(3):
@@ -87,7 +89,7 @@ def test_gradcampp_alpha_by_hand():
                     assert abs(float(alpha[b, k, i, j]) - want) < 1e-5 * max(1, abs(want))
                     weights[b, k] += want * max(gij, 0.0)
     want_map = torch.relu((weights[:, :, None, None] * acts).sum(1))
-    assert torch.allclose(cams.gradcampp(acts, grads), want_map, atol=1e-5)
+    assert torch.allclose(methods.gradcampp(acts, grads), want_map, atol=1e-5)
     assert torch.isfinite(alpha).all() and alpha[1, 2].abs().sum() == 0
 
 
@@ -99,12 +101,12 @@ def test_batch_independence(kind):
     x = images(12, 32, dtype=torch.float64)
     targets = [i % C for i in range(12)]
     # ScoreCAM: 17 forwards per image, its batch independence is tested in test_scorecam.py
-    methods = [m for m in cams.supported(kind) if m != "ScoreCAM"]
-    for method in methods:
+    names = [m for m in methods.supported(kind) if m != "ScoreCAM"]
+    for method in names:
         for tgt in (None, targets):
-            batch = cams.compute_maps(model, x, method, targets=tgt)
+            batch = compute.compute_maps(model, x, method, targets=tgt)
             for i in (0, 11):
-                one = cams.compute_maps(model, x[i : i + 1], method,
+                one = compute.compute_maps(model, x[i : i + 1], method,
                                         targets=None if tgt is None else [tgt[i]])
                 assert torch.allclose(one.maps[0], batch.maps[i], atol=1e-9), (method, i)
                 assert torch.allclose(one.raw[0], batch.raw[i], rtol=1e-9, atol=1e-12)
@@ -115,7 +117,7 @@ def test_batched_equals_report_loop(method):
     model = make_model("ReCAM", dtype=torch.float64)  # float64: see test_batch_independence
     x = images(2, 32, dtype=torch.float64)
     for opts in ({}, {"gradcam_layer": "stage5", "fusion": "max"}):
-        batched = cams.compute_maps(model, x, method, **opts)
+        batched = compute.compute_maps(model, x, method, **opts)
         loop = reference.report_loop(model, x, method, **opts)
         assert torch.allclose(batched.maps, loop, atol=1e-9)
 
@@ -125,7 +127,7 @@ def test_one_backward_per_batch_and_frozen(monkeypatch, recam_model):
     real = torch.autograd.grad
     monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or real(*a, **k))
     for method in GRADIENT:
-        cams.compute_maps(recam_model, images(5), method)
+        compute.compute_maps(recam_model, images(5), method)
     assert len(calls) == len(GRADIENT)
     assert all(p.grad is None for p in recam_model.parameters())
 
@@ -133,12 +135,12 @@ def test_one_backward_per_batch_and_frozen(monkeypatch, recam_model):
 def test_inputs_not_modified(recam_model):
     x = images()
     copy = x.clone()
-    for method in cams.supported("ReCAM"):
-        res = cams.compute_maps(recam_model, x, method)
+    for method in methods.supported("ReCAM"):
+        res = compute.compute_maps(recam_model, x, method)
         assert torch.equal(x, copy)
         maps = res.maps.clone()
-        cams.postprocess(res.maps)
-        models.normalize(res.raw)
+        compute.postprocess(res.maps)
+        normalization.normalize(res.raw)
         assert torch.equal(res.maps, maps)
 
 
@@ -150,69 +152,70 @@ def test_no_nan_on_constant_input(recam_model):
     for model in (recam_model, zero_head):
         for fill in (0.0, 1.0):
             x = torch.full((2, 3, 32, 32), fill)
-            for method in cams.supported("ReCAM"):
-                res = cams.compute_maps(model, x, method)
+            for method in methods.supported("ReCAM"):
+                res = compute.compute_maps(model, x, method)
                 assert torch.isfinite(res.raw).all() and torch.isfinite(res.raw_native).all()
-                for how in cams.NORMALIZERS:
-                    maps = models.normalize(res.raw, how)
+                for how in normalization.NORMALIZERS:
+                    maps = normalization.normalize(res.raw, how)
                     assert torch.isfinite(maps).all() and 0 <= maps.min() and maps.max() <= 1
-        res = cams.compute_maps(zero_head, torch.zeros(1, 3, 32, 32), "GradCAM++")
+        res = compute.compute_maps(zero_head, torch.zeros(1, 3, 32, 32), "GradCAM++")
     assert res.maps.abs().sum() == 0
 
 
 def test_method_records_are_the_one_table():
-    assert cams.METHODS is methods.METHODS
-    assert cams.CLASS_MAP_METHODS == tuple(n for n, m in cams.METHODS.items()
+    assert methods.METHODS is methods.METHODS
+    assert methods.CLASS_MAP_METHODS == tuple(n for n, m in methods.METHODS.items()
                                            if not m.needs_images and not m.needs_gradients)
-    for name, record in cams.METHODS.items():
+    for name, record in methods.METHODS.items():
         assert record.name == name and callable(record.weigh)
         assert not record.needs_gradients or record.needs_images  # gradients flow from images
-        opts = cams.resolve_options(name, {})
+        opts = methods.resolve_options(name, {})
         assert list(opts)[0] == "normalize_by" and set(record.options) <= set(opts)
         if record.layer_option:
             assert record.layer_option in opts
-    assert [n for n, m in cams.METHODS.items() if m.needs_head] == ["ReCAM", "ReCAM-published"]
-    assert "ReCAM-published" not in cams.supported("ReCAM") and "ReCAM" in cams.supported("ReCAM")
+    assert [n for n, m in methods.METHODS.items() if m.needs_head] == ["ReCAM", "ReCAM-published"]
+    recam = methods.supported("ReCAM")
+    assert "ReCAM-published" not in recam and "ReCAM" in recam
 
 
 def test_postprocess():
     maps = torch.tensor([[[0.0, 0.29, 0.3], [0.5, 0.7, 1.0]]])
     want = torch.tensor([[[0.0, 0.0, 0.45], [0.75, 1.0, 1.0]]])
-    assert torch.allclose(cams.postprocess(maps), want)
+    assert torch.allclose(compute.postprocess(maps), want)
 
 
 def test_user_errors(cam_model, recam_model):
     x = images(3)
     for bad in ([1, 2], [1, 2, 3, 4], [[1, 2, 3]], [0, 1, C], [0.5, 1.0, 2.0]):
         with pytest.raises(core.UserError, match="target"):
-            cams.compute_maps(recam_model, x, "GradCAM", targets=bad)
-    assert cams.compute_maps(recam_model, x, "CAM", targets=4).targets.tolist() == [4, 4, 4]
+            compute.compute_maps(recam_model, x, "GradCAM", targets=bad)
+    assert compute.compute_maps(recam_model, x, "CAM", targets=4).targets.tolist() == [4, 4, 4]
     with pytest.raises(core.UserError, match="ReCAM head"):
-        cams.compute_maps(cam_model, x, "ReCAM")
+        compute.compute_maps(cam_model, x, "ReCAM")
     with pytest.raises(core.UserError, match="ReCAM head"):
-        cams.check_method("ReCAM", {"model_type": "CAM"})
-    cams.check_method("ReCAM", {"model_type": "ReCAM"})
+        methods.check_method("ReCAM", {"model_type": "CAM"})
+    methods.check_method("ReCAM", {"model_type": "ReCAM"})
     bad_calls = [("Score-CAM", {}), ("CAM", {"normalise_by": "relu"}),
                  ("LayerCAM", {"layers": ["stage3"], "layer_weights": [0.5, 0.5]}),
                  ("LayerCAM", {"fusion": "mean"}), ("GradCAM", {"gradcam_layer": "fc"})]
     for method, opts in bad_calls:
         with pytest.raises(core.UserError):
-            cams.compute_maps(recam_model, x, method, **opts)
+            compute.compute_maps(recam_model, x, method, **opts)
 
 
 def test_layercam_options(recam_model):
     x = images(2)
-    a = cams.compute_maps(recam_model, x, "LayerCAM")
+    a = compute.compute_maps(recam_model, x, "LayerCAM")
     assert a.options["layer_weights"] == [0.4, 0.4, 0.2] and a.raw.max() <= np.tanh(2) + 1e-6
-    b = cams.compute_maps(recam_model, x, "LayerCAM", fusion="max", layers=["stage4", "stage5"])
+    b = compute.compute_maps(recam_model, x, "LayerCAM", fusion="max", layers=["stage4", "stage5"])
     assert b.options["layer_weights"] == [0.5, 0.5] and not torch.allclose(a.maps, b.maps)
-    c = cams.compute_maps(recam_model, x, "GradCAM++", gradcam_layer="stage5")
+    c = compute.compute_maps(recam_model, x, "GradCAM++", gradcam_layer="stage5")
     assert c.raw_native.shape == (2, 4, 4)
 
 
 def test_layercam_default_layers_are_the_reports_post_pool_stages():
     torch.manual_seed(0)
-    backbone = models.Backbone()
+    backbone = vgg.Backbone()
     x = torch.randn(1, 3, 256, 256)
     layers = ["stage3", "pool3", "stage4", "pool4"]
     _, acts = backbone.forward_with(x, layers)
@@ -221,9 +224,9 @@ def test_layercam_default_layers_are_the_reports_post_pool_stages():
     for n in (3, 4):  # poolN is stageN's 2x2 max pool
         want = torch.nn.functional.max_pool2d(acts[f"stage{n}"].detach(), 2)
         assert torch.equal(acts[f"pool{n}"].detach(), want)
-    opts = cams.resolve_options("LayerCAM", {})
+    opts = methods.resolve_options("LayerCAM", {})
     assert opts["layers"] == ["pool3", "pool4", "classmaps"] == list(methods.REPORT_LAYERS)
-    pre = cams.resolve_options("LayerCAM", {"layers": methods.PRE_POOL_LAYERS})
+    pre = methods.resolve_options("LayerCAM", {"layers": methods.PRE_POOL_LAYERS})
     assert opts["layer_weights"] == pre["layer_weights"] == [0.4, 0.4, 0.2]
 
 
@@ -231,7 +234,7 @@ def test_layercam_default_layers_are_the_reports_post_pool_stages():
 def test_layercam_layers_match_the_report_loop(layers):
     model = make_model("CAM", dtype=torch.float64)
     x = images(2, 64, dtype=torch.float64)
-    batched = cams.compute_maps(model, x, "LayerCAM", layers=layers)
+    batched = compute.compute_maps(model, x, "LayerCAM", layers=layers)
     loop = reference.report_loop(model, x, "LayerCAM", layers=layers)
     assert torch.allclose(batched.maps, loop, atol=1e-9)
     assert batched.options["layers"] == list(layers)
@@ -239,11 +242,11 @@ def test_layercam_layers_match_the_report_loop(layers):
 
 @pytest.mark.real
 def test_real_weights_every_method(flowers_jpg, weights_path):
-    x = reference.load_images(flowers_jpg, 3, models.INPUT_SIZE)
+    x = reference.load_images(flowers_jpg, 3, vgg.INPUT_SIZE)
     torch.manual_seed(0)
-    model = models.Classifier(models.load_backbone(str(weights_path)), models.ReCAMHead(C)).eval()
-    for method in cams.supported("ReCAM"):
-        res = cams.compute_maps(model, x, method)
+    model = heads.Classifier(vgg.load_backbone(str(weights_path)), heads.ReCAMHead(C)).eval()
+    for method in methods.supported("ReCAM"):
+        res = compute.compute_maps(model, x, method)
         assert res.maps.shape == res.raw.shape == (3, 256, 256) and res.logits.shape == (3, C)
         assert torch.isfinite(res.raw).all() and torch.isfinite(res.maps).all()
         assert res.maps.min() == 0 and res.maps.max() == 1, method
@@ -252,11 +255,11 @@ def test_real_weights_every_method(flowers_jpg, weights_path):
 
 def test_gradient_methods_work_inside_no_grad():
     torch.manual_seed(0)
-    model = models.Classifier(models.Backbone(), models.CAMHead(3)).eval()
+    model = heads.Classifier(vgg.Backbone(), heads.CAMHead(3)).eval()
     images = torch.randn(2, 3, 32, 32)
-    expected = cams.compute_maps(model, images, "GradCAM").maps
+    expected = compute.compute_maps(model, images, "GradCAM").maps
     with torch.no_grad():
-        inside = cams.compute_maps(model, images, "GradCAM").maps
+        inside = compute.compute_maps(model, images, "GradCAM").maps
     torch.testing.assert_close(inside, expected)
     with torch.inference_mode(), pytest.raises(core.UserError, match="inference_mode"):
-        cams.compute_maps(model, images, "LayerCAM")
+        compute.compute_maps(model, images, "LayerCAM")

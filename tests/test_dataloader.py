@@ -10,8 +10,8 @@ import torch
 
 import augment
 import dataloader
-from flowercam import dataset, splits
 from flowercam.core import UserError
+from flowercam.data import dataset, splits
 
 
 def fake_images(classes=17, per_class=80):

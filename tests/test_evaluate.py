@@ -11,8 +11,9 @@ from training_data import make_dataset, random_weights, run_cli
 
 import evaluate as evaluate_cli
 import main as main_cli
-from flowercam import models, runs, training
 from flowercam.metrics.config import MetricsConfig
+from flowercam.model import checkpoints, heads
+from flowercam.train import runs, training
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_errors(run, tmp_path, capsys, monkeypatch):
     mixed = tmp_path / "mixed"
     shutil.copytree(run_dir, mixed)
     settings = training.make_settings("ReCAM", "relu", ["a", "b", "c"], 32, "x")
-    models.save_checkpoint(mixed / "epoch_99.pth", models.build_head(settings), settings)
+    checkpoints.save_checkpoint(mixed / "epoch_99.pth", heads.build_head(settings), settings)
     assert "another kind" in _error(capsys, ["-d", str(mixed), "--data-dir", data_dir])
 
     wrong = make_dataset(tmp_path / "wrong", per_class=4, copies=1, size=32,

@@ -11,7 +11,10 @@ import torch
 from PIL import Image
 
 import inference as inference_cli
-from flowercam import cams, core, figures, models
+from flowercam import core
+from flowercam.cam import methods
+from flowercam.model import checkpoints, heads, vgg
+from flowercam.report import figures
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 64
@@ -42,7 +45,7 @@ def make_checkpoint(path, model_type, normalize_by, backbone_id):
                 "num_classes": len(CLASSES), "class_names": CLASSES, "input_size": SIZE,
                 "backbone": backbone_id}
     torch.manual_seed(1)
-    models.save_checkpoint(path, models.build_head(settings), settings, epoch=1)
+    checkpoints.save_checkpoint(path, heads.build_head(settings), settings, epoch=1)
     return str(path)
 
 
@@ -52,8 +55,8 @@ def env(tmp_path_factory):
     make_data_dir(root / "data")
     torch.manual_seed(0)
     weights = root / "backbone.pth"
-    torch.save(models.Backbone().features.state_dict(), weights)
-    backbone_id = models.load_backbone(str(weights)).backbone_id
+    torch.save(vgg.Backbone().features.state_dict(), weights)
+    backbone_id = vgg.load_backbone(str(weights)).backbone_id
     cam = make_checkpoint(root / "model" / "CAM_run" / "best.pth", "CAM", None, backbone_id)
     recam = make_checkpoint(root / "model" / "ReCAM_run" / "best.pth", "ReCAM", "minmax",
                             backbone_id)
@@ -162,7 +165,7 @@ BAD_INPUTS = {
 def test_method_choices_and_long_flags_are_the_reports():
     parser = inference_cli.get_args_parser()
     action = {a.dest: a for a in parser._actions}
-    assert list(action["method"].choices) == list(cams.METHODS)
+    assert list(action["method"].choices) == list(methods.METHODS)
     args = parser.parse_args(["-m", "a.pth", "-t", "GradCAM", "-n", "relu", "-s", "4"])
     assert (args.checkpoint, args.method, args.normalize_by, args.seed) == (
         "a.pth", "GradCAM", "relu", 4)
@@ -234,7 +237,7 @@ def test_outline_masks_are_drawn_on_the_strip_maps_only(env, tmp_path):
 
 @pytest.mark.parametrize("which", ["cam", "recam"])
 def test_feature_reuse_in_compare_gives_the_same_maps(env, which):
-    model, settings = models.load_model(env[which], env["weights"])
+    model, settings = checkpoints.load_model(env[which], env["weights"])
     torch.manual_seed(0)
     images = torch.randn(3, 3, SIZE, SIZE)
     method = settings["model_type"]

@@ -11,7 +11,10 @@ from training_data import make_dataset, random_weights, run_cli
 import evaluate as evaluate_cli
 import grid as grid_cli
 import main as main_cli
-from flowercam import core, features, grid, models, runs, training
+from flowercam import core
+from flowercam.model import checkpoints, heads
+from flowercam.report import grid
+from flowercam.train import features, runs, training
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +49,7 @@ def test_run_dir_logs_and_checkpoints(setup, tmp_path):
         ckpt = torch.load(path, weights_only=True)
         assert ckpt["format"] == "flowercam-head" and ckpt["settings"]["normalize_by"] == "sigmoid"
         assert set(ckpt["state_dict"]) == {"conv.weight", "conv.bias", "fc.weight"}
-        head, settings, _ = models.load_checkpoint(path)
+        head, settings, _ = checkpoints.load_checkpoint(path)
         assert settings["backbone"].startswith("vgg16-file-") and settings["num_classes"] == 3
     assert not list(run_dir.glob(".tmp-*"))
 
@@ -56,8 +59,8 @@ def test_published_recam_trains_and_evaluates(setup, tmp_path):
                           "-e", "6", "-l", "3e-3")
     assert run_dir.name.endswith("_ReCAM-published")
     assert log[-1]["train_loss"] < log[0]["train_loss"]
-    head, settings, _ = models.load_checkpoint(runs.best_checkpoint(run_dir))
-    assert isinstance(head, models.PublishedReCAMHead) and head.recam_lambda == 0.5
+    head, settings, _ = checkpoints.load_checkpoint(runs.best_checkpoint(run_dir))
+    assert isinstance(head, heads.PublishedReCAMHead) and head.recam_lambda == 0.5
     assert settings["recam_lambda"] == 0.5 and settings["normalize_by"] is None
     data_dir, _ = setup
     code, result = run_cli(evaluate_cli, ["-d", str(run_dir), "--data-dir", data_dir,
@@ -166,10 +169,10 @@ def test_grid_tables_and_figure(setup, tmp_path):
     runs = json.loads((out / "grid_runs.json").read_text())
     assert set(runs) == {"CAM-lr0.001", "ReCAM-minmax-lr0.001", "ReCAM-sigmoid-lr0.001",
                          "ReCAM-relu-lr0.001", "ReCAM-published-lr0.001"}
-    published = models.load_checkpoint(runs["ReCAM-published-lr0.001"]["best_checkpoint"])
-    assert published[1]["recam_lambda"] == models.RECAM_LAMBDA
+    published = checkpoints.load_checkpoint(runs["ReCAM-published-lr0.001"]["best_checkpoint"])
+    assert published[1]["recam_lambda"] == heads.RECAM_LAMBDA
     for entry in runs.values():
-        models.load_checkpoint(entry["best_checkpoint"])
+        checkpoints.load_checkpoint(entry["best_checkpoint"])
         assert Path(entry["run_dir"]).parent == tmp_path / "model"
 
 

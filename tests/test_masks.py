@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flowercam import masks, prepare
 from flowercam.core import UserError
+from flowercam.data import masks, prepare
 
 
 def palette_mask(path, size, box):

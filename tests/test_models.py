@@ -1,4 +1,4 @@
-"""Tests for models.py: frozen backbone, CAM / ReCAM heads, weight files, checkpoints (tiny)."""
+"""Tests for heads.py: frozen backbone, CAM / ReCAM heads, weight files, checkpoints (tiny)."""
 
 import hashlib
 import os
@@ -6,7 +6,8 @@ import os
 import pytest
 import torch
 
-from flowercam import core, models
+from flowercam import core
+from flowercam.model import checkpoints, heads, normalization, vgg
 
 C = 17  # Flower-17
 
@@ -14,7 +15,7 @@ C = 17  # Flower-17
 @pytest.fixture(scope="module")
 def backbone():
     torch.manual_seed(0)
-    return models.Backbone()
+    return vgg.Backbone()
 
 
 @pytest.fixture(scope="module")
@@ -31,20 +32,20 @@ def images(n=2, size=64, seed=1):
 def settings(model_type="CAM", normalize_by=None):
     return {"model_type": model_type, "normalize_by": normalize_by, "num_classes": C,
             "class_names": [f"c{i}" for i in range(C)], "input_size": 64,
-            "backbone": models.RANDOM_ID}
+            "backbone": vgg.RANDOM_ID}
 
 
 def test_backbone_frozen_and_eval_under_train(backbone):
-    model = models.Classifier(backbone, models.CAMHead(C))
+    model = heads.Classifier(backbone, heads.CAMHead(C))
     model.train()
     assert not backbone.training and model.head.training
     assert not any(p.requires_grad for p in backbone.parameters())
-    assert backbone(images()).shape == (2, *models.FEATURE_SHAPE)
+    assert backbone(images()).shape == (2, *vgg.FEATURE_SHAPE)
 
 
 def test_training_step_changes_head_not_backbone(backbone):
     torch.manual_seed(0)
-    model = models.Classifier(backbone, models.ReCAMHead(C, "sigmoid")).train()
+    model = heads.Classifier(backbone, heads.ReCAMHead(C, "sigmoid")).train()
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     head_before = {k: v.clone() for k, v in model.head.state_dict().items()}
     opt = torch.optim.Adam(model.head.parameters(), lr=1e-2)
@@ -78,7 +79,7 @@ def test_load_backbone_file_variants(tmp_path, backbone, variant):
         sd = {"state_dict": sd}
     path = tmp_path / "w.pth"
     torch.save(sd, path)
-    loaded = models.load_backbone(str(path))
+    loaded = vgg.load_backbone(str(path))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     assert loaded.backbone_id == f"vgg16-file-{digest}"
     x = images()
@@ -87,75 +88,75 @@ def test_load_backbone_file_variants(tmp_path, backbone, variant):
 
 def test_backbone_weights_env(monkeypatch, features_file):
     monkeypatch.setenv("BACKBONE_WEIGHTS", str(features_file))
-    assert models.resolve_backbone_weights(None) == str(features_file)
-    assert models.resolve_backbone_weights("x.pth") == "x.pth"
-    assert models.load_backbone().backbone_id.startswith("vgg16-file-")
+    assert vgg.resolve_backbone_weights(None) == str(features_file)
+    assert vgg.resolve_backbone_weights("x.pth") == "x.pth"
+    assert vgg.load_backbone().backbone_id.startswith("vgg16-file-")
 
 
 def test_load_backbone_bad_files(tmp_path, backbone):
     with pytest.raises(core.UserError, match="not found"):
-        models.load_backbone(str(tmp_path / "nope.pth"))
+        vgg.load_backbone(str(tmp_path / "nope.pth"))
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
     with pytest.raises(core.UserError, match="cannot read"):
-        models.load_backbone(str(tmp_path / "junk.pth"))
+        vgg.load_backbone(str(tmp_path / "junk.pth"))
     sd = dict(backbone.features.state_dict())
     sd.pop("28.bias")
     torch.save(sd, tmp_path / "short.pth")
     with pytest.raises(core.UserError, match="do not match"):
-        models.load_backbone(str(tmp_path / "short.pth"))
+        vgg.load_backbone(str(tmp_path / "short.pth"))
     sd["28.bias"] = torch.zeros(3)
     torch.save(sd, tmp_path / "shape.pth")
     with pytest.raises(core.UserError, match="do not match"):
-        models.load_backbone(str(tmp_path / "shape.pth"))
+        vgg.load_backbone(str(tmp_path / "shape.pth"))
 
 
 def test_cam_head_mean_of_cam_is_logit(backbone):
     torch.manual_seed(0)
-    head = models.CAMHead(C)
+    head = heads.CAMHead(C)
     feats = backbone(images(3))
     cams = head.cams(head.class_maps(feats))
     assert cams.shape == (3, C, 7, 7)
     assert torch.allclose(cams.mean((2, 3)), head(feats), atol=1e-5)
 
 
-@pytest.mark.parametrize("how", models.NORMALIZERS)
+@pytest.mark.parametrize("how", normalization.NORMALIZERS)
 def test_recam_head_matches_definition(backbone, how):
     torch.manual_seed(0)
-    head = models.ReCAMHead(C, how)
+    head = heads.ReCAMHead(C, how)
     feats = backbone(images(3))
     maps = torch.relu(head.conv(feats))
     pred = head.fc(maps.mean((2, 3))).argmax(1)
     for i in range(3):
         cam = (head.fc.weight[pred[i]][:, None, None] * maps[i]).sum(0)
-        mask = models.normalize(cam[None], how)[0]
+        mask = normalization.normalize(cam[None], how)[0]
         logits = head.fc((maps[i] * mask).mean((1, 2)))
         assert torch.allclose(head(feats[i : i + 1])[0], logits, atol=1e-5)
     with pytest.raises(core.UserError):
-        models.ReCAMHead(C, "softmax")
+        heads.ReCAMHead(C, "softmax")
 
 
 def test_normalize_constant_and_untouched():
     maps = torch.stack([torch.full((5, 5), 3.0), torch.zeros(5, 5), torch.arange(25.0).view(5, 5)])
     copy = maps.clone()
-    for how in models.NORMALIZERS:
-        out = models.normalize(maps, how)
+    for how in normalization.NORMALIZERS:
+        out = normalization.normalize(maps, how)
         assert torch.isfinite(out).all() and out[:2].abs().sum() == 0
         assert 0 <= out.min() and out.max() <= 1
     assert torch.equal(maps, copy)
-    assert models.normalize(maps, "minmax")[2].max() == 1
+    assert normalization.normalize(maps, "minmax")[2].max() == 1
 
 
 @pytest.mark.parametrize("kind", ["CAM", "ReCAM"])
 def test_checkpoint_round_trip(tmp_path, kind):
     torch.manual_seed(0)
     s = settings(kind, "relu" if kind == "ReCAM" else None)
-    head = models.build_head(s)
+    head = heads.build_head(s)
     path = tmp_path / "sub" / "epoch_1.pth"
-    models.save_checkpoint(path, head, s, epoch=1, losses=[0.5])
+    checkpoints.save_checkpoint(path, head, s, epoch=1, losses=[0.5])
     assert 30_000 < os.path.getsize(path) < 60_000  # ~37 KB for 17 classes
     raw = torch.load(path, weights_only=True)
     assert raw["format"] == "flowercam-head" and raw["epoch"] == 1
-    loaded, s2, ckpt = models.load_checkpoint(path)
+    loaded, s2, ckpt = checkpoints.load_checkpoint(path)
     assert s2 == s and type(loaded) is type(head) and ckpt["losses"] == [0.5]
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in head.state_dict().items())
     assert [p.name for p in path.parent.iterdir()] == ["epoch_1.pth"]  # no tmp left behind
@@ -163,29 +164,29 @@ def test_checkpoint_round_trip(tmp_path, kind):
 
 def test_checkpoint_errors(tmp_path):
     with pytest.raises(core.UserError, match="not found"):
-        models.load_checkpoint(tmp_path / "missing.pth")
+        checkpoints.load_checkpoint(tmp_path / "missing.pth")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pth")
     with pytest.raises(core.UserError, match="not a flowercam"):
-        models.load_checkpoint(tmp_path / "other.pth")
+        checkpoints.load_checkpoint(tmp_path / "other.pth")
     (tmp_path / "junk.pth").write_text("junk")
     with pytest.raises(core.UserError, match="cannot read"):
-        models.load_checkpoint(tmp_path / "junk.pth")
+        checkpoints.load_checkpoint(tmp_path / "junk.pth")
     s = settings()
-    models.save_checkpoint(tmp_path / "c.pth", models.CAMHead(5), s)  # 5 classes, settings say 17
+    checkpoints.save_checkpoint(tmp_path / "c.pth", heads.CAMHead(5), s)  # 5 classes, settings: 17
     with pytest.raises(core.UserError, match="do not fit"):
-        models.load_checkpoint(tmp_path / "c.pth")
+        checkpoints.load_checkpoint(tmp_path / "c.pth")
     for bad in ({**s, "model_type": "X"}, {**s, "num_classes": 0}):
         with pytest.raises(core.UserError):
-            models.build_head(bad)
+            heads.build_head(bad)
 
 
 def test_load_model(tmp_path, backbone, features_file):
     s = settings("ReCAM", "minmax")
     torch.manual_seed(0)
-    head = models.build_head(s)
-    models.save_checkpoint(tmp_path / "m.pth", head, s)
+    head = heads.build_head(s)
+    checkpoints.save_checkpoint(tmp_path / "m.pth", head, s)
     with pytest.warns(UserWarning, match="trained on backbone"):
-        model, s2 = models.load_model(tmp_path / "m.pth", backbone_weights=str(features_file))
+        model, s2 = checkpoints.load_model(tmp_path / "m.pth", backbone_weights=str(features_file))
     assert s2 == s and not model.training
     x = images()
     with torch.no_grad():

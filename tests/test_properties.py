@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from flowercam import cams, models
+from flowercam.cam import compute, methods
 from flowercam.metrics import formulas
+from flowercam.model import heads, normalization, vgg
 
 FAST = settings(max_examples=30, deadline=None)
 SCALES = [0.0, 1e-30, 1e-6, 1.0, 1e6, 1e30]  # 0: constant maps
@@ -34,11 +35,11 @@ def map_batches(draw, max_side=9):
 
 
 @FAST
-@given(maps=map_batches(), how=st.sampled_from(models.NORMALIZERS))
+@given(maps=map_batches(), how=st.sampled_from(normalization.NORMALIZERS))
 def test_normalize_in_unit_range(maps, how):
     x = torch.from_numpy(maps)
     before = x.clone()
-    out = models.normalize(x, how)
+    out = normalization.normalize(x, how)
     assert torch.equal(x, before) and out.shape == x.shape
     assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
     flat = (x.amax((-2, -1)) - x.amin((-2, -1))) <= 1e-6
@@ -49,8 +50,8 @@ def test_normalize_in_unit_range(maps, how):
 def tiny_model(model_type):
     """A random VGG16 + head on 3 classes (built once: hypothesis reuses it across examples)."""
     torch.manual_seed(0)
-    head = models.build_head({"model_type": model_type, "num_classes": 3})
-    return models.Classifier(models.Backbone(), head).eval()
+    head = heads.build_head({"model_type": model_type, "num_classes": 3})
+    return heads.Classifier(vgg.Backbone(), head).eval()
 
 
 def check_result(result, batch, size):
@@ -60,28 +61,28 @@ def check_result(result, batch, size):
 
 
 @FAST
-@given(data=st.data(), method=st.sampled_from(sorted(cams.CLASS_MAP_METHODS)),
-       how=st.sampled_from(models.NORMALIZERS))
+@given(data=st.data(), method=st.sampled_from(sorted(methods.CLASS_MAP_METHODS)),
+       how=st.sampled_from(normalization.NORMALIZERS))
 def test_class_map_methods_from_features(data, method, how):
     batch, side = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 7))
     feats = torch.from_numpy(data.draw(scaled((batch, 512, side, side)))).abs()  # ReLU output
-    head = tiny_model(cams.METHODS[method].needs_head or "CAM").head
+    head = tiny_model(methods.METHODS[method].needs_head or "CAM").head
     before = feats.clone()
-    result = cams.compute_maps_from_features(head, feats, method, size=(16, 16),
+    result = compute.compute_maps_from_features(head, feats, method, size=(16, 16),
                                              normalize_by=how)
     assert torch.equal(feats, before)
     check_result(result, batch, (16, 16))
 
 
 @settings(max_examples=25, deadline=None)
-@given(data=st.data(), method=st.sampled_from(sorted(cams.METHODS)))
+@given(data=st.data(), method=st.sampled_from(sorted(methods.METHODS)))
 def test_every_method_on_images(data, method):
     batch = data.draw(st.integers(1, 2))
     images = torch.from_numpy(data.draw(scaled((batch, 3, 32, 32))))
     images = images.clamp(-1e4, 1e4)  # normalised pixels; beyond this the backbone overflows
-    model = tiny_model(cams.METHODS[method].needs_head or "CAM")
+    model = tiny_model(methods.METHODS[method].needs_head or "CAM")
     before = images.clone()
-    result = cams.compute_maps(model, images, method)
+    result = compute.compute_maps(model, images, method)
     assert torch.equal(images, before)
     check_result(result, batch, (32, 32))
 

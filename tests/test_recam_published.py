@@ -5,14 +5,17 @@ import math
 import pytest
 import torch
 
-from flowercam import cams, core, features, models, training
+from flowercam import core
+from flowercam.cam import compute
+from flowercam.model import checkpoints, heads, vgg
+from flowercam.train import features, training
 
 C, K, H = 4, 6, 5  # classes, feature channels, map size: small enough to compute by hand
 
 
 def head_and_feats(lam=0.3, batch=3, seed=0):
     torch.manual_seed(seed)
-    head = models.PublishedReCAMHead(C, lam, in_channels=K)
+    head = heads.PublishedReCAMHead(C, lam, in_channels=K)
     feats = torch.randn(batch, K, H, H, generator=torch.Generator().manual_seed(seed + 1))
     return head, feats
 
@@ -78,7 +81,7 @@ def test_all_ones_sce_gives_relu_cam():
     head, feats = head_and_feats()
     with torch.no_grad():
         head.sce.weight.fill_(1.0)
-    plain = models.CAMHead(C, in_channels=K)
+    plain = heads.CAMHead(C, in_channels=K)
     plain.load_state_dict({k: v for k, v in head.state_dict().items() if k != "sce.weight"})
     maps = head.class_maps(feats)
     assert torch.allclose(head.cams(maps), torch.relu(plain.cams(maps)), atol=1e-6)
@@ -87,11 +90,11 @@ def test_all_ones_sce_gives_relu_cam():
 def test_cam_code_gets_the_published_map():
     """The hook for flowercam.cams: head.cams() on forward_maps' class maps is the final map."""
     torch.manual_seed(0)
-    head = models.PublishedReCAMHead(C)
-    feats = torch.randn(2, models.FEATURE_SHAPE[0], 7, 7)
+    head = heads.PublishedReCAMHead(C)
+    feats = torch.randn(2, vgg.FEATURE_SHAPE[0], 7, 7)
     rew, maps, logits = head.forward_maps(feats)
     assert rew is maps and torch.equal(logits, head(feats))
-    assert torch.equal(cams.class_cams(head, feats, "CAM"), head.cams(maps))
+    assert torch.equal(compute.class_cams(head, feats, "CAM"), head.cams(maps))
 
 
 def test_batch_independence():
@@ -126,7 +129,7 @@ def test_evaluate_and_train_use_the_same_loss():
 
 def settings(lam=0.1):
     return training.make_settings("ReCAM-published", "sigmoid", [f"c{i}" for i in range(17)], 64,
-                                  models.RANDOM_ID, lam)
+                                  vgg.RANDOM_ID, lam)
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -134,15 +137,15 @@ def test_checkpoint_round_trip(tmp_path):
     assert s["recam_lambda"] == 0.1 and s["normalize_by"] is None
     assert "recam_lambda" not in training.make_settings("CAM", None, ["a"], 64, "x")
     torch.manual_seed(0)
-    head = models.build_head(s)
+    head = heads.build_head(s)
     path = tmp_path / "epoch_1.pth"
-    models.save_checkpoint(path, head, s, epoch=1)
+    checkpoints.save_checkpoint(path, head, s, epoch=1)
     raw = torch.load(path, weights_only=True)
     assert set(raw["state_dict"]) == {"conv.weight", "conv.bias", "fc.weight", "sce.weight"}
-    loaded, s2, _ = models.load_checkpoint(path)
-    assert type(loaded) is models.PublishedReCAMHead and s2 == s and loaded.recam_lambda == 0.1
+    loaded, s2, _ = checkpoints.load_checkpoint(path)
+    assert type(loaded) is heads.PublishedReCAMHead and s2 == s and loaded.recam_lambda == 0.1
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in head.state_dict().items())
-    assert models.build_head({**s, "recam_lambda": None}).recam_lambda == models.RECAM_LAMBDA
+    assert heads.build_head({**s, "recam_lambda": None}).recam_lambda == heads.RECAM_LAMBDA
 
 
 @pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf"), "1"])
@@ -152,17 +155,17 @@ def test_bad_lambda_is_one_line(bad):
 
 
 def test_the_published_method_draws_the_published_map():
-    """cams.compute_maps_from_features(head, feats, "ReCAM-published") = relu((W_sce*W)_t . M)."""
+    """compute_maps_from_features(head, feats, "ReCAM-published") = relu((W_sce*W)_t . M)."""
     torch.manual_seed(0)
-    head = models.build_head({"model_type": "ReCAM-published", "num_classes": 4}).eval()
+    head = heads.build_head({"model_type": "ReCAM-published", "num_classes": 4}).eval()
     feats = torch.randn(3, 512, 5, 5)
-    res = cams.compute_maps_from_features(head, feats, "ReCAM-published", targets=[0, 2, 3],
+    res = compute.compute_maps_from_features(head, feats, "ReCAM-published", targets=[0, 2, 3],
                                           size=(5, 5))
     with torch.no_grad():
         maps = head.class_maps(feats)
         expected = head.cams(maps)[torch.arange(3), torch.tensor([0, 2, 3])]
     assert torch.allclose(res.raw_native, expected, atol=1e-6)
     with pytest.raises(core.UserError, match="needs a ReCAM-published head"):
-        cams.compute_maps_from_features(models.build_head({"model_type": "CAM",
+        compute.compute_maps_from_features(heads.build_head({"model_type": "CAM",
                                                            "num_classes": 4}), feats,
                                         "ReCAM-published")

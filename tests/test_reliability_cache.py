@@ -15,7 +15,9 @@ import torch
 from training_data import REPO, make_dataset, random_weights, run_cli
 
 import main as main_cli
-from flowercam import cache_store, dataset, features, models
+from flowercam.data import dataset
+from flowercam.model import vgg
+from flowercam.train import cache_store, features
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def built(tmp_path, weights):
     """(data_dir, items, backbone, features as built, npy path, meta path): 12 train rows."""
     data_dir = make_dataset(tmp_path / "data", per_class=4, copies=2, size=32)
     items = dataset.split_items(data_dir, "train")
-    backbone = models.load_backbone(weights)
+    backbone = vgg.load_backbone(weights)
     feats = features.feature_cache(items, backbone, data_dir, batch_size=4, num_workers=0)
     (npy,) = (Path(data_dir) / "cache").glob("*.npy")
     return data_dir, items, backbone, feats.clone(), npy, npy.with_suffix(".json")
@@ -133,7 +135,7 @@ def make_read_only(folder, monkeypatch):
 def test_read_only_data_folder_trains(tmp_path, weights, monkeypatch, capsys):
     """Was: a read-only data folder with a complete cache -> PermissionError traceback."""
     data_dir = make_dataset(tmp_path / "data", per_class=4, copies=2, size=32)
-    backbone = models.load_backbone(weights)
+    backbone = vgg.load_backbone(weights)
     for subset in ("train", "valid"):
         features.feature_cache(dataset.split_items(data_dir, subset), backbone, data_dir,
                                num_workers=0)
@@ -163,9 +165,11 @@ def test_read_only_data_folder_trains(tmp_path, weights, monkeypatch, capsys):
 
 BUILD = """
 import sys, time
-from flowercam import dataset, features, models
+from flowercam.data import dataset
+from flowercam.model import vgg
+from flowercam.train import features
 data_dir, weights = sys.argv[1], sys.argv[2]
-backbone = models.load_backbone(weights)
+backbone = vgg.load_backbone(weights)
 rows, forward = [], backbone.forward
 def slow(x):  # slow enough that the two builds overlap
     rows.append(len(x)); time.sleep(0.2); return forward(x)
@@ -189,7 +193,7 @@ def test_two_concurrent_builders_compute_each_row_once(tmp_path, weights):
     shared_bytes = npy.read_bytes()
     alone = make_dataset(tmp_path / "alone", per_class=4, copies=2, size=32)
     items = dataset.split_items(alone, "train")
-    features.feature_cache(items, models.load_backbone(weights), alone, batch_size=2,
+    features.feature_cache(items, vgg.load_backbone(weights), alone, batch_size=2,
                            num_workers=0)
     (npy_alone,) = (Path(alone) / "cache").glob("*.npy")
     assert npy_alone.read_bytes() == shared_bytes

@@ -9,7 +9,9 @@ from training_data import make_folder_dataset, synthetic_image
 
 import augment
 import inference as inference_cli
-from flowercam import core, dataset, image_files, prepare
+from flowercam import core
+from flowercam.data import dataset, prepare
+from flowercam.report import image_files
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from training_data import make_dataset, random_weights, run_cli
 
 import main as main_cli
-from flowercam import runs, training
+from flowercam.train import runs, training
 
 NUMBERS = ("train_loss", "valid_loss", "valid_top1", "valid_top3", "valid_top5", "overfit",
            "checkpoint")

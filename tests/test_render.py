@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from flowercam import render
+from flowercam.report import render
 
 T = 64  # tile size used throughout
 

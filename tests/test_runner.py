@@ -13,10 +13,12 @@ from mask_data import write_masks
 from PIL import Image
 
 import evaluate as evaluate_cli
-from flowercam import models, prepare, runs
 from flowercam.core import UserError
+from flowercam.data import prepare
 from flowercam.metrics import runner
 from flowercam.metrics.config import MetricsConfig
+from flowercam.model import checkpoints, heads, vgg
+from flowercam.train import runs
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +29,14 @@ def synthetic_run(tmp_path_factory):
     data = training_data.make_dataset(root / "data", per_class=4, copies=1, size=32)
     torch.manual_seed(0)
     weights = root / "vgg_random.pth"
-    torch.save(models.Backbone().features.state_dict(), weights)
-    backbone = models.load_backbone(str(weights))
+    torch.save(vgg.Backbone().features.state_dict(), weights)
+    backbone = vgg.load_backbone(str(weights))
     settings = {"model_type": "ReCAM", "normalize_by": "minmax", "num_classes": 3,
                 "class_names": list(training_data.CLASSES), "input_size": 32,
                 "backbone": backbone.backbone_id}
     for epoch in (1, 3):
-        models.save_checkpoint(root / "run" / f"epoch_{epoch}.pth",
-                               models.build_head(settings), settings, epoch=epoch)
+        checkpoints.save_checkpoint(root / "run" / f"epoch_{epoch}.pth",
+                               heads.build_head(settings), settings, epoch=epoch)
     return {"root": root, "data": data, "weights": str(weights), "run": root / "run"}
 
 
@@ -101,12 +103,12 @@ def test_real_smoke_run(weights_path, flowers_jpg, tmp_path):
     data = tmp_path / "data"
     prepare.prepare(data, prepare.AugmentSettings(copies=1, size=128), flowers_jpg.parent,
                     num_workers=1, limit_per_class=4)
-    backbone = models.load_backbone(str(weights_path))
+    backbone = vgg.load_backbone(str(weights_path))
     torch.manual_seed(0)
     names = json.loads((data / "index.json").read_text())["classes"]
     settings = {"model_type": "CAM", "normalize_by": None, "num_classes": len(names),
                 "class_names": names, "input_size": 128, "backbone": backbone.backbone_id}
-    models.save_checkpoint(tmp_path / "run" / "epoch_1.pth", models.build_head(settings),
+    checkpoints.save_checkpoint(tmp_path / "run" / "epoch_1.pth", heads.build_head(settings),
                            settings)
     cfg = MetricsConfig(checkpoint=str(tmp_path / "run" / "epoch_1.pth"), limit=3, steps=4,
                         bootstrap=100, methods=("CAM", "LayerCAM"), data_dir=str(data))
@@ -211,11 +213,11 @@ def test_real_masks_through_the_runner(shared_dir, tmp_path):
         with Image.open(path) as im:
             im.resize((64, 64), Image.NEAREST).save(data / "masks" / f"{image_id}.png")
     weights = training_data.random_weights(tmp_path / "w.pth")
-    backbone = models.load_backbone(weights)
+    backbone = vgg.load_backbone(weights)
     settings = {"model_type": "CAM", "normalize_by": "minmax", "num_classes": 3,
                 "class_names": list(training_data.CLASSES), "input_size": 64,
                 "backbone": backbone.backbone_id}
-    models.save_checkpoint(tmp_path / "run" / "epoch_1.pth", models.build_head(settings),
+    checkpoints.save_checkpoint(tmp_path / "run" / "epoch_1.pth", heads.build_head(settings),
                            settings)
     cfg = MetricsConfig(checkpoint=str(tmp_path / "run" / "epoch_1.pth"), data_dir=str(data),
                         split_name="test", methods=("CAM",), steps=1, perturb_limit=1,

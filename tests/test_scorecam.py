@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from flowercam import cams, models, scorecam
+from flowercam import core
+from flowercam.cam import compute, methods, scorecam
+from flowercam.model import heads, vgg
 
 C = 17
 
@@ -79,18 +81,18 @@ def test_weights_match_pytorch_grad_cams_formula_where_definitions_coincide():
 
 def make_model(seed=0, dtype=torch.float64):
     torch.manual_seed(seed)
-    return models.Classifier(models.Backbone(), models.CAMHead(C)).eval().to(dtype)
+    return heads.Classifier(vgg.Backbone(), heads.CAMHead(C)).eval().to(dtype)
 
 
 def test_batch_independence_and_any_chunking():
     model = make_model()
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    batch = cams.compute_maps(model, x, "ScoreCAM")
+    batch = compute.compute_maps(model, x, "ScoreCAM")
     assert batch.options["scorecam_layer"] == "classmaps"
-    chunked = cams.compute_maps(model, x, "ScoreCAM", scorecam_batch=5)
+    chunked = compute.compute_maps(model, x, "ScoreCAM", scorecam_batch=5)
     torch.testing.assert_close(chunked.raw, batch.raw, rtol=1e-9, atol=1e-12)
     for i in (0, 3):
-        one = cams.compute_maps(model, x[i : i + 1], "ScoreCAM")
+        one = compute.compute_maps(model, x[i : i + 1], "ScoreCAM")
         torch.testing.assert_close(one.raw[0], batch.raw[i], rtol=1e-9, atol=1e-12)
         torch.testing.assert_close(one.maps[0], batch.maps[i], rtol=1e-9, atol=1e-9)
 
@@ -98,7 +100,7 @@ def test_batch_independence_and_any_chunking():
 def test_model_weights_are_the_softmax_of_masked_scores():
     model = make_model()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    res = cams.compute_maps(model, x, "ScoreCAM", targets=[3, 9])
+    res = compute.compute_maps(model, x, "ScoreCAM", targets=[3, 9])
     with torch.no_grad():
         acts = model.head.class_maps(model.backbone(x))  # [2,C,7,7]
         w = np.zeros((2, C))
@@ -115,11 +117,12 @@ def test_model_weights_are_the_softmax_of_masked_scores():
 def test_no_nan_on_constant_inputs_and_stage5_option():
     model = make_model(dtype=torch.float32)
     for fill in (0.0, 1.0):
-        res = cams.compute_maps(model, torch.full((2, 3, 32, 32), fill), "ScoreCAM")
+        res = compute.compute_maps(model, torch.full((2, 3, 32, 32), fill), "ScoreCAM")
         assert torch.isfinite(res.raw).all() and torch.isfinite(res.maps).all()
     x = torch.randn(1, 3, 64, 64)
-    res = cams.compute_maps(model, x, "ScoreCAM", scorecam_layer="stage5", scorecam_batch=128)
+    res = compute.compute_maps(model, x, "ScoreCAM", scorecam_layer="stage5", scorecam_batch=128)
     assert res.raw_native.shape == (1, 4, 4) and torch.isfinite(res.maps).all()
-    assert cams.METHODS["ScoreCAM"].needs_images and not cams.METHODS["ScoreCAM"].needs_gradients
-    with pytest.raises(cams.UserError, match="needs the images"):
-        cams.compute_maps_from_features(model.head, torch.zeros(1, 512, 7, 7), "ScoreCAM")
+    record = methods.METHODS["ScoreCAM"]
+    assert record.needs_images and not record.needs_gradients
+    with pytest.raises(core.UserError, match="needs the images"):
+        compute.compute_maps_from_features(model.head, torch.zeros(1, 512, 7, 7), "ScoreCAM")

@@ -8,9 +8,9 @@ import pytest
 from mask_data import write_masks
 from PIL import Image
 
-from flowercam import runs
 from flowercam.core import UserError
 from flowercam.metrics import selection
+from flowercam.train import runs
 
 
 def test_best_checkpoint_skips_the_overfitting_epoch(tmp_path):

@@ -4,8 +4,8 @@ import csv
 
 import pytest
 
-from flowercam import table2
 from flowercam.core import UserError
+from flowercam.report import table2
 
 FACTS = """# facts
 ## Table 2 (validation)

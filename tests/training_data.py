@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from flowercam import core, models
+from flowercam import core
+from flowercam.model import heads, vgg
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("Red", "Green", "Blue")
@@ -93,7 +94,7 @@ def make_dataset(root, per_class=4, copies=2, size=64, seed=0, classes=CLASSES) 
 def random_weights(path, seed=0) -> str:
     """A seeded random VGG16 features state dict saved at path (its backbone_id is a file hash)."""
     torch.manual_seed(seed)
-    torch.save(models.Backbone().features.state_dict(), path)
+    torch.save(vgg.Backbone().features.state_dict(), path)
     return str(path)
 
 
@@ -108,9 +109,9 @@ def run_cli(module, argv):
 def make_model(kind="CAM", normalize_by="minmax", dtype=torch.float32, seed=0, classes=17):
     """A seeded random VGG16 + a CAM or ReCAM head on `classes` classes, in eval mode."""
     torch.manual_seed(seed)
-    backbone = models.Backbone()
-    head = models.CAMHead(classes) if kind == "CAM" else models.ReCAMHead(classes, normalize_by)
-    return models.Classifier(backbone, head).eval().to(dtype)
+    backbone = vgg.Backbone()
+    head = heads.CAMHead(classes) if kind == "CAM" else heads.ReCAMHead(classes, normalize_by)
+    return heads.Classifier(backbone, head).eval().to(dtype)
 
 
 def images(n=3, size=64, seed=1, dtype=torch.float32):

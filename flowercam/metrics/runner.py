@@ -22,10 +22,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from flowercam import cams, core, dataset, evaluation, features, models, runs
+from flowercam import core
+from flowercam.cam import compute, methods
 from flowercam.core import UserError
+from flowercam.data import dataset
 from flowercam.metrics import boxes, formulas, localization, selection, tables
 from flowercam.metrics.config import MAP_BASELINES, MetricsConfig
+from flowercam.model import checkpoints, vgg
+from flowercam.train import evaluation, features, runs
 
 # ---------------------------------------------------------------- measuring
 
@@ -36,8 +40,8 @@ def shared_inputs(model, images, labels, feats, keep, cfg, score_fn):
     feats [B,512,7,7]: the backbone's output (feature cache), shared by the CAM / ReCAM maps,
     the targets and, in fp32, the original scores. Baselines are scored only for `keep` images.
     """
-    mean = torch.tensor(models.IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(models.IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(vgg.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(vgg.IMAGENET_STD).view(1, 3, 1, 1)
     pixels = (images * std + mean).clamp(0, 1)  # [B,3,H,W] in [0,1]
     with torch.no_grad():
         probs = model.head(feats).float().softmax(1).cpu()
@@ -80,12 +84,12 @@ def method_maps(model, method, images, shared, cfg):
     LayerCAM's layers."""
     targets = shared["targets"].to(cfg.device)
     plain = tuple(cfg.scales) == (1.0,) and not cfg.flip
-    if method in cams.CLASS_MAP_METHODS and plain:  # from the feature cache
-        result = cams.compute_maps_from_features(model.head, shared["feats"], method, targets,
+    if method in methods.CLASS_MAP_METHODS and plain:  # from the feature cache
+        result = compute.compute_maps_from_features(model.head, shared["feats"], method, targets,
                                                  size=images.shape[-2:], normalize_by="minmax")
     else:
         options = {"layers": cfg.layers} if cfg.layers and method == "LayerCAM" else {}
-        result = cams.compute_maps(model, images.to(cfg.device), method, targets,
+        result = compute.compute_maps(model, images.to(cfg.device), method, targets,
                                    scales=cfg.scales, flip=cfg.flip, normalize_by="minmax",
                                    **options)
     return result.maps.detach().float().cpu()
@@ -152,8 +156,8 @@ def measure(model, settings, items, rows, cfg, masks, faithful=True):
     rows: map methods and baselines (config.MAP_BASELINES); masks: selection.MaskSpec or None;
     faithful False: localization only (no scoring forwards, AD/IC/AUCs NaN).
     """
-    size = int(settings.get("input_size", models.INPUT_SIZE))
-    score_fn = formulas.make_score_fn(model, models.IMAGENET_MEAN, models.IMAGENET_STD,
+    size = int(settings.get("input_size", vgg.INPUT_SIZE))
+    score_fn = formulas.make_score_fn(model, vgg.IMAGENET_MEAN, vgg.IMAGENET_STD,
                                      cfg.precision, cfg.metrics_batch_size, cfg.device)
     generator = torch.Generator().manual_seed(cfg.seed)
     per_row = {m: [] for m in rows}
@@ -232,8 +236,8 @@ def open_model(cfg: MetricsConfig, backbone=None):
     split, weights = runs.run_defaults(ckpt, cfg.split, cfg.backbone_weights)
     cfg = dataclasses.replace(cfg, split=split, backbone_weights=weights)
     if backbone is None:
-        backbone = models.load_backbone(weights, cfg.device)
-    model, settings = models.load_model(ckpt, device=cfg.device, backbone=backbone)
+        backbone = vgg.load_backbone(weights, cfg.device)
+    model, settings = checkpoints.load_model(ckpt, device=cfg.device, backbone=backbone)
     evaluation.check_data(settings, cfg.data_dir, backbone)
     return model, settings, ckpt, cfg
 
@@ -241,7 +245,7 @@ def open_model(cfg: MetricsConfig, backbone=None):
 def run(cfg: MetricsConfig, backbone=None):
     """evaluate.py --cam-metrics: measure, then write cam_metrics.json and cam_metrics.md.
 
-    backbone: an already loaded models.Backbone to reuse (tests, notebooks).
+    backbone: an already loaded vgg.Backbone to reuse (tests, notebooks).
     """
     check_config(cfg)
     size = features.input_size(cfg.data_dir)

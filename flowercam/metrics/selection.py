@@ -14,9 +14,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from flowercam import cams, dataset, runs
+from flowercam.cam import methods
 from flowercam.core import UserError
+from flowercam.data import dataset
 from flowercam.metrics import formulas
+from flowercam.train import runs
 
 # Flower-17 masks (../shared/flowers17/masks/README.txt): 1 flower; 0 unlabelled, 5 stray
 FLOWERS17_MASK_VALUES = (1,)
@@ -36,9 +38,9 @@ def resolve_methods(requested, settings):
     """Requested methods (checked against the head) or every method the head supports."""
     if requested:
         for method in requested:
-            cams.check_method(method, settings)
+            methods.check_method(method, settings)
         return list(dict.fromkeys(requested))
-    return cams.supported(settings.get("model_type"))
+    return methods.supported(settings.get("model_type"))
 
 
 def select_items(items, limit, seed):

@@ -1,7 +1,7 @@
 """The report's experiment grid: configurations, their Table 2 rows, tables and loss curves.
 
     python grid.py                         # the command; this module is what it runs
-    python -c "from flowercam import grid; print(grid.configurations([1e-4]))"
+    python -c "from flowercam.report import grid; print(grid.configurations([1e-4]))"
 
 A row reports two epochs by the two rules of flowercam.runs: table_epoch (Table 2's) and
 best_checkpoint (the figures'); grid_runs.json names both.
@@ -12,15 +12,18 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from flowercam import core, models, runs, table2, training
+from flowercam import core
 from flowercam.core import atomic_save_json, atomic_write
+from flowercam.model import normalization
+from flowercam.report import table2
+from flowercam.train import runs, training
 
 LRS = (1e-5, 5e-5, 1e-4, 2e-4)  # the report's four learning rates
 
 def configurations(lrs) -> list[dict]:
     """CAM at every lr, then ReCAM with each normaliser, then ReCAM-published (lambda
-    models.RECAM_LAMBDA) at every lr (5 x 4 = 20 by default)."""
-    kinds = [("CAM", None)] + [("ReCAM", how) for how in models.NORMALIZERS]
+    heads.RECAM_LAMBDA) at every lr (5 x 4 = 20 by default)."""
+    kinds = [("CAM", None)] + [("ReCAM", how) for how in normalization.NORMALIZERS]
     kinds.append(("ReCAM-published", None))
     configs = []
     for model_type, how in kinds:

@@ -1,6 +1,6 @@
 """One pass of a CAM method on one batch: the drivers that read a method's record (methods.py).
 
-    python -c "from flowercam import maps; print(maps.MapResult.__doc__)"
+    python -c "from flowercam.cam import maps; print(maps.MapResult.__doc__)"
     .venv/bin/pytest tests/test_cams.py -q
 
 feature_maps: CAM / ReCAM from backbone features [B,512,h,w] (no gradient, no images).
@@ -13,11 +13,11 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from flowercam import models
+from flowercam.cam.methods import METHODS, layers_of
+from flowercam.cam.scorecam import scorecam_weights
 from flowercam.core import UserError
-from flowercam.methods import METHODS, layers_of
-from flowercam.models import normalize
-from flowercam.scorecam import scorecam_weights
+from flowercam.model import vgg
+from flowercam.model.normalization import normalize
 
 
 @dataclasses.dataclass
@@ -129,7 +129,7 @@ def gradient_maps(model, x, method, targets, opts):
 
 def activations(model, x, layers):
     """One forward without a graph -> ({name: act}, logits); layers: stages and/or classmaps."""
-    at = {models.STAGES[name]: name for name in layers if name != "classmaps"}
+    at = {vgg.STAGES[name]: name for name in layers if name != "classmaps"}
     acts, h = {}, x
     with torch.no_grad():
         for i, layer in enumerate(model.backbone.features):

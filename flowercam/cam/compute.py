@@ -1,6 +1,6 @@
 """Class activation maps of a frozen-VGG16 Classifier: CAM, ReCAM, LayerCAM, Grad-CAM(++), ScoreCAM.
 
-    python -c "from flowercam import cams; print(list(cams.METHODS))"
+    python -c "from flowercam.cam import methods; print(list(methods.METHODS))"
     .venv/bin/pytest tests/test_cams.py -q
     BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_features.pth python -m benchmarks.cams
 
@@ -17,23 +17,20 @@ import math
 import torch
 import torch.nn.functional as F
 
-from flowercam.maps import MapResult, feature_maps, fuse_layers, gradient_maps, score_maps, upsample
-from flowercam.methods import (
-    CLASS_MAP_METHODS,
-    LAYERS,
+from flowercam.cam.maps import (
+    MapResult,
+    feature_maps,
+    gradient_maps,
+    score_maps,
+    upsample,
+)
+from flowercam.cam.methods import (
     METHODS,
     check_method,
-    gradcampp,
-    gradcampp_alpha,
     resolve_options,
-    supported,
 )
-from flowercam.models import NORMALIZERS, UserError, normalize
-
-__all__ = ["Aggregation", "CLASS_MAP_METHODS", "LAYERS", "METHODS", "NORMALIZERS", "MapResult",
-           "check_method", "class_cams", "compute_maps", "compute_maps_from_features",
-           "fuse_layers", "gradcampp", "gradcampp_alpha", "normalize", "postprocess",
-           "resolve_options", "supported", "upsample"]
+from flowercam.core import UserError
+from flowercam.model.normalization import normalize
 
 
 def postprocess(maps, threshold=0.3, gain=1.5):

@@ -1,8 +1,9 @@
 """inference.py's files: your own images listed, checked and loaded; figures, raw maps (.npz) and
 pseudo-masks (.png) written atomically, an unwritable path as a one-line error; masks to outline.
 
-    python -c "from flowercam import image_files as f; print(f.expand_images(['photos/']))"
-    python -c "from flowercam import image_files as f; print(f.load_items(['a.jpg'], 224)[0].shape)"
+    python -c "from flowercam.report import image_files as f; print(f.expand_images(['photos/']))"
+    python -c "from flowercam.report import image_files as f; \
+print(f.load_items(['a.jpg'], 224)[0])"
     python -c "import numpy as np; d = np.load('maps.npz'); print(d['maps'].shape, d['settings'])"
 """
 
@@ -16,8 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from flowercam import dataset, render
 from flowercam.core import UserError, atomic_write
+from flowercam.data import dataset
+from flowercam.report import render
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 

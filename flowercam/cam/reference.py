@@ -1,7 +1,7 @@
 """The report's per-image loop for the gradient methods: the reference that the batched drivers
 of flowercam/maps.py must reproduce (tests/test_cams.py) and that benchmarks/cams.py times.
 
-    python -c "from flowercam import reference; help(reference.report_loop)"
+    python -c "from flowercam.cam import reference; help(reference.report_loop)"
     .venv/bin/pytest tests/test_cams.py -q -k report_loop
 """
 
@@ -11,15 +11,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from flowercam import cams, core, maps, methods, models
+from flowercam import core
+from flowercam.cam import maps, methods
+from flowercam.model import normalization, vgg
 
 
 def report_loop(model, images, method, targets=None, **options):
     """The report's way, one image at a time: full forward with the input requiring grad (how a
     frozen net is usually made differentiable), then one backward down to the input -> [B,H,W]."""
-    opts = cams.resolve_options(method, options)
+    opts = methods.resolve_options(method, options)
     layers = methods.layers_of(method, opts)
-    stage_at = {idx: name for name, idx in models.STAGES.items() if name in layers}
+    stage_at = {idx: name for name, idx in vgg.STAGES.items() if name in layers}
     out = []
     for i in range(len(images)):
         x = images[i : i + 1].clone().requires_grad_(True)
@@ -35,7 +37,7 @@ def report_loop(model, images, method, targets=None, **options):
             weigh = methods.METHODS[method].weigh
             per = [weigh(acts[n].detach(), g, None) for n, g in zip(layers, grads, strict=True)]
             raw = maps.combine(method, per, opts, x.shape[-2:])[0]
-            out.append(models.normalize(raw, opts["normalize_by"]))
+            out.append(normalization.normalize(raw, opts["normalize_by"]))
     return torch.cat(out)
 
 
@@ -46,8 +48,8 @@ def load_images(folder, count, size):
     if not all(p.is_file() for p in paths):
         raise core.UserError(f"Flower-17 images not found in {folder}: pass --images-dir or "
                              "--synthetic")
-    mean = torch.tensor(models.IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(models.IMAGENET_STD).view(3, 1, 1)
+    mean = torch.tensor(vgg.IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(vgg.IMAGENET_STD).view(3, 1, 1)
     out = []
     for p in paths:
         img = Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)

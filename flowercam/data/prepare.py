@@ -1,7 +1,8 @@
 """Prepare data/: index Flower-17 (or your own class folders), check the images, augment them.
 
     python augment.py --source ../shared/flowers17      # the command; this module is what it runs
-    python -c "from flowercam import prepare; print(prepare.scan_source('my_photos')['classes'])"
+    python -c "from flowercam.data import prepare as p; \
+print(p.scan_source('my_photos')['classes'])"
 
 Writes data/index.json, labels.txt, augment.json, splits.json (flowercam/splits.py) and
 auged/<id>_<k>.jpg (copy 0 = resized only, copies 1.. = the report's random affine + flip) and,
@@ -19,8 +20,9 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from flowercam import core, dataset, download, masks, splits
+from flowercam import core
 from flowercam.core import UserError, atomic_save_json, atomic_write
+from flowercam.data import dataset, download, masks, splits
 
 FLOWER17_CLASSES = ["Daffodil", "Snowdrop", "LilyValley", "Bluebell", "Crocus", "Iris",
                     "Tigerlily", "Tulip", "Fritillary", "Sunflower", "Daisy", "ColtsFoot",

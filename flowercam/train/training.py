@@ -2,7 +2,7 @@
 the validation loss improves, and the report's overfitting halt (flowercam.runs.overfitting).
 
     python main.py -m CAM -l 1e-4 -e 40      # the command; this module is what it runs
-    python -c "from flowercam import training; print(training.make_settings('CAM', None, \
+    python -c "from flowercam.train import training; print(training.make_settings('CAM', None, \
 ['a', 'b'], 256, 'x'))"
 """
 
@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from flowercam import dataset, features, models, runs
 from flowercam.core import UserError, atomic_write
+from flowercam.data import dataset
+from flowercam.model import checkpoints, heads, normalization
+from flowercam.train import features, runs
 
 EVAL_BATCH = 256
 
@@ -24,20 +26,20 @@ EVAL_BATCH = 256
 def make_settings(model_type, normalize_by, class_names, size, backbone_id,
                   recam_lambda=None) -> dict:
     """The settings every checkpoint carries: what evaluate and inference need to rebuild it.
-    recam_lambda (None = models.RECAM_LAMBDA) is stored for ReCAM-published only."""
-    if model_type not in models.MODEL_TYPES:
+    recam_lambda (None = heads.RECAM_LAMBDA) is stored for ReCAM-published only."""
+    if model_type not in heads.MODEL_TYPES:
         raise UserError(f"unknown model type {model_type!r}: "
-                        f"use one of {', '.join(models.MODEL_TYPES)}")
-    if model_type == "ReCAM" and normalize_by not in models.NORMALIZERS:
+                        f"use one of {', '.join(heads.MODEL_TYPES)}")
+    if model_type == "ReCAM" and normalize_by not in normalization.NORMALIZERS:
         raise UserError(f"unknown normaliser {normalize_by!r}: "
-                        f"use one of {', '.join(models.NORMALIZERS)}")
+                        f"use one of {', '.join(normalization.NORMALIZERS)}")
     settings = {"model_type": model_type,
                 "normalize_by": normalize_by if model_type == "ReCAM" else None,
                 "num_classes": len(class_names), "class_names": list(class_names),
                 "input_size": int(size), "backbone": backbone_id}
     if model_type == "ReCAM-published":
-        settings["recam_lambda"] = models.RECAM_LAMBDA if recam_lambda is None else recam_lambda
-        models.build_head(settings)  # checks recam_lambda now, before any training
+        settings["recam_lambda"] = heads.RECAM_LAMBDA if recam_lambda is None else recam_lambda
+        heads.build_head(settings)  # checks recam_lambda now, before any training
     return settings
 
 
@@ -121,7 +123,7 @@ def start(settings, run_dir, lr, seed, device, resume=False) -> TrainState:
     """A fresh seeded head and Adam; resume: as they were after the last saved epoch (the
     rule in flowercam/runs.py: later log rows and checkpoints are discarded and redone)."""
     torch.manual_seed(seed)
-    head = models.build_head(settings).to(device)
+    head = heads.build_head(settings).to(device)
     # fused Adam: one kernel per step instead of a dozen small ones (the head step is tiny)
     optimizer = torch.optim.Adam(head.parameters(), lr=lr, fused=True)
     state = TrainState(head, optimizer, torch.Generator().manual_seed(seed), [])
@@ -174,7 +176,7 @@ def train(settings, train_src, valid_src, run_dir, lr=1e-4, epochs=50, batch_siz
             if row["valid_loss"] < best:
                 best = row["valid_loss"]
                 row["checkpoint"] = f"epoch_{epoch}.pth"
-                models.save_checkpoint(Path(run_dir) / row["checkpoint"], state.head, settings,
+                checkpoints.save_checkpoint(Path(run_dir) / row["checkpoint"], state.head, settings,
                                        **{k: row[k] for k in ("epoch", "train_loss",
                                                               "valid_loss", "valid_top1")})
             history.append(row)

@@ -1,63 +1,22 @@
-"""The trainable heads (the report's CAM and ReCAM, ReCAM as published), map normalisers, the
-classifier (frozen backbone + head) and head-only checkpoints.
+"""The trainable heads (the report's CAM and ReCAM, ReCAM as published) and the classifier
+(frozen backbone + head).
 
-    python -c "from flowercam import models; print(models.build_head({'model_type': 'CAM', \
+    python -c "from flowercam.model import heads; print(heads.build_head({'model_type': 'CAM', \
 'num_classes': 17}))"
-    python -c "from flowercam import models as m; print(m.load_checkpoint('model/RUN/epoch_3.pth'))"
 
-The backbone lives in flowercam/backbone.py; its names are re-exported here (models.load_backbone,
-models.IMAGENET_MEAN ...), so `models` is the one module the scripts and notebooks need.
+The backbone is flowercam/model/vgg.py, checkpoints flowercam/model/checkpoints.py.
 """
-
-import os
-import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowercam.backbone import (  # noqa: F401  (re-exported: models is the one models module)
-    FEATURE_SHAPE,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    INPUT_SIZE,
-    RANDOM_ID,
-    STAGES,
-    TORCHVISION_ID,
-    Backbone,
-    load_backbone,
-    resolve_backbone_weights,
-)
-from flowercam.core import UserError, atomic_write
+from flowercam.core import UserError
+from flowercam.model.normalization import NORMALIZERS, normalize
+from flowercam.model.vgg import FEATURE_SHAPE
 
 MODEL_TYPES = ("CAM", "ReCAM", "ReCAM-published")
 RECAM_LAMBDA = 1.0  # published ReCAM's weight of L_sce: 1 on VOC, 0.1 on COCO (Chen et al. 2022)
-NORMALIZERS = ("minmax", "sigmoid", "relu")
-CHECKPOINT_FORMAT = "flowercam-head"
-CHECKPOINT_VERSION = 1
-
-
-def normalize(maps, how="minmax", eps=1e-6):
-    """Per-map normalisation over the last two dims to [0, 1]; a flat (constant) map gives zeros.
-
-    maps [..., H, W] -> same shape, new tensor (the input is never modified).
-    minmax: (x - min) / (max - min); sigmoid: sigmoid(x); relu: relu(x) / max(relu(x)).
-    """
-    if how not in NORMALIZERS:
-        raise UserError(f"unknown normalisation {how!r}: use one of {', '.join(NORMALIZERS)}")
-    # amin/amax: ties share the gradient evenly, so ReCAM's mask gradient does not depend on
-    # which of several equal minima float noise happens to pick
-    lo = maps.amin((-2, -1), keepdim=True)
-    hi = maps.amax((-2, -1), keepdim=True)
-    if how == "minmax":
-        out = (maps - lo) / (hi - lo).clamp_min(eps)
-    elif how == "sigmoid":
-        out = torch.sigmoid(maps)
-    else:
-        pos = torch.relu(maps)
-        out = pos / pos.amax((-2, -1), keepdim=True).clamp_min(eps)
-    # a constant map carries no location: zeros, never NaN or a uniform 0.5
-    return torch.where((hi - lo) <= eps, torch.zeros_like(out), out)
 
 
 class CAMHead(nn.Module):
@@ -178,51 +137,3 @@ def build_head(settings):
         lam = settings.get("recam_lambda")
         return PublishedReCAMHead(num, RECAM_LAMBDA if lam is None else lam)
     return ReCAMHead(num, settings.get("normalize_by") or "minmax")
-
-
-def save_checkpoint(path, head, settings, **extra):
-    """Atomic torch.save of {"format", "version", "settings", "state_dict", **extra}."""
-    state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
-    ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-            "settings": dict(settings), "state_dict": state, **extra}
-    atomic_write(path, lambda f: torch.save(ckpt, f))
-
-
-def load_checkpoint(path):
-    """-> (head in eval mode, settings, ckpt dict); UserError if missing, unreadable or not ours."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise UserError(f"checkpoint {path} not found: pass a .pth written by main.py")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"cannot read checkpoint {path} ({type(err).__name__}): "
-                        "pass a .pth written by main.py") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path} is not a flowercam head checkpoint: "
-                        "pass a .pth written by main.py")
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise UserError(f"checkpoint {path} has version {ckpt.get('version')!r}, expected "
-                        f"{CHECKPOINT_VERSION}: retrain with this version of main.py")
-    settings = ckpt.get("settings") or {}
-    head = build_head(settings)
-    try:
-        head.load_state_dict(ckpt["state_dict"])
-    except (KeyError, RuntimeError) as err:
-        raise UserError(f"checkpoint {path} weights do not fit its settings "
-                        f"({str(err).splitlines()[0]}): retrain it") from None
-    return head.eval(), settings, ckpt
-
-
-def load_model(checkpoint_path, backbone_weights=None, device="cpu", backbone=None):
-    """-> (Classifier in eval mode on `device`, settings); `backbone` reuses a loaded one."""
-    head, settings, _ = load_checkpoint(checkpoint_path)
-    if backbone is None:
-        backbone = load_backbone(backbone_weights, device)
-    trained_on = settings.get("backbone")
-    if trained_on and trained_on != backbone.backbone_id:
-        warnings.warn(f"head was trained on backbone {trained_on}, loading it on "
-                      f"{backbone.backbone_id}", stacklevel=2)
-    model = Classifier(backbone, head).to(device).eval()
-    model.settings = settings
-    return model, settings

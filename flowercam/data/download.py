@@ -1,7 +1,7 @@
 """Flower-17 from the Oxford VGG page: resumable, checksummed download and atomic extraction.
 
     python augment.py                         # downloads into data/ when no --source is given
-    python -c "from flowercam import download; download.fetch_oxford('data')"
+    python -c "from flowercam.data import download; download.fetch_oxford('data')"
 """
 
 import hashlib

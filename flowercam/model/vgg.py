@@ -2,8 +2,8 @@
 download, and the activations the map methods read.
 
     export BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_features.pth
-    python -c "from flowercam import backbone; print(backbone.load_backbone().backbone_id)"
-    python -c "from flowercam import backbone; print(backbone.STAGES)"
+    python -c "from flowercam.model import vgg; print(vgg.load_backbone().backbone_id)"
+    python -c "from flowercam.model import vgg; print(vgg.STAGES)"
 """
 
 import hashlib

@@ -1,7 +1,7 @@
 """Train/valid/test splits: Flower-17's official datasplits.mat, else three generated ones.
 
     python augment.py --source ../shared/flowers17     # writes data/splits.json (this module)
-    python -c "from flowercam import splits; print(splits.split_sizes(80))"
+    python -c "from flowercam.data import splits; print(splits.split_sizes(80))"
 
 data/splits.json: {"source": "datasplits.mat"|"generated", "seed", "splits": {"1": {"train":
 [ids], "valid": [ids], "test": [ids]}, "2": .., "3": ..}}.

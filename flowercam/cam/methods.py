@@ -1,8 +1,8 @@
 """CAM methods, one record each: how a method weighs activations, what it needs, its options.
 
-    python -c "from flowercam import methods; print({n: m.needs_gradients for n, m in \
+    python -c "from flowercam.cam import methods; print({n: m.needs_gradients for n, m in \
 methods.METHODS.items()})"
-    python -c "from flowercam import methods; print(methods.resolve_options('LayerCAM', {}))"
+    python -c "from flowercam.cam import methods; print(methods.resolve_options('LayerCAM', {}))"
 
 Adding a method: write its `weigh` function and add one `Method` to METHODS (plus its test); the
 command-line choices, option checks and drivers (flowercam/maps.py) read the record.
@@ -14,10 +14,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from flowercam import models
+from flowercam.cam.scorecam import scorecam
 from flowercam.core import UserError
-from flowercam.models import NORMALIZERS
-from flowercam.scorecam import scorecam
+from flowercam.model import vgg
+from flowercam.model.normalization import NORMALIZERS
 
 # --- weigh functions: activations A [B,K,h,w] with the gradients g [B,K,h,w] of the target logit
 # w.r.t. A (gradient methods) or per-channel weights w [B,K] (CAM: the linear layer's row of the
@@ -95,7 +95,7 @@ class Method:
         return not self.needs_images
 
 
-LAYERS = (*models.STAGES, "classmaps")  # layers a user may pick
+LAYERS = (*vgg.STAGES, "classmaps")  # layers a user may pick
 FUSIONS = ("weighted", "max")
 REPORT_LAYERS = ("pool3", "pool4", "classmaps")  # LayerCAM's default, as the report computed it
 PRE_POOL_LAYERS = ("stage3", "stage4", "classmaps")  # the LayerCAM paper's convention

@@ -1,7 +1,8 @@
 """Table 2 files: our grid's figures beside the report's, cell by cell (table2.md, table2.csv).
 
     python grid.py --report-facts ../shared/report-facts.md     # the command that writes them
-    python -c "from flowercam import table2; print(table2.read_report('../shared/report-facts.md'))"
+    python -c "from flowercam.report import table2 as t; \
+print(t.read_report('../shared/report-facts.md'))"
 
 The report's figures are read from its facts file (never copied into the code): the markdown table
 under "## Table 2" with cells "ep 22: 92.94 / 99.12 / 99.71, 0.2714" (epoch: top-1 / top-3 / top-5,

@@ -1,7 +1,7 @@
 """Feature cache: the frozen backbone's pooled output [N,512,7,7] of every image, computed once.
 
     python cache.py --subset train       # the command; this module is what it runs
-    python -c "from flowercam import features; print(features.PRECISIONS)"
+    python -c "from flowercam.train import features; print(features.PRECISIONS)"
 
 Files: data/cache/feats-<hash>.npy (float32 memmap, rows in items order) and feats-<hash>.json
 ({"key": ..., "done": "0101...", checksums}; flowercam/cache_store.py): the hash covers dataset,
@@ -22,8 +22,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from flowercam import cache_store, dataset, models
 from flowercam.core import UserError, disk_errors
+from flowercam.data import dataset
+from flowercam.model import vgg
+from flowercam.train import cache_store
 
 PRECISIONS = ("fp32", "bf16")
 CACHE_VERSION = 1
@@ -31,7 +33,7 @@ CACHE_VERSION = 1
 
 def input_size(data_dir) -> int:
     """Image size augment.py wrote (data/augment.json "size"); the backbone input size."""
-    return int(dataset.read_augment_info(data_dir).get("size", models.INPUT_SIZE))
+    return int(dataset.read_augment_info(data_dir).get("size", vgg.INPUT_SIZE))
 
 
 def cache_key(items, backbone_id, data_dir, size, precision) -> dict:
@@ -114,7 +116,7 @@ def feature_cache(items, backbone, data_dir, precision="fp32", batch_size=16, nu
     npy_path, meta_path = cache_paths(data_dir, key)
     autocast(precision, device)  # validates precision before any file is touched
     if not items:
-        return torch.zeros((0, *models.FEATURE_SHAPE))
+        return torch.zeros((0, *vgg.FEATURE_SHAPE))
     if not cache_store.check_complete(npy_path, meta_path, key):
         with cache_store.build_lock(npy_path):
             # another process may have finished it while this one waited for the lock

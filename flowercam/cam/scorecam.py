@@ -1,6 +1,6 @@
 """Score-CAM (Wang et al., CVPRW 2020): channel weights from the target score of masked inputs.
 
-    python -c "from flowercam import scorecam; help(scorecam.scorecam_weights)"
+    python -c "from flowercam.cam import scorecam; help(scorecam.scorecam_weights)"
     .venv/bin/pytest tests/test_scorecam.py -q
 
 w_k = softmax_k(Y_c(X * norm(up(A_k))) - Y_c(X_b)), map relu(sum_k w_k A_k). X is the
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from flowercam.models import normalize
+from flowercam.model.normalization import normalize
 
 
 def channel_masks(acts, size):

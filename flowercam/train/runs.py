@@ -1,7 +1,7 @@
 """Training runs on disk: run folders, the training log, and the one best-checkpoint rule.
 
-    python -c "from flowercam import runs; print(runs.latest_run('model'))"
-    python -c "from flowercam import runs; print(runs.best_checkpoint('model/RUN'))"
+    python -c "from flowercam.train import runs; print(runs.latest_run('model'))"
+    python -c "from flowercam.train import runs; print(runs.best_checkpoint('model/RUN'))"
 
 A run folder (model/TS<time>_<type>[_<normaliser>][_<tag>]/) holds config.json, training_logs.txt
 (one JSON row per epoch: epoch, train_loss, valid_loss, valid_top1/3/5, seconds, overfit and, when

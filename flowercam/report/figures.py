@@ -1,8 +1,8 @@
 """Activation-map figures: report grids and strip, comparison figure, own images, raw maps, masks.
 
     python inference.py -m model/RUN -t CAM -s 0
-    python -c "from flowercam import figures; print(figures.parse_pair('a/b.pth:ReCAM:relu'))"
-    python -c "from flowercam import figures; print(figures.select_items('data', 0)[:2])"
+    python -c "from flowercam.report import figures as f; print(f.parse_pair('a/b.pth:ReCAM:relu'))"
+    python -c "from flowercam.report import figures; print(figures.select_items('data', 0)[:2])"
 
 --compare pairs are CKPT:METHOD[:NORMALISER] read from the right, so C:\\runs\\best.pth:CAM works;
 CKPT may also be a configuration name of grid_runs (output/grid_runs.json).
@@ -17,14 +17,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from flowercam import cams, dataset, features, image_files, models, render, runs
+from flowercam.cam import compute, methods
 from flowercam.core import UserError
-from flowercam.image_files import arrays_of, expand_images, load_items, save_extras, save_png
+from flowercam.data import dataset
+from flowercam.model import checkpoints, normalization, vgg
+from flowercam.report import image_files, render
+from flowercam.report.image_files import arrays_of, expand_images, load_items, save_extras, save_png
+from flowercam.train import features, runs
 
 NUM_IMAGES = 12
 COLS = 4
 NO_FILES = image_files.MapFiles()  # no npz, no masks
-PLAIN = cams.Aggregation()  # one pass at the input size
+PLAIN = compute.Aggregation()  # one pass at the input size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +46,7 @@ class FigureOptions:
     batch_size: int = NUM_IMAGES
     num_workers: int = 0
     grid_runs: str | None = None  # grid_runs.json: lets a checkpoint be a configuration name
-    agg: cams.Aggregation = cams.Aggregation()  # scales and flips (default: one plain pass)
+    agg: compute.Aggregation = compute.Aggregation()  # scales and flips (default: one plain pass)
     outline_masks: str | None = None  # folder of <image stem>.png masks outlined in strip/compare
     outline_value: int = 1  # the mask value outlined (Flower-17: 1 = flower)
     max_pixels: int = dataset.MAX_PIXELS  # largest --image accepted (dataset.open_rgb)
@@ -51,13 +55,13 @@ class FigureOptions:
 def parse_pair(spec):
     """'CKPT:METHOD[:NORM]' read from the right -> (ckpt, method, norm or None)."""
     parts = spec.rsplit(":", 2)
-    if len(parts) == 3 and parts[2] in cams.NORMALIZERS and parts[1] in cams.METHODS:
+    if len(parts) == 3 and parts[2] in normalization.NORMALIZERS and parts[1] in methods.METHODS:
         return parts[0], parts[1], parts[2]
     ckpt, _, method = spec.rpartition(":")
-    if not ckpt or method not in cams.METHODS:
+    if not ckpt or method not in methods.METHODS:
         raise UserError(f"--compare {spec!r} is not CKPT:METHOD[:NORMALISER]: METHOD is one of "
-                        f"{', '.join(cams.METHODS)}, NORMALISER one of "
-                        f"{', '.join(sorted(cams.NORMALIZERS))}")
+                        f"{', '.join(methods.METHODS)}, NORMALISER one of "
+                        f"{', '.join(sorted(normalization.NORMALIZERS))}")
     return ckpt, method, None
 
 
@@ -103,10 +107,10 @@ def select_items(data_dir, seed, split=1, n=NUM_IMAGES):
 def check_pair(spec_ckpt, method, grid_runs=None):
     """Checks done before the backbone loads -> (ckpt path, method, settings, input size)."""
     ckpt = resolve_checkpoint(spec_ckpt, grid_runs)
-    settings = models.load_checkpoint(ckpt)[1]
+    settings = checkpoints.load_checkpoint(ckpt)[1]
     method = method or settings["model_type"]
-    cams.check_method(method, settings)  # e.g. ReCAM on a CAM head: one line
-    return ckpt, method, settings, int(settings.get("input_size", models.INPUT_SIZE))
+    methods.check_method(method, settings)  # e.g. ReCAM on a CAM head: one line
+    return ckpt, method, settings, int(settings.get("input_size", vgg.INPUT_SIZE))
 
 
 def explain(model, settings, images, method, override, device, shared=None, agg=PLAIN):
@@ -114,16 +118,16 @@ def explain(model, settings, images, method, override, device, shared=None, agg=
     else minmax. A `shared` dict lets CAM/ReCAM reuse backbone features of the same images
     (one plain pass only: `agg` with scales or flips runs compute_maps)."""
     # a method tied to a head type (ReCAM) maps with that head's own normaliser by default
-    own = settings.get("normalize_by") if cams.METHODS[method].needs_head else None
+    own = settings.get("normalize_by") if methods.METHODS[method].needs_head else None
     norm = override or own
     options = {"normalize_by": norm} if norm else {}
-    if shared is None or not cams.METHODS[method].from_features or not agg.plain:
-        return cams.compute_maps(model, images.to(device), method, **agg.kwargs(),
+    if shared is None or not methods.METHODS[method].from_features or not agg.plain:
+        return compute.compute_maps(model, images.to(device), method, **agg.kwargs(),
                                  **options).to("cpu")
     if "feats" not in shared:
         with torch.no_grad():
             shared["feats"] = model.backbone(images.to(device))  # [B,512,7,7]
-    return cams.compute_maps_from_features(model.head, shared["feats"], method,
+    return compute.compute_maps_from_features(model.head, shared["feats"], method,
                                            size=tuple(images.shape[-2:]), **options).to("cpu")
 
 
@@ -142,11 +146,12 @@ def report(checkpoint, method, opts, files=NO_FILES):
     paths = [path for _, path, _ in items]
     masks = outline_masks(opts, paths)
     images, originals = load_items(paths, size, opts.max_pixels)
-    model, settings = models.load_model(ckpt, opts.backbone_weights, opts.device)
+    model, settings = checkpoints.load_model(ckpt, opts.backbone_weights, opts.device)
     result = explain(model, settings, images, method, opts.normalize_by, opts.device,
                      agg=opts.agg)
     norm, info = method_info(ckpt, result, settings)
-    tiles, heats, overlays = render.panels(originals, cams.postprocess(result.maps).numpy(), size,
+    heat = compute.postprocess(result.maps).numpy()
+    tiles, heats, overlays = render.panels(originals, heat, size,
                                            opts.colormap, opts.alpha)
     names = settings.get("class_names") or dataset.class_names(opts.data_dir)
     lines, correct = render.labelled_captions(result.logits.numpy(), [i[2] for i in items], names)
@@ -172,14 +177,14 @@ def compare(specs, images, opts, name="comparison"):
     paths = image_paths(images, pairs[0][0], opts)
     masks = outline_masks(opts, paths)
     images_t, originals = load_items(paths, sizes[0], opts.max_pixels)
-    backbone = models.load_backbone(opts.backbone_weights, opts.device)  # shared by all pairs
+    backbone = vgg.load_backbone(opts.backbone_weights, opts.device)  # shared by all pairs
     columns, shared = [], {}
     for ckpt, method, _, size, spec_ckpt, norm in tqdm(pairs, desc="compare"):
-        model, settings = models.load_model(ckpt, device=opts.device, backbone=backbone)
+        model, settings = checkpoints.load_model(ckpt, device=opts.device, backbone=backbone)
         result = explain(model, settings, images_t, method, norm or opts.normalize_by,
                          opts.device, shared, opts.agg)
         norm = method_info(ckpt, result, settings)[0]
-        heat = cams.postprocess(result.maps).numpy()
+        heat = compute.postprocess(result.maps).numpy()
         label = spec_ckpt if spec_ckpt != ckpt else run_name(ckpt)
         overlays = render.panels(originals, heat, size, opts.colormap, opts.alpha)[2]
         columns.append((f"{label}: {method} ({norm})", with_outlines(overlays, masks)))
@@ -207,7 +212,7 @@ def own_images(checkpoint, method, images, opts, files=NO_FILES):
     """Maps of your own images (files or folders), each overlay at the image's own resolution."""
     ckpt, method, settings, size = check_pair(checkpoint, method, opts.grid_runs)
     paths = image_paths(images, ckpt, opts)
-    model, settings = models.load_model(ckpt, opts.backbone_weights, opts.device)
+    model, settings = checkpoints.load_model(ckpt, opts.backbone_weights, opts.device)
     items = [(Path(p).stem, p, 0) for p in paths]
     loader = dataset.make_loader(items, opts.batch_size, False, 0, opts.num_workers, size,
                                  opts.max_pixels)
@@ -216,7 +221,7 @@ def own_images(checkpoint, method, images, opts, files=NO_FILES):
                            agg=opts.agg) for batch, _ in tqdm(loader, desc=f"{method} maps")]
     arrays = arrays_of(results)
     norm, info = method_info(ckpt, results[0], settings)
-    heat = cams.postprocess(torch.from_numpy(arrays["maps"])).numpy()
+    heat = compute.postprocess(torch.from_numpy(arrays["maps"])).numpy()
     names = settings.get("class_names") or [str(i) for i in range(arrays["logits"].shape[1])]
     sizes = []
     for path, h, logits in zip(paths, heat, arrays["logits"], strict=True):

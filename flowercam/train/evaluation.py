@@ -2,23 +2,25 @@
 checkpoint fits the data and backbone it is used with.
 
     python evaluate.py -d model/RUN         # the command; this module is what it runs
-    python -c "from flowercam import evaluation as e; print(e.evaluate_run('model/RUN', 'valid', \
-e.training.SourceOptions()))"
+    python -c "from flowercam.train import evaluation as e; \
+print(e.evaluate_run('model/RUN', 'valid', e.training.SourceOptions()))"
 """
 
 import dataclasses
 
-from flowercam import dataset, features, models, runs, training
 from flowercam.core import UserError
+from flowercam.data import dataset
+from flowercam.model import checkpoints, vgg
+from flowercam.train import features, runs, training
 
 
-def load_heads(checkpoints) -> tuple[list, dict]:
+def load_heads(paths) -> tuple[list, dict]:
     """Load every checkpoint -> ([(epoch, path, head)], settings); UserError if they disagree."""
     heads, settings = [], None
-    for epoch, path in checkpoints:
-        head, these, _ = models.load_checkpoint(path)
+    for epoch, path in paths:
+        head, these, _ = checkpoints.load_checkpoint(path)
         if settings is not None and these != settings:
-            raise UserError(f"{path} is a checkpoint of another kind than {checkpoints[0][1]}: "
+            raise UserError(f"{path} is a checkpoint of another kind than {paths[0][1]}: "
                             "keep one run's checkpoints per directory")
         settings = these
         heads.append((epoch, path, head))
@@ -49,7 +51,7 @@ def evaluate_run(model_dir, subset, opts: training.SourceOptions, backbone_weigh
     heads, settings = load_heads(runs.run_checkpoints(model_dir))
     split, weights = runs.run_defaults(model_dir, opts.split, backbone_weights)
     opts = dataclasses.replace(opts, split=split)
-    backbone = models.load_backbone(weights, opts.device)
+    backbone = vgg.load_backbone(weights, opts.device)
     check_data(settings, opts.data_dir, backbone)
     (source,) = training.make_sources(opts, backbone, subsets=(subset,))
     rows = []

@@ -1,8 +1,9 @@
 """Drawing helpers for activation maps: colormaps, blending, labelled and compact grids, strips and
 the comparison figure. numpy + PIL + matplotlib's colormaps (no torch, no pyplot).
 
-    python -c "from flowercam import render; print(render.jet_lut()[[0, 128, 255]])"
-    python -c "from flowercam import render as r; print(r.caption_lines('Iris', [('Iris', 0.9)]))"
+    python -c "from flowercam.report import render; print(render.jet_lut()[[0, 128, 255]])"
+    python -c "from flowercam.report import render as r; \
+print(r.caption_lines('Iris', [('Iris', .9)]))"
 """
 
 import math

@@ -1,7 +1,7 @@
 """Reading a data folder augment.py wrote: index, split items, the report's dataset and loaders.
 
     python dataloader.py                              # split sizes of data/ and one loaded batch
-    python -c "from flowercam import dataset; print(len(dataset.split_items('data', 'train')))"
+    python -c "from flowercam.data import dataset; print(len(dataset.split_items('data', 'train')))"
 """
 
 import json
@@ -12,9 +12,9 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from flowercam import splits
 from flowercam.core import UserError
-from flowercam.models import IMAGENET_MEAN, IMAGENET_STD
+from flowercam.data import splits
+from flowercam.model.vgg import IMAGENET_MEAN, IMAGENET_STD
 
 SUBSETS, SPLITS = splits.SUBSETS, splits.SPLITS  # the names every script uses
 MAX_PIXELS = 400_000_000  # default --max-pixels: e.g. a 20000 x 20000 photo (1.2 GB as RGB)

@@ -2,7 +2,7 @@
 ../shared/flowers17/masks) copied into DATA_DIR/masks/ at the data's size and listed in index.json.
 
     python augment.py --source ../shared/flowers17     # copies its masks/ when it has one
-    python -c "from flowercam import masks; print(masks.source_masks('../shared/flowers17', \
+    python -c "from flowercam.data import masks; print(masks.source_masks('../shared/flowers17', \
 ['image_0001'])"
 
 Masks are label images (one value per pixel: a grey or palette PNG). They are resized like copy 0 of

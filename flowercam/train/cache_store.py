@@ -2,7 +2,7 @@
 and the lock that makes concurrent builders compute every row once.
 
     python cache.py --subset valid      # builds one; this module keeps it whole
-    python -c "from flowercam import cache_store as s; print(s.BLOCK_ROWS)"
+    python -c "from flowercam.train import cache_store as s; print(s.BLOCK_ROWS)"
 
 data/cache/feats-<hash>.json: {"key", "shape", "dtype", "complete", "done": "0101..", and once
 complete "npy_bytes" (exact file size, from the .npy header) and "crc32" (zlib.crc32 of every
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flowercam import models
 from flowercam.core import UserError, atomic_save_json, disk_errors
+from flowercam.model import vgg
 
 BLOCK_ROWS = 256  # rows per checksum: a damaged block costs 256 backbone rows to rebuild
 
@@ -46,7 +46,7 @@ def done_mask(meta) -> np.ndarray:
 
 def save_progress(meta_path, key, done, sums=None):
     """The record, atomically; sums = (npy_bytes, [crc32 per block]) once complete."""
-    meta = {"key": key, "shape": [key["n"], *models.FEATURE_SHAPE], "dtype": "float32",
+    meta = {"key": key, "shape": [key["n"], *vgg.FEATURE_SHAPE], "dtype": "float32",
             "complete": bool(done.all()), "done": "".join("1" if d else "0" for d in done)}
     if sums is not None:
         meta.update(npy_bytes=sums[0], block_rows=BLOCK_ROWS, crc32=sums[1])
@@ -55,13 +55,13 @@ def save_progress(meta_path, key, done, sums=None):
 
 def expected_bytes(n) -> int:
     """Exact .npy size of n rows: the header numpy writes plus the float32 data."""
-    header = np.lib.format.header_data_from_array_1_0(np.zeros((0, *models.FEATURE_SHAPE),
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((0, *vgg.FEATURE_SHAPE),
                                                                dtype=np.float32))
-    header["shape"] = (n, *models.FEATURE_SHAPE)
+    header["shape"] = (n, *vgg.FEATURE_SHAPE)
     with tempfile.TemporaryFile() as f:  # the header's padded length, as numpy writes it
         np.lib.format.write_array_header_1_0(f, header)
         length = f.tell()
-    return length + n * int(np.prod(models.FEATURE_SHAPE)) * 4
+    return length + n * int(np.prod(vgg.FEATURE_SHAPE)) * 4
 
 
 def checksums(npy_path) -> tuple[int, list[int]]:
@@ -156,7 +156,7 @@ def _create(npy_path, n):
         with disk_errors(npy_path):
             npy_path.parent.mkdir(parents=True, exist_ok=True)
             np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                      shape=(n, *models.FEATURE_SHAPE)).flush()
+                                      shape=(n, *vgg.FEATURE_SHAPE)).flush()
             fd = os.open(tmp, os.O_RDWR)
             try:
                 with contextlib.suppress(OSError, AttributeError):

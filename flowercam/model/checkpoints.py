@@ -1,0 +1,65 @@
+"""Head-only checkpoints: the trainable weights plus the settings that rebuild the model.
+
+    python -c "from flowercam.model import checkpoints as c; \
+print(c.load_checkpoint('RUN/epoch_3.pth')[1])"
+"""
+
+import os
+import warnings
+
+import torch
+
+from flowercam.core import UserError, atomic_write
+from flowercam.model.heads import Classifier, build_head
+from flowercam.model.vgg import load_backbone
+
+CHECKPOINT_FORMAT = "flowercam-head"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path, head, settings, **extra):
+    """Atomic torch.save of {"format", "version", "settings", "state_dict", **extra}."""
+    state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
+    ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+            "settings": dict(settings), "state_dict": state, **extra}
+    atomic_write(path, lambda f: torch.save(ckpt, f))
+
+
+def load_checkpoint(path):
+    """-> (head in eval mode, settings, ckpt dict); UserError if missing, unreadable or not ours."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint {path} not found: pass a .pth written by main.py")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"cannot read checkpoint {path} ({type(err).__name__}): "
+                        "pass a .pth written by main.py") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a flowercam head checkpoint: "
+                        "pass a .pth written by main.py")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise UserError(f"checkpoint {path} has version {ckpt.get('version')!r}, expected "
+                        f"{CHECKPOINT_VERSION}: retrain with this version of main.py")
+    settings = ckpt.get("settings") or {}
+    head = build_head(settings)
+    try:
+        head.load_state_dict(ckpt["state_dict"])
+    except (KeyError, RuntimeError) as err:
+        raise UserError(f"checkpoint {path} weights do not fit its settings "
+                        f"({str(err).splitlines()[0]}): retrain it") from None
+    return head.eval(), settings, ckpt
+
+
+def load_model(checkpoint_path, backbone_weights=None, device="cpu", backbone=None):
+    """-> (Classifier in eval mode on `device`, settings); `backbone` reuses a loaded one."""
+    head, settings, _ = load_checkpoint(checkpoint_path)
+    if backbone is None:
+        backbone = load_backbone(backbone_weights, device)
+    trained_on = settings.get("backbone")
+    if trained_on and trained_on != backbone.backbone_id:
+        warnings.warn(f"head was trained on backbone {trained_on}, loading it on "
+                      f"{backbone.backbone_id}", stacklevel=2)
+    model = Classifier(backbone, head).to(device).eval()
+    model.settings = settings
+    return model, settings
