@@ -5,10 +5,11 @@
     python cache.py --subset test --num-workers 2 --batch-size 16
 
 main.py, evaluate.py and grid.py build a missing cache themselves; this command builds one ahead
-(e.g. on a faster machine). The files are described in flowercam/features.py.
+(e.g. on a faster machine). Under torchrun the processes share the work (README "Past one
+machine"): torchrun --nproc-per-node 2 cache.py --subset train. The files are described in flowercam/features.py.
 """
 
-from flowercam import core, flags
+from flowercam import core, dist, flags
 from flowercam.data import dataset
 from flowercam.model import vgg
 from flowercam.train import features
@@ -36,8 +37,9 @@ def main(args):
     key = features.cache_key(items, backbone.backbone_id, args.data_dir,
                              features.input_size(args.data_dir), args.precision)
     path = features.cache_paths(args.data_dir, key)[0]
-    print(f"{args.subset} split {args.split}: {tuple(feats.shape)} in {path}")
+    if dist.is_root():
+        print(f"{args.subset} split {args.split}: {tuple(feats.shape)} in {path}")
 
 
 if __name__ == "__main__":
-    core.run_main(main, get_args_parser())
+    dist.run_main(main, get_args_parser())

@@ -22,10 +22,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from flowercam import dist
 from flowercam.core import UserError, disk_errors
 from flowercam.data import dataset
 from flowercam.model import vgg
-from flowercam.train import cache_store
+from flowercam.train import cache_shards, cache_store
 
 PRECISIONS = ("fp32", "bf16")
 CACHE_VERSION = 1
@@ -117,6 +118,11 @@ def feature_cache(items, backbone, data_dir, precision="fp32", batch_size=16, nu
     autocast(precision, device)  # validates precision before any file is touched
     if not items:
         return torch.zeros((0, *vgg.FEATURE_SHAPE))
+    if dist.world() > 1:  # under torchrun: the ranks build it together (cache_shards.py)
+        job = cache_shards.Build(npy_path, meta_path, key, list(items), size, batch_size,
+                                 num_workers, batch_runner(backbone, precision, device))
+        with worker_errors():
+            return cache_shards.build(job)
     if not cache_store.check_complete(npy_path, meta_path, key):
         with cache_store.build_lock(npy_path):
             # another process may have finished it while this one waited for the lock
@@ -125,6 +131,16 @@ def feature_cache(items, backbone, data_dir, precision="fp32", batch_size=16, nu
                               batch_size, num_workers, device)
     # "c" = private copy-on-write mapping: writable for torch, never changes the file
     return torch.from_numpy(np.load(npy_path, mmap_mode="c"))
+
+
+def batch_runner(backbone, precision, device):
+    """images [B,3,H,W] -> their float32 features as numpy [B,512,7,7] (as _build computes)."""
+    def run(images):
+        with torch.inference_mode():
+            with autocast(precision, device):
+                feats = backbone(images.to(device))
+            return feats.float().cpu().numpy()
+    return run
 
 
 def _build_locked(npy_path, meta_path, key, items, backbone, size, precision, batch_size,
