@@ -6,7 +6,8 @@
 
 main.py, evaluate.py and grid.py build a missing cache themselves; this command builds one ahead
 (e.g. on a faster machine). Under torchrun the processes share the work (README "Past one
-machine"): torchrun --nproc-per-node 2 cache.py --subset train. The files are described in flowercam/features.py.
+machine"): torchrun --nproc-per-node 2 cache.py --subset train. The files are described in
+flowercam/train/features.py.
 """
 
 from flowercam import core, dist, flags

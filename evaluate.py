@@ -10,7 +10,7 @@ the maps are (faithfulness, localization on masks).
 import argparse
 from pathlib import Path
 
-from flowercam import core, flags
+from flowercam import core, dist, flags
 from flowercam.cam import methods
 from flowercam.metrics import config, runner
 from flowercam.metrics.config import MetricsConfig
@@ -148,6 +148,8 @@ def main(args):
                                   args.num_workers, args.device)
     result = evaluation.evaluate_run(args.model_dir, args.split_name, opts, args.backbone_weights,
                                      args.batch_size)
+    if not dist.is_root():  # under torchrun the ranks built the caches; rank 0 writes
+        return result
     out = Path(args.model_dir) / "eval.json"
     core.atomic_save_json(out, result)
     best = runs.best_checkpoint(args.model_dir).name
@@ -158,4 +160,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    core.run_main(main, get_args_parser())
+    dist.run_main(main, get_args_parser())

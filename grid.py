@@ -7,13 +7,14 @@
 Every configuration trains on one shared feature cache (built once) and gets its own run directory
 under --output-dir. Writes RESULTS/table2.md and .csv (per configuration Table 2's epoch: the best
 validation top-1 among epochs that are not overfitting), loss_curves.png and grid_runs.json
-(configuration -> run dir, Table 2's epoch and the figures' best checkpoint).
+(configuration -> run dir, Table 2's epoch and the figures' best checkpoint). Under torchrun
+(torchrun --nproc-per-node 2 grid.py) the ranks share the configurations; rank 0 writes these.
 """
 
 import os
 from pathlib import Path
 
-from flowercam import core, flags
+from flowercam import core, dist, flags
 from flowercam.data import dataset
 from flowercam.model import vgg
 from flowercam.report import grid
@@ -61,6 +62,8 @@ def main(args):
                     "device": args.device}
     results = grid.run_grid(grid.configurations(args.lrs), sources, settings_of, args.output_dir,
                             train_kwargs, vars(args))
+    if results is None:  # a rank > 0 under torchrun: rank 0 writes the tables
+        return None
     grid.write_outputs(args.results_dir, results, args.epochs, args.report_facts)
     for row, _ in results:
         print(f"{row['config']:24s} epoch {row['table_epoch']:3d}  top-1 {row['top1']:6.2f}  "
@@ -71,4 +74,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    core.run_main(main, get_args_parser())
+    dist.run_main(main, get_args_parser())

@@ -14,7 +14,7 @@ name. --compare pairs are CKPT:METHOD[:NORMALISER] read from the right (C:\\runs
 
 import argparse
 
-from flowercam import core, flags
+from flowercam import core, dist, flags
 from flowercam.cam import compute, methods
 from flowercam.core import UserError
 from flowercam.model import normalization
@@ -82,16 +82,20 @@ def main(args):
     check_args(args)
     opts = figure_options(args)
     if args.compare:
+        if not dist.is_root():  # one figure: rank 0 alone
+            return None
         return figures.compare(args.compare, args.image, opts, args.name)
     checkpoint = args.checkpoint
     if not checkpoint:
         checkpoint = str(runs.best_checkpoint("model"))
         print(f"using the newest run's best checkpoint, {checkpoint}")
     files = image_files.MapFiles(args.save_maps, args.pseudo_masks_dir, args.mask_threshold)
-    if args.image:
+    if args.image:  # under torchrun the ranks share the images; rank 0 writes
         return figures.own_images(checkpoint, args.method, args.image, opts, files)
+    if not dist.is_root():  # the report's 12 images: rank 0 alone
+        return None
     return figures.report(checkpoint, args.method, opts, files)
 
 
 if __name__ == "__main__":
-    core.run_main(main, get_args_parser())
+    dist.run_main(main, get_args_parser())

@@ -16,7 +16,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from flowercam import core, flags
+from flowercam import core, dist, flags
 from flowercam.data import dataset
 from flowercam.model import heads, normalization, vgg
 from flowercam.train import features, runs, training
@@ -98,6 +98,8 @@ def main(args):
     core.check_writable_dir(args.resume or args.output_dir)  # before the (long) cache build
     backbone = vgg.load_backbone(args.backbone_weights, args.device)
     train_src, valid_src = training.make_sources(source_options(args), backbone)
+    if not dist.is_root():  # under torchrun the ranks share the cache build; rank 0 trains
+        return None
     settings = training.make_settings(args.model_type, args.normalize_by,
                                       dataset.class_names(args.data_dir),
                                       features.input_size(args.data_dir), backbone.backbone_id,
@@ -122,4 +124,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    core.run_main(main, get_args_parser())
+    dist.run_main(main, get_args_parser())

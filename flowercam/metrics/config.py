@@ -6,6 +6,8 @@
 
 import dataclasses
 
+from flowercam.core import UserError
+
 DELETION_BASELINES = ("zeros", "black", "blur")
 TARGETS = ("label", "predicted")
 MAP_BASELINES = ("center", "full")  # class-agnostic maps scored beside the methods
@@ -50,3 +52,27 @@ class MetricsConfig:
 def default(name):
     """The default of one MetricsConfig field (for --help texts)."""
     return next(f.default for f in dataclasses.fields(MetricsConfig) if f.name == name)
+
+
+def check(cfg: MetricsConfig):
+    """One line for a setting that cannot be measured (before anything loads)."""
+    for name in ("steps", "map_batch_size", "metrics_batch_size"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if cfg.perturb_limit < 0:
+        raise UserError("--perturb-limit must be >= 0 (0 = every measured image)")
+    if cfg.bootstrap < 0:
+        raise UserError("--bootstrap must be >= 0 (0 = no intervals)")
+    unknown = set(cfg.baselines) - set(MAP_BASELINES)
+    if unknown:
+        raise UserError(f"unknown --baselines {sorted(unknown)}: use {', '.join(MAP_BASELINES)}")
+    if cfg.validate_tau_on is not None and cfg.validate_tau_on == cfg.split_name:
+        raise UserError(f"--validate-tau-on {cfg.validate_tau_on} is the subset measured (that "
+                        "is the oracle tau): choose the other subset or none")
+
+
+def tau_subset(cfg: MetricsConfig, masks) -> str:
+    """The subset whose mask images choose the validated tau: given, else valid for test."""
+    if cfg.validate_tau_on is not None:
+        return cfg.validate_tau_on
+    return "valid" if masks is not None and cfg.split_name == "test" else "none"

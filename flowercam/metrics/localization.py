@@ -101,3 +101,14 @@ def validated(a, idx, taus, n_boot, seed):
             "max_box_acc": _fixed_tau(_at(big, k_acc), n_boot, seed, float(THRESHOLDS[k_acc])),
             "max_box_acc_v2": _fixed_tau(v2, n_boot, seed, [float(THRESHOLDS[k]) for k in k_v2]),
             **_loc(big, a["correct"][idx], k_acc, n_boot, seed)}
+
+
+def image_tables(np_maps, masks):
+    """Per-image tables of one batch of maps (masks = (fg, valid, has_mask) [B,H,W], [B]):
+    pointing hit, pixel and box counts per tau (the module docstring's tables)."""
+    fg, valid, has = masks
+    tp, fp, n_fg = formulas.threshold_counts(np_maps, fg, valid, THRESHOLDS)
+    largest, every = boxes.box_iou_tables(np_maps, fg, valid, THRESHOLDS)
+    return {"hit": formulas.pointing_game_per_image(np_maps, fg, valid),  # NaN without a mask
+            "tp": tp, "fp": fp, "n_fg": n_fg, "box_largest": largest, "box_all": every,
+            "has_mask": has}

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from flowercam import core
+from flowercam import core, dist
 from flowercam.cam import compute, methods
 from flowercam.core import UserError
 from flowercam.data import dataset
-from flowercam.metrics import boxes, formulas, localization, selection, tables
-from flowercam.metrics.config import MAP_BASELINES, MetricsConfig
+from flowercam.metrics import boxes, config, formulas, localization, selection, tables
+from flowercam.metrics.config import MetricsConfig
 from flowercam.model import checkpoints, vgg
 from flowercam.train import evaluation, features, runs
 
@@ -116,22 +116,13 @@ def baseline_maps(name, n, h, w):
     return torch.from_numpy(one).float().expand(n, h, w).contiguous()
 
 
-def localize(np_maps, masks):
-    """Per-image localization tables of one batch: pointing hit, pixel and box counts per tau."""
-    fg, valid, has = masks
-    tp, fp, n_fg = formulas.threshold_counts(np_maps, fg, valid, localization.THRESHOLDS)
-    largest, every = boxes.box_iou_tables(np_maps, fg, valid, localization.THRESHOLDS)
-    return {"hit": formulas.pointing_game_per_image(np_maps, fg, valid),  # NaN without a mask
-            "tp": tp, "fp": fp, "n_fg": n_fg, "box_largest": largest, "box_all": every,
-            "has_mask": has}
-
-
 def measure_method(maps, shared, masks, keep, score_fn, cfg, generator, faithful=True):
     """Per-image figures of one method on one batch (dict of numpy arrays)."""
     nan = np.full(len(maps), np.nan)
     o = score_fn(shared["pixels"] * maps[:, None], shared["targets"]).numpy() if faithful else nan
     dele, ins = perturbation_aucs(maps, shared, keep, score_fn, cfg, generator)
-    return {"o": o, "deletion": dele, "insertion": ins, **localize(maps.numpy(), masks)}
+    return {"o": o, "deletion": dele, "insertion": ins,
+            **localization.image_tables(maps.numpy(), masks)}
 
 
 def _batch_feats(model, all_feats, images, start, cfg):
@@ -142,47 +133,92 @@ def _batch_feats(model, all_feats, images, start, cfg):
     return all_feats[start:start + len(images)].to(cfg.device)
 
 
-def _record(info, batch, labels, shared):
-    """Append the batch's per-image facts to info (ids, labels, targets, predictions, Y)."""
-    info["ids"] += [item_id for item_id, _, _ in batch]
-    info["labels"] += labels.tolist()
-    for key in ("targets", "predicted", "y"):
-        info[key] += shared[key].tolist()
+def _facts(batch, labels, shared) -> dict:
+    """The batch's per-image facts: ids, labels, targets, predictions, Y."""
+    return {"ids": [item_id for item_id, _, _ in batch], "labels": labels.tolist(),
+            **{key: shared[key].tolist() for key in ("targets", "predicted", "y")}}
+
+
+def _skip(generator, n_perturbed, rows, size):
+    """Draw what another rank's batch draws from the tie generator (2 pixel orders per
+    perturbed image and row), so every rank's batches see the single process's draws."""
+    for _ in range(2 * len(rows) * n_perturbed):
+        torch.randperm(size * size, generator=generator)
+
+
+@dataclasses.dataclass
+class _Pass:
+    """What every batch of one measure() call shares."""
+
+    model: object
+    items: list
+    rows: list
+    cfg: MetricsConfig
+    masks: object
+    size: int
+    score_fn: object
+    generator: torch.Generator
+    perturb: np.ndarray
+    all_feats: object
+    faithful: bool
+
+
+def _measure_batch(p, start, images, labels):
+    """(per-row figures, per-image facts) of the batch of p.items starting at start."""
+    batch, step = p.items[start:start + p.cfg.map_batch_size], p.cfg.map_batch_size
+    keep = p.perturb[start:start + step]
+    feats = _batch_feats(p.model, p.all_feats, images, start, p.cfg)
+    shared = shared_inputs(p.model, images, labels, feats, keep, p.cfg, p.score_fn)
+    mask_arrays = selection.batch_masks(batch, p.masks, p.size)
+    figures = {}
+    for row in p.rows:
+        maps = (baseline_maps(row, len(batch), p.size, p.size) if row in p.cfg.baselines
+                else method_maps(p.model, row, images, shared, p.cfg))
+        figures[row] = measure_method(maps, shared, mask_arrays, keep, p.score_fn, p.cfg,
+                                      p.generator, p.faithful)
+    return figures, _facts(batch, labels, shared)
 
 
 def measure(model, settings, items, rows, cfg, masks, faithful=True):
     """Loop over the items in batches -> {"images": per-image info, "methods": {row: arrays}}.
 
     rows: map methods and baselines (config.MAP_BASELINES); masks: selection.MaskSpec or None;
-    faithful False: localization only (no scoring forwards, AD/IC/AUCs NaN).
+    faithful False: localization only (no scoring forwards, AD/IC/AUCs NaN). Under torchrun each
+    rank measures every world()-th batch; rank 0 returns them all in order, the others None.
     """
     size = int(settings.get("input_size", vgg.INPUT_SIZE))
-    score_fn = formulas.make_score_fn(model, vgg.IMAGENET_MEAN, vgg.IMAGENET_STD,
-                                     cfg.precision, cfg.metrics_batch_size, cfg.device)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    per_row = {m: [] for m in rows}
-    info = {"ids": [], "labels": [], "targets": [], "predicted": [], "y": []}
     step = cfg.map_batch_size
-    all_feats = batch_features(model, items, cfg)
-    loader = dataset.make_loader(items, step, False, 0, cfg.num_workers, size)
-    perturb = selection.perturb_selection([label for _, _, label in items], cfg.perturb_limit,
-                                          cfg.seed) & faithful
-    with features.worker_errors(), tqdm(total=len(items), desc="cam metrics", unit="img") as bar:
-        for start, (images, labels) in zip(range(0, len(items), step), loader, strict=True):
-            batch = items[start:start + step]
-            keep = perturb[start:start + step]
-            feats = _batch_feats(model, all_feats, images, start, cfg)
-            shared = shared_inputs(model, images, labels, feats, keep, cfg, score_fn)
-            mask_arrays = selection.batch_masks(batch, masks, size)
-            for row in rows:
-                maps = (baseline_maps(row, len(batch), size, size) if row in cfg.baselines
-                        else method_maps(model, row, images, shared, cfg))
-                per_row[row].append(measure_method(maps, shared, mask_arrays, keep, score_fn,
-                                                   cfg, generator, faithful))
-            _record(info, batch, labels, shared)
-            bar.update(len(batch))
-    joined = {m: {k: np.concatenate([b[k] for b in bs]) for k in bs[0]}
-              for m, bs in per_row.items()}
+    p = _Pass(model, items, rows, cfg, masks, size,
+              formulas.make_score_fn(model, vgg.IMAGENET_MEAN, vgg.IMAGENET_STD, cfg.precision,
+                                     cfg.metrics_batch_size, cfg.device),
+              torch.Generator().manual_seed(cfg.seed),
+              selection.perturb_selection([label for _, _, label in items], cfg.perturb_limit,
+                                          cfg.seed) & faithful,
+              batch_features(model, items, cfg), faithful)
+    starts = list(range(0, len(items), step))
+    mine = dist.shard(starts)
+    loader = dataset.make_loader([it for s in mine for it in items[s:s + step]], step, False,
+                                 0, cfg.num_workers, size)
+    done = []
+    with features.worker_errors(), tqdm(total=len(items), desc="cam metrics", unit="img",
+                                        disable=not dist.is_root()) as bar:
+        batches = iter(loader)
+        for start in starts:
+            if start not in mine:
+                _skip(p.generator, int(p.perturb[start:start + step].sum()), rows, size)
+                continue
+            images, labels = next(batches)
+            done.append((start, _measure_batch(p, start, images, labels)))
+            bar.update(len(labels) * dist.world())
+    ordered = dist.gather_ordered(done)
+    return None if ordered is None else _join(ordered)
+
+
+def _join(batches):
+    """[(per-row figures, facts)] of consecutive batches -> measure()'s result."""
+    info = {k: [v for _, facts in batches for v in facts[k]] for k in batches[0][1]}
+    joined = {m: {k: np.concatenate([b[0][m][k] for b in batches]) for k in batches[0][0][m]}
+              for m in batches[0][0]}
     correct = np.asarray(info["predicted"]) == np.asarray(info["labels"])
     for arrays in joined.values():
         arrays["correct"] = correct
@@ -200,34 +236,13 @@ def tau_set(model, settings, rows, cfg, masks):
                         "drop --validate-tau-on or add masks")
     tau_cfg = dataclasses.replace(cfg, split_name=cfg.validate_tau_on)
     measured = measure(model, settings, items, rows, tau_cfg, masks, faithful=False)
+    if measured is None:  # a rank > 0 under torchrun
+        return None
     return {"subset": cfg.validate_tau_on, "n_images": len(items),
             "taus": {row: localization.choose_taus(a) for row, a in measured["methods"].items()}}
 
 
 # ---------------------------------------------------------------- entry point
-
-
-def check_config(cfg: MetricsConfig):
-    for name in ("steps", "map_batch_size", "metrics_batch_size"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if cfg.perturb_limit < 0:
-        raise UserError("--perturb-limit must be >= 0 (0 = every measured image)")
-    if cfg.bootstrap < 0:
-        raise UserError("--bootstrap must be >= 0 (0 = no intervals)")
-    unknown = set(cfg.baselines) - set(MAP_BASELINES)
-    if unknown:
-        raise UserError(f"unknown --baselines {sorted(unknown)}: use {', '.join(MAP_BASELINES)}")
-    if cfg.validate_tau_on is not None and cfg.validate_tau_on == cfg.split_name:
-        raise UserError(f"--validate-tau-on {cfg.validate_tau_on} is the subset measured (that "
-                        "is the oracle tau): choose the other subset or none")
-
-
-def tau_subset(cfg: MetricsConfig, masks) -> str:
-    """The subset whose mask images choose the validated tau: given, else valid for test."""
-    if cfg.validate_tau_on is not None:
-        return cfg.validate_tau_on
-    return "valid" if masks is not None and cfg.split_name == "test" else "none"
 
 
 def open_model(cfg: MetricsConfig, backbone=None):
@@ -247,12 +262,12 @@ def run(cfg: MetricsConfig, backbone=None):
 
     backbone: an already loaded vgg.Backbone to reuse (tests, notebooks).
     """
-    check_config(cfg)
+    config.check(cfg)
     size = features.input_size(cfg.data_dir)
     masks = selection.resolve_masks(cfg.data_dir, cfg.masks_dir, cfg.mask_values,
                                     cfg.ignore_values, size)
     model, settings, ckpt, cfg = open_model(cfg, backbone)
-    cfg = dataclasses.replace(cfg, validate_tau_on=tau_subset(cfg, masks))
+    cfg = dataclasses.replace(cfg, validate_tau_on=config.tau_subset(cfg, masks))
     out_dir = Path(cfg.output_dir or Path(ckpt).parent)
     core.check_writable_dir(out_dir)
     methods = selection.resolve_methods(cfg.methods, settings)
@@ -268,6 +283,8 @@ def run(cfg: MetricsConfig, backbone=None):
     measured = measure(model, settings, items, rows, cfg, masks)
     seconds = time.perf_counter() - start
     taus = tau_set(model, settings, rows, cfg, masks)
+    if measured is None:  # a rank > 0 under torchrun: rank 0 summarises and writes
+        return None
     context = {"checkpoint": str(ckpt), "split": split, "subset": subset, "seconds": seconds,
                "tau_seconds": time.perf_counter() - start - seconds, "settings": settings,
                "class_names": settings.get("class_names"), "masks": masks, "tau_set": taus,

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from flowercam import dist
 from flowercam.cam import compute, methods
 from flowercam.core import UserError
 from flowercam.data import dataset
@@ -213,12 +214,18 @@ def own_images(checkpoint, method, images, opts, files=NO_FILES):
     ckpt, method, settings, size = check_pair(checkpoint, method, opts.grid_runs)
     paths = image_paths(images, ckpt, opts)
     model, settings = checkpoints.load_model(ckpt, opts.backbone_weights, opts.device)
-    items = [(Path(p).stem, p, 0) for p in paths]
-    loader = dataset.make_loader(items, opts.batch_size, False, 0, opts.num_workers, size,
-                                 opts.max_pixels)
+    items, step = [(Path(p).stem, p, 0) for p in paths], opts.batch_size
+    starts = dist.shard(range(0, len(items), step))  # under torchrun: every world()-th batch
+    loader = dataset.make_loader([it for s in starts for it in items[s:s + step]], step, False,
+                                 0, opts.num_workers, size, opts.max_pixels)
     with features.worker_errors():  # a bad image in a worker: its one line, not a traceback
-        results = [explain(model, settings, batch, method, opts.normalize_by, opts.device,
-                           agg=opts.agg) for batch, _ in tqdm(loader, desc=f"{method} maps")]
+        mine = [(start, explain(model, settings, batch, method, opts.normalize_by, opts.device,
+                                agg=opts.agg))
+                for start, (batch, _) in zip(starts, tqdm(loader, desc=f"{method} maps"),
+                                             strict=True)]
+    results = dist.gather_ordered(mine)
+    if results is None:  # a rank > 0: rank 0 writes every file, in input order
+        return None
     arrays = arrays_of(results)
     norm, info = method_info(ckpt, results[0], settings)
     heat = compute.postprocess(torch.from_numpy(arrays["maps"])).numpy()

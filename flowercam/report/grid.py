@@ -12,7 +12,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from flowercam import core
+from flowercam import core, dist
 from flowercam.core import atomic_save_json, atomic_write
 from flowercam.model import normalization
 from flowercam.report import table2
@@ -77,10 +77,12 @@ def run_grid(configs, sources, settings_of, output_dir, train_kwargs, config_ext
 
     settings_of(config) -> checkpoint settings; train_kwargs: epochs, batch_size, seed, device;
     config_extra: what each run's config.json records besides its configuration.
+    Under torchrun each rank trains every world()-th configuration (dist.shard); rank 0 gets
+    every result in configuration order, the other ranks None.
     """
     train_src, valid_src = sources
     results = []
-    for config in configs:
+    for config in dist.shard(configs):
         settings = settings_of(config)
         run_dir = runs.make_run_dir(output_dir, settings, tag=f"lr{config['lr']:g}")
         core.atomic_save_json(run_dir / "config.json", {**config_extra, **config,
@@ -88,7 +90,8 @@ def run_grid(configs, sources, settings_of, output_dir, train_kwargs, config_ext
         history = training.train(settings, train_src, valid_src, run_dir, config["lr"],
                                  **train_kwargs)
         results.append((summarize(config, history, run_dir), history))
-    return results
+    parts = dist.gather(results)
+    return None if parts is None else dist.unshard(parts)
 
 
 def write_outputs(results_dir, results, epochs, report_facts=None):
