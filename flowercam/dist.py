@@ -105,8 +105,12 @@ def start(device="cpu") -> str:
     if cuda:
         device = device if ":" in str(device) else f"cuda:{_group.local_rank}"
         torch.cuda.set_device(torch.device(device))
-    tdist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=TIMEOUT))
-    _group.store = _client()
+    try:
+        tdist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=TIMEOUT))
+        _group.store = _client()
+    except RuntimeError as err:  # a peer that never came, or left while the group formed
+        raise Stopped(f"the processes did not all join within {TIMEOUT:.0f} s ("
+                      f"{str(err).strip().splitlines()[0][:120]}): the job stops") from None
     signal.signal(signal.SIGTERM, _terminated)  # torchrun stopping the job: unwind, then go
     threading.Thread(target=_watch, args=(_client(),), daemon=True).start()
     return device
@@ -249,10 +253,10 @@ def _peer_error() -> bool:
 
 
 def _run(main, args):
-    device = start(getattr(args, "device", "cpu"))
-    if hasattr(args, "device"):
-        args.device = device
     try:
+        device = start(getattr(args, "device", "cpu"))
+        if hasattr(args, "device"):
+            args.device = device
         result = main(args)
     except UserError as err:
         _group.stop.set()
