@@ -48,8 +48,7 @@ def main(args):
     core.check_writable_dir(args.results_dir, "--results-dir")
     backbone = vgg.load_backbone(args.backbone_weights, args.device)
     # the grid always trains on the shared cache
-    opts = training.SourceOptions(args.data_dir, args.split, args.precision, False,
-                                  args.num_workers, args.device)
+    opts = training.SourceOptions.pick(vars(args), no_cache=False)
     sources = training.make_sources(opts, backbone)
     names, size = dataset.class_names(args.data_dir), features.input_size(args.data_dir)
 
@@ -57,10 +56,10 @@ def main(args):
         return training.make_settings(config["model_type"], config["normalize_by"], names, size,
                                       backbone.backbone_id)
 
-    train_kwargs = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-                    "device": args.device}
+    train_cfg = training.TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                                     seed=args.seed, device=args.device)
     results = grid.run_grid(grid.configurations(args.lrs), sources, settings_of, args.output_dir,
-                            train_kwargs, vars(args))
+                            train_cfg, vars(args))
     grid.write_outputs(args.results_dir, results, args.epochs, args.report_facts)
     for row, _ in results:
         print(f"{row['config']:24s} epoch {row['table_epoch']:3d}  top-1 {row['top1']:6.2f}  "
@@ -71,4 +70,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    core.run_main(main, get_args_parser())
+    core.run_main(main, get_args_parser(), hints=flags.HINTS)

@@ -19,7 +19,13 @@ TMP_PREFIX = ".tmp-"  # atomic_write's temporary files: never a final name
 
 
 class UserError(Exception):
-    """Bad input the user can fix; the message is one line naming the thing and what to do."""
+    """Bad input the user can fix; the message is one line naming the thing and what to do, in
+    the library's terms. topic (e.g. "data", "masks", "model") lets a command add its own flag
+    advice (run_main's hints)."""
+
+    def __init__(self, message, topic=None):
+        super().__init__(message)
+        self.topic = topic
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -33,13 +39,15 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
-def run_main(main, parser, argv=None):
-    """Parse arguments and run main(args); user errors become one line on stderr and exit code 2."""
+def run_main(main, parser, argv=None, hints=None):
+    """Parse arguments and run main(args); user errors become one line on stderr and exit code 2,
+    with the command's advice for the error's topic appended (hints: {topic: advice})."""
     args = parser.parse_args(argv)
     try:
         return main(args)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        hint = (hints or {}).get(err.topic)
+        print(f"error: {err}" + (f" ({hint})" if hint else ""), file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -52,6 +52,14 @@ def seed_int(text) -> int:
     return _number(int, text, lambda v: 0 <= v <= SEED_MAX, f"a whole number in 0..{SEED_MAX}")
 
 
+# what a command adds to a library error of that topic (core.run_main's hints)
+HINTS = {
+    "data": "run `python augment.py` (--data-dir names the folder)",
+    "masks": "pass --masks-dir DIR, or run augment.py --source with a masks/ folder",
+    "model": "pass -d RUN_DIR or --checkpoint FILE.pth",
+}
+
+
 def add_data_dir(parser):
     parser.add_argument("--data-dir", default="data", help="folder prepared by augment.py")
 

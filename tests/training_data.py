@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from flowercam import core
+from flowercam import core, flags
 from flowercam.model import heads, vgg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ def random_weights(path, seed=0) -> str:
 def run_cli(module, argv):
     """module.main through core.run_main -> (exit code or None, return value)."""
     try:
-        return None, core.run_main(module.main, module.get_args_parser(), argv)
+        return None, core.run_main(module.main, module.get_args_parser(), argv, flags.HINTS)
     except SystemExit as stop:
         return stop.code, None
 

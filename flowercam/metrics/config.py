@@ -6,9 +6,12 @@
 
 import dataclasses
 
+from flowercam.core import UserError
+
 DELETION_BASELINES = ("zeros", "black", "blur")
 TARGETS = ("label", "predicted")
 MAP_BASELINES = ("center", "full")  # class-agnostic maps scored beside the methods
+FAMILIES = ("faithfulness", "localization")  # the families of map figures; a run picks some
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,11 +43,32 @@ class MetricsConfig:
     ignore_values: tuple[int, ...] | None = None  # None: (0, 5) for DATA_DIR/masks, else ()
     masked_only: bool = False  # measure only the images that have a mask
     validate_tau_on: str | None = None  # None: "valid" for split_name test; "none": off
+    families: tuple[str, ...] = FAMILIES  # faithfulness costs most of a run's time
     bootstrap: int = 1000
     map_batch_size: int = 8
     metrics_batch_size: int = 16
     seed: int = 0
     output_dir: str | None = None  # None: the checkpoint's folder
+
+
+    def check(self):
+        """UserError when a value is out of range (in the config's own terms)."""
+        for name in ("steps", "map_batch_size", "metrics_batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.perturb_limit < 0:
+            raise UserError("perturb_limit must be >= 0 (0 = every measured image)")
+        if self.bootstrap < 0:
+            raise UserError("bootstrap must be >= 0 (0 = no intervals)")
+        for name, allowed in (("baselines", MAP_BASELINES), ("families", FAMILIES)):
+            unknown = set(getattr(self, name)) - set(allowed)
+            if unknown:
+                raise UserError(f"unknown {name} {sorted(unknown)}: use {', '.join(allowed)}")
+        if not self.families:
+            raise UserError(f"no figures to measure: pick from {', '.join(FAMILIES)}")
+        if self.validate_tau_on is not None and self.validate_tau_on == self.split_name:
+            raise UserError(f"the validated tau cannot be chosen on {self.validate_tau_on}, the "
+                            "subset measured (that is the oracle tau): choose the other or none")
 
 
 def default(name):

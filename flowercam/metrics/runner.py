@@ -27,7 +27,7 @@ from flowercam.cam import compute
 from flowercam.core import UserError
 from flowercam.data import dataset
 from flowercam.metrics import boxes, formulas, localization, selection, tables
-from flowercam.metrics.config import MAP_BASELINES, MetricsConfig
+from flowercam.metrics.config import MetricsConfig
 from flowercam.model import checkpoints, vgg
 from flowercam.train import evaluation, features, runs
 
@@ -188,11 +188,11 @@ def tau_set(model, settings, rows, cfg, masks):
     """Localization tables of every mask image of cfg.validate_tau_on (None: no such set)."""
     if masks is None or cfg.validate_tau_on in (None, "none"):
         return None
-    items = [it for it in dataset.split_items(cfg.data_dir, cfg.validate_tau_on, cfg.split)
-             if selection.find_mask(masks.folder, it[0], it[1])]
+    items = selection.with_masks(
+        dataset.split_items(cfg.data_dir, cfg.validate_tau_on, cfg.split), masks)
     if not items:
         raise UserError(f"no {cfg.validate_tau_on} image has a mask in {masks.folder}: "
-                        "drop --validate-tau-on or add masks")
+                        "validate tau on another subset, or add masks", topic="masks")
     tau_cfg = dataclasses.replace(cfg, split_name=cfg.validate_tau_on)
     measured = measure(model, settings, items, rows, tau_cfg, masks, faithful=False)
     return {"subset": cfg.validate_tau_on, "n_images": len(items),
@@ -200,22 +200,6 @@ def tau_set(model, settings, rows, cfg, masks):
 
 
 # ---------------------------------------------------------------- entry point
-
-
-def check_config(cfg: MetricsConfig):
-    for name in ("steps", "map_batch_size", "metrics_batch_size"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if cfg.perturb_limit < 0:
-        raise UserError("--perturb-limit must be >= 0 (0 = every measured image)")
-    if cfg.bootstrap < 0:
-        raise UserError("--bootstrap must be >= 0 (0 = no intervals)")
-    unknown = set(cfg.baselines) - set(MAP_BASELINES)
-    if unknown:
-        raise UserError(f"unknown --baselines {sorted(unknown)}: use {', '.join(MAP_BASELINES)}")
-    if cfg.validate_tau_on is not None and cfg.validate_tau_on == cfg.split_name:
-        raise UserError(f"--validate-tau-on {cfg.validate_tau_on} is the subset measured (that "
-                        "is the oracle tau): choose the other subset or none")
 
 
 def tau_subset(cfg: MetricsConfig, masks) -> str:
@@ -242,10 +226,11 @@ def run(cfg: MetricsConfig, backbone=None):
 
     backbone: an already loaded vgg.Backbone to reuse (tests, notebooks).
     """
-    check_config(cfg)
+    cfg.check()
     size = features.input_size(cfg.data_dir)
     masks = selection.resolve_masks(cfg.data_dir, cfg.masks_dir, cfg.mask_values,
                                     cfg.ignore_values, size)
+    masks = masks if "localization" in cfg.families else None
     model, settings, ckpt, cfg = open_model(cfg, backbone)
     cfg = dataclasses.replace(cfg, validate_tau_on=tau_subset(cfg, masks))
     out_dir = Path(cfg.output_dir or Path(ckpt).parent)
@@ -260,7 +245,8 @@ def run(cfg: MetricsConfig, backbone=None):
         raise UserError(f"split {split} of {cfg.data_dir} has no {subset} images")
     rows = [*methods, *cfg.baselines]
     start = time.perf_counter()
-    measured = measure(model, settings, items, rows, cfg, masks)
+    measured = measure(model, settings, items, rows, cfg, masks,
+                       faithful="faithfulness" in cfg.families)
     seconds = time.perf_counter() - start
     taus = tau_set(model, settings, rows, cfg, masks)
     context = {"checkpoint": str(ckpt), "split": split, "subset": subset, "seconds": seconds,

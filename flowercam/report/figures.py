@@ -9,11 +9,8 @@ CKPT may also be a configuration name of grid_runs (output/grid_runs.json).
 """
 
 import dataclasses
-import json
-import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -65,27 +62,8 @@ def parse_pair(spec):
 
 
 def resolve_checkpoint(name, grid_runs):
-    """A checkpoint path, or a configuration name of grid_runs.json -> its best checkpoint."""
-    if os.path.isdir(name):  # a run directory (or model/): its best checkpoint
-        return str(runs.best_checkpoint(name))
-    if not grid_runs or os.path.isfile(name):
-        return name
-    try:
-        entries = json.loads(Path(grid_runs).read_text())
-        if not isinstance(entries, dict):
-            raise ValueError("not a mapping")
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read --grid-runs {grid_runs} ({type(err).__name__}): run "
-                        "grid.py first or pass checkpoint paths") from None
-    # "CAM_lr0.0001" and "CAM-lr0.0001" name the same configuration
-    found = [k for k in entries if k.replace("-", "_") == name.replace("-", "_")]
-    if not found:
-        raise UserError(f"{name} is neither a file nor a configuration of {grid_runs} (it has: "
-                        f"{', '.join(sorted(entries)) or 'none'})")
-    best = entries[found[0]].get("best_checkpoint")
-    if not best:
-        raise UserError(f"configuration {found[0]} of {grid_runs} saved no checkpoint: rerun it")
-    return best
+    """runs.resolve_checkpoint, as the path string the figures record."""
+    return str(runs.resolve_checkpoint(name, grid_runs))
 
 
 def run_name(ckpt):
@@ -99,8 +77,7 @@ def select_items(data_dir, seed, split=1, n=NUM_IMAGES):
     items = sorted(dataset.split_items(data_dir, "valid", split))
     if not items:
         raise UserError(f"no validation images in {data_dir}: run `python augment.py` first")
-    picked = np.random.default_rng(seed).choice(len(items), size=min(n, len(items)), replace=False)
-    return [items[i] for i in picked]
+    return dataset.sample_items(items, n, seed)
 
 
 def check_pair(spec_ckpt, method, grid_runs=None):

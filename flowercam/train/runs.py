@@ -24,6 +24,7 @@ Two epochs are named, on purpose by two rules:
 """
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -127,6 +128,32 @@ def best_checkpoint(path="model"):
     eligible = [row["checkpoint"] for row in read_log(path, missing_ok=True)
                 if row.get("checkpoint") in saved and not row.get("overfit")]
     return saved[eligible[-1]] if eligible else run_checkpoints(path)[-1][1]
+
+
+def resolve_checkpoint(name, grid_runs=None) -> Path:
+    """What a user names as a model -> a checkpoint file: a run directory (or the model root) ->
+    its best checkpoint; a file as it is; a configuration name of grid_runs.json (grid.py's
+    record of its runs) -> that configuration's best checkpoint."""
+    if os.path.isdir(name):
+        return best_checkpoint(name)
+    if not grid_runs or os.path.isfile(name):
+        return Path(name)
+    try:
+        entries = json.loads(Path(grid_runs).read_text())
+        if not isinstance(entries, dict):
+            raise ValueError("not a mapping")
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read the grid's run list {grid_runs} ({type(err).__name__}): "
+                        "run grid.py first or name checkpoint files") from None
+    # "CAM_lr0.0001" and "CAM-lr0.0001" name the same configuration
+    found = [k for k in entries if k.replace("-", "_") == str(name).replace("-", "_")]
+    if not found:
+        raise UserError(f"{name} is neither a file nor a configuration of {grid_runs} (it has: "
+                        f"{', '.join(sorted(entries)) or 'none'})")
+    best = entries[found[0]].get("best_checkpoint")
+    if not best:
+        raise UserError(f"configuration {found[0]} of {grid_runs} saved no checkpoint: rerun it")
+    return Path(best)
 
 
 def table_epoch(history) -> dict:
