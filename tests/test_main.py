@@ -132,7 +132,7 @@ def test_interrupt_keeps_saved(setup, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--data-dir", "{tmp}/nowhere"], "not found: the data folder is not prepared (run `python augment.py`"),
+    (["--data-dir", "{tmp}/nowhere"], "not prepared (run `python augment.py`"),
     (["-l", "-1"], "--lr: '-1' must be a finite number > 0"),
     (["--backbone-weights", "{tmp}/missing.pth"], "missing.pth not found"),
 ])
