@@ -107,14 +107,14 @@ def add_run_args(group, add):
              f"{D('metrics_batch_size')}")
     add("-s", "--seed", type=flags.seed_int,  # flags.add_seed's, without a default
         help="seed of the --limit sample, tie order, bootstrap resamples; default 0")
-    flags.add_output_dir(group, argparse.SUPPRESS, "cam_metrics.json/.md (default: the "
-                         "checkpoint's folder)")
+    flags.add_output_dir(group, argparse.SUPPRESS, "eval.json, or with --cam-metrics "
+                         "cam_metrics.json/.md (default: the run's or checkpoint's folder)")
 
 
 CAM_ONLY = ("methods", "checkpoint", "scales", "flip", "layers", "limit", "steps",
             "perturb_limit", "deletion_baseline", "target", "baselines", "masks_dir",
             "mask_values", "ignore_values", "masked_only", "validate_tau_on", "bootstrap",
-            "map_batch_size", "metrics_batch_size", "seed", "output_dir")
+            "map_batch_size", "metrics_batch_size", "seed")
 
 
 def check_cam_only(args):
@@ -127,7 +127,8 @@ def check_cam_only(args):
 
 def metrics_config(args) -> MetricsConfig:
     """The parsed flags -> MetricsConfig; flags not given keep MetricsConfig's defaults."""
-    chosen = {name: getattr(args, name) for name in CAM_ONLY if hasattr(args, name)}
+    chosen = {name: getattr(args, name) for name in (*CAM_ONLY, "output_dir")
+              if hasattr(args, name)}
     for name in ("methods", "baselines", "mask_values", "ignore_values", "scales", "layers"):
         if name in chosen:
             chosen[name] = tuple(chosen[name])
@@ -144,13 +145,18 @@ def main(args):
     if not args.model_dir:
         args.model_dir = str(runs.latest_run("model"))
         print(f"evaluating the newest run, {args.model_dir}")
+    runs.run_checkpoints(args.model_dir)  # a run folder (not a checkpoint file), errors first
+    best = runs.best_checkpoint(args.model_dir).name  # reads the log: its errors come first too
+    out = Path(getattr(args, "output_dir", None) or args.model_dir) / "eval.json"
+    if hasattr(args, "output_dir"):
+        core.check_writable_dir(out.parent)
+    else:
+        core.check_writable_dir(out.parent, "the run folder", "pass --output-dir DIR")
     opts = training.SourceOptions(args.data_dir, args.split, args.precision, args.no_cache,
                                   args.num_workers, args.device)
     result = evaluation.evaluate_run(args.model_dir, args.split_name, opts, args.backbone_weights,
                                      args.batch_size)
-    out = Path(args.model_dir) / "eval.json"
     core.atomic_save_json(out, result)
-    best = runs.best_checkpoint(args.model_dir).name
     row = next((r for r in result["epochs"] if r["checkpoint"] == best), None)
     top1 = f": top-1 {row['top1']:.2f}%" if row else ""
     print(f"the figures' checkpoint (runs.best_checkpoint) is {best}{top1}; wrote {out}")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from flowercam.report import render
+from flowercam.report import fonts, render
 
 T = 64  # tile size used throughout
 
@@ -105,7 +105,7 @@ def test_comparison_figure_has_a_column_per_pair_plus_the_image():
 
 def test_text_helpers_fit_the_width():
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    font = render.get_font(12)
+    font = fonts.get_font(12)
     assert render.fit_text(draw, "short", font, 200) == "short"
     cut = render.fit_text(draw, "a very long class name indeed", font, 40)
     assert cut.endswith("...") and draw.textlength(cut, font=font) <= 40
