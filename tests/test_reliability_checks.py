@@ -4,7 +4,6 @@ never guessed, a changed source is redone, and every device and path error says 
 import shutil
 import signal
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -15,7 +14,6 @@ import inference as inference_cli
 import main as main_cli
 from flowercam.data import prepare
 from flowercam.model import vgg
-from flowercam.report import fonts, render
 from flowercam.train import evaluation, runs
 
 SEVENTEEN = tuple(prepare.FLOWER17_CLASSES)
@@ -281,23 +279,3 @@ def test_two_trainers_of_one_run_lock_each_other(run, tmp_path, capsys):
     code, _ = run_cli(main_cli, ["--resume", str(run_dir), "-e", "3", "--num-workers", "0"])
     assert code is None and len(runs.read_log(run_dir)) == 3
 
-
-# ---------------------------------------------------------------- 11: fonts
-
-
-def test_accented_names_get_a_font_that_has_them():
-    """Was: Pillow's built-in font, which draws 'é', 'Ω', 'Ж' as boxes."""
-    path, missing = fonts.choose_font(["Œillet d'Inde é", "Ωmega", "Жасмин"])
-    assert path and "DejaVu" in path and not missing
-    assert fonts.missing_glyphs(path, "Œé ΩЖ") == set()
-    assert fonts.choose_font(["Daffodil 90.0%"]) == (None, set())  # ASCII: as always
-
-
-def test_characters_no_font_has_are_escaped_visibly(capsys, monkeypatch):
-    dejavu = fonts.font_paths()[0]
-    monkeypatch.setattr(fonts, "font_paths", lambda: [dejavu])  # a machine without CJK fonts
-    tiles = [np.zeros((16, 16, 3), np.uint8)] * 2
-    grid = render.labelled_grid(tiles, [["true: 菊"], ["true: Lys é"]], [True, False], "run", 2)
-    err = capsys.readouterr().err
-    assert grid.width == 2 * (16 + 4) and "菊 (\\u83ca)" in err and err.count("\n") == 1
-    assert fonts.figure_texts(["a 菊 é"])[1] == ["a \\u83ca é"]
