@@ -138,6 +138,17 @@ def test_a_replaced_source_image_is_redone(tmp_path):
     assert augment(source, data)["written"] == 0  # and then it is up to date
 
 
+@pytest.mark.real
+def test_a_replaced_real_image_is_redone(flowers_jpg, tmp_path):
+    source = tmp_path / "real"
+    for cls, number in (("daffodil", 1), ("iris", 401)):
+        (source / cls).mkdir(parents=True)
+        shutil.copy(flowers_jpg / f"image_{number:04d}.jpg", source / cls / "a.jpg")
+    augment(source, tmp_path / "data", copies=1)
+    shutil.copy(flowers_jpg / "image_0002.jpg", source / "daffodil" / "a.jpg")
+    assert augment(source, tmp_path / "data", copies=1)["redone"] == ["daffodil_a"]
+
+
 def test_a_touched_source_image_is_not_redone(tmp_path):
     source = make_folder_dataset(tmp_path / "pets")
     data = tmp_path / "data"
