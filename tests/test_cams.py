@@ -164,8 +164,7 @@ def test_no_nan_on_constant_input(recam_model):
 
 def test_method_records_are_the_one_table():
     assert methods.METHODS is methods.METHODS
-    assert methods.CLASS_MAP_METHODS == tuple(n for n, m in methods.METHODS.items()
-                                           if not m.needs_images and not m.needs_gradients)
+    assert {m.kind for m in methods.METHODS.values()} <= set(methods.KINDS)
     for name, record in methods.METHODS.items():
         assert record.name == name and callable(record.weigh)
         assert not record.needs_gradients or record.needs_images  # gradients flow from images

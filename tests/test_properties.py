@@ -60,8 +60,11 @@ def check_result(result, batch, size):
     assert result.maps.min() >= 0 and result.maps.max() <= 1
 
 
+FEATURE_METHODS = sorted(n for n, m in methods.METHODS.items() if m.from_features)
+
+
 @FAST
-@given(data=st.data(), method=st.sampled_from(sorted(methods.CLASS_MAP_METHODS)),
+@given(data=st.data(), method=st.sampled_from(FEATURE_METHODS),
        how=st.sampled_from(normalization.NORMALIZERS))
 def test_class_map_methods_from_features(data, method, how):
     batch, side = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 7))

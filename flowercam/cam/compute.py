@@ -17,18 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from flowercam.cam.maps import (
-    MapResult,
-    feature_maps,
-    gradient_maps,
-    score_maps,
-    upsample,
-)
-from flowercam.cam.methods import (
-    METHODS,
-    check_method,
-    resolve_options,
-)
+from flowercam.cam.maps import MapResult, feature_maps, image_maps, upsample
+from flowercam.cam.methods import METHODS, check_method, resolve_options
 from flowercam.core import UserError
 from flowercam.model.normalization import normalize
 
@@ -94,17 +84,6 @@ def _check_scales(scales, size):
     return scales
 
 
-def _one_pass(model, x, method, targets, opts):
-    record = METHODS[method]
-    if record.from_features:
-        with torch.no_grad():
-            feats = model.backbone(x)
-        return feature_maps(model.head, feats, method, targets, x.shape[-2:], opts)
-    if record.needs_gradients:
-        return gradient_maps(model, x, method, targets, opts)
-    return score_maps(model, x, method, targets, opts)
-
-
 def _rescale(x, s):
     """Images [B,3,H,W] resized by s (bilinear, align_corners=False; IRN resizes with PIL)."""
     if s == 1.0:
@@ -129,7 +108,7 @@ def _aggregate(model, x, method, plain, opts, agg):
             continue
         xs = _rescale(x, s)
         images = torch.cat([xs.flip(-1) if flipped else xs for flipped in variants])
-        res = _one_pass(model, images, method, plain.targets.repeat(len(variants)), opts)
+        res = image_maps(model, images, method, plain.targets.repeat(len(variants)), opts)
         for i, flipped in enumerate(variants):
             raw = res.raw[i * batch : (i + 1) * batch]  # [B,sH,sW]
             raw = raw.flip(-1) if flipped else raw
@@ -151,7 +130,27 @@ def compute_maps(model, images, method, targets=None, scales=(1.0,), flip=False,
     opts = resolve_options(method, options)
     agg = Aggregation(_check_scales(scales, images.shape[-2:]), bool(flip))
     x = images.to(model.head.fc.weight.device)
-    result = _one_pass(model, x, method, targets, opts)
+    result = image_maps(model, x, method, targets, opts)
     if not agg.plain:
         result = _aggregate(model, x, method, result, opts, agg)
     return result.to(images.device)
+
+
+PLAIN = Aggregation()  # one pass at the input size
+
+
+def maps_reusing(model, images, method, shared, targets=None, agg=PLAIN, **options):
+    """compute_maps of images [B,3,H,W], reusing backbone features where they are enough.
+
+    shared: a dict for the calls on the same images; its "feats" ([B,512,h,w]: rows of the
+    feature cache, or filled here on first need) serve a features-kind method in one plain pass;
+    any other method or aggregation runs compute_maps. -> MapResult on the images' device.
+    """
+    if not (METHODS[method].from_features and agg.plain):
+        return compute_maps(model, images, method, targets, **agg.kwargs(), **options)
+    if "feats" not in shared:
+        with torch.no_grad():
+            shared["feats"] = model.backbone(images.to(model.head.fc.weight.device))
+    return compute_maps_from_features(model.head, shared["feats"], method, targets,
+                                      size=tuple(images.shape[-2:]), **options).to(images.device)
+

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from flowercam.cam.methods import METHODS, layers_of
 from flowercam.cam.scorecam import scorecam_weights
 from flowercam.core import UserError
-from flowercam.model import vgg
 from flowercam.model.normalization import normalize
 
 
@@ -129,14 +128,10 @@ def gradient_maps(model, x, method, targets, opts):
 
 def activations(model, x, layers):
     """One forward without a graph -> ({name: act}, logits); layers: stages and/or classmaps."""
-    at = {vgg.STAGES[name]: name for name in layers if name != "classmaps"}
-    acts, h = {}, x
+    stages = [name for name in layers if name != "classmaps"]
     with torch.no_grad():
-        for i, layer in enumerate(model.backbone.features):
-            h = layer(h)
-            if i in at:
-                acts[at[i]] = h
-        _, acts["classmaps"], logits = model.head.forward_maps(model.backbone.pool(h))
+        feats, acts = model.backbone.forward_with(x, stages, graph=None)
+        _, acts["classmaps"], logits = model.head.forward_maps(feats)
     return acts, logits
 
 
@@ -153,3 +148,14 @@ def score_maps(model, x, method, targets, opts):
         raw, raw_native = combine(method, per_layer, opts, x.shape[-2:])
         maps = normalize(raw, opts["normalize_by"])
     return MapResult(raw, maps, logits, tgt, method, opts, raw_native)
+
+
+def image_maps(model, x, method, targets, opts):
+    """Any method on images x [B,3,H,W] -> MapResult: the driver of the method's kind."""
+    record = METHODS[method]
+    if record.kind == "features":
+        with torch.no_grad():
+            feats = model.backbone(x)
+        return feature_maps(model.head, feats, method, targets, x.shape[-2:], opts)
+    driver = {"gradients": gradient_maps, "scores": score_maps}[record.kind]
+    return driver(model, x, method, targets, opts)

@@ -1,11 +1,12 @@
 """CAM methods, one record each: how a method weighs activations, what it needs, its options.
 
-    python -c "from flowercam.cam import methods; print({n: m.needs_gradients for n, m in \
+    python -c "from flowercam.cam import methods; print({n: m.kind for n, m in \
 methods.METHODS.items()})"
     python -c "from flowercam.cam import methods; print(methods.resolve_options('LayerCAM', {}))"
 
-Adding a method: write its `weigh` function and add one `Method` to METHODS (plus its test); the
-command-line choices, option checks and drivers (flowercam/maps.py) read the record.
+Adding a method: write its `weigh` function and add one `Method` to METHODS, by keyword, with its
+kind and its options' checks (plus its test); the command-line choices, option checks and the
+drivers (flowercam/cam/maps.py) read the record.
 """
 
 import dataclasses
@@ -57,11 +58,6 @@ def recam_published(acts, grads, weights):
     return F.relu(cam(acts, grads, weights))
 
 
-def published_weights(head):
-    """[C,C] W_sce * W of a published-ReCAM head (its map's weights)."""
-    return head.sce.weight * head.fc.weight
-
-
 def layercam(acts, grads, weights=None):
     """LayerCAM (Jiang et al. 2021): relu(sum_k relu(g_k) * A_k), element-wise weights.
 
@@ -71,28 +67,81 @@ def layercam(acts, grads, weights=None):
     return F.relu((F.relu(grads) * acts).sum(1))
 
 
+KINDS = ("features", "gradients", "scores")  # what a method's driver needs (see Method)
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One option of a method: its default and its check (value, the options resolved so far ->
+    the checked value, UserError otherwise)."""
+
+    default: object
+    check: Callable = lambda value, opts: value
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """One CAM method. Drivers (flowercam/maps.py): needs_images False -> from backbone features
-    (the feature cache works); needs_gradients -> one forward + one backward per batch; else
-    forwards of masked images (Score-CAM: weights from scores, no gradient)."""
+    """One CAM method. kind (flowercam/cam/maps.py drives each): "features" -> from backbone
+    features (the feature cache works); "gradients" -> one forward + one backward per batch;
+    "scores" -> forwards of masked images (Score-CAM: weights from scores, no gradient)."""
 
     name: str
     weigh: Callable  # (acts [B,K,h,w], grads or None, weights [B,K] or None) -> [B,h,w]
-    needs_gradients: bool
-    needs_images: bool
+    kind: str
     default_layers: tuple  # activations it weighs: backbone stages, "classmaps", "reweighted"
     layer_option: str | None = None  # option naming the layers: "layers" = a list, else one name
     fuses: bool = False  # several layers' maps fused as the report (see maps.fuse_layers)
-    options: dict = dataclasses.field(default_factory=dict)  # its own options -> defaults
+    options: dict = dataclasses.field(default_factory=dict)  # its own options: name -> Option
     needs_head: str | None = None  # model_type the head must have, None = any head
     # CAM-like methods: the head's class weight matrix [C,C] whose target row weighs the maps
     class_weights: Callable = lambda head: head.fc.weight
 
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind {self.kind!r} is not one of {KINDS}")
+
     @property
     def from_features(self):
         """True when cached backbone features are enough (no images, no gradients)."""
-        return not self.needs_images
+        return self.kind == "features"
+
+    @property
+    def needs_gradients(self):
+        return self.kind == "gradients"
+
+    @property
+    def needs_images(self):
+        return self.kind != "features"
+
+
+def choice(name, choices):
+    """An Option check: the value must be one of `choices`."""
+    def check(value, opts):
+        _check_choice(name, value, choices)
+        return value
+    return check
+
+
+def positive_int(name):
+    def check(value, opts):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) \
+                or value < 1:
+            raise UserError(f"{name} {value!r} must be a whole number >= 1")
+        return int(value)
+    return check
+
+
+def layer_weights(weights, opts):
+    """LayerCAM's fusion weights: None -> the report's 0.4/0.4/0.2 for its layer triples, else
+    equal weights; otherwise one finite weight per layer."""
+    layers = opts["layers"]
+    if weights is None:
+        same = tuple(layers) in (REPORT_LAYERS, PRE_POOL_LAYERS)
+        weights = REPORT_LAYER_WEIGHTS if same else [1 / len(layers)] * len(layers)
+    if len(weights) != len(layers):
+        raise UserError(f"{len(weights)} layer weights for {len(layers)} layers: "
+                        "give one weight per layer")
+    return [float(w) for w in weights]
 
 
 LAYERS = (*vgg.STAGES, "classmaps")  # layers a user may pick
@@ -100,26 +149,31 @@ FUSIONS = ("weighted", "max")
 REPORT_LAYERS = ("pool3", "pool4", "classmaps")  # LayerCAM's default, as the report computed it
 PRE_POOL_LAYERS = ("stage3", "stage4", "classmaps")  # the LayerCAM paper's convention
 REPORT_LAYER_WEIGHTS = (0.4, 0.4, 0.2)  # the report's fusion weights for either triple
-LAYERCAM_OPTIONS = {"layer_weights": None, "fusion": "weighted", "tanh_gain": 2.0,
-                    "layer_normalize": "minmax"}
+LAYERCAM_OPTIONS = {
+    "layer_weights": Option(None, layer_weights),
+    "fusion": Option("weighted", choice("fusion", FUSIONS)),
+    "tanh_gain": Option(2.0, lambda value, opts: float(value)),
+    "layer_normalize": Option("minmax", choice("layer_normalize", NORMALIZERS)),
+}
 
 METHODS = {m.name: m for m in (
-    Method("CAM", cam, False, False, ("classmaps",)),
-    Method("ReCAM", cam, False, False, ("reweighted",), needs_head="ReCAM"),
-    Method("ReCAM-published", recam_published, False, False, ("classmaps",),
-           needs_head="ReCAM-published", class_weights=published_weights),
-    Method("LayerCAM", layercam, True, True, REPORT_LAYERS, "layers", True, LAYERCAM_OPTIONS),
-    Method("GradCAM", gradcam, True, True, ("classmaps",), "gradcam_layer"),
-    Method("GradCAM++", gradcampp, True, True, ("classmaps",), "gradcam_layer"),
+    Method(name="CAM", weigh=cam, kind="features", default_layers=("classmaps",)),
+    Method(name="ReCAM", weigh=cam, kind="features", default_layers=("reweighted",),
+           needs_head="ReCAM"),
+    Method(name="ReCAM-published", weigh=recam_published, kind="features",
+           default_layers=("classmaps",), needs_head="ReCAM-published",
+           class_weights=lambda head: head.map_weights()),
+    Method(name="LayerCAM", weigh=layercam, kind="gradients", default_layers=REPORT_LAYERS,
+           layer_option="layers", fuses=True, options=LAYERCAM_OPTIONS),
+    Method(name="GradCAM", weigh=gradcam, kind="gradients", default_layers=("classmaps",),
+           layer_option="gradcam_layer"),
+    Method(name="GradCAM++", weigh=gradcampp, kind="gradients", default_layers=("classmaps",),
+           layer_option="gradcam_layer"),
     # 17 class maps -> 17 masked forwards per image; scorecam_layer="stage5" (conv5_3): 512
-    Method("ScoreCAM", scorecam, False, True, ("classmaps",), "scorecam_layer",
-           options={"scorecam_batch": 64}),
+    Method(name="ScoreCAM", weigh=scorecam, kind="scores", default_layers=("classmaps",),
+           layer_option="scorecam_layer",
+           options={"scorecam_batch": Option(64, positive_int("scorecam_batch"))}),
 )}
-CLASS_MAP_METHODS = tuple(n for n, m in METHODS.items() if m.from_features)  # compatibility
-# allowed values of every option that has a fixed set (checked for any method it is given to)
-CHOICES = {"normalize_by": NORMALIZERS, "layer_normalize": NORMALIZERS, "fusion": FUSIONS,
-           **{m.layer_option: LAYERS for m in METHODS.values()
-              if m.layer_option not in (None, "layers")}}  # a list: checked by _layers
 
 
 def option_names():
@@ -161,47 +215,30 @@ def _layers(record, value):
     return layers
 
 
-def _layer_weights(layers, weights):
-    if weights is None:  # the report's 0.4/0.4/0.2 for its layers, else equal weights
-        same = tuple(layers) in (REPORT_LAYERS, PRE_POOL_LAYERS)
-        weights = REPORT_LAYER_WEIGHTS if same else [1 / len(layers)] * len(layers)
-    if len(weights) != len(layers):
-        raise UserError(f"{len(weights)} layer weights for {len(layers)} layers: "
-                        "give one weight per layer")
-    return [float(w) for w in weights]
-
-
 def resolve_options(method, options):
     """Defaults + checks -> dict of this method's options only (normalize_by, its layer option,
-    its own options, in that order). Options of other methods are checked, then dropped."""
+    its own options, in that order). Options of other methods are checked by their own record,
+    then dropped."""
     record = METHODS[method]
     unknown = sorted(set(options) - set(option_names()))
     if unknown:
         raise UserError(f"unknown CAM option {unknown[0]!r}: use {', '.join(option_names())}")
     given = {k: v for k, v in options.items() if v is not None}
-    for name, value in given.items():
-        if name in CHOICES:
-            _check_choice(name, value, CHOICES[name])
+    _check_choice("normalize_by", given.get("normalize_by", "minmax"), NORMALIZERS)
+    for other in METHODS.values():  # a bad value is an error whichever method it was meant for
+        _own_options(other, given)
+    return _own_options(record, given)
+
+
+def _own_options(record, given):
     opts = {"normalize_by": given.get("normalize_by", "minmax")}
     if record.layer_option == "layers":
         opts["layers"] = _layers(record, given.get("layers"))
     elif record.layer_option:
         opts[record.layer_option] = _layers(record, given.get(record.layer_option))[0]
-    opts.update({k: given.get(k, default) for k, default in record.options.items()})
-    if "layer_weights" in opts:
-        opts["layer_weights"] = _layer_weights(opts["layers"], given.get("layer_weights"))
-    if "tanh_gain" in opts:
-        opts["tanh_gain"] = float(opts["tanh_gain"])
-    if "scorecam_batch" in opts:
-        opts["scorecam_batch"] = _positive_int("scorecam_batch", opts["scorecam_batch"])
+    for name, option in record.options.items():
+        opts[name] = option.check(given.get(name, option.default), opts)
     return opts
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) \
-            or value < 1:
-        raise UserError(f"{name} {value!r} must be a whole number >= 1")
-    return int(value)
 
 
 def layers_of(method, opts):

@@ -21,16 +21,12 @@ def report_loop(model, images, method, targets=None, **options):
     frozen net is usually made differentiable), then one backward down to the input -> [B,H,W]."""
     opts = methods.resolve_options(method, options)
     layers = methods.layers_of(method, opts)
-    stage_at = {idx: name for name, idx in vgg.STAGES.items() if name in layers}
+    stages = [name for name in layers if name != "classmaps"]
     out = []
     for i in range(len(images)):
         x = images[i : i + 1].clone().requires_grad_(True)
-        acts, h = {}, x
-        for j, layer in enumerate(model.backbone.features):
-            h = layer(h)
-            if j in stage_at:
-                acts[stage_at[j]] = h
-        _, acts["classmaps"], logits = model.head.forward_maps(model.backbone.pool(h))
+        feats, acts = model.backbone.forward_with(x, stages, graph="input")
+        _, acts["classmaps"], logits = model.head.forward_maps(feats)
         t = int(logits.argmax(1)) if targets is None else int(targets[i])
         grads = torch.autograd.grad(logits[0, t], [x] + [acts[n] for n in layers])[1:]
         with torch.no_grad():

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from flowercam import core
-from flowercam.cam import compute, methods
+from flowercam.cam import compute
 from flowercam.core import UserError
 from flowercam.data import dataset
 from flowercam.metrics import boxes, formulas, localization, selection, tables
@@ -83,15 +83,10 @@ def method_maps(model, method, images, shared, cfg):
     cfg.flip aggregate every method over rescaled and flipped images, cfg.layers picks
     LayerCAM's layers."""
     targets = shared["targets"].to(cfg.device)
-    plain = tuple(cfg.scales) == (1.0,) and not cfg.flip
-    if method in methods.CLASS_MAP_METHODS and plain:  # from the feature cache
-        result = compute.compute_maps_from_features(model.head, shared["feats"], method, targets,
-                                                 size=images.shape[-2:], normalize_by="minmax")
-    else:
-        options = {"layers": cfg.layers} if cfg.layers and method == "LayerCAM" else {}
-        result = compute.compute_maps(model, images.to(cfg.device), method, targets,
-                                   scales=cfg.scales, flip=cfg.flip, normalize_by="minmax",
-                                   **options)
+    options = {"layers": cfg.layers} if cfg.layers and method == "LayerCAM" else {}
+    agg = compute.Aggregation(tuple(cfg.scales), cfg.flip)
+    result = compute.maps_reusing(model, images.to(cfg.device), method, shared, targets, agg,
+                                  normalize_by="minmax", **options)
     return result.maps.detach().float().cpu()
 
 

@@ -106,9 +106,13 @@ class PublishedReCAMHead(CAMHead):
         return (F.cross_entropy(logits, labels, reduction=reduction)
                 + self.recam_lambda * F.cross_entropy(sce, labels, reduction=reduction)), logits
 
+    def map_weights(self):
+        """[C,C] W_sce * W: the weights of its final map (one CAM with the two classifiers')."""
+        return self.sce.weight * self.fc.weight
+
     def cams(self, maps):
         """The final maps, ONE CAM with weights W_sce * W: maps [B,C,h,w] -> [B,C,h,w] >= 0."""
-        return F.relu(torch.einsum("kc,bchw->bkhw", self.sce.weight * self.fc.weight, maps))
+        return F.relu(torch.einsum("kc,bchw->bkhw", self.map_weights(), maps))
 
 
 class Classifier(nn.Module):

@@ -86,28 +86,30 @@ class Backbone(nn.Module):
         """x [B,3,H,W] ImageNet-normalised -> feats [B,512,7,7]."""
         return self.pool(self.features(x))
 
-    def forward_with(self, x, layers):
-        """-> (feats [B,512,7,7], {name: activation}); activations require grad (frozen net or not).
+    def forward_with(self, x, layers, graph="stages"):
+        """-> (feats [B,512,7,7], {name: activation [B,K,h,w]} of the named stages).
 
-        Runs without a graph up to the earliest requested stage, then detaches it, marks it
-        requires_grad and runs the rest with grad enabled: one graph from there to the logits.
+        graph "stages": no graph up to the earliest named stage, which is detached and marked
+        requires_grad; one graph from there to the output (frozen net or not; the batched drivers).
+        graph "input": a graph from x, as the report's loop (x requires grad). None: no graph.
         """
         unknown = [name for name in layers if name not in STAGES]
-        if unknown or not layers:
-            raise UserError(f"unknown backbone layer {unknown or layers}: use {', '.join(STAGES)}")
+        if unknown:
+            raise UserError(f"unknown backbone layer {unknown}: use {', '.join(STAGES)}")
         at = {STAGES[name]: name for name in layers}
-        first = min(at)
+        first = min(at, default=-1) if graph == "stages" else -1
         with torch.no_grad():
             h = self.features[: first + 1](x)
-        h = h.detach().requires_grad_()
-        acts = {at[first]: h}
-        with torch.enable_grad():
+        if first >= 0:
+            h = h.detach().requires_grad_()
+        acts = {at[first]: h} if first >= 0 else {}
+        with torch.set_grad_enabled(graph is not None):
+            h = x if first < 0 else h
             for i in range(first + 1, len(self.features)):
                 h = self.features[i](h)
                 if i in at:
                     acts[at[i]] = h
-            feats = self.pool(h)
-        return feats, acts
+            return self.pool(h), acts
 
 
 def load_backbone(weights=None, device="cpu"):

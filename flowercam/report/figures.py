@@ -28,7 +28,6 @@ from flowercam.train import evaluation, features, runs
 NUM_IMAGES = 12
 COLS = 4
 NO_FILES = image_files.MapFiles()  # no npz, no masks
-PLAIN = compute.Aggregation()  # one pass at the input size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +112,7 @@ def check_pair(spec_ckpt, method, grid_runs=None):
     return ckpt, method, settings, int(settings.get("input_size", vgg.INPUT_SIZE))
 
 
-def explain(model, settings, images, method, override, device, shared=None, agg=PLAIN):
+def explain(model, settings, images, method, override, device, shared=None, agg=compute.PLAIN):
     """Maps of one batch -> MapResult on the cpu. Normaliser: -n, else the head's own for ReCAM,
     else minmax. A `shared` dict lets CAM/ReCAM reuse backbone features of the same images
     (one plain pass only: `agg` with scales or flips runs compute_maps)."""
@@ -121,14 +120,9 @@ def explain(model, settings, images, method, override, device, shared=None, agg=
     own = settings.get("normalize_by") if methods.METHODS[method].needs_head else None
     norm = override or own
     options = {"normalize_by": norm} if norm else {}
-    if shared is None or not methods.METHODS[method].from_features or not agg.plain:
-        return compute.compute_maps(model, images.to(device), method, **agg.kwargs(),
-                                 **options).to("cpu")
-    if "feats" not in shared:
-        with torch.no_grad():
-            shared["feats"] = model.backbone(images.to(device))  # [B,512,7,7]
-    return compute.compute_maps_from_features(model.head, shared["feats"], method,
-                                           size=tuple(images.shape[-2:]), **options).to("cpu")
+    shared = {} if shared is None else shared
+    return compute.maps_reusing(model, images.to(device), method, shared, agg=agg,
+                                **options).to("cpu")
 
 
 def method_info(ckpt, result, settings):
