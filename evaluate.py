@@ -121,9 +121,9 @@ def add_run_args(parser, group, add):
              f"{D('metrics_batch_size')}")
     add("-s", "--seed", type=flags.seed_int,  # flags.add_seed's, without a default
         help="seed of the --limit sample, tie order, bootstrap resamples; default 0")
-    flags.add_output_dir(group, argparse.SUPPRESS, "cam_metrics.json/.md (default: the "
-                         "checkpoint's folder)")
-    parser.get_default("flag_modes")["output_dir"] = "cam-metrics"
+    # both modes: output_dir is shared (SUPPRESS: "was it given?" is hasattr)
+    flags.add_output_dir(group, argparse.SUPPRESS, "eval.json, or with --cam-metrics "
+                         "cam_metrics.json/.md (default: the run's or checkpoint's folder)")
 
 
 RENAMED = {"figures": "families"}  # flag dest -> MetricsConfig field
@@ -143,6 +143,7 @@ def check_modes(args):
 def metrics_config(args) -> MetricsConfig:
     """The parsed flags -> MetricsConfig; flags not given keep MetricsConfig's defaults."""
     given = [d for d, m in args.flag_modes.items() if m == "cam-metrics" and hasattr(args, d)]
+    given += ["output_dir"] if hasattr(args, "output_dir") else []
     chosen = {RENAMED.get(d, d): getattr(args, d) for d in given}
     if args.batch_size is not None:
         chosen["map_batch_size"] = args.batch_size
@@ -162,13 +163,18 @@ def main(args):
     if not args.model_dir:
         args.model_dir = str(runs.latest_run("model"))
         print(f"evaluating the newest run, {args.model_dir}")
+    runs.run_checkpoints(args.model_dir)  # a run folder (not a checkpoint file), errors first
+    best = runs.best_checkpoint(args.model_dir).name  # reads the log: its errors come first too
+    out = Path(getattr(args, "output_dir", None) or args.model_dir) / "eval.json"
+    if hasattr(args, "output_dir"):
+        core.check_writable_dir(out.parent)
+    else:
+        core.check_writable_dir(out.parent, "the run folder", "pass --output-dir DIR")
     opts = training.SourceOptions.pick(vars(args))
     batch = ACCURACY_BATCH if args.batch_size is None else args.batch_size
     result = evaluation.evaluate_run(args.model_dir, args.split_name, opts, args.backbone_weights,
                                      batch)
-    out = Path(args.model_dir) / "eval.json"
     core.atomic_save_json(out, result)
-    best = runs.best_checkpoint(args.model_dir).name
     row = next((r for r in result["epochs"] if r["checkpoint"] == best), None)
     top1 = f": top-1 {row['top1']:.2f}%" if row else ""
     print(f"the figures' checkpoint (runs.best_checkpoint) is {best}{top1}; wrote {out}")

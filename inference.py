@@ -68,6 +68,11 @@ def check_args(args):
         raise UserError("give either -m/--checkpoint CKPT (with -t METHOD) or --compare PAIRS")
     if args.compare and (args.save_maps or args.pseudo_masks_dir):
         raise UserError("--save-maps and --pseudo-masks-dir work with -m, not with --compare")
+    core.check_writable_dir(args.output_dir)  # every output path before any work
+    if args.pseudo_masks_dir:
+        core.check_writable_dir(args.pseudo_masks_dir, "--pseudo-masks-dir")
+    if args.save_maps:
+        core.check_writable_file(args.save_maps, "--save-maps")
 
 
 def figure_options(args) -> figures.FigureOptions:

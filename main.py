@@ -56,6 +56,9 @@ def get_args_parser():
 def resumed_args(args):
     """A copy of args with the run's recorded settings (config.json); only --epochs may grow."""
     run_dir = Path(args.resume)
+    if run_dir.is_file():
+        raise core.UserError(f"--resume takes a run folder, not the file {run_dir}: pass "
+                             f"--resume {run_dir.parent}")
     config = runs.run_config(run_dir)
     if not config or not all(k in config for k in RESUMED):
         raise core.UserError(f"{run_dir} is not a run directory of main.py (no usable "
@@ -95,7 +98,12 @@ def main(args):
         args = resumed_args(args)
     elif args.epochs is None:
         args = argparse.Namespace(**{**vars(args), "epochs": EPOCHS})
-    core.check_writable_dir(args.resume or args.output_dir)  # before the (long) cache build
+    if args.resume:  # before the (long) cache build
+        core.check_writable_dir(args.resume, "--resume")
+        with runs.training_lock(args.resume):  # refused now if another process trains it
+            pass
+    else:
+        core.check_writable_dir(args.output_dir)
     backbone = vgg.load_backbone(args.backbone_weights, args.device)
     train_src, valid_src = training.make_sources(training.SourceOptions.pick(vars(args)), backbone)
     settings = training.make_settings(args.model_type, args.normalize_by,

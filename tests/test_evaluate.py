@@ -103,7 +103,7 @@ def test_default_model_dir_is_the_newest_run(run, tmp_path, monkeypatch):
     assert code is None and (newest / "eval.json").is_file()
 
 
-@pytest.mark.parametrize("flags", [["--limit", "3"], ["--output-dir", "x"], ["-s", "1"],
+@pytest.mark.parametrize("flags", [["--limit", "3"], ["--steps", "3"], ["-s", "1"],
                                    ["--masks-dir", "m", "--ignore-values", "0", "5"]])
 def test_cam_metrics_flags_need_cam_metrics(run, capsys, flags):
     data_dir, _, run_dir = run

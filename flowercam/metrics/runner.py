@@ -234,7 +234,10 @@ def run(cfg: MetricsConfig, backbone=None):
     model, settings, ckpt, cfg = open_model(cfg, backbone)
     cfg = dataclasses.replace(cfg, validate_tau_on=tau_subset(cfg, masks))
     out_dir = Path(cfg.output_dir or Path(ckpt).parent)
-    core.check_writable_dir(out_dir)
+    if cfg.output_dir is None:
+        core.check_writable_dir(out_dir, "the checkpoint's folder", "pass --output-dir DIR")
+    else:
+        core.check_writable_dir(out_dir)
     methods = selection.resolve_methods(cfg.methods, settings)
     subset, split = cfg.split_name, cfg.split
     every = dataset.split_items(cfg.data_dir, subset, split)

@@ -20,7 +20,7 @@ from flowercam.data import dataset
 from flowercam.model import checkpoints, normalization, vgg
 from flowercam.report import image_files, render
 from flowercam.report.image_files import arrays_of, expand_images, load_items, save_extras, save_png
-from flowercam.train import features, runs
+from flowercam.train import evaluation, features, runs
 
 NUM_IMAGES = 12
 COLS = 4
@@ -113,6 +113,7 @@ def report(checkpoint, method, opts, files=NO_FILES):
     """The report's three figures for one checkpoint and method (None = the head's type) on the
     seeded validation images of the split the checkpoint's run trained on."""
     ckpt, method, settings, size = check_pair(checkpoint, method, opts.grid_runs)
+    evaluation.check_classes(settings, opts.data_dir)  # its labels name the figure's images
     items = select_items(opts.data_dir, opts.seed, run_split(ckpt))
     paths = [path for _, path, _ in items]
     masks = outline_masks(opts, paths)
@@ -141,6 +142,8 @@ def compare(specs, images, opts, name="comparison"):
     """One figure <name>[_seed<seed>].png: a column per CKPT:METHOD[:NORM] spec, a row per image
     (your own `images`, files or folders, else the seeded validation images)."""
     pairs = [check_pair(c, m, opts.grid_runs) + (c, n) for c, m, n in map(parse_pair, specs)]
+    for _, _, settings, *_ in (pairs if not images else []):  # the data folder's images
+        evaluation.check_classes(settings, opts.data_dir)
     sizes = sorted({pair[3] for pair in pairs})
     if len(sizes) > 1:
         raise UserError(f"--compare checkpoints use different input sizes {sizes}: compare "
