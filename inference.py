@@ -13,6 +13,7 @@ name. --compare pairs are CKPT:METHOD[:NORMALISER] read from the right (C:\\runs
 """
 
 import argparse
+import dataclasses
 
 from flowercam import core, flags
 from flowercam.cam import compute, methods
@@ -76,11 +77,11 @@ def check_args(args):
 
 
 def figure_options(args) -> figures.FigureOptions:
-    return figures.FigureOptions(args.data_dir, args.output_dir, args.device,
-                                 args.backbone_weights, args.seed, args.normalize_by,
-                                 args.colormap, args.alpha, args.batch_size, args.num_workers,
-                                 args.grid_runs, compute.Aggregation(tuple(args.scales), args.flip),
-                                 args.outline_masks, args.outline_value, args.max_pixels)
+    """The figures' options by keyword: every FigureOptions field is a flag of the same name,
+    except agg (from --scales and --flip)."""
+    names = {f.name for f in dataclasses.fields(figures.FigureOptions)} - {"agg"}
+    return figures.FigureOptions(**{name: getattr(args, name) for name in names},
+                                 agg=compute.Aggregation(tuple(args.scales), args.flip))
 
 
 def main(args):
@@ -92,7 +93,8 @@ def main(args):
     if not checkpoint:
         checkpoint = str(runs.best_checkpoint("model"))
         print(f"using the newest run's best checkpoint, {checkpoint}")
-    files = image_files.MapFiles(args.save_maps, args.pseudo_masks_dir, args.mask_threshold)
+    files = image_files.MapFiles(save_maps=args.save_maps, masks_dir=args.pseudo_masks_dir,
+                                 mask_threshold=args.mask_threshold)
     if args.image:
         return figures.own_images(checkpoint, args.method, args.image, opts, files)
     return figures.report(checkpoint, args.method, opts, files)
