@@ -49,6 +49,10 @@ def main(args):
     print(f"{args.data_dir}: {len(index['images'])} images x {args.copies} copies in "
           f"{result['out_dir']} ({result['written']} new files), {len(index['classes'])} classes, "
           f"split 1 {sizes} ({splits['source']})")
+    redone = result["redone"]
+    if redone:
+        print(f"{len(redone)} source image(s) changed since the last run, their copies redone: "
+              f"{', '.join(redone[:5])}{' ...' if len(redone) > 5 else ''}")
     if index.get("masks"):
         print(f"{index['masks']['count']} masks from {index['masks']['source']} in "
               f"{Path(args.data_dir) / index['masks']['dir']}")
@@ -56,4 +60,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    core.run_main(main, get_args_parser())
+    core.run_main(main, get_args_parser(), hints=flags.HINTS)

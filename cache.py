@@ -43,4 +43,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    dist.run_main(main, get_args_parser())
+    dist.run_main(main, get_args_parser(), hints=flags.HINTS)

@@ -34,4 +34,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    core.run_main(main, get_args_parser())
+    core.run_main(main, get_args_parser(), hints=flags.HINTS)

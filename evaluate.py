@@ -5,6 +5,10 @@ the maps are (faithfulness, localization on masks).
     python evaluate.py -d model/TS20250101-120000_ReCAM_minmax --split-name test
     python evaluate.py -d model/RUN --cam-metrics --limit 20     # -> DIR/cam_metrics.json/.md
     python evaluate.py -d model/RUN --cam-metrics --split-name test   # tau validated on valid
+    python evaluate.py -d model/RUN --cam-metrics --figures localization  # skip faithfulness
+
+Two modes share the flags of the first group; every other flag belongs to one mode (its group)
+and is refused in the other, so no flag is ever silently ignored.
 """
 
 import argparse
@@ -17,6 +21,7 @@ from flowercam.metrics.config import MetricsConfig
 from flowercam.train import evaluation, runs, training
 
 D = config.default  # --cam-metrics defaults live in MetricsConfig; flags not given are absent
+ACCURACY_BATCH = 64  # --batch-size of the accuracy mode; the map metrics' is MetricsConfig's
 
 
 def get_args_parser():
@@ -30,27 +35,38 @@ def get_args_parser():
     flags.add_backbone_weights(parser, from_run=True)
     flags.add_precision(parser)
     add("--no-cache", action="store_true", help="run the backbone instead of the feature cache")
-    flags.add_batch_size(parser, 64, "evaluation batch size")
+    parser.add_argument("--batch-size", default=None, type=flags.positive_int,
+                        help=f"images per batch: of the accuracy pass (default {ACCURACY_BATCH}); "
+                             f"with --cam-metrics of the maps (default {D('map_batch_size')})")
     flags.add_num_workers(parser)
     flags.add_device(parser)
     add_cam_metrics_args(parser)
     return parser
 
 
-def _suppressing(group):
-    """group.add_argument with default SUPPRESS: a flag not given leaves no attribute."""
+def _suppressing(parser, group, mode):
+    """group.add_argument with default SUPPRESS (a flag not given leaves no attribute), each flag
+    recorded as belonging to `mode` in the parsed args' flag_modes (the one declaration)."""
+    modes = parser.get_default("flag_modes")
+
     def add(*names, **kw):
         kw.setdefault("default", argparse.SUPPRESS)
-        group.add_argument(*names, **kw)
+        action = group.add_argument(*names, **kw)
+        modes[action.dest] = mode
     return add
 
 
 def add_cam_metrics_args(parser):
     """The flags of --cam-metrics: what is measured, then the masks, then how."""
+    parser.set_defaults(flag_modes={})
+    parser.add_argument("--cam-metrics", action="store_true",
+                        help="measure the maps of --methods (faithfulness; localization with "
+                             "masks) instead of the accuracy of every epoch")
     group = parser.add_argument_group("--cam-metrics (map quality; the flags below need it)")
-    add = _suppressing(group)
-    add("--cam-metrics", action="store_true", default=False,
-        help="measure the maps of --methods (faithfulness; localization with masks)")
+    add = _suppressing(parser, group, "cam-metrics")
+    add("--figures", nargs="+", choices=config.FAMILIES,
+        help="which families of map figures to measure (faithfulness takes most of the time); "
+             "default: all")
     add("--methods", nargs="+", choices=list(methods.METHODS),
         help="map methods to measure; none given: every method the head supports")
     add("--checkpoint", help="head checkpoint; none given: the -d model dir's best epoch")
@@ -77,7 +93,7 @@ def add_cam_metrics_args(parser):
         help="class-agnostic maps scored beside the methods: center (Gaussian, sigma = side/4), "
              "full (all ones); --baselines alone: none; default: center full")
     add_mask_args(add)
-    add_run_args(group, add)
+    add_run_args(parser, group, add)
     return parser
 
 
@@ -97,38 +113,41 @@ def add_mask_args(add):
              "the images scored); default: valid when --split-name test and masks exist")
 
 
-def add_run_args(group, add):
+def add_run_args(parser, group, add):
     add("--bootstrap", type=flags.non_negative_int,
         help=f"bootstrap resamples for the 95%% intervals; default {D('bootstrap')}")
-    add("--map-batch-size", type=flags.positive_int,
-        help=f"images per compute_maps call; default {D('map_batch_size')}")
     add("--metrics-batch-size", type=flags.positive_int,
         help=f"images per forward when scoring perturbed images; default "
              f"{D('metrics_batch_size')}")
     add("-s", "--seed", type=flags.seed_int,  # flags.add_seed's, without a default
         help="seed of the --limit sample, tie order, bootstrap resamples; default 0")
-    flags.add_output_dir(group, argparse.SUPPRESS, "cam_metrics.json/.md (default: the "
-                         "checkpoint's folder)")
+    # both modes: output_dir is shared (SUPPRESS: "was it given?" is hasattr)
+    flags.add_output_dir(group, argparse.SUPPRESS, "eval.json, or with --cam-metrics "
+                         "cam_metrics.json/.md (default: the run's or checkpoint's folder)")
 
 
-CAM_ONLY = ("methods", "checkpoint", "scales", "flip", "layers", "limit", "steps",
-            "perturb_limit", "deletion_baseline", "target", "baselines", "masks_dir",
-            "mask_values", "ignore_values", "masked_only", "validate_tau_on", "bootstrap",
-            "map_batch_size", "metrics_batch_size", "seed", "output_dir")
+RENAMED = {"figures": "families"}  # flag dest -> MetricsConfig field
+TUPLES = ("methods", "baselines", "mask_values", "ignore_values", "scales", "layers", "families")
 
 
-def check_cam_only(args):
-    """Flags of --cam-metrics given without it: one line (they would be silently ignored)."""
-    given = [name for name in CAM_ONLY if hasattr(args, name)]
-    if given and not args.cam_metrics:
-        names = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise core.UserError(f"{names} need --cam-metrics: add it or drop them")
+def check_modes(args):
+    """Flags of the other mode: one line (they would be silently ignored)."""
+    mode = "cam-metrics" if args.cam_metrics else "accuracy"
+    wrong = [d for d, m in args.flag_modes.items() if m != mode and hasattr(args, d)]
+    if wrong:
+        names = ", ".join("--" + d.replace("_", "-") for d in wrong)
+        fix = "add --cam-metrics or drop them" if mode == "accuracy" else "drop them"
+        raise core.UserError(f"{names} belong to the other mode of evaluate.py: {fix}")
 
 
 def metrics_config(args) -> MetricsConfig:
     """The parsed flags -> MetricsConfig; flags not given keep MetricsConfig's defaults."""
-    chosen = {name: getattr(args, name) for name in CAM_ONLY if hasattr(args, name)}
-    for name in ("methods", "baselines", "mask_values", "ignore_values", "scales", "layers"):
+    given = [d for d, m in args.flag_modes.items() if m == "cam-metrics" and hasattr(args, d)]
+    given += ["output_dir"] if hasattr(args, "output_dir") else []
+    chosen = {RENAMED.get(d, d): getattr(args, d) for d in given}
+    if args.batch_size is not None:
+        chosen["map_batch_size"] = args.batch_size
+    for name in TUPLES:
         if name in chosen:
             chosen[name] = tuple(chosen[name])
     return MetricsConfig(model_dir=args.model_dir, data_dir=args.data_dir, split=args.split,
@@ -138,21 +157,26 @@ def metrics_config(args) -> MetricsConfig:
 
 
 def main(args):
-    check_cam_only(args)
+    check_modes(args)
     if args.cam_metrics:
         return runner.run(metrics_config(args))
     if not args.model_dir:
         args.model_dir = str(runs.latest_run("model"))
         print(f"evaluating the newest run, {args.model_dir}")
-    opts = training.SourceOptions(args.data_dir, args.split, args.precision, args.no_cache,
-                                  args.num_workers, args.device)
+    runs.run_checkpoints(args.model_dir)  # a run folder (not a checkpoint file), errors first
+    best = runs.best_checkpoint(args.model_dir).name  # reads the log: its errors come first too
+    out = Path(getattr(args, "output_dir", None) or args.model_dir) / "eval.json"
+    if hasattr(args, "output_dir"):
+        core.check_writable_dir(out.parent)
+    else:
+        core.check_writable_dir(out.parent, "the run folder", "pass --output-dir DIR")
+    opts = training.SourceOptions.pick(vars(args))
+    batch = ACCURACY_BATCH if args.batch_size is None else args.batch_size
     result = evaluation.evaluate_run(args.model_dir, args.split_name, opts, args.backbone_weights,
-                                     args.batch_size)
+                                     batch)
     if not dist.is_root():  # under torchrun the ranks built the caches; rank 0 writes
         return result
-    out = Path(args.model_dir) / "eval.json"
     core.atomic_save_json(out, result)
-    best = runs.best_checkpoint(args.model_dir).name
     row = next((r for r in result["epochs"] if r["checkpoint"] == best), None)
     top1 = f": top-1 {row['top1']:.2f}%" if row else ""
     print(f"the figures' checkpoint (runs.best_checkpoint) is {best}{top1}; wrote {out}")
@@ -160,4 +184,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    dist.run_main(main, get_args_parser())
+    dist.run_main(main, get_args_parser(), hints=flags.HINTS)

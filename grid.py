@@ -49,8 +49,7 @@ def main(args):
     core.check_writable_dir(args.results_dir, "--results-dir")
     backbone = vgg.load_backbone(args.backbone_weights, args.device)
     # the grid always trains on the shared cache
-    opts = training.SourceOptions(args.data_dir, args.split, args.precision, False,
-                                  args.num_workers, args.device)
+    opts = training.SourceOptions.pick(vars(args), no_cache=False)
     sources = training.make_sources(opts, backbone)
     names, size = dataset.class_names(args.data_dir), features.input_size(args.data_dir)
 
@@ -58,10 +57,10 @@ def main(args):
         return training.make_settings(config["model_type"], config["normalize_by"], names, size,
                                       backbone.backbone_id)
 
-    train_kwargs = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-                    "device": args.device}
+    train_cfg = training.TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                                     seed=args.seed, device=args.device)
     results = grid.run_grid(grid.configurations(args.lrs), sources, settings_of, args.output_dir,
-                            train_kwargs, vars(args))
+                            train_cfg, vars(args))
     if results is None:  # a rank > 0 under torchrun: rank 0 writes the tables
         return None
     grid.write_outputs(args.results_dir, results, args.epochs, args.report_facts)
@@ -74,4 +73,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    dist.run_main(main, get_args_parser())
+    dist.run_main(main, get_args_parser(), hints=flags.HINTS)

@@ -13,6 +13,7 @@ name. --compare pairs are CKPT:METHOD[:NORMALISER] read from the right (C:\\runs
 """
 
 import argparse
+import dataclasses
 
 from flowercam import core, dist, flags
 from flowercam.cam import compute, methods
@@ -68,14 +69,19 @@ def check_args(args):
         raise UserError("give either -m/--checkpoint CKPT (with -t METHOD) or --compare PAIRS")
     if args.compare and (args.save_maps or args.pseudo_masks_dir):
         raise UserError("--save-maps and --pseudo-masks-dir work with -m, not with --compare")
+    core.check_writable_dir(args.output_dir)  # every output path before any work
+    if args.pseudo_masks_dir:
+        core.check_writable_dir(args.pseudo_masks_dir, "--pseudo-masks-dir")
+    if args.save_maps:
+        core.check_writable_file(args.save_maps, "--save-maps")
 
 
 def figure_options(args) -> figures.FigureOptions:
-    return figures.FigureOptions(args.data_dir, args.output_dir, args.device,
-                                 args.backbone_weights, args.seed, args.normalize_by,
-                                 args.colormap, args.alpha, args.batch_size, args.num_workers,
-                                 args.grid_runs, compute.Aggregation(tuple(args.scales), args.flip),
-                                 args.outline_masks, args.outline_value, args.max_pixels)
+    """The figures' options by keyword: every FigureOptions field is a flag of the same name,
+    except agg (from --scales and --flip)."""
+    names = {f.name for f in dataclasses.fields(figures.FigureOptions)} - {"agg"}
+    return figures.FigureOptions(**{name: getattr(args, name) for name in names},
+                                 agg=compute.Aggregation(tuple(args.scales), args.flip))
 
 
 def main(args):
@@ -89,7 +95,8 @@ def main(args):
     if not checkpoint:
         checkpoint = str(runs.best_checkpoint("model"))
         print(f"using the newest run's best checkpoint, {checkpoint}")
-    files = image_files.MapFiles(args.save_maps, args.pseudo_masks_dir, args.mask_threshold)
+    files = image_files.MapFiles(save_maps=args.save_maps, masks_dir=args.pseudo_masks_dir,
+                                 mask_threshold=args.mask_threshold)
     if args.image:  # under torchrun the ranks share the images; rank 0 writes
         return figures.own_images(checkpoint, args.method, args.image, opts, files)
     if not dist.is_root():  # the report's 12 images: rank 0 alone
@@ -98,4 +105,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    dist.run_main(main, get_args_parser())
+    dist.run_main(main, get_args_parser(), hints=flags.HINTS)

@@ -21,6 +21,7 @@ from flowercam.data import dataset
 from flowercam.model import heads, normalization, vgg
 from flowercam.train import features, runs, training
 
+EPOCHS = 50  # -e when not given (a new run)
 # what --resume takes from the run's config.json: everything that changes the numbers
 RESUMED = ("model_type", "normalize_by", "lr", "epochs", "batch_size", "seed", "data_dir",
            "backbone_weights", "split", "precision", "no_cache")
@@ -35,7 +36,8 @@ def get_args_parser():
     add("--recam-lambda", default=heads.RECAM_LAMBDA, type=flags.positive_float,
         help="ReCAM-published: weight of its L_sce (Chen et al. 2022: 1 on VOC, 0.1 on COCO)")
     add("-l", "--lr", default=1e-4, type=flags.positive_float, help="Adam learning rate")
-    add("-e", "--epochs", default=50, type=flags.positive_int, help="maximum number of epochs")
+    add("-e", "--epochs", default=None, type=flags.positive_int,
+        help=f"maximum number of epochs (default {EPOCHS}; with --resume: the run's, or more)")
     flags.add_batch_size(parser, 8, "training batch size")
     flags.add_seed(parser, "the head's initialisation and the shuffling")
     flags.add_device(parser)
@@ -51,21 +53,19 @@ def get_args_parser():
     return parser
 
 
-def resumed_args(args, epochs_given):
+def resumed_args(args):
     """A copy of args with the run's recorded settings (config.json); only --epochs may grow."""
     run_dir = Path(args.resume)
+    if run_dir.is_file():
+        raise core.UserError(f"--resume takes a run folder, not the file {run_dir}: pass "
+                             f"--resume {run_dir.parent}")
     config = runs.run_config(run_dir)
     if not config or not all(k in config for k in RESUMED):
         raise core.UserError(f"{run_dir} is not a run directory of main.py (no usable "
                              "config.json): pass one, or start a new run")
     merged = {**vars(args), **{k: config[k] for k in RESUMED}}
-    merged["epochs"] = max(config["epochs"], args.epochs if epochs_given else 0)
+    merged["epochs"] = max(config["epochs"], args.epochs or 0)
     return argparse.Namespace(**merged)
-
-
-def source_options(args) -> training.SourceOptions:
-    return training.SourceOptions(args.data_dir, args.split, args.precision, args.no_cache,
-                                  args.num_workers, args.device)
 
 
 def new_run(args, settings, sizes) -> Path:
@@ -84,8 +84,9 @@ def new_run(args, settings, sizes) -> Path:
 def train(args, settings, train_src, valid_src, run_dir):
     """training.train; a new run that ends before its first epoch leaves no folder behind."""
     try:
-        return training.train(settings, train_src, valid_src, run_dir, args.lr, args.epochs,
-                              args.batch_size, args.seed, args.device, resume=bool(args.resume))
+        cfg = training.TrainConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
+                                   seed=args.seed, device=args.device, resume=bool(args.resume))
+        return training.train(settings, train_src, valid_src, run_dir, cfg)
     except BaseException:
         if not args.resume and not runs.read_log(run_dir, missing_ok=True):
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -94,10 +95,17 @@ def train(args, settings, train_src, valid_src, run_dir):
 
 def main(args):
     if args.resume:
-        args = resumed_args(args, args.epochs != get_args_parser().get_default("epochs"))
-    core.check_writable_dir(args.resume or args.output_dir)  # before the (long) cache build
+        args = resumed_args(args)
+    elif args.epochs is None:
+        args = argparse.Namespace(**{**vars(args), "epochs": EPOCHS})
+    if args.resume:  # before the (long) cache build
+        core.check_writable_dir(args.resume, "--resume")
+        with runs.training_lock(args.resume):  # refused now if another process trains it
+            pass
+    else:
+        core.check_writable_dir(args.output_dir)
     backbone = vgg.load_backbone(args.backbone_weights, args.device)
-    train_src, valid_src = training.make_sources(source_options(args), backbone)
+    train_src, valid_src = training.make_sources(training.SourceOptions.pick(vars(args)), backbone)
     if not dist.is_root():  # under torchrun the ranks share the cache build; rank 0 trains
         return None
     settings = training.make_settings(args.model_type, args.normalize_by,
@@ -124,4 +132,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    dist.run_main(main, get_args_parser())
+    dist.run_main(main, get_args_parser(), hints=flags.HINTS)

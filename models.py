@@ -7,7 +7,7 @@
 The library is flowercam/model/ (vgg.py, heads.py, normalization.py, checkpoints.py).
 """
 
-from flowercam import core
+from flowercam import core, flags
 from flowercam.model import checkpoints, heads, normalization, vgg
 
 
@@ -43,4 +43,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    core.run_main(main, get_args_parser())
+    core.run_main(main, get_args_parser(), hints=flags.HINTS)

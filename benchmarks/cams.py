@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from flowercam import core
+from flowercam import core, flags
 from flowercam.cam import compute, methods
 from flowercam.cam.reference import load_images, report_loop
 from flowercam.model import heads, vgg
@@ -135,7 +135,7 @@ def get_args_parser():
                         help="costs: scales of the aggregate (with flips)")
     parser.add_argument("--aggregate", nargs="+", default=["CAM", "LayerCAM"],
                         choices=list(methods.METHODS), help="costs: methods also timed aggregated")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    flags.add_device(parser)
     parser.add_argument("--repeats", type=int, default=1, help="timed runs; the best is kept")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random head")
     parser.add_argument("--output", default=None, help="also write the rows to this JSON file")
@@ -150,4 +150,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    core.run_main(main, get_args_parser())
+    core.run_main(main, get_args_parser(), hints={"images": "pass --images-dir or --synthetic"})

@@ -104,8 +104,8 @@ def child_train(args):
         sources.append(features.CachedSource(feats, labels))
     settings = training.make_settings("CAM", None, [str(c) for c in range(NUM_CLASSES)], 256, "x")
     start, cpu = time.perf_counter(), time.process_time()
-    history = training.train(settings, *sources, tmp / "run", lr=1e-4, epochs=args.epochs,
-                             batch_size=8, seed=0, progress=False)
+    cfg = training.TrainConfig(lr=1e-4, epochs=args.epochs, batch_size=8, seed=0, progress=False)
+    history = training.train(settings, *sources, tmp / "run", cfg)
     total, cpu = time.perf_counter() - start, time.process_time() - cpu
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     print(json.dumps({"epochs": len(history), "total_s": total, "epoch_s": total / len(history),

@@ -19,7 +19,13 @@ TMP_PREFIX = ".tmp-"  # atomic_write's temporary files: never a final name
 
 
 class UserError(Exception):
-    """Bad input the user can fix; the message is one line naming the thing and what to do."""
+    """Bad input the user can fix; the message is one line naming the thing and what to do, in
+    the library's terms. topic (e.g. "data", "masks", "model") lets a command add its own flag
+    advice (run_main's hints)."""
+
+    def __init__(self, message, topic=None):
+        super().__init__(message)
+        self.topic = topic
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -33,13 +39,15 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
-def run_main(main, parser, argv=None):
-    """Parse arguments and run main(args); user errors become one line on stderr and exit code 2."""
+def run_main(main, parser, argv=None, hints=None):
+    """Parse arguments and run main(args); user errors become one line on stderr and exit code 2,
+    with the command's advice for the error's topic appended (hints: {topic: advice})."""
     args = parser.parse_args(argv)
     try:
         return main(args)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        hint = (hints or {}).get(err.topic)
+        print(f"error: {err}" + (f" ({hint})" if hint else ""), file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -149,10 +157,13 @@ def remove_temporaries(folder):
             leftover.unlink()
 
 
-def check_writable_dir(path, flag="--output-dir"):
+def check_writable_dir(path, flag="--output-dir", advice="choose a writable folder"):
     """Fail now, not after the work is done, if an output folder cannot be made or written;
-    folders made for the check are removed again (nothing is left behind on an error later)."""
+    folders made for the check are removed again (nothing is left behind on an error later).
+    flag names the folder in the message (a flag, or words such as "the run folder")."""
     path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder: {advice}")
     first_new = next((p for p in [*reversed(path.parents), path] if not p.exists()), None)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -160,10 +171,17 @@ def check_writable_dir(path, flag="--output-dir"):
             pass
     except OSError as err:
         raise UserError(f"cannot write to {flag} {path} ({err.strerror or err}): "
-                        "choose a writable folder") from None
+                        f"{advice}") from None
     finally:
         if first_new is not None and first_new.is_dir():
             shutil.rmtree(first_new, ignore_errors=True)
+
+
+def check_writable_file(path, flag):
+    """An output file's path: not a folder, and its folder writable (checked before the work)."""
+    if Path(path).is_dir():
+        raise UserError(f"{flag} {path} is a folder: give a file name inside it")
+    check_writable_dir(Path(path).absolute().parent, f"the folder of {flag}")
 
 
 def _umask():

@@ -277,13 +277,13 @@ def _run(main, args):
     return result
 
 
-def run_main(main, parser, argv=None):
+def run_main(main, parser, argv=None, hints=None):
     """core.run_main, joined to the process group under torchrun; ranks > 0 parse silently
     (a bad flag is said once, by rank 0)."""
     if not launched():
-        return core.run_main(main, parser, argv)
+        return core.run_main(main, parser, argv, hints)
     if int(os.environ.get("RANK", "0")) > 0:
         sink = io.StringIO()
         with contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):
             parser.parse_args(argv)  # exits (silently) exactly when rank 0's parse does
-    return core.run_main(lambda args: _run(main, args), parser, argv)
+    return core.run_main(lambda args: _run(main, args), parser, argv, hints)

@@ -12,6 +12,8 @@ import argparse
 import math
 import os
 
+import torch
+
 from flowercam.data import dataset
 from flowercam.train import features
 
@@ -52,6 +54,14 @@ def seed_int(text) -> int:
     return _number(int, text, lambda v: 0 <= v <= SEED_MAX, f"a whole number in 0..{SEED_MAX}")
 
 
+# what a command adds to a library error of that topic (core.run_main's hints)
+HINTS = {
+    "data": "run `python augment.py` (--data-dir names the folder)",
+    "masks": "pass --masks-dir DIR, or run augment.py --source with a masks/ folder",
+    "model": "pass -d RUN_DIR or --checkpoint FILE.pth",
+}
+
+
 def add_data_dir(parser):
     parser.add_argument("--data-dir", default="data", help="folder prepared by augment.py")
 
@@ -60,8 +70,40 @@ def add_output_dir(parser, default, what):
     parser.add_argument("--output-dir", default=default, help=f"where {what} go")
 
 
+def available_devices() -> list[str]:
+    """The torch devices of this machine: cpu, cuda:0.. (each GPU torch sees), mps."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def device_name(text) -> str:
+    """--device of every command: a device this machine has, checked when parsed (before any
+    work), with what is available."""
+    here = f"this machine has {', '.join(available_devices())}"
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device: {here}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: torch sees {count} CUDA GPU(s) here (no driver, or none visible): "
+                f"{here}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: Apple's MPS is not available here: {here}")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"{text!r}: flowercam runs on cpu, cuda or mps: {here}")
+    return text
+
+
 def add_device(parser):
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--device", default="cpu", type=device_name,
+                        help="torch device (cpu, cuda, cuda:1, mps), checked against this machine")
 
 
 def add_seed(parser, what):

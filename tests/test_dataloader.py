@@ -85,7 +85,7 @@ def test_load_image_and_errors(prepared_data, tmp_path):
         dataset.load_image(tmp_path / "bad.jpg")
     with pytest.raises(UserError, match="not found"):
         dataset.load_image(tmp_path / "missing.jpg")
-    with pytest.raises(UserError, match="run `python augment.py` first"):
+    with pytest.raises(UserError, match="not found: the data folder is not prepared"):
         dataset.read_index(tmp_path)
     with pytest.raises(UserError, match="use 1, 2 or 3"):
         dataset.load_split(prepared_data, 4)

@@ -11,6 +11,7 @@ from training_data import make_dataset, random_weights, run_cli
 
 import evaluate as evaluate_cli
 import main as main_cli
+from flowercam.core import UserError
 from flowercam.metrics.config import MetricsConfig
 from flowercam.model import checkpoints, heads
 from flowercam.train import runs, training
@@ -102,12 +103,12 @@ def test_default_model_dir_is_the_newest_run(run, tmp_path, monkeypatch):
     assert code is None and (newest / "eval.json").is_file()
 
 
-@pytest.mark.parametrize("flags", [["--limit", "3"], ["--output-dir", "x"], ["-s", "1"],
+@pytest.mark.parametrize("flags", [["--limit", "3"], ["--steps", "3"], ["-s", "1"],
                                    ["--masks-dir", "m", "--ignore-values", "0", "5"]])
 def test_cam_metrics_flags_need_cam_metrics(run, capsys, flags):
     data_dir, _, run_dir = run
     err = _error(capsys, ["-d", str(run_dir), "--data-dir", data_dir, *flags])
-    assert flags[0] in err and "need --cam-metrics" in err
+    assert flags[0] in err and "belong to the other mode" in err and "--cam-metrics" in err
 
 
 def test_metrics_config_keeps_library_defaults_for_flags_not_given():
@@ -119,3 +120,23 @@ def test_metrics_config_keeps_library_defaults_for_flags_not_given():
     cfg = evaluate_cli.metrics_config(args)
     assert (cfg.steps, cfg.methods, cfg.seed, cfg.ignore_values) == (3, ("CAM",), 4, (0, 5))
     assert cfg.precision == "bf16" and args.methods == ["CAM"]  # args left as parsed
+
+
+def test_every_flag_is_honoured_or_refused_in_each_mode():
+    """--batch-size means images per batch in both modes; a mode's own flags, in the other mode,
+    are refused (one declaration: the parser's flag_modes)."""
+    parser = evaluate_cli.get_args_parser()
+    cfg = evaluate_cli.metrics_config(parser.parse_args(["--cam-metrics", "--batch-size", "4"]))
+    assert cfg.map_batch_size == 4
+    default = evaluate_cli.metrics_config(parser.parse_args(["--cam-metrics"]))
+    assert default.map_batch_size == MetricsConfig().map_batch_size
+    cfg = evaluate_cli.metrics_config(parser.parse_args(["--cam-metrics", "--figures",
+                                                         "localization"]))
+    assert cfg.families == ("localization",)
+    args = parser.parse_args(["--figures", "localization"])
+    with pytest.raises(UserError, match="--figures belong to the other mode"):
+        evaluate_cli.check_modes(args)
+    modes = parser.get_default("flag_modes")
+    shared = {a.dest for a in parser._actions if a.dest not in modes} - {"help"}
+    assert {"batch_size", "data_dir", "device", "split_name", "cam_metrics"} <= shared
+    assert {"limit", "output_dir", "seed", "figures", "methods"} <= set(modes)

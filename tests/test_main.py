@@ -1,5 +1,6 @@
 """main.py (training) and grid.py on tiny synthetic data with a random-init backbone."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -96,16 +97,16 @@ def test_overfit_halt(tmp_path):
     valid_src = features.CachedSource(torch.randn(16, 512, 7, 7), torch.randint(0, 3, (16,)))
     settings = training.make_settings("CAM", None, ["a", "b", "c"], 64, "test")
     run_dir = runs.make_run_dir(tmp_path, settings)
-    history = training.train(settings, train_src, valid_src, run_dir, lr=1e-2, epochs=200,
-                         batch_size=4, progress=False)
+    cfg = training.TrainConfig(lr=1e-2, epochs=200, batch_size=4, progress=False)
+    history = training.train(settings, train_src, valid_src, run_dir, cfg)
     assert len(history) < 200 and history[-1]["overfit"]
     assert history[-1]["valid_loss"] > 2 * history[-1]["train_loss"]
     assert not any(row["overfit"] for row in history[:-1])
     assert runs.read_log(run_dir) == history
-    again = training.train(settings, train_src, valid_src, tmp_path / "again", lr=1e-2, epochs=2,
-                       batch_size=4, progress=False)
-    other = training.train(settings, train_src, valid_src, tmp_path / "other", lr=1e-2, epochs=2,
-                       batch_size=4, seed=1, progress=False)
+    short = dataclasses.replace(cfg, epochs=2)
+    again = training.train(settings, train_src, valid_src, tmp_path / "again", short)
+    other = training.train(settings, train_src, valid_src, tmp_path / "other",
+                           dataclasses.replace(short, seed=1))
     assert [r["train_loss"] for r in again] == [r["train_loss"] for r in history[:2]]
     assert [r["train_loss"] for r in other] != [r["train_loss"] for r in history[:2]]
 
@@ -131,7 +132,7 @@ def test_interrupt_keeps_saved(setup, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--data-dir", "{tmp}/nowhere"], "not found: run `python augment.py`"),
+    (["--data-dir", "{tmp}/nowhere"], "not prepared (run `python augment.py`"),
     (["-l", "-1"], "--lr: '-1' must be a finite number > 0"),
     (["--backbone-weights", "{tmp}/missing.pth"], "missing.pth not found"),
 ])

@@ -1,8 +1,6 @@
 """Issue #11 on the feature cache: damage is found and repaired, a complete cache is only read,
 legacy caches are adopted, and two concurrent builders compute every row once."""
 
-import builtins
-import errno
 import json
 import os
 import subprocess
@@ -12,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from training_data import REPO, make_dataset, random_weights, run_cli
+from training_data import REPO, make_dataset, make_read_only, random_weights, run_cli
 
 import main as main_cli
 from flowercam.data import dataset
@@ -102,34 +100,6 @@ def test_complete_cache_is_never_opened_for_writing(built, monkeypatch):
     monkeypatch.setattr(cache_store, "open_for_build", None)  # any build attempt would fail
     again = features.feature_cache(items, backbone, data_dir, batch_size=4, num_workers=0)
     assert torch.equal(again, expected) and modes and set(modes) <= {"r", "c"}
-
-
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-
-
-def make_read_only(folder, monkeypatch):
-    """chmod folder read-only; as root (who ignores permissions) also refuse, like the kernel
-    would for anyone else, every open for writing under it."""
-    folder = Path(folder).resolve()
-    for path in [folder, *folder.rglob("*")]:
-        os.chmod(path, 0o555 if path.is_dir() else 0o444)
-    if os.geteuid() != 0:
-        return
-    inside = lambda path: Path(os.path.abspath(os.fspath(path))).is_relative_to(folder)  # noqa: E731
-    real_open, real_os_open = builtins.open, os.open
-
-    def guarded_open(file, mode="r", *args, **kwargs):
-        if isinstance(file, (str, os.PathLike)) and set(mode) & set("wax+") and inside(file):
-            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(file))
-        return real_open(file, mode, *args, **kwargs)
-
-    def guarded_os_open(path, flags, *args, **kwargs):
-        if flags & WRITE_FLAGS and inside(path):
-            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
-        return real_os_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", guarded_open)
-    monkeypatch.setattr(os, "open", guarded_os_open)
 
 
 def test_read_only_data_folder_trains(tmp_path, weights, monkeypatch, capsys):

@@ -97,6 +97,20 @@ def test_resume_of_a_run_stopped_in_its_first_epoch(setup, uninterrupted, tmp_pa
     assert calls and (not out.exists() or not list(out.iterdir()))
 
 
+def test_resume_with_more_epochs_extends_the_run(setup, uninterrupted, tmp_path):
+    """-e given with --resume extends a finished run: a None default, never compared with the
+    default (a 4-epoch run resumed with -e 50 and with the default's value both continue)."""
+    code, run_dir = run_cli(main_cli, train_argv(setup, tmp_path / "model", epochs=2))
+    assert code is None and len(runs.read_log(run_dir)) == 2
+    code, _ = run_cli(main_cli, ["--resume", str(run_dir), "--num-workers", "0", "-e", "4"])
+    assert code is None
+    assert numbers(runs.read_log(run_dir)) == numbers(uninterrupted)
+    code, _ = run_cli(main_cli, ["--resume", str(run_dir), "--num-workers", "0", "-e",
+                                 str(main_cli.EPOCHS)])
+    assert code is None and len(runs.read_log(run_dir)) > 4
+    assert json.loads((run_dir / "config.json").read_text())["epochs"] == 2
+
+
 def test_resume_needs_a_run_directory(tmp_path, capsys):
     code, _ = run_cli(main_cli, ["--resume", str(tmp_path / "nothing")])
     err = capsys.readouterr().err.strip()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from flowercam.report import render
+from flowercam.report import fonts, render
 
 T = 64  # tile size used throughout
 
@@ -105,7 +105,7 @@ def test_comparison_figure_has_a_column_per_pair_plus_the_image():
 
 def test_text_helpers_fit_the_width():
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    font = render.get_font(12)
+    font = fonts.get_font(12)
     assert render.fit_text(draw, "short", font, 200) == "short"
     cut = render.fit_text(draw, "a very long class name indeed", font, 40)
     assert cut.endswith("...") and draw.textlength(cut, font=font) <= 40
@@ -144,3 +144,24 @@ def test_draw_outline_resizes_the_mask_nearest_and_leaves_the_tile_alone():
     drawn = (out == render.OUTLINE_COLOUR).all(-1)
     assert drawn[16, 16:48].all() and drawn[47, 16:48].all() and drawn[16:48, 16].all()
     assert drawn.sum() == 4 * 32 - 4 and not drawn[17:47, 17:47].any()
+
+
+# issue #22, case 11: names beyond ASCII
+
+
+def test_accented_names_get_a_font_that_has_them():
+    """Was: Pillow's built-in font, which draws 'é', 'Ω', 'Ж' as boxes."""
+    path, missing = fonts.choose_font(["Œillet d'Inde é", "Ωmega", "Жасмин"])
+    assert path and "DejaVu" in path and not missing
+    assert fonts.missing_glyphs(path, "Œé ΩЖ") == set()
+    assert fonts.choose_font(["Daffodil 90.0%"]) == (None, set())  # ASCII: as always
+
+
+def test_characters_no_font_has_are_escaped_visibly(capsys, monkeypatch):
+    dejavu = fonts.font_paths()[0]
+    monkeypatch.setattr(fonts, "font_paths", lambda: [dejavu])  # a machine without CJK fonts
+    tiles = [np.zeros((16, 16, 3), np.uint8)] * 2
+    grid = render.labelled_grid(tiles, [["true: 菊"], ["true: Lys é"]], [True, False], "run", 2)
+    err = capsys.readouterr().err
+    assert grid.width == 2 * (16 + 4) and "菊 (\\u83ca)" in err and err.count("\n") == 1
+    assert fonts.figure_texts(["a 菊 é"])[1] == ["a \\u83ca é"]

@@ -87,9 +87,9 @@ def test_cam_metrics_without_masks_and_chosen_methods(synthetic_run, tmp_path):
 
 def test_user_errors(synthetic_run, tmp_path):
 
-    with pytest.raises(UserError, match="needs a model"):
+    with pytest.raises(UserError, match="need a model"):
         runner.run(dataclasses.replace(cli(synthetic_run), model_dir=None))
-    with pytest.raises(UserError, match="masks-dir"):
+    with pytest.raises(UserError, match="masks folder .*nope is not a folder"):
         runner.run(cli(synthetic_run, "--masks-dir", str(tmp_path / "nope")))
     with pytest.raises(UserError, match="steps"):
         runner.run(dataclasses.replace(cli(synthetic_run), steps=0))  # the flag rejects 0
@@ -117,6 +117,26 @@ def test_real_smoke_run(weights_path, flowers_jpg, tmp_path):
     for figures in summary["methods"].values():
         assert 0 <= figures["overall"]["average_drop"]["value"] <= 100
     assert (tmp_path / "run" / "cam_metrics.md").is_file()
+
+
+def test_batch_size_and_figure_families_are_honoured(synthetic_run, tmp_path, monkeypatch):
+    """--cam-metrics --batch-size 4: maps are computed 4 images at a time; --figures
+    localization: no scoring forward at all (faithfulness left out)."""
+    calls = []
+    maps_reusing = runner.compute.maps_reusing
+
+    def counting(model, images, *args, **kwargs):
+        calls.append(len(images))
+        return maps_reusing(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(runner.compute, "maps_reusing", counting)
+    masks = write_masks(tmp_path / "masks", ["image_0003", "image_0007_0"])
+    summary = runner.run(cli(synthetic_run, "--methods", "CAM", "--batch-size", "2",
+                             "--masks-dir", str(masks), "--figures", "localization",
+                             "--output-dir", str(tmp_path / "out")))
+    assert calls and max(calls) == 2 and sum(calls) == summary["n_images"]
+    overall = summary["methods"]["CAM"]["overall"]
+    assert "pxap" in overall and overall["average_drop"]["n"] == 0
 
 
 def test_perturb_limit_leaves_other_images_without_curves(synthetic_run, tmp_path):

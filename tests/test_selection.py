@@ -9,6 +9,7 @@ from mask_data import write_masks
 from PIL import Image
 
 from flowercam.core import UserError
+from flowercam.data import masks
 from flowercam.metrics import selection
 from flowercam.train import runs
 
@@ -29,16 +30,16 @@ def test_best_checkpoint_skips_the_overfitting_epoch(tmp_path):
 def test_masks_are_found_by_stem_and_resized_nearest(tmp_path):
 
     write_masks(tmp_path, ["image_0001"])
-    found = selection.find_mask(tmp_path, "image_0001_0", "data/auged/image_0001_0.jpg")
+    found = masks.find_mask(tmp_path, "image_0001_0", "data/auged/image_0001_0.jpg")
     assert found == tmp_path / "image_0001.png"
-    assert selection.find_mask(tmp_path, "image_0002_0", "x/image_0002_0.jpg") is None
-    labels = selection.read_mask(found, 32)
+    assert masks.find_mask(tmp_path, "image_0002_0", "x/image_0002_0.jpg") is None
+    labels = masks.read_labels(found, 32)
     assert labels.shape == (32, 32) and set(np.unique(labels)) == {0, 128, 255}
     colour = np.zeros((4, 4, 3), np.uint8)
     colour[0, 0] = (255, 0, 0)
     Image.fromarray(colour).save(tmp_path / "colour.png")
     with pytest.raises(UserError, match="colour"):
-        selection.read_mask(tmp_path / "colour.png", 8)
+        masks.read_labels(tmp_path / "colour.png", 8)
 
 
 def test_perturb_selection_spreads_over_classes_and_is_seeded():
@@ -63,7 +64,7 @@ def data_folder(root, masks=None):
 def test_masks_default_to_the_data_folder_with_flowers17_values(tmp_path):
     data = data_folder(tmp_path / "data")
     assert selection.resolve_masks(data) is None  # no masks/: no localization
-    with pytest.raises(UserError, match="need masks"):
+    with pytest.raises(UserError, match="there are no masks"):
         selection.resolve_masks(data, ignore_values=(0,))
     (data / "masks").mkdir()
     spec = selection.resolve_masks(data, size=32)
@@ -105,5 +106,5 @@ def test_masked_only_keeps_the_images_with_a_mask(tmp_path):
     items = [("image_0001_0", "a/image_0001_0.jpg", 0), ("image_0002_0", "a/image_0002_0.jpg", 1)]
     spec = selection.MaskSpec(str(tmp_path), (1,), (0, 5), "data folder")
     assert selection.with_masks(items, spec) == items[1:]
-    with pytest.raises(UserError, match="--masked-only needs masks"):
+    with pytest.raises(UserError, match="with a mask needs masks"):
         selection.with_masks(items, None)

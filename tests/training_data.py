@@ -1,14 +1,17 @@
 """The one builder of synthetic test data: source folders (both layouts augment.py reads), a
 prepared data folder in the contract's layout, and seeded random backbone weights."""
 
+import builtins
+import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from flowercam import core
+from flowercam import core, flags
 from flowercam.model import heads, vgg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,7 +104,7 @@ def random_weights(path, seed=0) -> str:
 def run_cli(module, argv):
     """module.main through core.run_main -> (exit code or None, return value)."""
     try:
-        return None, core.run_main(module.main, module.get_args_parser(), argv)
+        return None, core.run_main(module.main, module.get_args_parser(), argv, flags.HINTS)
     except SystemExit as stop:
         return stop.code, None
 
@@ -119,3 +122,30 @@ def images(n=3, size=64, seed=1, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 3, size, size, generator=g).to(dtype)
 
+
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def make_read_only(folder, monkeypatch):
+    """chmod folder read-only; as root (who ignores permissions) also refuse, like the kernel
+    would for anyone else, every open for writing under it."""
+    folder = Path(folder).resolve()
+    for path in [folder, *folder.rglob("*")]:
+        os.chmod(path, 0o555 if path.is_dir() else 0o444)
+    if os.geteuid() != 0:
+        return
+    inside = lambda path: Path(os.path.abspath(os.fspath(path))).is_relative_to(folder)  # noqa: E731
+    real_open, real_os_open = builtins.open, os.open
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and set(mode) & set("wax+") and inside(file):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    def guarded_os_open(path, flags, *args, **kwargs):
+        if flags & WRITE_FLAGS and inside(path):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_os_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(os, "open", guarded_os_open)

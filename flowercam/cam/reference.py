@@ -42,8 +42,8 @@ def load_images(folder, count, size):
     ids = np.linspace(1, 1360, count).round().astype(int)
     paths = [Path(folder) / f"image_{i:04d}.jpg" for i in ids]
     if not all(p.is_file() for p in paths):
-        raise core.UserError(f"Flower-17 images not found in {folder}: pass --images-dir or "
-                             "--synthetic")
+        raise core.UserError(f"Flower-17 images not found in {folder}: name the folder that "
+                             "holds image_0001.jpg ..", topic="images")
     mean = torch.tensor(vgg.IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(vgg.IMAGENET_STD).view(3, 1, 1)
     out = []

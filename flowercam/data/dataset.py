@@ -7,6 +7,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
@@ -24,11 +25,12 @@ DRAFT_ABOVE_PIXELS = 89_478_485  # Pillow's default limit: below it nothing chan
 def read_json(path):
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} not found: run `python augment.py` first")
+        raise UserError(f"{path} not found: the data folder is not prepared", topic="data")
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise UserError(f"{path} is unreadable ({err}): rerun `python augment.py`") from err
+        raise UserError(f"{path} is unreadable ({err}): prepare the data folder again",
+                        topic="data") from err
 
 
 def read_index(data_dir) -> dict:
@@ -44,7 +46,8 @@ def read_augment_info(data_dir) -> dict:
     """data/augment.json {"copies", "size", "seed", "complete"}; UserError while unfinished."""
     info = read_json(Path(data_dir) / "augment.json")
     if not info.get("complete", False):
-        raise UserError(f"{Path(data_dir) / 'auged'} is incomplete: rerun `python augment.py`")
+        raise UserError(f"{Path(data_dir) / 'auged'} is incomplete: finish preparing the data "
+                        "folder", topic="data")
     return info
 
 
@@ -66,11 +69,22 @@ def split_items(data_dir, subset, split=1) -> list[tuple[str, str, int]]:
     items = []
     for image_id in load_split(data_dir, split)[subset]:
         if image_id not in labels:
-            raise UserError(f"{image_id} of splits.json is not in index.json: rerun "
-                            "`python augment.py`")
+            raise UserError(f"{image_id} of splits.json is not in index.json: prepare the "
+                            "data folder again", topic="data")
         for k in range(copies):
             items.append((f"{image_id}_{k}", str(auged / f"{image_id}_{k}.jpg"), labels[image_id]))
     return items
+
+
+def sample_items(items, n, seed, in_order=False):
+    """n items drawn without replacement by numpy Generator(seed) (all when n is None or larger),
+    in the order drawn or, in_order, in the list's order. The one seeded image sample."""
+    n = len(items) if n is None else n
+    if n < 1:
+        raise UserError(f"cannot sample {n} images: ask for at least one")
+    picked = np.random.default_rng(seed).choice(len(items), size=min(n, len(items)),
+                                                replace=False)
+    return [items[i] for i in (sorted(picked) if in_order else picked)]
 
 
 def image_transform(size=256):
@@ -100,8 +114,8 @@ def open_rgb(path, max_pixels=MAX_PIXELS, size=None) -> Image.Image:
             im.load()
             return ImageOps.exif_transpose(im).convert("RGB")  # phone photos: upright as shown
     except FileNotFoundError as err:
-        raise UserError(f"image {path} not found: check the path or rerun "
-                        "`python augment.py`") from err
+        raise UserError(f"image {path} not found: check the path (an augmented copy: "
+                        "prepare the data folder again)", topic="data") from err
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise UserError(f"image {path} is unreadable ({err}): replace or remove it") from err
 

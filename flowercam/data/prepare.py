@@ -14,6 +14,7 @@ import hashlib
 import multiprocessing
 import os
 import random
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from flowercam import core
 from flowercam.core import UserError, atomic_save_json, atomic_write
-from flowercam.data import dataset, download, masks, splits
+from flowercam.data import dataset, download, masks, sources, splits
 
 FLOWER17_CLASSES = ["Daffodil", "Snowdrop", "LilyValley", "Bluebell", "Crocus", "Iris",
                     "Tigerlily", "Tulip", "Fritillary", "Sunflower", "Daisy", "ColtsFoot",
@@ -51,7 +52,9 @@ def scan_oxford(jpg_dir, limit=None):
 
 def scan_folders(root, limit=None):
     """(class names, images) of an ImageFolder layout: root/<class name>/<image files>."""
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # root/masks/ holds segmentation masks (flowercam/masks.py), never a class
+    classes = sorted(p.name for p in root.iterdir()
+                     if p.is_dir() and not p.name.startswith(".") and p.name != masks.FOLDER)
     images, empty = [], []
     for label, name in enumerate(classes):
         files = sorted(p for p in (root / name).iterdir()
@@ -149,11 +152,17 @@ def augment_image(task):
     return len(todo)
 
 
+def ignore_sigint():
+    """Pool worker initializer: Ctrl-C reaches the whole process group; only the main process
+    handles it (and stops the pool), so no worker prints a half traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run_pool(fn, tasks, num_workers, desc):
     """[fn(task) for task in tasks] in a process pool, in order, with a progress bar."""
     if num_workers <= 1 or len(tasks) <= 1:
         return [fn(t) for t in tqdm(tasks, desc=desc, unit="img")]
-    with multiprocessing.Pool(min(num_workers, len(tasks))) as pool:
+    with multiprocessing.Pool(min(num_workers, len(tasks)), initializer=ignore_sigint) as pool:
         results = pool.imap(fn, tasks, chunksize=4)
         return list(tqdm(results, total=len(tasks), desc=desc, unit="img"))
 
@@ -210,28 +219,27 @@ def prepare(data_dir, settings, source=None, num_workers=1, limit_per_class=None
             base_url=download.BASE_URL, max_pixels=dataset.MAX_PIXELS) -> dict:
     """Index, check and augment the images of source into data_dir (resuming an earlier run).
 
-    -> {"index", "splits", "written" (new files), "out_dir"}; data/augment.json says
-    "complete": true only once every file is written."""
+    -> {"index", "splits", "written" (new files), "out_dir", "redone" (ids whose source changed
+    since the last run: their copies are written anew, flowercam/sources.py)}; data/augment.json
+    says "complete": true only once every file is written."""
     data_dir = Path(data_dir)
     index = scan_source(resolve_source(source, data_dir, base_url), limit_per_class)
     info = dataclasses.asdict(settings)
     check_data_dir(data_dir, index, info)
     split_table = splits.make_splits(data_dir, index)  # before any output: bad .mat stops here
     out_dir = data_dir / "auged"
+    old = sources.read_record(data_dir)
+    stamps = sources.current(index["images"], old)
+    redone = set(sources.changed(old, stamps))
     tasks = [(im["id"], im["source"], str(out_dir), settings.copies, settings.size,
               settings.seed, max_pixels) for im in index["images"]]
-    pending = [i for i, t in enumerate(tasks) if not all(
+    pending = [i for i, t in enumerate(tasks) if t[0] in redone or not all(
         is_complete_jpeg(out_dir / f"{t[0]}_{k}.jpg") for k in range(settings.copies))]
     # images whose copies are all complete were decoded by an earlier run: check only the others
     verify_images({**index, "images": [index["images"][i] for i in pending]}, num_workers,
                   max_pixels, settings.size)
-    record = masks.copy_masks(index["source"], data_dir, [im["id"] for im in index["images"]],
-                              settings.size)
-    index = {**index, "masks": record} if record else index
-    atomic_save_json(data_dir / "index.json", index)
-    labels = "".join(name + "\n" for name in index["classes"])
-    atomic_write(data_dir / "labels.txt", lambda f: f.write(labels), "w")
-    atomic_save_json(data_dir / "augment.json", {**info, "complete": False})
+    index = write_index(data_dir, index, info, settings.size)
+    drop_copies(out_dir, sorted(redone), settings.copies)  # after "complete": false
     try:
         written = sum(run_pool(augment_image, [tasks[i] for i in pending], num_workers,
                                "augment"))
@@ -239,5 +247,26 @@ def prepare(data_dir, settings, source=None, num_workers=1, limit_per_class=None
         core.remove_temporaries(out_dir)
     splits.save_splits(data_dir, split_table)
     os.sync()  # every copy on disk before "complete" says so (one sync, not one per file)
+    sources.save_record(data_dir, stamps)  # after the copies: an interruption redoes them again
     atomic_save_json(data_dir / "augment.json", {**info, "complete": True})
-    return {"index": index, "splits": split_table, "written": written, "out_dir": out_dir}
+    return {"index": index, "splits": split_table, "written": written, "out_dir": out_dir,
+            "redone": sorted(redone)}
+
+
+def write_index(data_dir, index, info, size) -> dict:
+    """The masks, index.json, labels.txt and augment.json ("complete": false) -> the index."""
+    record = masks.copy_masks(index["source"], data_dir, [im["id"] for im in index["images"]],
+                              size)
+    index = {**index, "masks": record} if record else index
+    atomic_save_json(data_dir / "index.json", index)
+    labels = "".join(name + "\n" for name in index["classes"])
+    atomic_write(data_dir / "labels.txt", lambda f: f.write(labels), "w")
+    atomic_save_json(data_dir / "augment.json", {**info, "complete": False})
+    return index
+
+
+def drop_copies(out_dir, image_ids, copies):
+    """Delete the copies of these images (their source changed): they are written again."""
+    for image_id in image_ids:
+        for k in range(copies):
+            (Path(out_dir) / f"{image_id}_{k}.jpg").unlink(missing_ok=True)

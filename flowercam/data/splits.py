@@ -8,6 +8,7 @@ data/splits.json: {"source": "datasplits.mat"|"generated", "seed", "splits": {"1
 """
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +87,29 @@ def make_splits(data_dir, index) -> dict:
     """splits.json content: from datasplits.mat when present, else generated (fixed seed)."""
     mat = find_mat(index, data_dir)
     if mat:
-        return read_mat_splits(mat, {im["id"] for im in index["images"]})
-    return generate_splits(index["images"])
+        table = read_mat_splits(mat, {im["id"] for im in index["images"]})
+    else:
+        table = generate_splits(index["images"])
+    for line in missing_subsets(index, table):
+        print(f"warning: {line}", file=sys.stderr)
+    return table
+
+
+def missing_subsets(index, table) -> list[str]:
+    """One line per class that some subset of split 1 lacks (a class of 1-3 images: it is
+    trained on but never validated or tested; accuracy then says nothing about it)."""
+    labels = {im["id"]: im["label"] for im in index["images"]}
+    count = [0] * len(index["classes"])
+    for im in index["images"]:
+        count[im["label"]] += 1
+    lines = []
+    for label, name in enumerate(index["classes"]):
+        lacking = [subset for subset in SUBSETS if label not in
+                   {labels[i] for i in table["splits"]["1"][subset] if i in labels}]
+        if lacking and count[label]:
+            lines.append(f"class {name!r} has {count[label]} image(s): split 1 has none of it in "
+                         f"{' or '.join(lacking)} (4 or more give every subset one)")
+    return lines
 
 
 def save_splits(data_dir, splits):

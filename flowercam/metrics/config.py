@@ -11,6 +11,7 @@ from flowercam.core import UserError
 DELETION_BASELINES = ("zeros", "black", "blur")
 TARGETS = ("label", "predicted")
 MAP_BASELINES = ("center", "full")  # class-agnostic maps scored beside the methods
+FAMILIES = ("faithfulness", "localization")  # the families of map figures; a run picks some
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,7 @@ class MetricsConfig:
     ignore_values: tuple[int, ...] | None = None  # None: (0, 5) for DATA_DIR/masks, else ()
     masked_only: bool = False  # measure only the images that have a mask
     validate_tau_on: str | None = None  # None: "valid" for split_name test; "none": off
+    families: tuple[str, ...] = FAMILIES  # faithfulness costs most of a run's time
     bootstrap: int = 1000
     map_batch_size: int = 8
     metrics_batch_size: int = 16
@@ -49,30 +51,26 @@ class MetricsConfig:
     output_dir: str | None = None  # None: the checkpoint's folder
 
 
+    def check(self):
+        """UserError when a value is out of range (in the config's own terms)."""
+        for name in ("steps", "map_batch_size", "metrics_batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.perturb_limit < 0:
+            raise UserError("perturb_limit must be >= 0 (0 = every measured image)")
+        if self.bootstrap < 0:
+            raise UserError("bootstrap must be >= 0 (0 = no intervals)")
+        for name, allowed in (("baselines", MAP_BASELINES), ("families", FAMILIES)):
+            unknown = set(getattr(self, name)) - set(allowed)
+            if unknown:
+                raise UserError(f"unknown {name} {sorted(unknown)}: use {', '.join(allowed)}")
+        if not self.families:
+            raise UserError(f"no figures to measure: pick from {', '.join(FAMILIES)}")
+        if self.validate_tau_on is not None and self.validate_tau_on == self.split_name:
+            raise UserError(f"the validated tau cannot be chosen on {self.validate_tau_on}, the "
+                            "subset measured (that is the oracle tau): choose the other or none")
+
+
 def default(name):
     """The default of one MetricsConfig field (for --help texts)."""
     return next(f.default for f in dataclasses.fields(MetricsConfig) if f.name == name)
-
-
-def check(cfg: MetricsConfig):
-    """One line for a setting that cannot be measured (before anything loads)."""
-    for name in ("steps", "map_batch_size", "metrics_batch_size"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if cfg.perturb_limit < 0:
-        raise UserError("--perturb-limit must be >= 0 (0 = every measured image)")
-    if cfg.bootstrap < 0:
-        raise UserError("--bootstrap must be >= 0 (0 = no intervals)")
-    unknown = set(cfg.baselines) - set(MAP_BASELINES)
-    if unknown:
-        raise UserError(f"unknown --baselines {sorted(unknown)}: use {', '.join(MAP_BASELINES)}")
-    if cfg.validate_tau_on is not None and cfg.validate_tau_on == cfg.split_name:
-        raise UserError(f"--validate-tau-on {cfg.validate_tau_on} is the subset measured (that "
-                        "is the oracle tau): choose the other subset or none")
-
-
-def tau_subset(cfg: MetricsConfig, masks) -> str:
-    """The subset whose mask images choose the validated tau: given, else valid for test."""
-    if cfg.validate_tau_on is not None:
-        return cfg.validate_tau_on
-    return "valid" if masks is not None and cfg.split_name == "test" else "none"

@@ -146,6 +146,13 @@ def pixel_ranks(maps, generator=None):
     return torch.empty_like(order).scatter_(1, order, torch.arange(p).expand(n, p).contiguous())
 
 
+def skip_pixel_ranks(generator, n, pixels):
+    """Draw from generator what pixel_ranks draws for n maps of `pixels` pixels, so that a
+    process measuring only some batches sees the draws of one process measuring them all."""
+    for _ in range(n):
+        torch.randperm(pixels, generator=generator)
+
+
 def perturbation_curve(score_fn, start, end, maps, targets, steps, generator=None, ends=None):
     """[N,S+1] scores while the top k/S of pixels (by map) go from `start` to `end`, k = 0..S.
 

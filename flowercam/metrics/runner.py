@@ -26,7 +26,7 @@ from flowercam import core, dist
 from flowercam.cam import compute
 from flowercam.core import UserError
 from flowercam.data import dataset
-from flowercam.metrics import boxes, config, formulas, localization, selection, tables
+from flowercam.metrics import boxes, formulas, localization, selection, tables
 from flowercam.metrics.config import MetricsConfig
 from flowercam.model import checkpoints, vgg
 from flowercam.train import evaluation, features, runs
@@ -134,13 +134,6 @@ def _facts(batch, labels, shared) -> dict:
             **{key: shared[key].tolist() for key in ("targets", "predicted", "y")}}
 
 
-def _skip(generator, n_perturbed, rows, size):
-    """Draw what another rank's batch draws from the tie generator (2 pixel orders per
-    perturbed image and row), so every rank's batches see the single process's draws."""
-    for _ in range(2 * len(rows) * n_perturbed):
-        torch.randperm(size * size, generator=generator)
-
-
 @dataclasses.dataclass
 class _Pass:
     """What every batch of one measure() call shares."""
@@ -200,7 +193,8 @@ def measure(model, settings, items, rows, cfg, masks, faithful=True):
         batches = iter(loader)
         for start in starts:
             if start not in mine:
-                _skip(p.generator, int(p.perturb[start:start + step].sum()), rows, size)
+                n = 2 * len(rows) * int(p.perturb[start:start + step].sum())  # del. + ins.
+                formulas.skip_pixel_ranks(p.generator, n, size * size)  # another rank's batch
                 continue
             images, labels = next(batches)
             done.append((start, _measure_batch(p, start, images, labels)))
@@ -224,11 +218,11 @@ def tau_set(model, settings, rows, cfg, masks):
     """Localization tables of every mask image of cfg.validate_tau_on (None: no such set)."""
     if masks is None or cfg.validate_tau_on in (None, "none"):
         return None
-    items = [it for it in dataset.split_items(cfg.data_dir, cfg.validate_tau_on, cfg.split)
-             if selection.find_mask(masks.folder, it[0], it[1])]
+    items = selection.with_masks(
+        dataset.split_items(cfg.data_dir, cfg.validate_tau_on, cfg.split), masks)
     if not items:
         raise UserError(f"no {cfg.validate_tau_on} image has a mask in {masks.folder}: "
-                        "drop --validate-tau-on or add masks")
+                        "validate tau on another subset, or add masks", topic="masks")
     tau_cfg = dataclasses.replace(cfg, split_name=cfg.validate_tau_on)
     measured = measure(model, settings, items, rows, tau_cfg, masks, faithful=False)
     if measured is None:  # a rank > 0 under torchrun
@@ -238,6 +232,13 @@ def tau_set(model, settings, rows, cfg, masks):
 
 
 # ---------------------------------------------------------------- entry point
+
+
+def tau_subset(cfg: MetricsConfig, masks) -> str:
+    """The subset whose mask images choose the validated tau: given, else valid for test."""
+    if cfg.validate_tau_on is not None:
+        return cfg.validate_tau_on
+    return "valid" if masks is not None and cfg.split_name == "test" else "none"
 
 
 def open_model(cfg: MetricsConfig, backbone=None):
@@ -257,14 +258,18 @@ def run(cfg: MetricsConfig, backbone=None):
 
     backbone: an already loaded vgg.Backbone to reuse (tests, notebooks).
     """
-    config.check(cfg)
+    cfg.check()
     size = features.input_size(cfg.data_dir)
     masks = selection.resolve_masks(cfg.data_dir, cfg.masks_dir, cfg.mask_values,
                                     cfg.ignore_values, size)
+    masks = masks if "localization" in cfg.families else None
     model, settings, ckpt, cfg = open_model(cfg, backbone)
-    cfg = dataclasses.replace(cfg, validate_tau_on=config.tau_subset(cfg, masks))
+    cfg = dataclasses.replace(cfg, validate_tau_on=tau_subset(cfg, masks))
     out_dir = Path(cfg.output_dir or Path(ckpt).parent)
-    core.check_writable_dir(out_dir)
+    if cfg.output_dir is None:
+        core.check_writable_dir(out_dir, "the checkpoint's folder", "pass --output-dir DIR")
+    else:
+        core.check_writable_dir(out_dir)
     methods = selection.resolve_methods(cfg.methods, settings)
     subset, split = cfg.split_name, cfg.split
     every = dataset.split_items(cfg.data_dir, subset, split)
@@ -275,7 +280,8 @@ def run(cfg: MetricsConfig, backbone=None):
         raise UserError(f"split {split} of {cfg.data_dir} has no {subset} images")
     rows = [*methods, *cfg.baselines]
     start = time.perf_counter()
-    measured = measure(model, settings, items, rows, cfg, masks)
+    measured = measure(model, settings, items, rows, cfg, masks,
+                       faithful="faithfulness" in cfg.families)
     seconds = time.perf_counter() - start
     taus = tau_set(model, settings, rows, cfg, masks)
     if measured is None:  # a rank > 0 under torchrun: rank 0 summarises and writes

@@ -10,28 +10,26 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
 
 from flowercam.cam import methods
 from flowercam.core import UserError
-from flowercam.data import dataset
+from flowercam.data import dataset, masks
 from flowercam.metrics import formulas
 from flowercam.train import runs
 
-# Flower-17 masks (../shared/flowers17/masks/README.txt): 1 flower; 0 unlabelled, 5 stray
+# Flower-17 masks (../shared/flowers17/masks/README.txt): 1 flower; 0 unlabelled, 5 stray;
+# 2-4 the rest
 FLOWERS17_MASK_VALUES = (1,)
 FLOWERS17_IGNORE_VALUES = (0, 5)
+FLOWERS17_BACKGROUND_VALUES = (2, 3, 4)  # leaves, background, sky
 
 
 def resolve_checkpoint(checkpoint=None, model_dir=None):
-    """The checkpoint file, else the best checkpoint of the run folder (runs.best_checkpoint)."""
-    if checkpoint:
-        return Path(checkpoint)
-    if model_dir:
-        return runs.best_checkpoint(model_dir)
-    raise UserError("--cam-metrics needs a model: pass -d RUN_DIR or --checkpoint FILE.pth")
+    """The checkpoint file, else the best checkpoint of the run folder (runs.resolve_checkpoint)."""
+    if not (checkpoint or model_dir):
+        raise UserError("the map metrics need a model: name a run folder or a checkpoint",
+                        topic="model")
+    return runs.resolve_checkpoint(checkpoint or model_dir)
 
 
 def resolve_methods(requested, settings):
@@ -45,20 +43,14 @@ def resolve_methods(requested, settings):
 
 def select_items(items, limit, seed):
     """All items, or a seeded random `limit` of them in split order (every class has a chance)."""
-    if limit is None or limit >= len(items):
-        return list(items)
-    if limit < 1:
-        raise UserError(f"--limit must be positive, got {limit}")
-    picked = np.random.default_rng(seed).choice(len(items), size=limit, replace=False)
-    return [items[i] for i in sorted(picked)]
+    return dataset.sample_items(items, limit, seed, in_order=True)
 
 
 def with_masks(items, spec):
     """The items that have a mask in spec's folder (--masked-only); UserError without masks."""
     if spec is None:
-        raise UserError("--masked-only needs masks: pass --masks-dir or run augment.py --source "
-                        "with a masks/ folder")
-    return [it for it in items if find_mask(spec.folder, it[0], it[1])]
+        raise UserError("measuring only the images with a mask needs masks", topic="masks")
+    return [it for it in items if masks.find_mask(spec.folder, it[0], it[1])]
 
 
 def perturb_selection(labels, limit, seed):
@@ -79,71 +71,50 @@ def perturb_selection(labels, limit, seed):
 
 @dataclasses.dataclass(frozen=True)
 class MaskSpec:
-    """Where the masks are and how to read them; exact_size: masks must already be that size."""
+    """Where the masks are and what their values mean; exact_size: masks must already be that
+    size (the data folder's); background_values None: any value that is not foreground or ignored
+    is background, else a mask with another value is refused (a lossy or foreign mask)."""
 
     folder: str
     mask_values: tuple[int, ...] | None  # foreground values; None: any nonzero
     ignore_values: tuple[int, ...]
-    source: str  # "data folder" or "--masks-dir"
+    source: str  # "data folder" or "masks folder"
     exact_size: int | None = None
+    background_values: tuple[int, ...] | None = None
+
+    def allowed_values(self):
+        """Every declared value, or None when any value is allowed."""
+        if self.background_values is None or self.mask_values is None:
+            return None
+        return {*self.mask_values, *self.ignore_values, *self.background_values}
 
 
 def resolve_masks(data_dir, masks_dir=None, mask_values=None, ignore_values=None, size=None):
-    """-> MaskSpec or None: --masks-dir (resized nearest), else DATA_DIR/masks (augment.py
+    """-> MaskSpec or None: masks_dir (resized nearest), else DATA_DIR/masks (augment.py
     --source wrote them at `size` px; Flower-17 values unless given), else no masks."""
     if masks_dir:
         if not Path(masks_dir).is_dir():
-            raise UserError(f"--masks-dir {masks_dir} is not a folder: pass the masks' folder")
-        return MaskSpec(str(masks_dir), mask_values, tuple(ignore_values or ()), "--masks-dir")
+            raise UserError(f"masks folder {masks_dir} is not a folder: name the masks' folder")
+        return MaskSpec(str(masks_dir), mask_values, tuple(ignore_values or ()), "masks folder")
     record = dataset.read_index(data_dir).get("masks") or {}
     folder = Path(data_dir) / record.get("dir", "masks")
     if folder.is_dir():
+        flowers17 = mask_values is None and ignore_values is None
         return MaskSpec(str(folder),
                         FLOWERS17_MASK_VALUES if mask_values is None else tuple(mask_values),
                         FLOWERS17_IGNORE_VALUES if ignore_values is None else tuple(ignore_values),
-                        "data folder", size)
+                        "data folder", size, FLOWERS17_BACKGROUND_VALUES if flowers17 else None)
     if mask_values is not None or ignore_values is not None:
-        raise UserError(f"--mask-values/--ignore-values need masks: {folder} does not exist; "
-                        "pass --masks-dir or run augment.py --source with a masks/ folder")
+        raise UserError(f"mask values were given but there are no masks ({folder} does not "
+                        "exist)", topic="masks")
     return None
 
 
 def check_masks_match(spec, items, subset):
     """UserError when no image of the subset has a mask (wrong folder or names)."""
-    if spec is not None and not any(find_mask(spec.folder, i, p) for i, p, _ in items):
+    if spec is not None and not any(masks.find_mask(spec.folder, i, p) for i, p, _ in items):
         raise UserError(f"no {subset} image has a mask in {spec.folder} (looked for "
                         f"<image id>.png, e.g. {items[0][0]}.png): pass the right masks folder")
-
-
-def find_mask(masks_dir, item_id, path):
-    """<stem>.png for the item id, the file's stem or the original image id (without _copy)."""
-    for stem in (item_id, Path(path).stem, item_id.rsplit("_", 1)[0]):
-        candidate = Path(masks_dir) / f"{stem}.png"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def read_mask(path, size, exact=False):
-    """Label image [size, size] int64, nearest-neighbour resized (squashed like the images);
-    exact: a mask of another size is a UserError (data-folder masks are written at data size)."""
-    try:
-        with Image.open(path) as im:
-            labels = np.array(im)
-    except (OSError, ValueError) as err:
-        raise UserError(f"mask {path} is unreadable ({err}): replace or remove it") from err
-    if labels.ndim == 3:
-        if not (labels[..., :3] == labels[..., :1]).all():
-            raise UserError(f"mask {path} is a colour image: save one label value per pixel "
-                            "(grey or palette PNG)")
-        labels = labels[..., 0]
-    if exact and labels.shape != (size, size):
-        raise UserError(f"mask {path} is {labels.shape[1]}x{labels.shape[0]} px but the images "
-                        f"are {size}x{size}: rerun augment.py --source to rewrite the masks")
-    if labels.shape == (size, size):
-        return labels.astype(np.int64)
-    t = torch.from_numpy(labels.astype(np.int64))[None, None].double()
-    return F.interpolate(t, size=(size, size), mode="nearest")[0, 0].long().numpy()
 
 
 def batch_masks(batch_items, spec: MaskSpec | None, size):
@@ -151,9 +122,15 @@ def batch_masks(batch_items, spec: MaskSpec | None, size):
     fg = np.zeros((len(batch_items), size, size), bool)
     valid, has = fg.copy(), np.zeros(len(batch_items), bool)
     for i, (item_id, path, _) in enumerate(batch_items):
-        found = find_mask(spec.folder, item_id, path) if spec else None
+        found = masks.find_mask(spec.folder, item_id, path) if spec else None
         if found is not None:
-            labels = read_mask(found, size, exact=spec.exact_size is not None)
+            labels = masks.read_labels(found)
+            if spec.exact_size is not None and labels.shape != (size, size):
+                raise UserError(f"mask {found} is {labels.shape[1]}x{labels.shape[0]} px but the "
+                                f"images are {size}x{size}: prepare the data folder again",
+                                topic="data")
+            masks.check_values(labels, spec.allowed_values(), found)
+            labels = masks.resize_labels(labels, size)
             fg[i], valid[i] = formulas.mask_arrays(labels, spec.mask_values, spec.ignore_values)
             has[i] = True
     return fg, valid, has

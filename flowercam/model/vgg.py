@@ -125,8 +125,9 @@ def load_backbone(weights=None, device="cpu"):
         return Backbone(sd, TORCHVISION_ID).to(device)
     sd = _features_state_dict(path)
     try:
-        return Backbone(sd, _file_id(path)).to(device)
+        backbone = Backbone(sd, _file_id(path))
     except RuntimeError as err:  # missing / unexpected keys or wrong shapes
         why = str(err).strip().splitlines()[-1].strip()[:80]
         raise UserError(f"backbone weights {path} do not match VGG16 features ({why}): "
                         "pass a VGG16 state dict") from None
+    return backbone.to(device)  # a bad device is its own error, never a weights mismatch

@@ -9,11 +9,8 @@ CKPT may also be a configuration name of grid_runs (output/grid_runs.json).
 """
 
 import dataclasses
-import json
-import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -24,7 +21,7 @@ from flowercam.data import dataset
 from flowercam.model import checkpoints, normalization, vgg
 from flowercam.report import image_files, render
 from flowercam.report.image_files import arrays_of, expand_images, load_items, save_extras, save_png
-from flowercam.train import features, runs
+from flowercam.train import evaluation, features, runs
 
 NUM_IMAGES = 12
 COLS = 4
@@ -66,27 +63,8 @@ def parse_pair(spec):
 
 
 def resolve_checkpoint(name, grid_runs):
-    """A checkpoint path, or a configuration name of grid_runs.json -> its best checkpoint."""
-    if os.path.isdir(name):  # a run directory (or model/): its best checkpoint
-        return str(runs.best_checkpoint(name))
-    if not grid_runs or os.path.isfile(name):
-        return name
-    try:
-        entries = json.loads(Path(grid_runs).read_text())
-        if not isinstance(entries, dict):
-            raise ValueError("not a mapping")
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read --grid-runs {grid_runs} ({type(err).__name__}): run "
-                        "grid.py first or pass checkpoint paths") from None
-    # "CAM_lr0.0001" and "CAM-lr0.0001" name the same configuration
-    found = [k for k in entries if k.replace("-", "_") == name.replace("-", "_")]
-    if not found:
-        raise UserError(f"{name} is neither a file nor a configuration of {grid_runs} (it has: "
-                        f"{', '.join(sorted(entries)) or 'none'})")
-    best = entries[found[0]].get("best_checkpoint")
-    if not best:
-        raise UserError(f"configuration {found[0]} of {grid_runs} saved no checkpoint: rerun it")
-    return best
+    """runs.resolve_checkpoint, as the path string the figures record."""
+    return str(runs.resolve_checkpoint(name, grid_runs))
 
 
 def run_name(ckpt):
@@ -100,8 +78,7 @@ def select_items(data_dir, seed, split=1, n=NUM_IMAGES):
     items = sorted(dataset.split_items(data_dir, "valid", split))
     if not items:
         raise UserError(f"no validation images in {data_dir}: run `python augment.py` first")
-    picked = np.random.default_rng(seed).choice(len(items), size=min(n, len(items)), replace=False)
-    return [items[i] for i in picked]
+    return dataset.sample_items(items, n, seed)
 
 
 def check_pair(spec_ckpt, method, grid_runs=None):
@@ -137,6 +114,7 @@ def report(checkpoint, method, opts, files=NO_FILES):
     """The report's three figures for one checkpoint and method (None = the head's type) on the
     seeded validation images of the split the checkpoint's run trained on."""
     ckpt, method, settings, size = check_pair(checkpoint, method, opts.grid_runs)
+    evaluation.check_classes(settings, opts.data_dir)  # its labels name the figure's images
     items = select_items(opts.data_dir, opts.seed, run_split(ckpt))
     paths = [path for _, path, _ in items]
     masks = outline_masks(opts, paths)
@@ -165,6 +143,8 @@ def compare(specs, images, opts, name="comparison"):
     """One figure <name>[_seed<seed>].png: a column per CKPT:METHOD[:NORM] spec, a row per image
     (your own `images`, files or folders, else the seeded validation images)."""
     pairs = [check_pair(c, m, opts.grid_runs) + (c, n) for c, m, n in map(parse_pair, specs)]
+    for _, _, settings, *_ in (pairs if not images else []):  # the data folder's images
+        evaluation.check_classes(settings, opts.data_dir)
     sizes = sorted({pair[3] for pair in pairs})
     if len(sizes) > 1:
         raise UserError(f"--compare checkpoints use different input sizes {sizes}: compare "

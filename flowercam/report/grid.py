@@ -7,6 +7,7 @@ A row reports two epochs by the two rules of flowercam.runs: table_epoch (Table 
 best_checkpoint (the figures'); grid_runs.json names both.
 """
 
+import dataclasses
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -72,10 +73,10 @@ def plot_curves(path, results):
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
 
 
-def run_grid(configs, sources, settings_of, output_dir, train_kwargs, config_extra) -> list:
+def run_grid(configs, sources, settings_of, output_dir, train_cfg, config_extra) -> list:
     """Train every configuration on the shared sources -> [(table row, history)].
 
-    settings_of(config) -> checkpoint settings; train_kwargs: epochs, batch_size, seed, device;
+    settings_of(config) -> checkpoint settings; train_cfg: training.TrainConfig (lr: each's);
     config_extra: what each run's config.json records besides its configuration.
     Under torchrun each rank trains every world()-th configuration (dist.shard); rank 0 gets
     every result in configuration order, the other ranks None.
@@ -87,8 +88,8 @@ def run_grid(configs, sources, settings_of, output_dir, train_kwargs, config_ext
         run_dir = runs.make_run_dir(output_dir, settings, tag=f"lr{config['lr']:g}")
         core.atomic_save_json(run_dir / "config.json", {**config_extra, **config,
                                                         "settings": settings, "grid": True})
-        history = training.train(settings, train_src, valid_src, run_dir, config["lr"],
-                                 **train_kwargs)
+        cfg = dataclasses.replace(train_cfg, lr=config["lr"])
+        history = training.train(settings, train_src, valid_src, run_dir, cfg)
         results.append((summarize(config, history, run_dir), history))
     parts = dist.gather(results)
     return None if parts is None else dist.unshard(parts)

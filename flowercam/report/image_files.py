@@ -10,7 +10,6 @@ print(f.load_items(['a.jpg'], 224)[0])"
 import dataclasses
 import json
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import torch
 from PIL import Image
 
 from flowercam.core import UserError, atomic_write
-from flowercam.data import dataset
+from flowercam.data import dataset, masks
 from flowercam.report import render
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -101,35 +100,13 @@ def save_extras(files, paths, sizes, arrays, info):
         print(f"wrote {len(paths)} masks to {files.masks_dir}")
 
 
-def mask_file(folder, path):
-    """DIR/<stem>.png of an image, or for an augmented copy (image_0001_0.jpg) DIR/image_0001.png;
-    None when neither exists."""
-    stem = Path(path).stem
-    stems = [stem] + ([stem.rsplit("_", 1)[0]] if re.fullmatch(r".+_\d+", stem) else [])
-    return next((Path(folder) / f"{s}.png" for s in stems
-                 if (Path(folder) / f"{s}.png").is_file()), None)
-
-
 def load_masks(folder, paths, value=1):
-    """Foreground (pixels == value) of each image's mask PNG (palette indices or grey levels) ->
-    [bool [h, w] or None when the image has no mask]; the Flower-17 masks: 1 = flower."""
+    """Foreground (labels == value) of each image's mask, read by the one mask reader
+    (flowercam/data/masks.py) -> [bool [h, w] or None when the image has no mask]."""
     if not os.path.isdir(folder):
-        raise UserError(f"mask folder {folder} not found: pass a folder of <image stem>.png masks")
-    out = []
-    for path in paths:
-        found = mask_file(folder, path)
-        if found is None:
-            out.append(None)
-            continue
-        try:
-            with Image.open(found) as image:
-                pixels = np.array(image)
-        except OSError:
-            raise UserError(f"cannot read mask {found}: fix or remove it") from None
-        if pixels.ndim != 2:
-            raise UserError(f"mask {found} has {pixels.shape[-1]} channels: masks are one "
-                            "channel (palette or grey) PNGs")
-        out.append(pixels == value)
+        raise UserError(f"mask folder {folder} not found: name a folder of <image stem>.png masks")
+    found = [masks.find_mask(folder, path) for path in paths]
+    out = [None if f is None else masks.read_labels(f) == value for f in found]
     if all(m is None for m in out):
         print(f"no masks in {folder} for these images: no outlines drawn")
     return out

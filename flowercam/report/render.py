@@ -11,7 +11,9 @@ import re
 
 import numpy as np
 from matplotlib import colormaps
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from flowercam.report.fonts import figure_texts, get_font
 
 COLORMAPS = ("red", "jet")
 RIGHT_COLOUR = (0, 160, 0)
@@ -65,14 +67,6 @@ def blend(image, heat, alpha=0.5, colormap="red") -> np.ndarray:
     heat = resize_map(heat, (rgb.shape[1], rgb.shape[0]))
     mixed = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colorize(heat, colormap)
     return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
-
-
-def get_font(size):
-    """Pillow's built-in font at `size` px (Pillow >= 10.1), else its small bitmap font."""
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # older Pillow: no size argument
-        return ImageFont.load_default()
 
 
 def font_size_for(tile) -> int:
@@ -184,13 +178,17 @@ def labelled_cell(tile, lines, correct, font, line_height) -> Image.Image:
 def labelled_grid(tiles, captions, correct, title, cols=4) -> Image.Image:
     """Grid of framed tiles with captions (see caption_lines) under a title bar."""
     tile_size = to_image(tiles[0]).width
-    font = get_font(font_size_for(tile_size))
+    lengths = [len(lines) for lines in captions]
+    font_path, texts = figure_texts([title, *(line for lines in captions for line in lines)])
+    title, flat = texts[0], iter(texts[1:])
+    captions = [[next(flat) for _ in range(n)] for n in lengths]
+    font = get_font(font_size_for(tile_size), font_path)
     line_height = font_size_for(tile_size) + 4
-    n_lines = max(len(lines) for lines in captions)
+    n_lines = max(lengths)
     cells = [labelled_cell(t, list(c) + [""] * (n_lines - len(c)), ok, font, line_height)
              for t, c, ok in zip(tiles, captions, correct, strict=True)]
     body = compact_grid(cells, cols=cols)
-    title_font = get_font(font_size_for(tile_size) + 4)
+    title_font = get_font(font_size_for(tile_size) + 4, font_path)
     title_height = font_size_for(tile_size) + 4 + line_height  # title + half a line each side
     sheet = Image.new("RGB", (body.width, body.height + title_height), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
@@ -205,11 +203,12 @@ def comparison_figure(images, columns) -> Image.Image:
     columns are separated by a thin white gap and named on top."""
     tile_size = to_image(images[0]).width
     gap = max(2, tile_size // 64)
-    font = get_font(font_size_for(tile_size))
-    line_height = font_size_for(tile_size) + 4
     columns = [("image", images)] + list(columns)
+    font_path, names = figure_texts([name for name, _ in columns])
+    font = get_font(font_size_for(tile_size), font_path)
+    line_height = font_size_for(tile_size) + 4
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    headers = [wrap_text(probe, name, font, tile_size - 8) for name, _ in columns]
+    headers = [wrap_text(probe, name, font, tile_size - 8) for name in names]
     header_height = line_height * max(len(h) for h in headers) + 8
     rows = [tiles[i] for i in range(len(images)) for _, tiles in columns]
     body = compact_grid(rows, cols=len(columns), gap=gap)

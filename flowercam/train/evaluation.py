@@ -27,12 +27,28 @@ def load_heads(paths) -> tuple[list, dict]:
     return heads, settings
 
 
+def check_classes(settings, data_dir):
+    """The checkpoint's classes (names and order) must be data_dir's: a checkpoint never meets
+    the wrong classes. UserError naming the first few that differ; a checkpoint without names
+    (older versions) is checked by count."""
+    names = dataset.class_names(data_dir)
+    trained = settings.get("class_names")
+    if trained is None and settings.get("num_classes") == len(names):
+        return
+    if trained is None or len(trained) != len(names):
+        raise UserError(f"checkpoint has {settings.get('num_classes')} classes but {data_dir} has "
+                        f"{len(names)}: use the data folder it was trained on")
+    differ = [(i, a, b) for i, (a, b) in enumerate(zip(trained, names, strict=True)) if a != b]
+    if differ:
+        shown = ", ".join(f"class {i}: {a!r} vs {b!r}" for i, a, b in differ[:3])
+        more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+        raise UserError(f"checkpoint was trained on other classes than {data_dir} ({shown}{more}"
+                        "; checkpoint vs data folder): use the data folder it was trained on")
+
+
 def check_data(settings, data_dir, backbone):
     """The checkpoint must fit the data and backbone it is evaluated with."""
-    names = dataset.class_names(data_dir)
-    if settings.get("num_classes") != len(names):
-        raise UserError(f"checkpoint has {settings.get('num_classes')} classes but {data_dir} has "
-                        f"{len(names)}: pass the --data-dir it was trained on")
+    check_classes(settings, data_dir)
     size = features.input_size(data_dir)
     if settings.get("input_size", size) != size:
         raise UserError(f"checkpoint was trained at {settings.get('input_size')} px but {data_dir} "
@@ -49,6 +65,7 @@ def evaluate_run(model_dir, subset, opts: training.SourceOptions, backbone_weigh
     opts.split None / backbone_weights None: the run's own (runs.run_defaults).
     """
     heads, settings = load_heads(runs.run_checkpoints(model_dir))
+    check_classes(settings, opts.data_dir)  # before the backbone loads
     split, weights = runs.run_defaults(model_dir, opts.split, backbone_weights)
     opts = dataclasses.replace(opts, split=split)
     backbone = vgg.load_backbone(weights, opts.device)

@@ -23,7 +23,10 @@ Two epochs are named, on purpose by two rules:
   it may differ from best_checkpoint; grid.py writes both.
 """
 
+import contextlib
+import fcntl
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -87,14 +90,33 @@ def read_log(run_dir, missing_ok=False) -> list[dict]:
             return []
         raise UserError(f"{path} not found: pass a run directory written by main.py")
     try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = path.read_text().splitlines()
     except (OSError, ValueError) as err:
         raise UserError(f"{path} is unreadable ({err}): retrain or delete the run") from None
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        row = _json_or_none(line) if line.strip() else {}
+        if not isinstance(row, dict) or (line.strip() and "epoch" not in row):
+            raise UserError(f"line {number} of {path} is not an epoch row ({line[:40]!r}): "
+                            "delete that line, or retrain the run")
+        rows += [row] if line.strip() else []
+    return rows
+
+
+def _json_or_none(text):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def run_checkpoints(run_dir):
     """[(epoch, path)] of run_dir/epoch_N.pth sorted by epoch; UserError when there are none."""
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        what = "a checkpoint" if run_dir.suffix == ".pth" else "a file"
+        raise UserError(f"{run_dir} is {what}, not a run directory: pass its folder "
+                        f"{run_dir.parent}")
     if not run_dir.is_dir():
         raise UserError(f"model directory {run_dir} not found: pass a run directory of main.py")
     found = [(int(m.group(1)), p) for p in run_dir.glob("epoch_*.pth")
@@ -129,26 +151,85 @@ def best_checkpoint(path="model"):
     return saved[eligible[-1]] if eligible else run_checkpoints(path)[-1][1]
 
 
+def resolve_checkpoint(name, grid_runs=None) -> Path:
+    """What a user names as a model -> a checkpoint file: a run directory (or the model root) ->
+    its best checkpoint; a file as it is; a configuration name of grid_runs.json (grid.py's
+    record of its runs) -> that configuration's best checkpoint."""
+    if os.path.isdir(name):
+        return best_checkpoint(name)
+    if not grid_runs or os.path.isfile(name):
+        return Path(name)
+    try:
+        entries = json.loads(Path(grid_runs).read_text())
+        if not isinstance(entries, dict):
+            raise ValueError("not a mapping")
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read the grid's run list {grid_runs} ({type(err).__name__}): "
+                        "run grid.py first or name checkpoint files") from None
+    # "CAM_lr0.0001" and "CAM-lr0.0001" name the same configuration
+    found = [k for k in entries if k.replace("-", "_") == str(name).replace("-", "_")]
+    if not found:
+        raise UserError(f"{name} is neither a file nor a configuration of {grid_runs} (it has: "
+                        f"{', '.join(sorted(entries)) or 'none'})")
+    best = entries[found[0]].get("best_checkpoint")
+    if not best:
+        raise UserError(f"configuration {found[0]} of {grid_runs} saved no checkpoint: rerun it")
+    return Path(best)
+
+
 def table_epoch(history) -> dict:
     """The log row Table 2 reports (see the module docstring); all rows if every one overfits."""
     rows = [r for r in history if not overfitting(r)] or history
     return max(rows, key=lambda r: (r["valid_top1"], -r["valid_loss"]))
 
 
+CONFIG_NAME = "config.json"
+CONFIG_NEEDS = ("split", "data_dir")  # what using a run reads from it (main.py writes them all)
+
+
 def run_config(path) -> dict:
-    """config.json of a run directory or of a checkpoint's folder; {} if absent or unreadable."""
+    """config.json of a run directory or of a checkpoint's folder; {} when there is none (a
+    checkpoint on its own). One that is unreadable, not JSON, or lacks CONFIG_NEEDS is a
+    UserError naming it: a run's settings are never guessed."""
     path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    try:
-        return json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
+    config_path = (path if path.is_dir() else path.parent) / CONFIG_NAME
+    if not config_path.exists():
         return {}
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"run config {config_path} is unreadable ({err}): restore it, or delete "
+                        "it to use the defaults (split 1)") from None
+    missing = [k for k in CONFIG_NEEDS if not isinstance(config, dict) or k not in config]
+    if missing:
+        raise UserError(f"run config {config_path} lacks {', '.join(missing)}: restore it, or "
+                        "delete it to use the defaults (split 1)")
+    return config
 
 
 def run_defaults(path, split=None, backbone_weights=None) -> tuple[int, str | None]:
     """(split, backbone weights) for using a run or checkpoint: the given values, else those its
-    run trained with (config.json), else split 1 and the usual weights lookup. Evaluating on the
-    run's own split keeps its training images out of the validation figures."""
+    run trained with (config.json), else (no config.json at all) split 1 and the usual weights
+    lookup. Evaluating on the run's own split keeps its training images out of the validation
+    figures."""
     config = run_config(path)
     return (int(split or config.get("split") or 1),
             backbone_weights or config.get("backbone_weights"))
+
+
+@contextlib.contextmanager
+def training_lock(run_dir):
+    """Exclusive, non-blocking lock on the run folder itself (fcntl.flock on its descriptor; no
+    file is left) while a process trains in it: a second one (another --resume of the same run,
+    or a resume of a run still training) is a UserError, not two writers of one log."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{run_dir} is being trained by another process: wait for it to "
+                            "finish (or stop it), then resume") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock (the kernel also does if this process dies)

@@ -157,38 +157,58 @@ def _restore(state: TrainState, run_dir):
     state.history = runs.discard_after(run_dir, int(blob["epoch"]))
 
 
-def train(settings, train_src, valid_src, run_dir, lr=1e-4, epochs=50, batch_size=8, seed=0,
-          device="cpu", progress=True, resume=False) -> list[dict]:
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How one configuration trains (main.py's flags; the grid varies lr)."""
+
+    lr: float = 1e-4
+    epochs: int = 50
+    batch_size: int = 8
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+    resume: bool = False  # continue run_dir's saved state
+
+
+def train(settings, train_src, valid_src, run_dir, cfg: TrainConfig) -> list[dict]:
     """Adam + cross-entropy on a fresh seeded head (or the resumed one); per epoch: checkpoint
-    when the validation loss improved, log row, state.pth; overfit halt. -> history."""
-    state = start(settings, run_dir, lr, seed, device, resume)
-    history = state.history
-    best = min((row["valid_loss"] for row in history), default=float("inf"))
-    if history and history[-1]["overfit"]:
-        return history  # the run had already stopped
-    bar = tqdm(range(len(history) + 1, epochs + 1), desc=Path(run_dir).name, unit="epoch",
-               disable=not progress)
-    with head_threads(train_src):
-        for epoch in bar:
-            order = torch.randperm(len(train_src), generator=state.order_gen)
-            row = {"epoch": epoch, **run_epoch(state.head, state.optimizer, train_src,
-                                               valid_src, order, batch_size)}
-            if row["valid_loss"] < best:
-                best = row["valid_loss"]
-                row["checkpoint"] = f"epoch_{epoch}.pth"
-                checkpoints.save_checkpoint(Path(run_dir) / row["checkpoint"], state.head, settings,
-                                       **{k: row[k] for k in ("epoch", "train_loss",
-                                                              "valid_loss", "valid_top1")})
-            history.append(row)
-            runs.write_log(run_dir, history)
-            save_state(state, run_dir)
-            bar.set_postfix(train=f"{row['train_loss']:.3f}", valid=f"{row['valid_loss']:.3f}",
-                            top1=f"{row['valid_top1']:.1f}")
-            if row["overfit"]:
-                tqdm.write(f"epoch {epoch}: valid loss {row['valid_loss']:.4f} > "
-                           f"{runs.OVERFIT_RATIO:g} x train loss: overfitting, stopping")
-                break
-    return history
+    when the validation loss improved, log row, state.pth; overfit halt. -> history.
+    A second process training in the same run_dir is refused (runs.training_lock)."""
+    with runs.training_lock(run_dir):  # one trainer per run folder
+        state = start(settings, run_dir, cfg.lr, cfg.seed, cfg.device, cfg.resume)
+        best = min((row["valid_loss"] for row in state.history), default=float("inf"))
+        if state.history and state.history[-1]["overfit"]:
+            return state.history  # the run had already stopped
+        bar = tqdm(range(len(state.history) + 1, cfg.epochs + 1), desc=Path(run_dir).name,
+                   unit="epoch", disable=not cfg.progress)
+        with head_threads(train_src):
+            for epoch in bar:
+                order = torch.randperm(len(train_src), generator=state.order_gen)
+                row = {"epoch": epoch, **run_epoch(state.head, state.optimizer, train_src,
+                                                   valid_src, order, cfg.batch_size)}
+                best = _save_epoch(state, row, best, settings, run_dir)
+                bar.set_postfix(train=f"{row['train_loss']:.3f}",
+                                valid=f"{row['valid_loss']:.3f}", top1=f"{row['valid_top1']:.1f}")
+                if row["overfit"]:
+                    tqdm.write(f"epoch {epoch}: valid loss {row['valid_loss']:.4f} > "
+                               f"{runs.OVERFIT_RATIO:g} x train loss: overfitting, stopping")
+                    break
+        return state.history
+
+
+def _save_epoch(state: TrainState, row, best, settings, run_dir) -> float:
+    """The epoch's checkpoint when its validation loss improved on best, then its log row, then
+    state.pth (the order the resume rule relies on) -> the new best."""
+    if row["valid_loss"] < best:
+        best = row["valid_loss"]
+        row["checkpoint"] = f"epoch_{row['epoch']}.pth"
+        checkpoints.save_checkpoint(Path(run_dir) / row["checkpoint"], state.head, settings,
+                                    **{k: row[k] for k in ("epoch", "train_loss", "valid_loss",
+                                                           "valid_top1")})
+    state.history.append(row)
+    runs.write_log(run_dir, state.history)
+    save_state(state, run_dir)
+    return best
 
 
 @dataclasses.dataclass
@@ -201,6 +221,13 @@ class SourceOptions:
     no_cache: bool = False  # True: run the backbone on every batch (the report's way)
     num_workers: int = 2
     device: str = "cpu"
+
+    @classmethod
+    def pick(cls, values: dict, **overrides):
+        """Built by keyword from a mapping that has (at least) these fields' names, e.g. a
+        command's parsed flags as a dict; overrides win."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in values.items() if k in names}, **overrides})
 
 
 def make_sources(opts: SourceOptions, backbone, subsets=("train", "valid")) -> list:
