@@ -85,7 +85,7 @@ def cache_files(data):
 
 def metrics_args(tiny, data, out):
     return ["-d", tiny["run"], "--data-dir", data, "--backbone-weights", tiny["weights"],
-            "--cam-metrics", "--split-name", "test", "--map-batch-size", "2", "--steps", "3",
+            "--cam-metrics", "--split-name", "test", "--batch-size", "2", "--steps", "3",
             "--bootstrap", "50", "--methods", "CAM", "ReCAM", "--validate-tau-on", "none",
             "--num-workers", "0", "--output-dir", out]
 

@@ -266,10 +266,8 @@ def run(cfg: MetricsConfig, backbone=None):
     model, settings, ckpt, cfg = open_model(cfg, backbone)
     cfg = dataclasses.replace(cfg, validate_tau_on=tau_subset(cfg, masks))
     out_dir = Path(cfg.output_dir or Path(ckpt).parent)
-    if cfg.output_dir is None:
-        core.check_writable_dir(out_dir, "the checkpoint's folder", "pass --output-dir DIR")
-    else:
-        core.check_writable_dir(out_dir)
+    hint = () if cfg.output_dir else ("the checkpoint's folder", "pass --output-dir DIR")
+    core.check_writable_dir(out_dir, *hint)
     methods = selection.resolve_methods(cfg.methods, settings)
     subset, split = cfg.split_name, cfg.split
     every = dataset.split_items(cfg.data_dir, subset, split)
@@ -278,8 +276,7 @@ def run(cfg: MetricsConfig, backbone=None):
     items = selection.select_items(every, cfg.limit, cfg.seed)
     if not items:
         raise UserError(f"split {split} of {cfg.data_dir} has no {subset} images")
-    rows = [*methods, *cfg.baselines]
-    start = time.perf_counter()
+    rows, start = [*methods, *cfg.baselines], time.perf_counter()
     measured = measure(model, settings, items, rows, cfg, masks,
                        faithful="faithfulness" in cfg.families)
     seconds = time.perf_counter() - start
