@@ -9,9 +9,10 @@ from scipy import ndimage as ndi
 from skimage.measure import label, regionprops
 
 from flowercam.metrics import boxes as B
+from flowercam.metrics import config, localization
 
 MASKS = Path(__file__).resolve().parents[1].parent / "shared" / "flowers17" / "masks"
-TAUS = B.default_thresholds()
+TAUS = config.default_thresholds()
 
 
 def rect_mask(h, w, *rects):
@@ -173,25 +174,15 @@ def test_best_threshold_lowest_index_among_equals():
     assert B.best_threshold([np.nan, 1.0, 1.0]) == 1
 
 
-def test_validated_tau_is_taken_from_the_first_set():
-    thr = [0.0, 0.5, 0.9]
-    a = np.array([[0.6, 0.1, 0.1], [0.7, 0.2, 0.6]])  # BoxAcc(.5): [100, 0, 50] -> tau 0
-    b = np.array([[0.1, 0.9, 0.9], [0.6, 0.9, 0.1]])  # BoxAcc(.5): [50, 100, 50] -> best .5
-    assert B.max_box_acc(b, 0.5, thr) == (100.0, 0.5)
-    assert B.validated_max_box_acc(a, b, 0.5, thr) == (50.0, 0.0)
-    # V2: delta .3 on A: [100, 0, 50] -> tau 0; .7 on A: [0, 0, 0] -> tau 0 (lowest index)
-    value, taus = B.validated_max_box_acc_v2(a, b, (0.3, 0.7), thr)
-    assert taus == (0.0, 0.0)
-    assert value == pytest.approx((50 + 0) / 2)  # B at tau 0: delta .3 -> 50, .7 -> 0
-
-
 def test_loc_accuracy_mixes_class_and_box():
+    """The shipped Top-1 / GT-known Loc (localization._loc) on hand-made IoUs."""
     ious = np.array([[0.6, 0.1], [0.7, 0.2], [0.3, 0.9], [np.nan, np.nan], [0.5, 0.5]])
     correct = np.array([True, False, True, True, True])
-    top1, known = B.loc_accuracy(ious, 0, correct, 0.5)
-    assert known == 75.0  # 0.6, 0.7, 0.5 of 4 images with foreground
-    assert top1 == 50.0  # images 0 and 4 (image 1 has the wrong class)
-    assert B.loc_accuracy(ious, 1, correct, 0.5) == (50.0, 50.0)
+    loc = localization._loc(ious, correct, 0, n_boot=0, seed=0)
+    assert loc["gt_known_loc"]["value"] == 75.0  # 0.6, 0.7, 0.5 of 4 images with foreground
+    assert loc["top1_loc"]["value"] == 50.0  # images 0 and 4 (image 1 has the wrong class)
+    loc = localization._loc(ious, correct, 1, n_boot=0, seed=0)
+    assert (loc["top1_loc"]["value"], loc["gt_known_loc"]["value"]) == (50.0, 50.0)
 
 
 # ---------------------------------------------------------------- baselines

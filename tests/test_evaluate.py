@@ -138,5 +138,5 @@ def test_every_flag_is_honoured_or_refused_in_each_mode():
         evaluate_cli.check_modes(args)
     modes = parser.get_default("flag_modes")
     shared = {a.dest for a in parser._actions if a.dest not in modes} - {"help"}
-    assert {"batch_size", "data_dir", "device", "split_name", "cam_metrics"} <= shared
-    assert {"limit", "output_dir", "seed", "figures", "methods"} <= set(modes)
+    assert {"batch_size", "data_dir", "device", "split_name", "cam_metrics", "output_dir"} <= shared
+    assert {"limit", "seed", "figures", "methods"} <= set(modes)

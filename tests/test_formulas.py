@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from flowercam.metrics import formulas
+from flowercam.metrics import config, formulas
 
-THR = formulas.default_thresholds(100)
+THR = config.default_thresholds(100)
 
 
 def square_mask(size=32, lo=8, hi=20):

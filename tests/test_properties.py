@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from flowercam.cam import compute, methods
-from flowercam.metrics import formulas
+from flowercam.metrics import config, formulas
 from flowercam.model import heads, normalization, vgg
 
 FAST = settings(max_examples=30, deadline=None)
@@ -112,7 +112,7 @@ def test_localization_metrics_in_range(inputs):
     iou, tau = formulas.best_iou(maps, fg, valid)
     for value in (point, ap, iou):
         assert np.isfinite(value) and 0 <= value <= 100
-    assert tau in formulas.default_thresholds()
+    assert tau in config.default_thresholds()
     assert all(np.array_equal(a, b) for a, b in zip(inputs, before, strict=True))
 
 

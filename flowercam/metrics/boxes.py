@@ -26,10 +26,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage.measure import label
 
-
-def default_thresholds(n=100):
-    """Choe et al. 2020: tau = 0, 1/n, ..., (n-1)/n."""
-    return np.arange(n) / n
+from flowercam.metrics.config import default_thresholds
 
 
 def _thresholds(thresholds, n):
@@ -204,10 +201,6 @@ def box_iou_tables(maps, fg, valid, thresholds=None):
     return out[0], out[1]
 
 
-def best_box_ious(maps, fg, valid, thresholds=None, largest_only=False):
-    """[N,T] best IoU over predicted boxes at each tau with any GT box (NaN: no foreground)."""
-    largest, every = box_iou_tables(maps, fg, valid, thresholds)
-    return largest if largest_only else every
 
 
 # ---------------------------------------------------------------- figures from IoU tables
@@ -241,28 +234,10 @@ def max_box_acc_v2(best_ious_all, deltas=(0.3, 0.5, 0.7), thresholds=None):
     return float(np.mean([r[0] for r in results])), tuple(r[1] for r in results)
 
 
-def loc_accuracy(best_ious, tau_index, correct, delta=0.5):
-    """At one tau: (Top-1 Loc %, GT-known Loc %); Top-1 = class right AND IoU >= delta."""
-    ious = np.asarray(best_ious, np.float64)
-    keep = ~np.isnan(ious).all(1)  # [N] images with foreground
-    if not keep.any():
-        return float("nan"), float("nan")
-    hit = ious[keep, tau_index] >= delta
-    right = np.asarray(correct, bool)[keep]
-    return float((hit & right).sum() * 100 / len(hit)), float(hit.sum() * 100 / len(hit))
 
 
-def validated_max_box_acc(best_ious_a, best_ious_b, delta=0.5, thresholds=None):
-    """BoxAcc on set B at the tau that is best on set A (tau not tuned on B) -> (%, tau)."""
-    k = best_threshold(box_accuracy(best_ious_a, delta))
-    acc_b = box_accuracy(best_ious_b, delta)
-    return float(acc_b[k]), float(_thresholds(thresholds, len(acc_b))[k])
 
 
-def validated_max_box_acc_v2(best_ious_a, best_ious_b, deltas=(0.3, 0.5, 0.7), thresholds=None):
-    """V2 on set B, each delta at its own best tau on set A -> (%, taus per delta)."""
-    results = [validated_max_box_acc(best_ious_a, best_ious_b, d, thresholds) for d in deltas]
-    return float(np.mean([r[0] for r in results])), tuple(r[1] for r in results)
 
 
 # ---------------------------------------------------------------- class-agnostic baselines

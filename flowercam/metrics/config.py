@@ -6,12 +6,22 @@
 
 import dataclasses
 
+import numpy as np
+
 from flowercam.core import UserError
 
 DELETION_BASELINES = ("zeros", "black", "blur")
 TARGETS = ("label", "predicted")
 MAP_BASELINES = ("center", "full")  # class-agnostic maps scored beside the methods
-FAMILIES = ("faithfulness", "localization")  # the families of map figures; a run picks some
+FAMILIES = ("faithfulness", "localization")
+THRESHOLD_COUNT = 100  # map thresholds of the localization figures (Choe et al. 2020)
+
+
+def default_thresholds(n=THRESHOLD_COUNT):
+    """Choe et al. 2020: tau = 0, 1/n, ..., (n-1)/n; a pixel is predicted foreground when
+    map >= tau. The one threshold grid of every pixel and box figure."""
+    return np.arange(n) / n
+  # the families of map figures; a run picks some
 
 
 @dataclasses.dataclass(frozen=True)

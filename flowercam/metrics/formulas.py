@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
+from flowercam.metrics.config import default_thresholds
+
 # ---------------------------------------------------------------- localization
 
 
@@ -43,11 +45,6 @@ def pointing_game_per_image(maps, fg, valid):
 
 def pointing_game(maps, fg, valid):
     return _nanmean(pointing_game_per_image(maps, fg, valid)) * 100
-
-
-def default_thresholds(n=100):
-    """Choe et al. 2020: 0, 1/n, ..., (n-1)/n; a pixel is predicted foreground when map >= t."""
-    return np.arange(n) / n
 
 
 def threshold_counts(maps, fg, valid, thresholds):

@@ -14,8 +14,9 @@ chosen again in every resample, a validated tau stays fixed.
 import numpy as np
 
 from flowercam.metrics import boxes, formulas
+from flowercam.metrics.config import default_thresholds
 
-THRESHOLDS = formulas.default_thresholds()
+THRESHOLDS = default_thresholds()
 DELTA = 0.5  # MaxBoxAcc, Top-1 / GT-known Loc
 DELTAS = (0.3, 0.5, 0.7)  # MaxBoxAccV2
 

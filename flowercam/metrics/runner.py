@@ -253,6 +253,16 @@ def open_model(cfg: MetricsConfig, backbone=None):
     return model, settings, ckpt, cfg
 
 
+def output_folder(cfg: MetricsConfig, ckpt) -> Path:
+    """Where cam_metrics.json/.md go: cfg.output_dir, else the checkpoint's folder (checked now,
+    before the work)."""
+    if cfg.output_dir is not None:
+        core.check_writable_dir(cfg.output_dir)
+        return Path(cfg.output_dir)
+    core.check_writable_dir(Path(ckpt).parent, "the checkpoint's folder", "pass --output-dir DIR")
+    return Path(ckpt).parent
+
+
 def run(cfg: MetricsConfig, backbone=None):
     """evaluate.py --cam-metrics: measure, then write cam_metrics.json and cam_metrics.md.
 
@@ -265,9 +275,7 @@ def run(cfg: MetricsConfig, backbone=None):
     masks = masks if "localization" in cfg.families else None
     model, settings, ckpt, cfg = open_model(cfg, backbone)
     cfg = dataclasses.replace(cfg, validate_tau_on=tau_subset(cfg, masks))
-    out_dir = Path(cfg.output_dir or Path(ckpt).parent)
-    hint = () if cfg.output_dir else ("the checkpoint's folder", "pass --output-dir DIR")
-    core.check_writable_dir(out_dir, *hint)
+    out_dir = output_folder(cfg, ckpt)
     methods = selection.resolve_methods(cfg.methods, settings)
     subset, split = cfg.split_name, cfg.split
     every = dataset.split_items(cfg.data_dir, subset, split)
