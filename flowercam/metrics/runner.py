@@ -135,9 +135,7 @@ def _facts(batch, labels, shared) -> dict:
 
 
 @dataclasses.dataclass
-class _Pass:
-    """What every batch of one measure() call shares."""
-
+class _Pass:  # what every batch of one measure() call shares
     model: object
     items: list
     rows: list
@@ -203,8 +201,7 @@ def measure(model, settings, items, rows, cfg, masks, faithful=True):
     return None if ordered is None else _join(ordered)
 
 
-def _join(batches):
-    """[(per-row figures, facts)] of consecutive batches -> measure()'s result."""
+def _join(batches):  # [(per-row figures, facts)] of consecutive batches -> measure()'s result
     info = {k: [v for _, facts in batches for v in facts[k]] for k in batches[0][1]}
     joined = {m: {k: np.concatenate([b[0][m][k] for b in batches]) for k in batches[0][0][m]}
               for m in batches[0][0]}
