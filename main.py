@@ -18,7 +18,7 @@ from pathlib import Path
 
 from flowercam import core, dist, flags
 from flowercam.data import dataset
-from flowercam.model import heads, normalization, vgg
+from flowercam.model import heads, vgg
 from flowercam.train import features, runs, training
 
 EPOCHS = 50  # -e when not given (a new run)
@@ -30,9 +30,7 @@ RESUMED = ("model_type", "normalize_by", "lr", "epochs", "batch_size", "seed", "
 def get_args_parser():
     parser = core.ArgumentParser(description=__doc__.splitlines()[0])
     add = parser.add_argument
-    add("-m", "--model-type", default="CAM", choices=heads.MODEL_TYPES, help="head to train")
-    add("-n", "--normalize-by", default="minmax", choices=normalization.NORMALIZERS,
-        help="ReCAM mask normaliser (ignored for CAM)")
+    flags.add_head(parser)
     add("--recam-lambda", default=heads.RECAM_LAMBDA, type=flags.positive_float,
         help="ReCAM-published: weight of its L_sce (Chen et al. 2022: 1 on VOC, 0.1 on COCO)")
     add("-l", "--lr", default=1e-4, type=flags.positive_float, help="Adam learning rate")

@@ -8,15 +8,13 @@ The library is flowercam/model/ (vgg.py, heads.py, normalization.py, checkpoints
 """
 
 from flowercam import core, flags
-from flowercam.model import checkpoints, heads, normalization, vgg
+from flowercam.model import checkpoints, heads, vgg
 
 
 def get_args_parser():
     parser = core.ArgumentParser(description=__doc__.splitlines()[0])
     add = parser.add_argument
-    add("-m", "--model-type", default="CAM", choices=heads.MODEL_TYPES, help="the head's type")
-    add("-n", "--normalize-by", default="minmax", choices=normalization.NORMALIZERS,
-        help="ReCAM's normaliser of the class maps")
+    flags.add_head(parser, "the head's type")
     add("--num-classes", default=17, type=int, help="classes of the head")
     add("--checkpoint", default=None, help="a .pth written by main.py (then -m/-n are ignored)")
     return parser

@@ -15,6 +15,7 @@ import os
 import torch
 
 from flowercam.data import dataset
+from flowercam.model import heads, normalization
 from flowercam.train import features
 
 SEED_MAX = 2**63 - 1  # torch.manual_seed's upper bound; numpy takes any non-negative int
@@ -145,3 +146,11 @@ def add_max_pixels(parser):
 
 def default_workers() -> int:
     return os.cpu_count() or 1
+
+
+def add_head(parser, what="head to train"):
+    """The report's -m/-n: the head's type and ReCAM's normaliser of its class maps."""
+    parser.add_argument("-m", "--model-type", default="CAM", choices=heads.MODEL_TYPES, help=what)
+    parser.add_argument("-n", "--normalize-by", default="minmax",
+                        choices=normalization.NORMALIZERS,
+                        help="ReCAM's normaliser of the class maps (ignored for CAM)")

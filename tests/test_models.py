@@ -5,7 +5,9 @@ import os
 
 import pytest
 import torch
+from training_data import run_cli
 
+import models as models_cli
 from flowercam import core
 from flowercam.model import checkpoints, heads, normalization, vgg
 
@@ -202,3 +204,17 @@ def test_run_main_user_error(capsys):
     with pytest.raises(SystemExit) as exc:
         core.run_main(main, argparse.ArgumentParser(), [])
     assert exc.value.code == 2 and capsys.readouterr().err == "error: thing is wrong: fix it\n"
+
+
+def test_models_command_shows_a_head_and_a_checkpoint(tmp_path, capsys):
+    """models.py: the head built from -m/-n, or the one a checkpoint rebuilds."""
+    code, _ = run_cli(models_cli, ["-m", "ReCAM", "-n", "sigmoid", "--num-classes", "5"])
+    out = capsys.readouterr().out
+    assert code is None and "conv.weight: (5, 512, 1, 1)" in out
+    assert "trainable parameters: 2590" in out  # 512*5 + 5 + 5*5
+    head = heads.build_head({"model_type": "CAM", "num_classes": 3})
+    checkpoints.save_checkpoint(tmp_path / "c.pth", head, {"model_type": "CAM", "num_classes": 3})
+    code, _ = run_cli(models_cli, ["--checkpoint", str(tmp_path / "c.pth")])
+    assert code is None and "fc.weight: (3, 3)" in capsys.readouterr().out
+    code, _ = run_cli(models_cli, ["--checkpoint", str(tmp_path / "nope.pth")])
+    assert code == 2 and "nope.pth not found" in capsys.readouterr().err
