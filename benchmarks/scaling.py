@@ -63,8 +63,9 @@ def build_once(args):
             features.feature_cache(items, backbone, folder, "fp32", args.batch_size, 0, size=256)
             phases = {"total": time.perf_counter() - start}
         else:
-            job = cache_shards.Build(npy, meta, key, items, 256, args.batch_size, 0,
-                                     features.batch_runner(backbone, "fp32", "cpu"))
+            job = cache_shards.Build(npy_path=npy, meta_path=meta, key=key, items=items, size=256,
+                                     batch_size=args.batch_size, num_workers=0,
+                                     run_batch=features.batch_runner(backbone, "fp32", "cpu"))
             cache_shards.build(job)
             phases = dict(cache_shards.PHASES)
         parts = dist.gather({**phases, "threads": torch.get_num_threads()})

@@ -81,22 +81,19 @@ def worker_errors():
         raise UserError(lines[-1].split("UserError: ", 1)[-1]) from None
 
 
-def _build(store, done, items, backbone, size, precision, batch_size, num_workers, device,
-           on_flush):
+def _build(store, done, job: cache_shards.Build, on_flush):
     """Run the backbone over the rows not done yet, in items order; flush after every batch."""
     todo = np.flatnonzero(~done)
-    subset = [items[i] for i in todo]
+    subset = [job.items[i] for i in todo]
     # decoding runs in worker processes while the main process runs the backbone
-    loader = DataLoader(dataset.FlowerDataset(subset, size), batch_size=batch_size,
-                        shuffle=False, num_workers=num_workers)
-    bar = tqdm(total=len(items), initial=int(done.sum()), desc="feature cache", unit="img")
+    loader = DataLoader(dataset.FlowerDataset(subset, job.size), batch_size=job.batch_size,
+                        shuffle=False, num_workers=job.num_workers)
+    bar = tqdm(total=len(job.items), initial=int(done.sum()), desc="feature cache", unit="img")
     start = 0
-    with bar, torch.inference_mode(), worker_errors():
+    with bar, worker_errors():
         for images, _ in loader:
-            with autocast(precision, device):
-                feats = backbone(images.to(device))  # [B,512,7,7]
             rows = todo[start:start + len(images)]
-            store[rows] = feats.float().cpu().numpy()
+            store[rows] = job.run_batch(images)  # [B,512,7,7] float32
             store.flush()  # data on disk before the done mask says so
             done[rows] = True
             on_flush(done)
@@ -118,23 +115,23 @@ def feature_cache(items, backbone, data_dir, precision="fp32", batch_size=16, nu
     autocast(precision, device)  # validates precision before any file is touched
     if not items:
         return torch.zeros((0, *vgg.FEATURE_SHAPE))
+    job = cache_shards.Build(npy_path=npy_path, meta_path=meta_path, key=key, items=list(items),
+                             size=size, batch_size=batch_size, num_workers=num_workers,
+                             run_batch=batch_runner(backbone, precision, device))
     if dist.world() > 1:  # under torchrun: the ranks build it together (cache_shards.py)
-        job = cache_shards.Build(npy_path, meta_path, key, list(items), size, batch_size,
-                                 num_workers, batch_runner(backbone, precision, device))
         with worker_errors():
             return cache_shards.build(job)
     if not cache_store.check_complete(npy_path, meta_path, key):
         with cache_store.build_lock(npy_path):
             # another process may have finished it while this one waited for the lock
             if not cache_store.check_complete(npy_path, meta_path, key):
-                _build_locked(npy_path, meta_path, key, items, backbone, size, precision,
-                              batch_size, num_workers, device)
+                _build_locked(job)
     # "c" = private copy-on-write mapping: writable for torch, never changes the file
     return torch.from_numpy(np.load(npy_path, mmap_mode="c"))
 
 
 def batch_runner(backbone, precision, device):
-    """images [B,3,H,W] -> their float32 features as numpy [B,512,7,7] (as _build computes)."""
+    """images [B,3,H,W] -> their float32 features as numpy [B,512,7,7] (every build's rows)."""
     def run(images):
         with torch.inference_mode():
             with autocast(precision, device):
@@ -143,10 +140,10 @@ def batch_runner(backbone, precision, device):
     return run
 
 
-def _build_locked(npy_path, meta_path, key, items, backbone, size, precision, batch_size,
-                  num_workers, device):
+def _build_locked(job: cache_shards.Build):
     """Compute the missing rows into the store; record progress (about once a second, and at
     the end), then the checksums once complete."""
+    npy_path, meta_path, key = job.npy_path, job.meta_path, job.key
     store, done = cache_store.open_for_build(npy_path, meta_path, key)
     last = [0.0]
 
@@ -157,8 +154,7 @@ def _build_locked(npy_path, meta_path, key, items, backbone, size, precision, ba
 
     try:
         with disk_errors(npy_path):
-            _build(store, done, items, backbone, size, precision, batch_size, num_workers,
-                   device, on_flush)
+            _build(store, done, job, on_flush)
     finally:
         store.flush()
         del store
