@@ -9,7 +9,7 @@ Writes model/TS<timestamp>_<type>[_<normaliser>]/: config.json, training_logs.tx
 per epoch) and epoch_N.pth whenever the validation loss improves. Training halts when the
 validation loss exceeds twice the training loss (the report's overfitting stop). --resume RUN
 continues RUN after its last complete epoch (RUN/state.pth) with RUN's own settings (config.json),
-giving the losses of an uninterrupted run; the rule is in flowercam/runs.py.
+giving the losses of an uninterrupted run; the rule is in flowercam/train/runs.py.
 """
 
 import argparse

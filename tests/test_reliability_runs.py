@@ -1,5 +1,5 @@
 """Issue #11, runs: `main.py --resume RUN` continues an interrupted run with the losses of an
-uninterrupted one; leftovers and unlogged checkpoints follow the rule of flowercam/runs.py."""
+uninterrupted one; leftovers and unlogged checkpoints follow the rule of flowercam/train/runs.py."""
 
 import json
 from pathlib import Path

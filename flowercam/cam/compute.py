@@ -4,10 +4,10 @@
     .venv/bin/pytest tests/test_cams.py -q
     BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_features.pth python -m benchmarks.cams
 
-Notebook use:  model, settings = models.load_model("model/RUN/epoch_7.pth", "../shared/weights/...")
-               res = cams.compute_maps(model, images, "LayerCAM")  # .raw .maps .logits .targets
-               cams.compute_maps(model, images, "CAM", scales=(1, 0.5, 1.5, 2), flip=True)
-The methods are records in flowercam/methods.py; one pass of one is run by flowercam/maps.py;
+Notebook use:  model, settings = checkpoints.load_model("model/RUN/epoch_7.pth", "../shared/...")
+               res = compute.compute_maps(model, images, "LayerCAM")  # .raw .maps .logits .targets
+               compute.compute_maps(model, images, "CAM", scales=(1, 0.5, 1.5, 2), flip=True)
+The methods are records in flowercam/cam/methods.py; one pass of one is run by maps.py;
 this module checks, runs the pass and aggregates scales and flips.
 """
 

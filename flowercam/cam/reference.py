@@ -1,5 +1,5 @@
 """The report's per-image loop for the gradient methods: the reference that the batched drivers
-of flowercam/maps.py must reproduce (tests/test_cams.py) and that benchmarks/cams.py times.
+of flowercam/cam/maps.py must reproduce (tests/test_cams.py) and that benchmarks/cams.py times.
 
     python -c "from flowercam.cam import reference; help(reference.report_loop)"
     .venv/bin/pytest tests/test_cams.py -q -k report_loop

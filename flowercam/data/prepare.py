@@ -4,9 +4,9 @@
     python -c "from flowercam.data import prepare as p; \
 print(p.scan_source('my_photos')['classes'])"
 
-Writes data/index.json, labels.txt, augment.json, splits.json (flowercam/splits.py) and
+Writes data/index.json, labels.txt, augment.json, splits.json (flowercam/data/splits.py) and
 auged/<id>_<k>.jpg (copy 0 = resized only, copies 1.. = the report's random affine + flip) and,
-when the source has a masks/ folder, masks/<id>.png (flowercam/masks.py).
+when the source has a masks/ folder, masks/<id>.png (flowercam/data/masks.py).
 """
 
 import dataclasses
@@ -52,7 +52,7 @@ def scan_oxford(jpg_dir, limit=None):
 
 def scan_folders(root, limit=None):
     """(class names, images) of an ImageFolder layout: root/<class name>/<image files>."""
-    # root/masks/ holds segmentation masks (flowercam/masks.py), never a class
+    # root/masks/ holds segmentation masks (flowercam/data/masks.py), never a class
     classes = sorted(p.name for p in root.iterdir()
                      if p.is_dir() and not p.name.startswith(".") and p.name != masks.FOLDER)
     images, empty = [], []
@@ -220,7 +220,7 @@ def prepare(data_dir, settings, source=None, num_workers=1, limit_per_class=None
     """Index, check and augment the images of source into data_dir (resuming an earlier run).
 
     -> {"index", "splits", "written" (new files), "out_dir", "redone" (ids whose source changed
-    since the last run: their copies are written anew, flowercam/sources.py)}; data/augment.json
+    since the last run: their copies are written anew, flowercam/data/sources.py)}; data/augment.json
     says "complete": true only once every file is written."""
     data_dir = Path(data_dir)
     index = scan_source(resolve_source(source, data_dir, base_url), limit_per_class)

@@ -121,7 +121,7 @@ class TrainState:
 
 def start(settings, run_dir, lr, seed, device, resume=False) -> TrainState:
     """A fresh seeded head and Adam; resume: as they were after the last saved epoch (the
-    rule in flowercam/runs.py: later log rows and checkpoints are discarded and redone)."""
+    rule in flowercam/train/runs.py: later log rows and checkpoints are discarded and redone)."""
     torch.manual_seed(seed)
     head = heads.build_head(settings).to(device)
     # fused Adam: one kernel per step instead of a dozen small ones (the head step is tiny)
