@@ -220,7 +220,7 @@ def prepare(data_dir, settings, source=None, num_workers=1, limit_per_class=None
     """Index, check and augment the images of source into data_dir (resuming an earlier run).
 
     -> {"index", "splits", "written" (new files), "out_dir", "redone" (ids whose source changed
-    since the last run: their copies are written anew, flowercam/data/sources.py)}; data/augment.json
+    since the last run: their copies are written anew, data/sources.py)}; data/augment.json
     says "complete": true only once every file is written."""
     data_dir = Path(data_dir)
     index = scan_source(resolve_source(source, data_dir, base_url), limit_per_class)

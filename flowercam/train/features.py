@@ -4,7 +4,7 @@
     python -c "from flowercam.train import features; print(features.PRECISIONS)"
 
 Files: data/cache/feats-<hash>.npy (float32 memmap, rows in items order) and feats-<hash>.json
-({"key": ..., "done": "0101...", checksums}; flowercam/train/cache_store.py): the hash covers dataset,
+({"key": ..., "done": "0101...", checksums}; train/cache_store.py): the hash covers dataset,
 image list (ids, file sizes and mtimes), input size, backbone_id and precision, so a changed input
 never reuses stale features. Completed batches are flushed, then marked done, so an interrupted
 build resumes where it stopped; a complete cache is verified on open (cache_store.py).
