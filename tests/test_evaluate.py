@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_data import make_dataset, random_weights, run_cli
+from training_data import make_dataset, random_weights, run_cli, trained_run
 
 import evaluate as evaluate_cli
-import main as main_cli
 from flowercam.core import UserError
 from flowercam.metrics.config import MetricsConfig
 from flowercam.model import checkpoints, heads
@@ -20,14 +19,7 @@ from flowercam.train import runs, training
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """(data dir, weights, run dir of a 3-epoch CAM run)."""
-    root = tmp_path_factory.mktemp("eval")
-    data_dir = make_dataset(root / "data", per_class=4, copies=2, size=32)
-    weights = random_weights(root / "w.pth")
-    code, run_dir = run_cli(main_cli, ["--data-dir", data_dir, "--backbone-weights", weights,
-                                   "--output-dir", str(root / "model"), "-e", "3", "-l", "1e-3",
-                                   "--num-workers", "0", "--batch-size", "4"])
-    assert code is None
-    return data_dir, weights, run_dir
+    return trained_run(tmp_path_factory.mktemp("eval"), 3, 2, "-l", "1e-3")
 
 
 def test_eval_json_matches_training_log(run):

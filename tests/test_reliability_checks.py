@@ -7,7 +7,13 @@ import signal
 import pytest
 import torch
 from PIL import Image
-from training_data import make_dataset, make_folder_dataset, make_read_only, random_weights, run_cli
+from training_data import (
+    make_dataset,
+    make_folder_dataset,
+    make_read_only,
+    run_cli,
+    trained_run,
+)
 
 import evaluate as evaluate_cli
 import inference as inference_cli
@@ -23,12 +29,7 @@ SEVENTEEN = tuple(prepare.FLOWER17_CLASSES)
 def run(tmp_path_factory):
     """(root, data dir, weights, run dir of a 2-epoch CAM run on classes Red, Green, Blue)."""
     root = tmp_path_factory.mktemp("checks")
-    data_dir = make_dataset(root / "data", per_class=4, copies=1, size=32)
-    weights = random_weights(root / "w.pth")
-    code, run_dir = run_cli(main_cli, ["--data-dir", data_dir, "--backbone-weights", weights,
-                                       "--output-dir", str(root / "model"), "-e", "2",
-                                       "--num-workers", "0", "--batch-size", "4"])
-    assert code is None
+    data_dir, weights, run_dir = trained_run(root, 2, 1)
     return root, data_dir, weights, run_dir
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+import main as main_cli
 from flowercam import core, flags
 from flowercam.model import heads, vgg
 
@@ -92,6 +93,18 @@ def make_dataset(root, per_class=4, copies=2, size=64, seed=0, classes=CLASSES) 
     splits = {"source": "generated", "seed": 0, "splits": {s: parts for s in ("1", "2", "3")}}
     (root / "splits.json").write_text(json.dumps(splits))
     return str(root)
+
+
+def trained_run(root, epochs, copies, *flags) -> tuple[str, str, Path]:
+    """A tiny CAM run of main.py on a seeded synthetic data folder under root (4 images per
+    class, 32 px, random backbone weights) -> (data dir, weights, run dir)."""
+    data_dir = make_dataset(root / "data", per_class=4, copies=copies, size=32)
+    weights = random_weights(root / "w.pth")
+    code, run_dir = run_cli(main_cli, ["--data-dir", data_dir, "--backbone-weights", weights,
+                                       "--output-dir", str(root / "model"), "-e", str(epochs),
+                                       "--num-workers", "0", "--batch-size", "4", *flags])
+    assert code is None
+    return data_dir, weights, run_dir
 
 
 def random_weights(path, seed=0) -> str:
