@@ -35,7 +35,7 @@ def gradcam_terms(acts, grads, weights=None):
 def gradcampp_terms(acts, grads, weights=None):
     """Grad-CAM++: (sum_ab alpha relu(g))_k A_k (alpha: methods.gradcampp_alpha)."""
     g2 = grads.pow(2)
-    alpha = _safe_div(g2, 2 * g2 + (acts * g2 * grads).sum((2, 3), keepdim=True))
+    alpha = _safe_div(g2, 2 * g2 + acts.sum((2, 3), keepdim=True) * g2 * grads)  # eq. 19
     return (alpha * F.relu(grads)).sum((2, 3), keepdim=True) * acts
 
 
@@ -91,10 +91,10 @@ def finer_objective(logits, targets, references=3, alpha=1.0):
 def smooth_gradcampp_terms(acts, grads, weights=None):
     """Smooth Grad-CAM++ (Omeiza et al. 2019): Grad-CAM++ with the gradient powers averaged over
     N noisy copies of the image. acts [B,K,h,w] of the clean image, grads [N,B,K,h,w] of the
-    copies; alpha = mean(g^2) / (2 mean(g^2) + sum_ab A mean(g^3)),
+    copies; alpha_ij = mean(g_ij^2) / (2 mean(g_ij^2) + (sum_ab A_ab) mean(g_ij^3)),
     w_k = sum_ab alpha relu(mean g)."""
     g2, g3 = grads.pow(2).mean(0), grads.pow(3).mean(0)
-    alpha = _safe_div(g2, 2 * g2 + (acts * g3).sum((2, 3), keepdim=True))
+    alpha = _safe_div(g2, 2 * g2 + acts.sum((2, 3), keepdim=True) * g3)
     return (alpha * F.relu(grads.mean(0))).sum((2, 3), keepdim=True) * acts
 
 

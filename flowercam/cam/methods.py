@@ -47,12 +47,13 @@ def gradcam(acts, grads, weights=None):
 
 
 def gradcampp_alpha(acts, grads):
-    """Grad-CAM++ (Chattopadhyay et al. 2018, eq. 19): alpha = g^2 / (2 g^2 + sum_ab A g^3).
+    """Grad-CAM++ (Chattopadhyay et al. 2018, eq. 19): alpha_ij = g_ij^2 / (2 g_ij^2 +
+    (sum_ab A_ab) g_ij^3), as pytorch-grad-cam (torchcam sums A_ab g_ab^3 instead).
 
     acts, grads [B,K,h,w] -> alpha [B,K,h,w]; 0 where the denominator is 0 (0/0 -> 0, not NaN).
     """
     g2 = grads.pow(2)
-    denom = 2 * g2 + (acts * g2 * grads).sum((2, 3), keepdim=True)
+    denom = 2 * g2 + acts.sum((2, 3), keepdim=True) * g2 * grads
     safe = torch.where(denom != 0, denom, torch.ones_like(denom))
     return torch.where(denom != 0, g2 / safe, torch.zeros_like(denom))
 
