@@ -112,4 +112,4 @@ def image_tables(np_maps, masks):
     largest, every = boxes.box_iou_tables(np_maps, fg, valid, THRESHOLDS)
     return {"hit": formulas.pointing_game_per_image(np_maps, fg, valid),  # NaN without a mask
             "tp": tp, "fp": fp, "n_fg": n_fg, "box_largest": largest, "box_all": every,
-            "has_mask": has}
+            "has_mask": has, "n_valid": valid.sum((1, 2))}

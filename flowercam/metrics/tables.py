@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from flowercam.core import atomic_write
-from flowercam.metrics import formulas, localization
+from flowercam.metrics import formulas, localization, pseudo
 
 # key, table header, format, show its tau; AD/IC/pointing/PxAP/IoU/box figures in %, AUCs in
 # probability units
@@ -52,6 +52,8 @@ def localize(arrays, idx, taus, n_boot, seed):
            "oracle_tau": localization.oracle(arrays, idx, n_boot, seed)}
     if taus is not None:
         out["validated_tau"] = localization.validated(arrays, idx, taus, n_boot, seed)
+    if "n_valid" in arrays:  # --figures pseudo-masks
+        out["pseudo_masks"] = pseudo.summary(arrays, idx, taus, n_boot, seed)
     return out
 
 
@@ -102,8 +104,11 @@ def summarise(measured, cfg, context):
     options = {k: getattr(cfg, k) for k in ("steps", "precision", "target", "deletion_baseline",
                                             "bootstrap", "limit", "perturb_limit", "seed",
                                             "device", "baselines", "validate_tau_on",
-                                            "scales", "flip", "layers")}
-    rows = {r: row_summary(a, y, labels, context["class_names"],
+                                            "scales", "flip", "layers", "refine",
+                                            "refine_workers")}
+    pseudo_on = "pseudo-masks" in cfg.families
+    rows = {r: row_summary(a if pseudo_on else {k: v for k, v in a.items() if k != "n_valid"},
+                           y, labels, context["class_names"],
                            tau_set["taus"][r] if tau_set else None, cfg.bootstrap, cfg.seed)
             for r, a in measured["methods"].items()}
     first = next(iter(measured["methods"].values()))
@@ -112,6 +117,9 @@ def summarise(measured, cfg, context):
     return {"checkpoint": context["checkpoint"], "split": context["split"],
             "subset": context["subset"], "n_images": n, "seconds": context["seconds"],
             "seconds_per_image": context["seconds"] / max(n, 1),
+            "row_seconds_per_image": {r: float(np.mean(a["seconds"]))
+                                      for r, a in measured["methods"].items() if "seconds" in a},
+            "few_shot": context.get("few_shot") or {},
             "tau_seconds": context.get("tau_seconds", 0.0),
             "torch_threads": torch.get_num_threads(), "options": options, "thresholds": 100,
             "localization": mask_counts(first, context["masks"], tau_set),
@@ -228,6 +236,8 @@ def markdown(summary):
     lines += _table(_rows(summary, lambda f: f["overall"]), FAITHFULNESS, center=center)
     if summary["localization"]["masks_dir"]:
         lines += _localization_lines(summary)
+        lines += pseudo.markdown_lines(_rows(summary, lambda f: f["overall"]),
+                                       summary.get("row_seconds_per_image", {}), BASELINE)
     for label, figs in _rows(summary, lambda f: f["per_class"]):
         lines += ["", f"## {label} per class (oracle tau)", ""]
         lines += _table([(c, {**f, **f.get("oracle_tau", {})}) for c, f in figs.items()],

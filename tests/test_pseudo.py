@@ -1,0 +1,66 @@
+"""flowercam.metrics.pseudo: pseudo-mask figures on hand-made masks (known IoU / F1), ignored
+pixels left out, the oracle and validated tau, the markdown table."""
+
+import numpy as np
+import pytest
+
+from flowercam.metrics import localization, pseudo
+
+
+def hand_made(ignored_map=1.0, ignored_fg=False):
+    """Image 0: 10x10, flower rows 0-4 (50 px), row 9 ignored, map 1 on rows 0-5 and
+    ignored_map on row 9 (ignored: never a false positive); image 1: no flower pixel."""
+    fg, valid = np.zeros((2, 10, 10), bool), np.ones((2, 10, 10), bool)
+    fg[0, :5] = True
+    fg[0, 9] = ignored_fg
+    valid[:, 9] = False
+    maps = np.zeros((2, 10, 10))
+    maps[0, :6], maps[0, 9] = 1.0, ignored_map
+    maps[1, 2:4] = 0.7
+    return localization.image_tables(maps, (fg & valid, valid, np.array([True, True])))
+
+
+def test_known_figures_on_a_hand_made_mask():
+    a = hand_made()
+    figs = pseudo.oracle(a, np.arange(2), n_boot=20, seed=0)
+    # tp 50, fp 10 (row 5; row 9 ignored), fn 0, tn 90 - 50 - 10 = 30
+    expected = {"fg_iou": 50 / 60, "bg_iou": 30 / 40, "miou": (50 / 60 + 30 / 40) / 2,
+                "precision": 50 / 60, "recall": 1.0, "f1": 100 / 110}
+    for name, value in expected.items():
+        assert figs[name]["value"] == pytest.approx(value * 100), name
+        assert figs[name]["n"] == 1  # the image without a flower is left out
+        assert figs[name]["tau"] == pytest.approx(0.01)  # tau 0 would take every pixel
+        lo, hi = figs[name]["ci95"]
+        assert lo == pytest.approx(value * 100) and hi == pytest.approx(value * 100)
+
+
+def test_ignored_pixels_change_nothing():
+    a, b = hand_made(), hand_made(ignored_map=0.0, ignored_fg=True)
+    assert a["n_valid"][0] == 90
+    np.testing.assert_allclose(pseudo.per_tau(b, np.arange(1)), pseudo.per_tau(a, np.arange(1)))
+    assert np.isnan(pseudo.per_tau(a, np.arange(2))[:, 1]).all()
+
+
+def test_validated_tau_is_fixed_and_at_most_the_oracle():
+    a = hand_made()
+    at_zero = pseudo.validated(a, np.arange(2), 0, n_boot=20, seed=0)
+    assert at_zero["fg_iou"]["value"] == pytest.approx(50 / 90 * 100)  # every valid pixel
+    assert at_zero["recall"]["value"] == 100 and at_zero["fg_iou"]["tau"] == 0.0
+    best = pseudo.oracle(a, np.arange(2), 20, 0)
+    assert all(at_zero[f]["value"] <= best[f]["value"] + 1e-9 for f in ("fg_iou", "miou", "f1"))
+    assert pseudo.validated(a, np.arange(2), None, 20, 0) == {}
+
+
+def test_summary_and_markdown_rows():
+    a = hand_made()
+    s = pseudo.summary(a, np.arange(2), (50, 0, [0, 0, 0]), 10, 0)
+    assert set(s) == {"oracle_tau", "validated_tau"}
+    assert s["validated_tau"]["fg_iou"]["tau"] == 0.5
+    worse = {"oracle_tau": {f: dict(v, value=v["value"] - 10) for f, v in
+                            s["oracle_tau"].items()}}
+    rows = [("CAM", {"pseudo_masks": worse}), ("center (b)", {"pseudo_masks": s}),
+            ("few-shot-5 (b)", {"pseudo_masks": s})]
+    lines = pseudo.markdown_lines(rows, {"CAM": 0.5}, " (b)")
+    cam = next(line for line in lines if line.startswith("| CAM |"))
+    assert "†‡" in cam and cam.endswith("| 0.50 |")
+    assert "†" not in next(line for line in lines if line.startswith("| center"))
