@@ -90,6 +90,14 @@ def add_cam_metrics_args(parser):
              f"{D('deletion_baseline')}")
     add("--target", choices=config.TARGETS,
         help=f"the class each map explains; default {D('target')}")
+    add_row_args(add)
+    add_mask_args(add)
+    add_run_args(parser, group, add)
+    return parser
+
+
+def add_row_args(add):
+    """The rows beside the methods (baselines) and the refined rows (METHOD+REFINER)."""
     add("--baselines", nargs="*", choices=config.MAP_BASELINES + config.FEW_SHOT_BASELINES,
         help="maps scored beside the methods: center (Gaussian, sigma = side/4), full (all "
              "ones), few-shot-N (a pixel classifier on N training masks per class); "
@@ -100,9 +108,6 @@ def add_cam_metrics_args(parser):
              "none = the plain map; default: none")
     add("--refine-workers", type=flags.non_negative_int,
         help="worker processes for the refinements (0 = this process); default 0")
-    add_mask_args(add)
-    add_run_args(parser, group, add)
-    return parser
 
 
 def add_mask_args(add):

@@ -132,6 +132,19 @@ def test_own_images_give_native_size_overlays_and_binary_masks(env, tmp_path):
         assert Image.open(overlay).size == size
 
 
+def test_refined_pseudo_masks_are_binary_at_image_size(env, tmp_path):
+    plain, crf = tmp_path / "plain", tmp_path / "crf"
+    for folder, how in ((plain, "none"), (crf, "crf")):
+        run(env, tmp_path / "out", "-m", env["cam"], "-t", "CAM", "--image", str(env["photos"]),
+            "--pseudo-masks-dir", str(folder), "--refine", how)
+    photos = sorted(env["photos"].iterdir())
+    refined = [np.array(Image.open(crf / f"{p.stem}.png")) for p in photos]
+    assert all(m.shape == Image.open(p).size[::-1] and set(np.unique(m)) <= {0, 255}
+               for m, p in zip(refined, photos, strict=True))
+    assert any((m != np.array(Image.open(plain / f"{p.stem}.png"))).any()
+               for m, p in zip(refined, photos, strict=True))
+
+
 def test_comparison_figure_has_a_column_per_pair(env, tmp_path):
     run(env, tmp_path, "--grid-runs", env["grid_runs"], "--compare", f"{env['cam']}:CAM",
         "ReCAM_minmax_lr0.0001:ReCAM", f"{env['cam']}:LayerCAM:relu", "-s", "0")
@@ -157,6 +170,7 @@ BAD_INPUTS = {
     "bad compare pair": lambda e: ["--compare", e["cam"]],
     "alpha above 1": lambda e: ["-m", e["cam"], "--alpha", "1.5"],
     "mask threshold nan": lambda e: ["-m", e["cam"], "--mask-threshold", "nan"],
+    "refine without masks": lambda e: ["-m", e["cam"], "--refine", "crf"],
     "unknown method": lambda e: ["-m", e["cam"], "-t", "NoSuchCAM"],
     "checkpoint and compare": lambda e: ["-m", e["cam"], "--compare", f"{e['cam']}:CAM"],
 }

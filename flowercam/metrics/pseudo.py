@@ -105,9 +105,20 @@ def summary(a, idx, taus, n_boot, seed):
     return out
 
 
+def on_tau_set(tau_set, n_boot, seed):
+    """{row: oracle figures} on the tau set's own mask images (runner.tau_set; there its
+    oracle tau is the validated tau); {} without a tau set."""
+    if not tau_set or "arrays" not in tau_set:
+        return {}
+    return {row: oracle(a, np.flatnonzero(a["has_mask"]), n_boot, seed)
+            for row, a in tau_set["arrays"].items() if "n_valid" in a}
+
+
 # ---------------------------------------------------------------- cam_metrics.md
 
-TAU_KINDS = (("oracle_tau", "Oracle tau (chosen on the images scored)"),
+TAU_KINDS = (("tau_set_oracle", "The tau set's mask images at their own oracle tau (the "
+                               "validated tau)"),
+             ("oracle_tau", "Oracle tau (chosen on the images scored)"),
              ("validated_tau", "Validated tau (chosen on the tau set's mask images)"))
 
 

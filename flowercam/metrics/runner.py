@@ -98,7 +98,7 @@ def measure_method(maps, shared, masks, keep, score_fn, cfg, generator, faithful
     o = score_fn(shared["pixels"] * maps[:, None], shared["targets"]).numpy() if faithful else nan
     dele, ins = perturbation_aucs(maps, shared, keep, score_fn, cfg, generator)
     return {"o": o, "deletion": dele, "insertion": ins,
-            **localization.image_tables(maps.numpy(), masks)}
+            **localization.image_tables(maps.numpy(), masks, "localization" in cfg.families)}
 
 
 def _batch_feats(model, all_feats, images, start, cfg):
@@ -215,7 +215,8 @@ def tau_set(model, settings, rows, cfg, masks, few_shot=None):
     if measured is None:  # a rank > 0 under torchrun
         return None
     return {"subset": cfg.validate_tau_on, "n_images": len(items),
-            "taus": {row: localization.choose_taus(a) for row, a in measured["methods"].items()}}
+            "taus": {row: localization.choose_taus(a) for row, a in measured["methods"].items()},
+            "arrays": measured["methods"]}  # the tau set's own figures (pseudo.on_tau_set)
 
 
 # ---------------------------------------------------------------- entry point

@@ -45,13 +45,14 @@ def faithfulness(arrays, y, idx, n_boot, seed):
 
 def localize(arrays, idx, taus, n_boot, seed):
     """Pointing, PxAP, and the tau figures at the oracle tau and (taus given) a validated tau."""
-    idx = idx[arrays["has_mask"][idx]]
+    idx, out = idx[arrays["has_mask"][idx]], {}
     if len(idx) == 0:
-        return {}
-    out = {**localization.threshold_free(arrays, idx, n_boot, seed),
-           "oracle_tau": localization.oracle(arrays, idx, n_boot, seed)}
-    if taus is not None:
-        out["validated_tau"] = localization.validated(arrays, idx, taus, n_boot, seed)
+        return out
+    if "box_largest" in arrays:  # --figures localization
+        out = {**localization.threshold_free(arrays, idx, n_boot, seed),
+               "oracle_tau": localization.oracle(arrays, idx, n_boot, seed)}
+        if taus is not None:
+            out["validated_tau"] = localization.validated(arrays, idx, taus, n_boot, seed)
     if "n_valid" in arrays:  # --figures pseudo-masks
         out["pseudo_masks"] = pseudo.summary(arrays, idx, taus, n_boot, seed)
     return out
@@ -104,13 +105,16 @@ def summarise(measured, cfg, context):
     options = {k: getattr(cfg, k) for k in ("steps", "precision", "target", "deletion_baseline",
                                             "bootstrap", "limit", "perturb_limit", "seed",
                                             "device", "baselines", "validate_tau_on",
-                                            "scales", "flip", "layers", "refine",
+                                            "scales", "flip", "layers", "refine", "families",
                                             "refine_workers")}
     pseudo_on = "pseudo-masks" in cfg.families
     rows = {r: row_summary(a if pseudo_on else {k: v for k, v in a.items() if k != "n_valid"},
                            y, labels, context["class_names"],
                            tau_set["taus"][r] if tau_set else None, cfg.bootstrap, cfg.seed)
             for r, a in measured["methods"].items()}
+    for r, figures in pseudo.on_tau_set(tau_set if pseudo_on else None, cfg.bootstrap,
+                                        cfg.seed).items():
+        rows[r]["overall"].setdefault("pseudo_masks", {})["tau_set_oracle"] = figures
     first = next(iter(measured["methods"].values()))
     per_image = {**info, **{m: {k: a[k].tolist() for k in ("o", "deletion", "insertion", "hit")}
                             for m, a in measured["methods"].items()}}
@@ -234,8 +238,10 @@ def markdown(summary):
     center = summary.get("baselines", {}).get("center", {}).get("overall")
     lines = ["# CAM metrics", "", *_header(summary), "", "## Faithfulness", ""]
     lines += _table(_rows(summary, lambda f: f["overall"]), FAITHFULNESS, center=center)
-    if summary["localization"]["masks_dir"]:
+    families = summary["options"].get("families", ["localization"])
+    if summary["localization"]["masks_dir"] and "localization" in families:
         lines += _localization_lines(summary)
+    if summary["localization"]["masks_dir"]:
         lines += pseudo.markdown_lines(_rows(summary, lambda f: f["overall"]),
                                        summary.get("row_seconds_per_image", {}), BASELINE)
     for label, figs in _rows(summary, lambda f: f["per_class"]):

@@ -51,7 +51,7 @@ def unary(fg_map, gt_prob=IRN.gt_prob):
 
 def dense_crf(image, fg_map, settings: CRFSettings = IRN):
     """image [H,W,3] uint8, fg_map [H,W] in [0,1] -> foreground marginal [H,W] float32."""
-    image = np.ascontiguousarray(image, np.uint8)
+    image = np.array(image, np.uint8, order="C")  # a writable copy (pydensecrf2 asks for one)
     h, w = fg_map.shape
     if image.shape != (h, w, 3):
         raise UserError(f"the CRF needs an {h}x{w} RGB image for an {h}x{w} map, got "

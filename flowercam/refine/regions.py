@@ -47,7 +47,8 @@ def seeds(fg_map, s: WalkSettings = WALK):
 
 
 def random_walk(image, fg_map, s: WalkSettings = WALK):
-    """P(a walk from the pixel first reaches a foreground seed) [H,W]; the map unchanged when
+    """P(a walk from the pixel first reaches a foreground seed) [H,W] (a direct sparse solve:
+    exact, and faster than conjugate gradients at 256 px); the map unchanged when
     one kind of seed is missing (nothing to walk between)."""
     fg_map = np.clip(np.asarray(fg_map, np.float32), 0.0, 1.0)
     labels = seeds(fg_map, s)
@@ -56,7 +57,7 @@ def random_walk(image, fg_map, s: WalkSettings = WALK):
     data = np.asarray(image, np.float64) / 255.0
     with warnings.catch_warnings():  # "the probability range is outside [0, 1]": clipped below
         warnings.simplefilter("ignore")
-        prob = segmentation.random_walker(data, labels, beta=s.beta, mode="cg_j",
+        prob = segmentation.random_walker(data, labels, beta=s.beta, mode="bf",
                                           channel_axis=-1, return_full_prob=True)
     return np.clip(prob[1], 0.0, 1.0).astype(np.float32)  # [2,H,W]: background, foreground
 
