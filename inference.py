@@ -24,8 +24,9 @@ from flowercam.refine import methods as refiners
 from flowercam.report import figures, image_files, render
 from flowercam.train import runs
 
-REFINE_HELP = ("refine the map from the image before --pseudo-masks-dir thresholds it: dense CRF "
-               "(IRN's settings), random walk from its confident pixels, SLIC superpixel means")
+REFINE_HELP = ("refine the map from the image before --pseudo-masks-dir thresholds it (the strip "
+               "outlines it in cyan): dense CRF (IRN's settings), random walk from its confident "
+               "pixels, SLIC superpixel means")
 
 
 def get_args_parser():

@@ -249,6 +249,19 @@ def test_outline_masks_are_drawn_on_the_strip_maps_only(env, tmp_path):
         run(env, tmp_path / "none", "-m", env["cam"], "--outline-masks", str(tmp_path / "no"))
 
 
+def test_refined_mask_outline_is_drawn_on_the_strip_overlays(env, tmp_path):
+    run(env, tmp_path / "plain", "-m", env["cam"])
+    run(env, tmp_path / "crf", "-m", env["cam"], "--refine", "crf", "--pseudo-masks-dir",
+        str(tmp_path / "masks"))
+    name = "CAM_run_CAM_minmax_seed0_strip.png"
+    plain = np.array(Image.open(tmp_path / "plain" / name))
+    lined = np.array(Image.open(tmp_path / "crf" / name))
+    changed = (plain != lined).any(-1).reshape(12, SIZE, 3, SIZE).any((1, 3))  # [image, column]
+    assert changed[:, 2].any() and not changed[:, :2].any()  # the overlays only
+    cyan = (lined[..., 0] == 0) & (lined[..., 1] == 255) & (lined[..., 2] == 255)
+    assert cyan.any()
+
+
 @pytest.mark.parametrize("which", ["cam", "recam"])
 def test_feature_reuse_in_compare_gives_the_same_maps(env, which):
     model, settings = checkpoints.load_model(env[which], env["weights"])
