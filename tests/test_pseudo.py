@@ -5,6 +5,15 @@ import numpy as np
 import pytest
 
 from flowercam.metrics import localization, pseudo
+from flowercam.metrics.statistics import figures
+
+
+def oracle(a, idx, n_boot, seed):
+    return figures(pseudo.oracle_stats(a, idx), n_boot, seed)
+
+
+def validated(a, idx, k, n_boot, seed):
+    return figures(pseudo.validated_stats(a, idx, k), n_boot, seed)
 
 
 def hand_made(ignored_map=1.0, ignored_fg=False):
@@ -22,7 +31,7 @@ def hand_made(ignored_map=1.0, ignored_fg=False):
 
 def test_known_figures_on_a_hand_made_mask():
     a = hand_made()
-    figs = pseudo.oracle(a, np.arange(2), n_boot=20, seed=0)
+    figs = oracle(a, np.arange(2), n_boot=20, seed=0)
     # tp 50, fp 10 (row 5; row 9 ignored), fn 0, tn 90 - 50 - 10 = 30
     expected = {"fg_iou": 50 / 60, "bg_iou": 30 / 40, "miou": (50 / 60 + 30 / 40) / 2,
                 "precision": 50 / 60, "recall": 1.0, "f1": 100 / 110}
@@ -43,24 +52,19 @@ def test_ignored_pixels_change_nothing():
 
 def test_validated_tau_is_fixed_and_at_most_the_oracle():
     a = hand_made()
-    at_zero = pseudo.validated(a, np.arange(2), 0, n_boot=20, seed=0)
+    at_zero = validated(a, np.arange(2), 0, n_boot=20, seed=0)
     assert at_zero["fg_iou"]["value"] == pytest.approx(50 / 90 * 100)  # every valid pixel
     assert at_zero["recall"]["value"] == 100 and at_zero["fg_iou"]["tau"] == 0.0
-    best = pseudo.oracle(a, np.arange(2), 20, 0)
+    best = oracle(a, np.arange(2), 20, 0)
     assert all(at_zero[f]["value"] <= best[f]["value"] + 1e-9 for f in ("fg_iou", "miou", "f1"))
-    assert pseudo.validated(a, np.arange(2), None, 20, 0) == {}
+    assert validated(a, np.arange(2), None, 20, 0) == {}
 
 
-def test_summary_and_markdown_rows():
+def test_stats_of_the_mask_images_at_both_taus():
     a = hand_made()
-    s = pseudo.summary(a, np.arange(2), (50, 0, [0, 0, 0]), 10, 0)
+    s = figures(pseudo.stats(a, np.arange(2), (50, 0, [0, 0, 0])), 10, 0)
     assert set(s) == {"oracle_tau", "validated_tau"}
     assert s["validated_tau"]["fg_iou"]["tau"] == 0.5
-    worse = {"oracle_tau": {f: dict(v, value=v["value"] - 10) for f, v in
-                            s["oracle_tau"].items()}}
-    rows = [("CAM", {"pseudo_masks": worse}), ("center (b)", {"pseudo_masks": s}),
-            ("few-shot-5 (b)", {"pseudo_masks": s})]
-    lines = pseudo.markdown_lines(rows, {"CAM": 0.5}, " (b)")
-    cam = next(line for line in lines if line.startswith("| CAM |"))
-    assert "†‡" in cam and cam.endswith("| 0.50 |")
-    assert "†" not in next(line for line in lines if line.startswith("| center"))
+    assert s["validated_tau"]["fg_iou"]["value"] == pytest.approx(50 / 60 * 100)
+    a["has_mask"][:] = False
+    assert pseudo.stats(a, np.arange(2), None) == {}
