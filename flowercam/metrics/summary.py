@@ -93,6 +93,21 @@ def mask_counts(arrays, spec, tau_set):
     return out
 
 
+def _pseudo_or_not(measured, cfg):
+    """measured, without the pixel counts that make pseudo-mask figures unless they are asked."""
+    if "pseudo-masks" in cfg.families:
+        return measured
+    return {**measured, "methods": {r: {k: v for k, v in a.items() if k != "n_valid"}
+                                    for r, a in measured["methods"].items()}}
+
+
+def _add_tau_set_figures(rows, tau_set, cfg):
+    """Each row's pseudo-mask figures on the tau set's own images (pseudo.on_tau_set)."""
+    for r, figs in pseudo.on_tau_set(tau_set, cfg.bootstrap, cfg.seed).items():
+        if "pseudo_masks" in rows[r]["overall"]:
+            rows[r]["overall"]["pseudo_masks"]["tau_set_oracle"] = figs
+
+
 def summarise(measured, cfg, context):
     """Everything cam_metrics.json holds (plain JSON types; NaN -> null when written).
 
@@ -109,15 +124,11 @@ def summarise(measured, cfg, context):
                                             "scales", "flip", "layers", "compare", "refine",
                                             "refine_workers", "families")}
     taus = tau_set["taus"] if tau_set else None
-    if "pseudo-masks" not in cfg.families:  # no pseudo-mask figures
-        measured = {**measured, "methods": {r: {k: v for k, v in a.items() if k != "n_valid"}
-                                            for r, a in measured["methods"].items()}}
+    measured = _pseudo_or_not(measured, cfg)
     rows = {r: row_summary(a, y, labels, context["class_names"], taus and taus[r],
                            cfg.bootstrap, cfg.seed)
             for r, a in measured["methods"].items()}
-    for r, figs in pseudo.on_tau_set(tau_set, cfg.bootstrap, cfg.seed).items():
-        if "pseudo_masks" in rows[r]["overall"]:
-            rows[r]["overall"]["pseudo_masks"]["tau_set_oracle"] = figs
+    _add_tau_set_figures(rows, tau_set, cfg)
     pairs = list(dict.fromkeys([*default_pairs(rows, context["methods"]),
                                 *map(tuple, cfg.compare)]))
     first = next(iter(measured["methods"].values()))
