@@ -4,7 +4,8 @@ pixels left out, the oracle and validated tau, the markdown table."""
 import numpy as np
 import pytest
 
-from flowercam.metrics import localization, pseudo
+from flowercam.core import UserError
+from flowercam.metrics import localization, maprows, pseudo
 from flowercam.metrics.statistics import figures
 
 
@@ -68,3 +69,10 @@ def test_stats_of_the_mask_images_at_both_taus():
     assert s["validated_tau"]["fg_iou"]["value"] == pytest.approx(50 / 60 * 100)
     a["has_mask"][:] = False
     assert pseudo.stats(a, np.arange(2), None) == {}
+
+
+def test_rows_refined_are_the_methods_and_center():
+    rows = maprows.expand(["CAM", "center", "full", "few-shot-5"], ["none", "crf"], ["CAM"])
+    assert rows == ["CAM", "CAM+crf", "center", "center+crf", "full", "few-shot-5"]
+    with pytest.raises(UserError, match="unknown refinement"):
+        maprows.expand(["CAM"], ["nope"])

@@ -105,3 +105,4 @@ def test_row_names_round_trip():
     assert methods.row_name("CAM", "crf") == "CAM+crf" and methods.row_name("CAM", "none") == "CAM"
     assert methods.split_row("LayerCAM+random-walk") == ("LayerCAM", "random-walk")
     assert methods.split_row("few-shot-5") == ("few-shot-5", "none")
+

@@ -2,7 +2,7 @@
 (METHOD+REFINER, flowercam.refine), and the maps of one batch for every row.
 
     python -c "from flowercam.metrics import maprows; \
-print(maprows.expand(['CAM', 'center', 'full'], ['none', 'crf']))"
+print(maprows.expand(['CAM', 'center', 'full'], ['none', 'crf'], ['CAM']))"
 
 A base map is computed once per batch and refined by each refiner; a row's seconds per image
 are its base map's plus its refinement's (the cost of making that pseudo-mask).
@@ -16,7 +16,9 @@ from flowercam.cam import compute
 from flowercam.metrics import boxes
 from flowercam.refine import methods as refiners
 
-NOT_REFINED = ("full",)  # all ones: nothing in the image can change it
+# the baselines refined beside the methods: center (what the image alone adds to a prior); full
+# is all ones (nothing to refine) and the few-shot rows are trained on masks (scored plain)
+REFINED_BASELINES = ("center",)
 
 
 def method_maps(model, method, images, shared, cfg):
@@ -38,11 +40,12 @@ def baseline_maps(name, n, h, w):
     return torch.from_numpy(one).float().expand(n, h, w).contiguous()
 
 
-def expand(rows, refine):
-    """Every row with every refiner ("none": the plain map), rows outer."""
+def expand(rows, refine, methods=()):
+    """Every method (and REFINED_BASELINES) row with every refiner ("none": the plain map), the
+    other rows plain; rows outer."""
     refiners.check(refine)
     return [refiners.row_name(row, how) for row in rows for how in refine
-            if how == "none" or row not in NOT_REFINED]
+            if how == "none" or row in methods or row in REFINED_BASELINES]
 
 
 def batch_maps(rows, base_fn, pixels, workers=0):

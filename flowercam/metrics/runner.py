@@ -268,8 +268,8 @@ def run(cfg: MetricsConfig, backbone=None):
     items = _items(cfg, masks)
     few_shot, few_info = fewshot.train_rows(cfg.baselines, model.backbone, cfg.data_dir, split,
                                             masks, size, cfg.device)
-    rows = maprows.expand([*methods, *cfg.baselines], cfg.refine)
-    methods, start = maprows.expand(methods, cfg.refine), time.perf_counter()
+    rows = maprows.expand([*methods, *cfg.baselines], cfg.refine, methods)
+    methods, start = maprows.expand(methods, cfg.refine, methods), time.perf_counter()
     selection.check_pairs(cfg.compare, rows)
     measured = measure(model, settings, items, rows, cfg, masks,
                        "faithfulness" in cfg.families, few_shot)
