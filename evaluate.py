@@ -18,6 +18,7 @@ from flowercam import core, dist, flags
 from flowercam.cam import methods
 from flowercam.metrics import config, runner
 from flowercam.metrics.config import MetricsConfig
+from flowercam.refine import methods as refiners
 from flowercam.train import evaluation, runs, training
 
 D = config.default  # --cam-metrics defaults live in MetricsConfig; flags not given are absent
@@ -96,13 +97,21 @@ def add_cam_metrics_args(parser):
 
 
 def add_baseline_args(add):
-    add("--baselines", nargs="*", choices=config.MAP_BASELINES,
-        help="class-agnostic maps scored beside the methods: center (Gaussian, sigma = side/4), "
-             "full (all ones); --baselines alone: none; default: center full")
+    """The rows beside the methods (baselines), the refined rows (METHOD+REFINER), the pairs."""
+    add("--baselines", nargs="*", choices=config.MAP_BASELINES + config.FEW_SHOT_BASELINES,
+        help="maps scored beside the methods: center (Gaussian, sigma = side/4), full (all "
+             "ones), few-shot-N (a pixel classifier on N training masks per class); "
+             "--baselines alone: none; default: center full")
     add("--compare", nargs=2, action="append", metavar=("A", "B"),
         help="also report the paired bootstrap difference A - B of every figure (maps among "
              "--methods and --baselines; repeat for more pairs); every map is always paired "
              "with center")
+    add("--refine", nargs="+", choices=list(refiners.REFINERS),
+        help="also score every map refined from its image (rows METHOD+REFINER): dense CRF "
+             "(IRN's settings), random walk from its confident pixels, SLIC superpixel means; "
+             "none = the plain map; default: none")
+    add("--refine-workers", type=flags.non_negative_int,
+        help="worker processes for the refinements (0 = this process); default 0")
 
 
 def add_mask_args(add):
@@ -135,7 +144,8 @@ def add_run_args(parser, group, add):
 
 
 RENAMED = {"figures": "families"}  # flag dest -> MetricsConfig field
-TUPLES = ("methods", "baselines", "mask_values", "ignore_values", "scales", "layers", "families")
+TUPLES = ("methods", "baselines", "mask_values", "ignore_values", "scales", "layers", "families",
+          "refine")
 PAIRS = ("compare",)  # lists of [A, B] -> tuples of pairs
 
 

@@ -5,6 +5,7 @@ maps of your own images, raw maps (.npz) and pseudo-masks.
     python inference.py --grid-runs output/grid_runs.json -s 0 --compare CAM-lr0.0001:CAM \\
         ReCAM-minmax-lr0.0001:ReCAM CAM-lr0.0001:LayerCAM
     python inference.py -m model/RUN --image photos/ --save-maps maps.npz --pseudo-masks-dir masks
+    python inference.py -m model/RUN --image photos/ --pseudo-masks-dir masks --refine crf
     python inference.py -m model/RUN -t ScoreCAM --scales 1 0.5 1.5 2 --flip \
         --outline-masks ../shared/flowers17/masks
 
@@ -19,8 +20,13 @@ from flowercam import core, dist, flags
 from flowercam.cam import compute, methods
 from flowercam.core import UserError
 from flowercam.model import normalization
+from flowercam.refine import methods as refiners
 from flowercam.report import figures, image_files, render
 from flowercam.train import runs
+
+REFINE_HELP = ("refine the map from the image before --pseudo-masks-dir thresholds it (the strip "
+               "outlines it in cyan): dense CRF (IRN's settings), random walk from its confident "
+               "pixels, SLIC superpixel means")
 
 
 def get_args_parser():
@@ -42,6 +48,7 @@ def get_args_parser():
     add("--save-maps", metavar="FILE.npz", help="also save raw and normalised maps")
     add("--pseudo-masks-dir", help="also write binary pseudo-masks <image stem>.png here")
     add("--mask-threshold", type=flags.unit_float, default=0.5, help="on the normalised map")
+    add("--refine", choices=list(refiners.REFINERS), default="none", help=REFINE_HELP)
     add("--colormap", choices=render.COLORMAPS, default="red",
         help="red: map in the red channel (the report's); jet: as most tools")
     add("--alpha", type=flags.unit_float, default=0.5, help="weight of the map in the overlay")
@@ -69,6 +76,8 @@ def check_args(args):
         raise UserError("give either -m/--checkpoint CKPT (with -t METHOD) or --compare PAIRS")
     if args.compare and (args.save_maps or args.pseudo_masks_dir):
         raise UserError("--save-maps and --pseudo-masks-dir work with -m, not with --compare")
+    if args.refine != "none" and not args.pseudo_masks_dir:
+        raise UserError("--refine refines the --pseudo-masks-dir masks: add --pseudo-masks-dir")
     core.check_writable_dir(args.output_dir)  # every output path before any work
     if args.pseudo_masks_dir:
         core.check_writable_dir(args.pseudo_masks_dir, "--pseudo-masks-dir")
@@ -96,7 +105,7 @@ def main(args):
         checkpoint = str(runs.best_checkpoint("model"))
         print(f"using the newest run's best checkpoint, {checkpoint}")
     files = image_files.MapFiles(save_maps=args.save_maps, masks_dir=args.pseudo_masks_dir,
-                                 mask_threshold=args.mask_threshold)
+                                 mask_threshold=args.mask_threshold, refine=args.refine)
     if args.image:  # under torchrun the ranks share the images; rank 0 writes
         return figures.own_images(checkpoint, args.method, args.image, opts, files)
     if not dist.is_root():  # the report's 12 images: rank 0 alone

@@ -132,6 +132,19 @@ def test_own_images_give_native_size_overlays_and_binary_masks(env, tmp_path):
         assert Image.open(overlay).size == size
 
 
+def test_refined_pseudo_masks_are_binary_at_image_size(env, tmp_path):
+    plain, crf = tmp_path / "plain", tmp_path / "crf"
+    for folder, how in ((plain, "none"), (crf, "crf")):
+        run(env, tmp_path / "out", "-m", env["cam"], "-t", "CAM", "--image", str(env["photos"]),
+            "--pseudo-masks-dir", str(folder), "--refine", how)
+    photos = sorted(env["photos"].iterdir())
+    refined = [np.array(Image.open(crf / f"{p.stem}.png")) for p in photos]
+    assert all(m.shape == Image.open(p).size[::-1] and set(np.unique(m)) <= {0, 255}
+               for m, p in zip(refined, photos, strict=True))
+    assert any((m != np.array(Image.open(plain / f"{p.stem}.png"))).any()
+               for m, p in zip(refined, photos, strict=True))
+
+
 def test_comparison_figure_has_a_column_per_pair(env, tmp_path):
     run(env, tmp_path, "--grid-runs", env["grid_runs"], "--compare", f"{env['cam']}:CAM",
         "ReCAM_minmax_lr0.0001:ReCAM", f"{env['cam']}:LayerCAM:relu", "-s", "0")
@@ -157,6 +170,7 @@ BAD_INPUTS = {
     "bad compare pair": lambda e: ["--compare", e["cam"]],
     "alpha above 1": lambda e: ["-m", e["cam"], "--alpha", "1.5"],
     "mask threshold nan": lambda e: ["-m", e["cam"], "--mask-threshold", "nan"],
+    "refine without masks": lambda e: ["-m", e["cam"], "--refine", "crf"],
     "unknown method": lambda e: ["-m", e["cam"], "-t", "NoSuchCAM"],
     "checkpoint and compare": lambda e: ["-m", e["cam"], "--compare", f"{e['cam']}:CAM"],
 }
@@ -233,6 +247,19 @@ def test_outline_masks_are_drawn_on_the_strip_maps_only(env, tmp_path):
     assert drawn[16, 16:48].all() and drawn.sum() == 4 * 32 - 4  # the square's ring, not the 5s
     with pytest.raises(SystemExit):
         run(env, tmp_path / "none", "-m", env["cam"], "--outline-masks", str(tmp_path / "no"))
+
+
+def test_refined_mask_outline_is_drawn_on_the_strip_overlays(env, tmp_path):
+    run(env, tmp_path / "plain", "-m", env["cam"])
+    run(env, tmp_path / "crf", "-m", env["cam"], "--refine", "crf", "--pseudo-masks-dir",
+        str(tmp_path / "masks"))
+    name = "CAM_run_CAM_minmax_seed0_strip.png"
+    plain = np.array(Image.open(tmp_path / "plain" / name))
+    lined = np.array(Image.open(tmp_path / "crf" / name))
+    changed = (plain != lined).any(-1).reshape(12, SIZE, 3, SIZE).any((1, 3))  # [image, column]
+    assert changed[:, 2].any() and not changed[:, :2].any()  # the overlays only
+    cyan = (lined[..., 0] == 0) & (lined[..., 1] == 255) & (lined[..., 2] == 255)
+    assert cyan.any()
 
 
 @pytest.mark.parametrize("which", ["cam", "recam"])

@@ -13,6 +13,7 @@ from mask_data import write_masks
 from PIL import Image
 
 import evaluate as evaluate_cli
+from flowercam.cam import compute
 from flowercam.core import UserError
 from flowercam.data import prepare
 from flowercam.metrics import runner
@@ -139,13 +140,13 @@ def test_batch_size_and_figure_families_are_honoured(synthetic_run, tmp_path, mo
     """--cam-metrics --batch-size 4: maps are computed 4 images at a time; --figures
     localization: no scoring forward at all (faithfulness left out)."""
     calls = []
-    maps_reusing = runner.compute.maps_reusing
+    maps_reusing = compute.maps_reusing
 
     def counting(model, images, *args, **kwargs):
         calls.append(len(images))
         return maps_reusing(model, images, *args, **kwargs)
 
-    monkeypatch.setattr(runner.compute, "maps_reusing", counting)
+    monkeypatch.setattr(compute, "maps_reusing", counting)
     masks = write_masks(tmp_path / "masks", ["image_0003", "image_0007_0"])
     summary = runner.run(cli(synthetic_run, "--methods", "CAM", "--batch-size", "2",
                              "--masks-dir", str(masks), "--figures", "localization",

@@ -9,11 +9,13 @@ import dataclasses
 import numpy as np
 
 from flowercam.core import UserError
+from flowercam.refine import methods as refiners
 
 DELETION_BASELINES = ("zeros", "black", "blur")
 TARGETS = ("label", "predicted")
 MAP_BASELINES = ("center", "full")  # class-agnostic maps scored beside the methods
-FAMILIES = ("faithfulness", "localization")
+FEW_SHOT_BASELINES = ("few-shot-1", "few-shot-2", "few-shot-5")  # fewshot.py: trained on masks
+FAMILIES = ("faithfulness", "localization", "pseudo-masks")
 THRESHOLD_COUNT = 100  # map thresholds of the localization figures (Choe et al. 2020)
 
 
@@ -21,7 +23,6 @@ def default_thresholds(n=THRESHOLD_COUNT):
     """Choe et al. 2020: tau = 0, 1/n, ..., (n-1)/n; a pixel is predicted foreground when
     map >= tau. The one threshold grid of every pixel and box figure."""
     return np.arange(n) / n
-  # the families of map figures; a run picks some
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +60,8 @@ class MetricsConfig:
     map_batch_size: int = 8
     metrics_batch_size: int = 16
     seed: int = 0
+    refine: tuple[str, ...] = ("none",)  # flowercam.refine.methods.REFINERS; none = plain map
+    refine_workers: int = 0  # refinement worker processes (0: in this process)
     output_dir: str | None = None  # None: the checkpoint's folder
 
 
@@ -71,10 +74,14 @@ class MetricsConfig:
             raise UserError("perturb_limit must be >= 0 (0 = every measured image)")
         if self.bootstrap < 0:
             raise UserError("bootstrap must be >= 0 (0 = no intervals)")
-        for name, allowed in (("baselines", MAP_BASELINES), ("families", FAMILIES)):
+        for name, allowed in (("baselines", MAP_BASELINES + FEW_SHOT_BASELINES),
+                              ("families", FAMILIES)):
             unknown = set(getattr(self, name)) - set(allowed)
             if unknown:
                 raise UserError(f"unknown {name} {sorted(unknown)}: use {', '.join(allowed)}")
+        refiners.check(self.refine)
+        if self.refine_workers < 0:
+            raise UserError("refine_workers must be >= 0 (0 = refine in this process)")
         if not self.families:
             raise UserError(f"no figures to measure: pick from {', '.join(FAMILIES)}")
         if self.validate_tau_on is not None and self.validate_tau_on == self.split_name:

@@ -103,17 +103,20 @@ def choose_taus(t):
     if np.isnan(ious).all():
         return None
     k_iou = boxes.best_threshold(np.nanmean(ious[~np.isnan(ious).all(1)], 0))
+    if "box_largest" not in t:  # pixel tables only (--figures pseudo-masks)
+        return k_iou, None, None
     k_acc = boxes.best_threshold(boxes.box_accuracy(t["box_largest"], DELTA))
     k_v2 = [boxes.best_threshold(boxes.box_accuracy(t["box_all"], d)) for d in DELTAS]
     return k_iou, k_acc, k_v2
 
 
-def image_tables(np_maps, masks):
+def image_tables(np_maps, masks, with_boxes=True):
     """Per-image tables of one batch of maps (masks = (fg, valid, has_mask) [B,H,W], [B]):
-    pointing hit, pixel and box counts per tau (the module docstring's tables)."""
+    pointing hit, pixel and (with_boxes: the localization figures) box counts per tau."""
     fg, valid, has = masks
     tp, fp, n_fg = formulas.threshold_counts(np_maps, fg, valid, THRESHOLDS)
-    largest, every = boxes.box_iou_tables(np_maps, fg, valid, THRESHOLDS)
-    return {"hit": formulas.pointing_game_per_image(np_maps, fg, valid),  # NaN without a mask
-            "tp": tp, "fp": fp, "n_fg": n_fg, "box_largest": largest, "box_all": every,
-            "has_mask": has}
+    out = {"hit": formulas.pointing_game_per_image(np_maps, fg, valid),  # NaN without a mask
+           "tp": tp, "fp": fp, "n_fg": n_fg, "has_mask": has, "n_valid": valid.sum((1, 2))}
+    if with_boxes:  # connected components at every tau: most of the tables' time
+        out["box_largest"], out["box_all"] = boxes.box_iou_tables(np_maps, fg, valid, THRESHOLDS)
+    return out

@@ -8,7 +8,8 @@
 
 Writes cam_metrics.json (figures, 95% bootstrap intervals, per class, per image) and cam_metrics.md
 into --output-dir (default: the model directory). run() takes a config.MetricsConfig (evaluate.py
-builds it from the flags). Rows: the map methods and the class-agnostic baselines (center, full).
+builds it from the flags). Rows: the map methods and the baselines (center, full, few-shot-N),
+each plain or refined (--refine; maprows).
 Masks: --masks-dir, else DATA_DIR/masks. The inputs (checkpoint, methods, images, masks) are chosen
 in flowercam.metrics.selection, the maths is in formulas / boxes / localization, the tables in
 tables. Maps are computed in fp32; --precision only changes the scoring forwards.
@@ -23,10 +24,9 @@ import torch
 from tqdm import tqdm
 
 from flowercam import core, dist
-from flowercam.cam import compute
 from flowercam.core import UserError
 from flowercam.data import dataset
-from flowercam.metrics import boxes, formulas, localization, selection, summary, tables
+from flowercam.metrics import fewshot, formulas, localization, maprows, selection, summary, tables
 from flowercam.metrics.config import MetricsConfig
 from flowercam.model import vgg
 from flowercam.train import features
@@ -78,18 +78,6 @@ def batch_features(model, items, cfg):
     return feats[[row[item_id] for item_id, _, _ in items]]  # [N,512,7,7] copy of N rows
 
 
-def method_maps(model, method, images, shared, cfg):
-    """[B,H,W] min-max normalised maps at input size (fp32, one call per batch); cfg.scales /
-    cfg.flip aggregate every method over rescaled and flipped images, cfg.layers picks
-    LayerCAM's layers."""
-    targets = shared["targets"].to(cfg.device)
-    options = {"layers": cfg.layers} if cfg.layers and method == "LayerCAM" else {}
-    agg = compute.Aggregation(tuple(cfg.scales), cfg.flip)
-    result = compute.maps_reusing(model, images.to(cfg.device), method, shared, targets, agg,
-                                  normalize_by="minmax", **options)
-    return result.maps.detach().float().cpu()
-
-
 def perturbation_aucs(maps, shared, keep, score_fn, cfg, generator):
     """Deletion and insertion AUC [B] of the images `keep` (bool [B]); NaN for the others."""
     dele, ins = np.full(len(maps), np.nan), np.full(len(maps), np.nan)
@@ -104,20 +92,13 @@ def perturbation_aucs(maps, shared, keep, score_fn, cfg, generator):
     return dele, ins
 
 
-def baseline_maps(name, n, h, w):
-    """[n,H,W] class-agnostic map: center = Gaussian at the image centre, sigma = side/4
-    (boxes.center_map); full = all ones (the whole image at every tau)."""
-    one = boxes.center_map(h, w) if name == "center" else boxes.full_map(h, w)
-    return torch.from_numpy(one).float().expand(n, h, w).contiguous()
-
-
 def measure_method(maps, shared, masks, keep, score_fn, cfg, generator, faithful=True):
     """Per-image figures of one method on one batch (dict of numpy arrays)."""
     nan = np.full(len(maps), np.nan)
     o = score_fn(shared["pixels"] * maps[:, None], shared["targets"]).numpy() if faithful else nan
     dele, ins = perturbation_aucs(maps, shared, keep, score_fn, cfg, generator)
     return {"o": o, "deletion": dele, "insertion": ins,
-            **localization.image_tables(maps.numpy(), masks)}
+            **localization.image_tables(maps.numpy(), masks, "localization" in cfg.families)}
 
 
 def _batch_feats(model, all_feats, images, start, cfg):
@@ -147,6 +128,7 @@ class _Pass:  # what every batch of one measure() call shares
     perturb: np.ndarray
     all_feats: object
     faithful: bool
+    few_shot: dict  # {few-shot-N: fewshot.FewShotMap}
 
 
 def _measure_batch(p, start, images, labels):
@@ -156,20 +138,28 @@ def _measure_batch(p, start, images, labels):
     feats = _batch_feats(p.model, p.all_feats, images, start, p.cfg)
     shared = shared_inputs(p.model, images, labels, feats, keep, p.cfg, p.score_fn)
     mask_arrays = selection.batch_masks(batch, p.masks, p.size)
+
+    def base(name):  # [B,H,W]: a few-shot classifier's, a class-agnostic or a method's map
+        if name in p.few_shot:
+            return p.few_shot[name].maps(p.model.backbone, images.to(p.cfg.device))
+        if name in p.cfg.baselines:
+            return maprows.baseline_maps(name, len(batch), p.size, p.size)
+        return maprows.method_maps(p.model, name, images, shared, p.cfg)
     figures = {}
-    for row in p.rows:
-        maps = (baseline_maps(row, len(batch), p.size, p.size) if row in p.cfg.baselines
-                else method_maps(p.model, row, images, shared, p.cfg))
+    made = maprows.batch_maps(p.rows, base, shared["pixels"], p.cfg.refine_workers)
+    for row, (maps, seconds) in made.items():
         figures[row] = measure_method(maps, shared, mask_arrays, keep, p.score_fn, p.cfg,
                                       p.generator, p.faithful)
+        figures[row]["seconds"] = np.full(len(batch), seconds)
     return figures, _facts(batch, labels, shared)
 
 
-def measure(model, settings, items, rows, cfg, masks, faithful=True):
+def measure(model, settings, items, rows, cfg, masks, faithful=True, few_shot=None):
     """Loop over the items in batches -> {"images": per-image info, "methods": {row: arrays}}.
 
     rows: map methods and baselines (config.MAP_BASELINES); masks: selection.MaskSpec or None;
-    faithful False: localization only (no scoring forwards, AD/IC/AUCs NaN). Under torchrun each
+    faithful False: localization only (no scoring forwards, AD/IC/AUCs NaN); few_shot: the
+    trained few-shot-N rows (fewshot.train_rows). Under torchrun each
     rank measures every world()-th batch; rank 0 returns them all in order, the others None.
     """
     size = int(settings.get("input_size", vgg.INPUT_SIZE))
@@ -180,7 +170,7 @@ def measure(model, settings, items, rows, cfg, masks, faithful=True):
               torch.Generator().manual_seed(cfg.seed),
               selection.perturb_selection([label for _, _, label in items], cfg.perturb_limit,
                                           cfg.seed) & faithful,
-              batch_features(model, items, cfg), faithful)
+              batch_features(model, items, cfg), faithful, few_shot or {})
     starts = list(range(0, len(items), step))
     mine = dist.shard(starts)
     loader = dataset.make_loader([it for s in mine for it in items[s:s + step]], step, False,
@@ -211,7 +201,7 @@ def _join(batches):  # [(per-row figures, facts)] of consecutive batches -> meas
     return {"images": info, "methods": joined}
 
 
-def tau_set(model, settings, rows, cfg, masks):
+def tau_set(model, settings, rows, cfg, masks, few_shot=None):
     """Localization tables of every mask image of cfg.validate_tau_on (None: no such set)."""
     if masks is None or cfg.validate_tau_on in (None, "none"):
         return None
@@ -221,11 +211,12 @@ def tau_set(model, settings, rows, cfg, masks):
         raise UserError(f"no {cfg.validate_tau_on} image has a mask in {masks.folder}: "
                         "validate tau on another subset, or add masks", topic="masks")
     tau_cfg = dataclasses.replace(cfg, split_name=cfg.validate_tau_on)
-    measured = measure(model, settings, items, rows, tau_cfg, masks, faithful=False)
+    measured = measure(model, settings, items, rows, tau_cfg, masks, False, few_shot)
     if measured is None:  # a rank > 0 under torchrun
         return None
     return {"subset": cfg.validate_tau_on, "n_images": len(items),
-            "taus": {row: localization.choose_taus(a) for row, a in measured["methods"].items()}}
+            "taus": {row: localization.choose_taus(a) for row, a in measured["methods"].items()},
+            "arrays": measured["methods"]}  # the tau set's own figures (pseudo.on_tau_set)
 
 
 # ---------------------------------------------------------------- entry point
@@ -248,6 +239,17 @@ def output_folder(cfg: MetricsConfig, ckpt) -> Path:
     return Path(ckpt).parent
 
 
+def _items(cfg, masks):
+    """The measured items: cfg.split_name's (with a mask: --masked-only), --limit sampled."""
+    every = dataset.split_items(cfg.data_dir, cfg.split_name, cfg.split)
+    selection.check_masks_match(masks, every, cfg.split_name)
+    every = selection.with_masks(every, masks) if cfg.masked_only else every
+    items = selection.select_items(every, cfg.limit, cfg.seed)
+    if not items:
+        raise UserError(f"split {cfg.split} of {cfg.data_dir} has no {cfg.split_name} images")
+    return items
+
+
 def run(cfg: MetricsConfig, backbone=None):
     """evaluate.py --cam-metrics: measure, then write cam_metrics.json and cam_metrics.md.
 
@@ -257,30 +259,28 @@ def run(cfg: MetricsConfig, backbone=None):
     size = features.input_size(cfg.data_dir)
     masks = selection.resolve_masks(cfg.data_dir, cfg.masks_dir, cfg.mask_values,
                                     cfg.ignore_values, size)
-    masks = masks if "localization" in cfg.families else None
+    masks = masks if {"localization", "pseudo-masks"} & set(cfg.families) else None
     model, settings, ckpt, cfg = selection.open_model(cfg, backbone)
     cfg = dataclasses.replace(cfg, validate_tau_on=tau_subset(cfg, masks))
     out_dir = output_folder(cfg, ckpt)
     methods = selection.resolve_methods(cfg.methods, settings)
     subset, split = cfg.split_name, cfg.split
-    every = dataset.split_items(cfg.data_dir, subset, split)
-    selection.check_masks_match(masks, every, subset)
-    every = selection.with_masks(every, masks) if cfg.masked_only else every
-    items = selection.select_items(every, cfg.limit, cfg.seed)
-    if not items:
-        raise UserError(f"split {split} of {cfg.data_dir} has no {subset} images")
-    rows, start = [*methods, *cfg.baselines], time.perf_counter()
+    items = _items(cfg, masks)
+    few_shot, few_info = fewshot.train_rows(cfg.baselines, model.backbone, cfg.data_dir, split,
+                                            masks, size, cfg.device)
+    rows = maprows.expand([*methods, *cfg.baselines], cfg.refine, methods)
+    methods, start = maprows.expand(methods, cfg.refine, methods), time.perf_counter()
     selection.check_pairs(cfg.compare, rows)
     measured = measure(model, settings, items, rows, cfg, masks,
-                       faithful="faithfulness" in cfg.families)
+                       "faithfulness" in cfg.families, few_shot)
     seconds = time.perf_counter() - start
-    taus = tau_set(model, settings, rows, cfg, masks)
+    taus = tau_set(model, settings, rows, cfg, masks, few_shot)
     if measured is None:  # a rank > 0 under torchrun: rank 0 summarises and writes
         return None
     context = {"checkpoint": str(ckpt), "split": split, "subset": subset, "seconds": seconds,
                "tau_seconds": time.perf_counter() - start - seconds, "settings": settings,
                "class_names": settings.get("class_names"), "masks": masks, "tau_set": taus,
-               "methods": methods}
+               "methods": methods, "few_shot": few_info}
     result = summary.summarise(measured, cfg, context)
     result["summary_seconds"] = time.perf_counter() - start - seconds  # bootstrap etc.
     tables.write(out_dir, result)

@@ -13,7 +13,8 @@ differences (flowercam.metrics.statistics).
 import numpy as np
 import torch
 
-from flowercam.metrics import formulas, localization, statistics
+from flowercam.metrics import formulas, localization, pseudo, statistics
+from flowercam.metrics.config import FEW_SHOT_BASELINES
 
 
 def faithfulness_stats(arrays, y, idx):
@@ -26,13 +27,16 @@ def faithfulness_stats(arrays, y, idx):
 
 def localize_stats(arrays, idx, taus):
     """Pointing, PxAP, and the tau figures at the oracle tau and (taus given) a validated tau."""
-    idx = idx[arrays["has_mask"][idx]]
+    idx, out = idx[arrays["has_mask"][idx]], {}
     if len(idx) == 0:
-        return {}
-    out = {**localization.threshold_free_stats(arrays, idx),
-           "oracle_tau": localization.oracle_stats(arrays, idx)}
-    if taus is not None:
-        out["validated_tau"] = localization.validated_stats(arrays, idx, taus)
+        return out
+    if "box_largest" in arrays:  # --figures localization
+        out = {**localization.threshold_free_stats(arrays, idx),
+               "oracle_tau": localization.oracle_stats(arrays, idx)}
+        if taus is not None:
+            out["validated_tau"] = localization.validated_stats(arrays, idx, taus)
+    if "n_valid" in arrays:  # --figures pseudo-masks
+        out["pseudo_masks"] = pseudo.stats(arrays, idx, taus)
     return out
 
 
@@ -62,6 +66,13 @@ def paired(measured, y, taus, pairs, n_boot, seed):
             for a, b in pairs}
 
 
+def default_pairs(rows, methods):
+    """Every row against center, and every method row against the largest few-shot baseline."""
+    versus = [(r, "center") for r in rows if r != "center"] if "center" in rows else []
+    few = [r for r in FEW_SHOT_BASELINES if r in rows][-1:]
+    return versus + [(m, few[0]) for m in methods if few]
+
+
 def mask_counts(arrays, spec, tau_set):
     """How many images had a mask; where the masks came from and how they were read."""
     has = arrays["has_mask"]
@@ -82,6 +93,21 @@ def mask_counts(arrays, spec, tau_set):
     return out
 
 
+def _pseudo_or_not(measured, cfg):
+    """measured, without the pixel counts that make pseudo-mask figures unless they are asked."""
+    if "pseudo-masks" in cfg.families:
+        return measured
+    return {**measured, "methods": {r: {k: v for k, v in a.items() if k != "n_valid"}
+                                    for r, a in measured["methods"].items()}}
+
+
+def _add_tau_set_figures(rows, tau_set, cfg):
+    """Each row's pseudo-mask figures on the tau set's own images (pseudo.on_tau_set)."""
+    for r, figs in pseudo.on_tau_set(tau_set, cfg.bootstrap, cfg.seed).items():
+        if "pseudo_masks" in rows[r]["overall"]:
+            rows[r]["overall"]["pseudo_masks"]["tau_set_oracle"] = figs
+
+
 def summarise(measured, cfg, context):
     """Everything cam_metrics.json holds (plain JSON types; NaN -> null when written).
 
@@ -95,19 +121,25 @@ def summarise(measured, cfg, context):
     options = {k: getattr(cfg, k) for k in ("steps", "precision", "target", "deletion_baseline",
                                             "bootstrap", "limit", "perturb_limit", "seed",
                                             "device", "baselines", "validate_tau_on",
-                                            "scales", "flip", "layers", "compare")}
+                                            "scales", "flip", "layers", "compare", "refine",
+                                            "refine_workers", "families")}
     taus = tau_set["taus"] if tau_set else None
+    measured = _pseudo_or_not(measured, cfg)
     rows = {r: row_summary(a, y, labels, context["class_names"], taus and taus[r],
                            cfg.bootstrap, cfg.seed)
             for r, a in measured["methods"].items()}
-    versus = [(r, "center") for r in rows if r != "center"] if "center" in rows else []
-    pairs = list(dict.fromkeys([*versus, *map(tuple, cfg.compare)]))
+    _add_tau_set_figures(rows, tau_set, cfg)
+    pairs = list(dict.fromkeys([*default_pairs(rows, context["methods"]),
+                                *map(tuple, cfg.compare)]))
     first = next(iter(measured["methods"].values()))
     per_image = {**info, **{m: {k: a[k].tolist() for k in ("o", "deletion", "insertion", "hit")}
                             for m, a in measured["methods"].items()}}
     return {"checkpoint": context["checkpoint"], "split": context["split"],
             "subset": context["subset"], "n_images": n, "seconds": context["seconds"],
             "seconds_per_image": context["seconds"] / max(n, 1),
+            "row_seconds_per_image": {r: float(np.mean(a["seconds"]))
+                                      for r, a in measured["methods"].items() if "seconds" in a},
+            "few_shot": context.get("few_shot") or {},
             "tau_seconds": context.get("tau_seconds", 0.0),
             "torch_threads": torch.get_num_threads(), "options": options, "thresholds": 100,
             "localization": mask_counts(first, context["masks"], tau_set),

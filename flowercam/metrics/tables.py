@@ -29,6 +29,13 @@ AT_TAU = (("miou", "IoU % ↑", "{:.1f}", True), ("max_box_acc", "MaxBoxAcc % �
           ("top1_loc", "Top-1 Loc % ↑", "{:.1f}", False),
           ("gt_known_loc", "GT-known Loc % ↑", "{:.1f}", False))
 COLUMNS = FAITHFULNESS + TAU_FREE + AT_TAU
+PSEUDO = (("fg_iou", "fg IoU % ↑", "{:.1f}", True), ("bg_iou", "bg IoU % ↑", "{:.1f}", False),
+          ("miou", "mIoU % ↑", "{:.1f}", False), ("precision", "precision % ↑", "{:.1f}", False),
+          ("recall", "recall % ↑", "{:.1f}", False), ("f1", "F1 % ↑", "{:.1f}", False))
+PSEUDO_KINDS = (("tau_set_oracle", "The tau set's mask images at their own oracle tau (the "
+                                   "validated tau)"),
+                ("oracle_tau", "Oracle tau (chosen on the images scored)"),
+                ("validated_tau", "Validated tau (chosen on the tau set's mask images)"))
 BASELINE = " (baseline)"  # label suffix of the baseline rows
 
 
@@ -159,12 +166,39 @@ def _localization_lines(summary):
     return lines
 
 
+def _pseudo_lines(summary):
+    """The pseudo-mask tables (flowercam.metrics.pseudo) and each row's seconds per image."""
+    lines = ["", "## Pseudo-masks", "", "The binary mask map >= tau against the mask (ignored "
+             "pixels left out), per-image means; one tau per row, the one that maximises the mean "
+             "foreground IoU. Rows METHOD+REFINER: the map refined from the image "
+             "(flowercam.refine); few-shot-N: trained on N training-split masks per class."]
+    for kind, title in PSEUDO_KINDS:
+        def pick(row, kind=kind):
+            return row["overall"].get("pseudo_masks", {}).get(kind, {})
+        if any(figs for _, figs in _rows(summary, pick)):
+            lines += ["", f"### {title}", ""]
+            lines += _table(_rows(summary, pick), PSEUDO, versus=_versus(summary, pick))
+    kind = "validated_tau" if "validated_tau" in summary["localization"] else "oracle_tau"
+    few = [(label, p["difference"].get("pseudo_masks", {}).get(kind, {}))
+           for label, p in (summary.get("paired") or {}).items() if p["b"].startswith("few-shot")]
+    if any(figs for _, figs in few):
+        lines += ["", f"Paired differences against the few-shot baseline ({kind}):", ""]
+        lines += _table(few, PSEUDO)
+    seconds = summary.get("row_seconds_per_image") or {}
+    lines += ["", "Seconds per image (the map, plus its refinement): "
+              + ", ".join(f"{row} {s:.2f}" for row, s in seconds.items()) + "."]
+    return lines
+
+
 def markdown(summary):
     """cam_metrics.md: faithfulness and localization tables with 95% intervals, per class."""
     lines = ["# CAM metrics", "", *_header(summary), "", "## Faithfulness", ""]
     lines += _table(_rows(summary, _overall), FAITHFULNESS, versus=_versus(summary, _overall))
-    if summary["localization"]["masks_dir"]:
+    families = summary["options"].get("families", ["localization"])
+    if summary["localization"]["masks_dir"] and "localization" in families:
         lines += _localization_lines(summary)
+    if summary["localization"]["masks_dir"] and "pseudo-masks" in families:
+        lines += _pseudo_lines(summary)
     if summary.get("paired"):
         lines += _paired_lines(summary)
     for label, figs in _rows(summary, lambda f: f["per_class"]):

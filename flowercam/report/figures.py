@@ -134,8 +134,9 @@ def report(checkpoint, method, opts, files=NO_FILES):
     title = f"{run} | {method} | {norm}{tag.replace('_', ' ')} | seed {opts.seed}"
     save_png(render.labelled_grid(overlays, lines, correct, title, COLS), f"{stem}_grid.png")
     save_png(render.compact_grid(overlays, COLS), f"{stem}_compact.png")
-    save_png(render.strip(tiles, with_outlines(heats, masks), with_outlines(overlays, masks)),
-             f"{stem}_strip.png")
+    refined = refined_masks(files, paths, heat)
+    overlays = with_outlines(with_outlines(overlays, masks), refined, render.REFINED_COLOUR)
+    save_png(render.strip(tiles, with_outlines(heats, masks), overlays), f"{stem}_strip.png")
     save_extras(files, paths, [im.size for im in originals], arrays_of([result]), info)
 
 
@@ -231,9 +232,18 @@ def outline_masks(opts, paths):
     return image_files.load_masks(opts.outline_masks, paths, opts.outline_value)
 
 
-def with_outlines(tiles, masks):
+def refined_masks(files, paths, heat):
+    """The pseudo-masks of --refine (map refined from its image >= --mask-threshold) to outline
+    beside the ground truth's; None each without --refine."""
+    if files.refine == "none":
+        return [None] * len(paths)
+    return [image_files.refined(files.refine, p, h) >= files.mask_threshold
+            for p, h in zip(paths, heat, strict=True)]
+
+
+def with_outlines(tiles, masks, colour=render.OUTLINE_COLOUR):
     """Tiles with their mask's outline drawn (a tile without a mask is left as it is)."""
     if masks is None:
         return tiles
-    return [tile if mask is None else render.draw_outline(tile, mask)
+    return [tile if mask is None else render.draw_outline(tile, mask, colour)
             for tile, mask in zip(tiles, masks, strict=True)]

@@ -18,6 +18,7 @@ from PIL import Image
 
 from flowercam.core import UserError, atomic_write
 from flowercam.data import dataset, masks
+from flowercam.refine import methods as refiners
 from flowercam.report import render
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -81,6 +82,16 @@ class MapFiles:
     save_maps: str | None = None  # npz path
     masks_dir: str | None = None  # <image stem>.png written here
     mask_threshold: float = 0.5  # on the normalised map
+    refine: str = "none"  # the masks' map refined from the image first (refine.methods)
+
+
+def refined(name, path, heat):
+    """heat [h,w] in [0,1] refined from the image at path, resized to the map's size."""
+    if name == "none":
+        return heat
+    h, w = heat.shape
+    image = np.asarray(dataset.open_rgb(path).resize((w, h), Image.BILINEAR))
+    return refiners.REFINERS[name](image, heat)
 
 
 def save_extras(files, paths, sizes, arrays, info):
@@ -93,11 +104,13 @@ def save_extras(files, paths, sizes, arrays, info):
         print(f"wrote {files.save_maps}")
     if files.masks_dir:
         for path, size, heat in zip(paths, sizes, arrays["maps"], strict=True):
+            heat = refined(files.refine, path, heat)
             mask = render.resize_map(heat, size) >= files.mask_threshold  # [H, W] at image size
             image = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
             write(Path(files.masks_dir) / f"{Path(path).stem}.png",
                   lambda f, im=image: im.save(f, format="PNG"))
-        print(f"wrote {len(paths)} masks to {files.masks_dir}")
+        how = "" if files.refine == "none" else f" (refined: {files.refine})"
+        print(f"wrote {len(paths)} masks{how} to {files.masks_dir}")
 
 
 def load_masks(folder, paths, value=1):

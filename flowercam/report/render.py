@@ -22,6 +22,7 @@ NEUTRAL_COLOUR = (128, 128, 128)
 BACKGROUND = (255, 255, 255)
 TEXT_COLOUR = (0, 0, 0)
 OUTLINE_COLOUR = (255, 255, 255)  # mask outlines: white shows on red, jet and photos
+REFINED_COLOUR = (0, 255, 255)  # the refined pseudo-mask's outline (inference.py --refine): cyan
 
 
 def jet_lut() -> np.ndarray:
