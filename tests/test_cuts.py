@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_data import make_dataset, random_weights
+from training_data import make_dataset, random_weights, run_cli
 
+import grid as grid_cli
 from flowercam.data import dataset
-from flowercam.model import vgg
+from flowercam.model import checkpoints, vgg
 from flowercam.train import cache_store, features
 
 
@@ -67,3 +68,20 @@ def test_conv5_3_cache_is_float16_and_keyed_by_cut(tmp_path, backbone):
     src = features.CachedSource(fine, features.labels_tensor(items))
     batch, _ = next(src.batches(torch.arange(len(items)), 4))
     assert batch.dtype == torch.float32
+
+
+def test_grid_trains_new_heads_at_conv5_3_and_records_the_cut(tmp_path):
+    data_dir = make_dataset(tmp_path / "data", per_class=2, copies=1, size=32)
+    weights = random_weights(tmp_path / "w.pth")
+    out = tmp_path / "out"
+    argv = ["--data-dir", data_dir, "--backbone-weights", weights, "--lrs", "1e-3", "-e", "1",
+            "--output-dir", str(tmp_path / "model"), "--results-dir", str(out),
+            "--num-workers", "0", "--cut", "conv5_3", "--model-types", "CAM", "CAM-paper"]
+    code, results = run_cli(grid_cli, argv)
+    assert code is None and [row["config"] for row, _ in results] == [
+        "CAM@conv5_3-lr0.001", "CAM-paper@conv5_3-lr0.001"]
+    table = (out / "table2.md").read_text()
+    assert "| CAM @conv5_3 | 0.001 |" in table and "| CAM-paper @conv5_3 | 0.001 |" in table
+    for row, _ in results:
+        model, settings = checkpoints.load_model(row["best_checkpoint"], weights)
+        assert settings["cut"] == "conv5_3" and model.backbone.cut == "conv5_3"
