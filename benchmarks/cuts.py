@@ -2,12 +2,14 @@
 
     python -m benchmarks.cuts --data-dir data --pool5-data-dir ../main/data
     python -m benchmarks.cuts --data-dir data --pool5-data-dir ../main/data --steps 5 --skip-effect
+    python -m benchmarks.cuts --pool5-data-dir ../main/data --checkpoint RUN/epoch_6.pth
 
 Effect of float16 (needs a conv5_3 cache and a pool5 cache of the same valid and test images, e.g.
 two data folders that share auged/): pool5 derived from the float16 conv5_3 rows
 (vgg.pool5_from_conv5_3) against the float32 pool5 rows of the backbone, element by element, and
-the top-1 on the valid images of a pool5 CAM head (trained here on the test rows, --epochs, lr
-1e-4: the figure is the change between the two inputs, not an accuracy) on either.
+the top-1 on the valid images of a pool5 head on either: --checkpoint's (a trained run's), else a
+CAM head trained here on the test rows (--epochs, lr 1e-4: then the figure is the change between
+the two inputs, not an accuracy).
 Cost: one Adam step of each head on a batch at each cut (ms, one thread), scaled to an epoch.
 """
 
@@ -18,7 +20,7 @@ import torch
 
 from flowercam.core import atomic_save_json, run_main
 from flowercam.data import dataset
-from flowercam.model import heads, vgg
+from flowercam.model import checkpoints, heads, vgg
 from flowercam.train import features, training
 
 
@@ -34,6 +36,7 @@ def get_args_parser():
     add("--epoch-images", default=[1360, 6800], type=int, nargs="+",
         help="training set sizes to scale the step cost to")
     add("--skip-effect", action="store_true", help="only the cost")
+    add("--checkpoint", default=None, help="a trained pool5 head to measure the effect with")
     add("--output", default="output/bench_cuts.json", help="where the figures go")
     return parser
 
@@ -50,6 +53,17 @@ def top1(head, feats, labels) -> torch.Tensor:
         return head(feats).argmax(1) == labels
 
 
+def probe_head(rows, classes, epochs):
+    """A pool5 CAM head trained on (feats, labels) rows, seed 0, lr 1e-4, batch 8."""
+    torch.manual_seed(0)
+    head = heads.CAMHead(classes)
+    source = features.CachedSource(*rows)
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-4)
+    for _ in range(epochs):
+        training.train_epoch(head, optimizer, source, torch.randperm(len(source)), 8)
+    return head.eval()
+
+
 def storage_effect(args) -> dict:
     """float16 conv5_3 -> derived pool5 vs the float32 pool5 path, features and top-1."""
     backbone = vgg.load_backbone(args.backbone_weights)
@@ -58,13 +72,8 @@ def storage_effect(args) -> dict:
     fine = {s: cached(args.data_dir, s, backbone.at("conv5_3")) for s in ("valid", "test")}
     derived = vgg.pool5_from_conv5_3(fine["valid"][0])
     diff = (derived - exact["valid"][0]).abs()
-    torch.manual_seed(0)
-    head = heads.CAMHead(len(dataset.class_names(args.data_dir)))
-    source = features.CachedSource(*exact["test"])
-    optimizer = torch.optim.Adam(head.parameters(), lr=1e-4)
-    for _ in range(args.epochs):
-        training.train_epoch(head, optimizer, source, torch.randperm(len(source)), 8)
-    head.eval()
+    head = (checkpoints.load_checkpoint(args.checkpoint)[0] if args.checkpoint
+            else probe_head(exact["test"], len(dataset.class_names(args.data_dir)), args.epochs))
     a, b = top1(head, *exact["valid"]), top1(head, derived, exact["valid"][1])
     return {"conv5_3_max": float(fine["valid"][0].max()), "max_abs_diff": float(diff.max()),
             "mean_abs_diff": float(diff.mean()),
@@ -74,7 +83,7 @@ def storage_effect(args) -> dict:
             "top1_from_float16": 100.0 * float(b.float().mean()),
             "predictions_changed": int((head(exact["valid"][0]).argmax(1)
                                         != head(derived).argmax(1)).sum()),
-            "images": len(a)}
+            "images": len(a), "head": args.checkpoint or "probe trained on the test rows"}
 
 
 def step_cost(kind, cut, args, classes=17) -> dict:
