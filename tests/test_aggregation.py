@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from training_data import images, make_model
+from training_data import cheap, images, make_model
 
 from flowercam import core
 from flowercam.cam import compute, maps, methods
@@ -63,7 +63,8 @@ def test_multiscale_is_the_mean_of_resized_single_scale_maps(cam_model):
 def test_aggregation_user_errors_and_constant_inputs(recam_model):
     x = torch.zeros(1, 3, 64, 64)
     for method in methods.supported("ReCAM"):
-        res = compute.compute_maps(recam_model, x, method, scales=(1.0, 0.5), flip=True)
+        res = compute.compute_maps(recam_model, x, method, scales=(1.0, 0.5), flip=True,
+                                   **cheap(method))
         assert torch.isfinite(res.raw).all() and torch.isfinite(res.maps).all(), method
     for bad in ([], [1, 1], [0], [float("nan")], [0.25]):  # 0.25: 16 px, under VGG16's 32
         with pytest.raises(core.UserError, match="scale"):

@@ -130,6 +130,15 @@ def make_model(kind="CAM", normalize_by="minmax", dtype=torch.float32, seed=0, c
     return heads.Classifier(backbone, head).eval().to(dtype)
 
 
+# the cheapest options of the costly methods, for the tests that run every method
+CHEAP = {"SSCAM": {"ss_samples": 2}, "ISCAM": {"is_samples": 2}}
+
+
+def cheap(method):
+    """Options that keep `method` to a few extra forwards per image in tests ({} for most)."""
+    return dict(CHEAP.get(method, {}))
+
+
 def images(n=3, size=64, seed=1, dtype=torch.float32):
     """[n,3,size,size] seeded normal 'normalised images'."""
     g = torch.Generator().manual_seed(seed)

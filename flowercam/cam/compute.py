@@ -17,7 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from flowercam.cam.maps import MapResult, feature_maps, image_maps, upsample
+from flowercam.cam.drivers import image_maps
+from flowercam.cam.maps import MapResult, feature_maps, upsample
 from flowercam.cam.methods import METHODS, check_method, resolve_options
 from flowercam.core import UserError
 from flowercam.model.normalization import normalize

@@ -6,6 +6,8 @@
 feature_maps: CAM / ReCAM from backbone features [B,512,h,w] (no gradient, no images).
 gradient_maps: one forward and ONE backward per batch (torch.autograd.grad of the sum of the target
 logits: images of a batch are independent in eval mode, so each image gets its own gradient).
+activation_maps: one forward without a graph (EigenCAM, KPCA-CAM, FEM); score_maps: channel weights
+from extra forwards (Score-CAM family, Ablation-CAM). flowercam/cam/drivers.py picks the driver.
 """
 
 import dataclasses
@@ -13,8 +15,8 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
+from flowercam.cam.eigen import first_component
 from flowercam.cam.methods import METHODS, layers_of
-from flowercam.cam.scorecam import scorecam_weights
 from flowercam.core import UserError
 from flowercam.model.normalization import normalize
 
@@ -76,6 +78,15 @@ def combine(method, per_layer, opts, size):
     return upsample(per_layer[0], size), per_layer[0]
 
 
+def weigh(method, opts, acts, grads, weights):
+    """The method's map of one layer [B,h,w]; eigen_smooth: relu of the first principal component
+    of its terms (pytorch-grad-cam's eigen_smooth) instead of their channel sum."""
+    record = METHODS[method]
+    if opts.get("eigen_smooth"):
+        return F.relu(first_component(record.terms(acts, grads, weights)))
+    return record.weigh(acts, grads, weights)
+
+
 def feature_maps(head, feats, method, targets, size, opts):
     """CAM-like methods from features [B,512,h,w] -> MapResult on the head's device."""
     with torch.no_grad():
@@ -114,16 +125,34 @@ def gradient_maps(model, x, method, targets, opts):
     layers = layers_of(method, opts)
     acts, logits = capture(model, x, layers)
     tgt = targets_of(targets, logits)
+    record = METHODS[method]
     # one backward per batch: d(sum_i logit_i,t_i)/dA_i = d(logit_i,t_i)/dA_i (independent images)
-    score = logits.gather(1, tgt[:, None]).sum()
-    grads = torch.autograd.grad(score, [acts[name] for name in layers])
+    score = (record.objective(logits, tgt, opts) if record.objective else
+             logits.gather(1, tgt[:, None])[:, 0]).sum()
+    inputs = [acts[name] for name in layers]
+    grads = torch.autograd.grad(score, inputs, create_graph=record.hessian)
+    if record.hessian:
+        grads = shapley_gradients(inputs, grads)
     with torch.no_grad():
-        weigh = METHODS[method].weigh
-        per_layer = [weigh(acts[name].detach(), g, None)
+        per_layer = [weigh(method, opts, acts[name].detach(), g.detach(), None)
                      for name, g in zip(layers, grads, strict=True)]
         raw, raw_native = combine(method, per_layer, opts, x.shape[-2:])
         maps = normalize(raw, opts["normalize_by"])
     return MapResult(raw, maps, logits.detach(), tgt, method, opts, raw_native)
+
+
+def shapley_gradients(acts, grads):
+    """ShapleyCAM's gradients g - H A / 2 (H: the Hessian of the score w.r.t. A; one more backward,
+    of g . A). A piecewise-linear path from A to the logit (ReLU, max pool, linear) has H = 0."""
+    live = [i for i, g in enumerate(grads) if g.requires_grad]
+    hvps = torch.autograd.grad([grads[i] for i in live], [acts[i] for i in live],
+                               grad_outputs=[acts[i].detach() for i in live],
+                               allow_unused=True) if live else []
+    out = [g.detach() for g in grads]
+    for i, h in zip(live, hvps, strict=True):
+        if h is not None:
+            out[i] = out[i] - 0.5 * h
+    return out
 
 
 def activations(model, x, layers):
@@ -135,27 +164,29 @@ def activations(model, x, layers):
     return acts, logits
 
 
-def score_maps(model, x, method, targets, opts):
-    """Score-CAM (weights from forwards of masked images) -> MapResult on x's device."""
+def activation_maps(model, x, method, targets, opts):
+    """Methods of the activations alone (one forward, no graph) -> MapResult on x's device."""
     layers = layers_of(method, opts)
     acts, logits = activations(model, x, layers)
     tgt = targets_of(targets, logits)
-    weigh = METHODS[method].weigh
     with torch.no_grad():
-        per_layer = [weigh(acts[name], None, scorecam_weights(model, x, acts[name], tgt,
-                                                               opts["scorecam_batch"]))
-                     for name in layers]
+        per_layer = [weigh(method, opts, acts[name], None, None) for name in layers]
         raw, raw_native = combine(method, per_layer, opts, x.shape[-2:])
         maps = normalize(raw, opts["normalize_by"])
     return MapResult(raw, maps, logits, tgt, method, opts, raw_native)
 
 
-def image_maps(model, x, method, targets, opts):
-    """Any method on images x [B,3,H,W] -> MapResult: the driver of the method's kind."""
-    record = METHODS[method]
-    if record.kind == "features":
-        with torch.no_grad():
-            feats = model.backbone(x)
-        return feature_maps(model.head, feats, method, targets, x.shape[-2:], opts)
-    driver = {"gradients": gradient_maps, "scores": score_maps}[record.kind]
-    return driver(model, x, method, targets, opts)
+def score_maps(model, x, method, targets, opts):
+    """Channel weights from extra forwards (the record's channel_weights: masked images for the
+    Score-CAM family, ablated channels for Ablation-CAM) -> MapResult on x's device."""
+    layers = layers_of(method, opts)
+    acts, logits = activations(model, x, layers)
+    tgt = targets_of(targets, logits)
+    channel_weights = METHODS[method].channel_weights
+    with torch.no_grad():
+        per_layer = [weigh(method, opts, acts[name], None,
+                           channel_weights(model, x, acts[name], tgt, opts, name))
+                     for name in layers]
+        raw, raw_native = combine(method, per_layer, opts, x.shape[-2:])
+        maps = normalize(raw, opts["normalize_by"])
+    return MapResult(raw, maps, logits, tgt, method, opts, raw_native)

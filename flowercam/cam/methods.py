@@ -15,7 +15,18 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from flowercam.cam.scorecam import scorecam
+from flowercam.cam import ablation, eigen, noise
+from flowercam.cam import gradients as G
+from flowercam.cam.options import (
+    Option,
+    boolean,
+    check_choice,
+    choice,
+    non_negative_int,
+    number,
+    positive_int,
+)
+from flowercam.cam.scorecam import scorecam, scorecam_weights
 from flowercam.core import UserError
 from flowercam.model import vgg
 from flowercam.model.normalization import NORMALIZERS
@@ -36,12 +47,13 @@ def gradcam(acts, grads, weights=None):
 
 
 def gradcampp_alpha(acts, grads):
-    """Grad-CAM++ (Chattopadhyay et al. 2018, eq. 19): alpha = g^2 / (2 g^2 + sum_ab A g^3).
+    """Grad-CAM++ (Chattopadhyay et al. 2018, eq. 19): alpha_ij = g_ij^2 / (2 g_ij^2 +
+    (sum_ab A_ab) g_ij^3), as pytorch-grad-cam (torchcam sums A_ab g_ab^3 instead).
 
     acts, grads [B,K,h,w] -> alpha [B,K,h,w]; 0 where the denominator is 0 (0/0 -> 0, not NaN).
     """
     g2 = grads.pow(2)
-    denom = 2 * g2 + (acts * g2 * grads).sum((2, 3), keepdim=True)
+    denom = 2 * g2 + acts.sum((2, 3), keepdim=True) * g2 * grads
     safe = torch.where(denom != 0, denom, torch.ones_like(denom))
     return torch.where(denom != 0, g2 / safe, torch.zeros_like(denom))
 
@@ -67,23 +79,16 @@ def layercam(acts, grads, weights=None):
     return F.relu((F.relu(grads) * acts).sum(1))
 
 
-KINDS = ("features", "gradients", "scores")  # what a method's driver needs (see Method)
-
-
-@dataclasses.dataclass(frozen=True)
-class Option:
-    """One option of a method: its default and its check (value, the options resolved so far ->
-    the checked value, UserError otherwise)."""
-
-    default: object
-    check: Callable = lambda value, opts: value
+KINDS = ("features", "gradients", "activations", "scores", "noisy-gradients", "fullgrad")
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """One CAM method. kind (flowercam/cam/maps.py drives each): "features" -> from backbone
+    """One CAM method. kind (flowercam/cam/drivers.py picks its driver): "features" -> from backbone
     features (the feature cache works); "gradients" -> one forward + one backward per batch;
-    "scores" -> forwards of masked images (Score-CAM: weights from scores, no gradient)."""
+    "activations" -> one forward, no gradient; "scores" -> channel weights from extra forwards
+    (masked images or ablated channels), no gradient; "noisy-gradients" -> the images and noisy
+    copies, one forward + one backward; "fullgrad" -> input and bias gradients of every conv."""
 
     name: str
     weigh: Callable  # (acts [B,K,h,w], grads or None, weights [B,K] or None) -> [B,h,w]
@@ -95,6 +100,10 @@ class Method:
     needs_head: str | None = None  # model_type the head must have, None = any head
     # CAM-like methods: the head's class weight matrix [C,C] whose target row weighs the maps
     class_weights: Callable = lambda head: head.fc.weight
+    terms: Callable | None = None  # weighted activations [B,K,h,w] before the channel sum
+    objective: Callable | None = None  # (logits, targets, opts) -> scores [B]; None = the logit
+    hessian: bool = False  # ShapleyCAM: the gradient driver passes g - H A / 2
+    channel_weights: Callable | None = None  # "scores": (model, x, acts, targets, opts, layer)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -107,28 +116,11 @@ class Method:
 
     @property
     def needs_gradients(self):
-        return self.kind == "gradients"
+        return self.kind in ("gradients", "noisy-gradients", "fullgrad")
 
     @property
     def needs_images(self):
         return self.kind != "features"
-
-
-def choice(name, choices):
-    """An Option check: the value must be one of `choices`."""
-    def check(value, opts):
-        _check_choice(name, value, choices)
-        return value
-    return check
-
-
-def positive_int(name):
-    def check(value, opts):
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) \
-                or value < 1:
-            raise UserError(f"{name} {value!r} must be a whole number >= 1")
-        return int(value)
-    return check
 
 
 def layer_weights(weights, opts):
@@ -149,12 +141,24 @@ FUSIONS = ("weighted", "max")
 REPORT_LAYERS = ("pool3", "pool4", "classmaps")  # LayerCAM's default, as the report computed it
 PRE_POOL_LAYERS = ("stage3", "stage4", "classmaps")  # the LayerCAM paper's convention
 REPORT_LAYER_WEIGHTS = (0.4, 0.4, 0.2)  # the report's fusion weights for either triple
+EIGEN = {"eigen_smooth": Option(False, boolean("eigen_smooth"))}  # pytorch-grad-cam's option
 LAYERCAM_OPTIONS = {
     "layer_weights": Option(None, layer_weights),
     "fusion": Option("weighted", choice("fusion", FUSIONS)),
     "tanh_gain": Option(2.0, lambda value, opts: float(value)),
     "layer_normalize": Option("minmax", choice("layer_normalize", NORMALIZERS)),
+    **EIGEN,
 }
+
+BATCH = {"scorecam_batch": Option(64, positive_int("scorecam_batch"))}  # per extra forward
+SEED = {"noise_seed": Option(0, non_negative_int("noise_seed"))}  # noisy methods' generator
+ONE = {"kind": "gradients", "default_layers": ("classmaps",), "layer_option": "gradcam_layer"}
+SCORES = {"kind": "scores", "default_layers": ("classmaps",), "layer_option": "scorecam_layer"}
+
+
+def _finer(logits, targets, opts):
+    return G.finer_objective(logits, targets, opts["finer_references"], opts["finer_alpha"])
+
 
 METHODS = {m.name: m for m in (
     Method(name="CAM", weigh=cam, kind="features", default_layers=("classmaps",)),
@@ -164,15 +168,44 @@ METHODS = {m.name: m for m in (
            default_layers=("classmaps",), needs_head="ReCAM-published",
            class_weights=lambda head: head.map_weights()),
     Method(name="LayerCAM", weigh=layercam, kind="gradients", default_layers=REPORT_LAYERS,
-           layer_option="layers", fuses=True, options=LAYERCAM_OPTIONS),
-    Method(name="GradCAM", weigh=gradcam, kind="gradients", default_layers=("classmaps",),
-           layer_option="gradcam_layer"),
-    Method(name="GradCAM++", weigh=gradcampp, kind="gradients", default_layers=("classmaps",),
-           layer_option="gradcam_layer"),
+           layer_option="layers", fuses=True, options=LAYERCAM_OPTIONS, terms=G.layercam_terms),
+    Method(name="GradCAM", weigh=gradcam, **ONE, terms=G.gradcam_terms, options=EIGEN),
+    Method(name="GradCAM++", weigh=gradcampp, **ONE, terms=G.gradcampp_terms, options=EIGEN),
     # 17 class maps -> 17 masked forwards per image; scorecam_layer="stage5" (conv5_3): 512
-    Method(name="ScoreCAM", weigh=scorecam, kind="scores", default_layers=("classmaps",),
-           layer_option="scorecam_layer",
-           options={"scorecam_batch": Option(64, positive_int("scorecam_batch"))}),
+    Method(name="ScoreCAM", weigh=scorecam, **SCORES, options={**BATCH, **EIGEN},
+           terms=G.score_terms, channel_weights=lambda model, x, acts, tgt, opts, layer:
+           scorecam_weights(model, x, acts, tgt, opts["scorecam_batch"])),
+    Method(name="HiResCAM", weigh=G.summed(G.hirescam_terms), **ONE, terms=G.hirescam_terms,
+           options=EIGEN),
+    Method(name="GradCAMElementWise", weigh=G.summed(G.elementwise_terms), **ONE,
+           terms=G.elementwise_terms, options=EIGEN),
+    Method(name="XGradCAM", weigh=G.summed(G.xgradcam_terms), **ONE, terms=G.xgradcam_terms,
+           options=EIGEN),
+    Method(name="EigenGradCAM", weigh=eigen.eigengradcam, **ONE),
+    Method(name="ShapleyCAM", weigh=gradcam, **ONE, hessian=True, terms=G.gradcam_terms,
+           options=EIGEN),
+    Method(name="FinerCAM", weigh=gradcam, **ONE, objective=_finer, terms=G.gradcam_terms,
+           options={"finer_references": Option(3, positive_int("finer_references")),
+                    "finer_alpha": Option(1.0, number("finer_alpha")), **EIGEN}),
+    Method(name="EigenCAM", weigh=eigen.eigencam, **{**ONE, "kind": "activations"}),
+    Method(name="KPCACAM", weigh=eigen.kpcacam, **{**ONE, "kind": "activations"}),
+    Method(name="FEM", weigh=G.fem, **{**ONE, "kind": "activations"}),
+    # 17 class maps -> 17 head runs per image; scorecam_layer="stage5": 512 runs of pool5 + head
+    Method(name="AblationCAM", weigh=scorecam, **SCORES, terms=G.score_terms,
+           channel_weights=ablation.ablation_weights, options={**BATCH, **EIGEN}),
+    Method(name="SSCAM", weigh=scorecam, **SCORES, terms=G.score_terms,
+           channel_weights=noise.sscam_weights,
+           options={**BATCH, "ss_samples": Option(35, positive_int("ss_samples")),
+                    "ss_std": Option(2.0, number("ss_std")), **SEED, **EIGEN}),
+    Method(name="ISCAM", weigh=scorecam, **SCORES, terms=G.score_terms,
+           channel_weights=noise.iscam_weights,
+           options={**BATCH, "is_samples": Option(10, positive_int("is_samples")), **EIGEN}),
+    Method(name="SmoothGradCAM++", weigh=G.summed(G.smooth_gradcampp_terms),
+           **{**ONE, "kind": "noisy-gradients"}, terms=G.smooth_gradcampp_terms,
+           options={"sgpp_samples": Option(4, positive_int("sgpp_samples")),
+                    "sgpp_std": Option(0.3, number("sgpp_std")), **SEED, **EIGEN}),
+    Method(name="FullGrad", weigh=lambda maps, grads, weights: G.channel_scaled_sum(maps),
+           kind="fullgrad", default_layers=()),
 )}
 
 
@@ -199,17 +232,12 @@ def check_method(method, settings):
                         f"{settings.get('model_type')}: use another method or train with {need}")
 
 
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise UserError(f"unknown {name} {value!r}: use one of {', '.join(map(str, choices))}")
-
-
 def _layers(record, value):
     """The layer option's value (None = the record's default) -> a checked list of names."""
     layers = list(record.default_layers if value is None else
                   ([value] if isinstance(value, str) else value))
     for name in layers:
-        _check_choice("layer", name, LAYERS)
+        check_choice("layer", name, LAYERS)
     if not layers or len(set(layers)) != len(layers):
         raise UserError(f"layers {layers} must be distinct and non-empty: pick from {LAYERS}")
     return layers
@@ -224,7 +252,7 @@ def resolve_options(method, options):
     if unknown:
         raise UserError(f"unknown CAM option {unknown[0]!r}: use {', '.join(option_names())}")
     given = {k: v for k, v in options.items() if v is not None}
-    _check_choice("normalize_by", given.get("normalize_by", "minmax"), NORMALIZERS)
+    check_choice("normalize_by", given.get("normalize_by", "minmax"), NORMALIZERS)
     for other in METHODS.values():  # a bad value is an error whichever method it was meant for
         _own_options(other, given)
     return _own_options(record, given)

@@ -1,0 +1,370 @@
+"""The rest of the CAM family against pytorch-grad-cam 1.5.7 and torchcam 0.5.0 (test-only
+dependencies, requirements.txt) on tiny seeded models, and against the papers' equations where the
+definitions differ; batch independence, constant inputs, unchanged inputs."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from pytorch_grad_cam import (
+    FEM,
+    KPCA_CAM,
+    AblationCAM,
+    EigenCAM,
+    EigenGradCAM,
+    FullGrad,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ShapleyCAM,
+    XGradCAM,
+)
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, FinerWeightedTarget
+from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
+from torch import nn
+from torchcam.methods import ISCAM, SSCAM
+from training_data import cheap, images, make_model
+
+from flowercam import core
+from flowercam.cam import compute, eigen, fullgrad, gradients, methods, noise, smoothgrad
+from flowercam.model import heads, vgg
+
+C = 17
+NEW = ["HiResCAM", "GradCAMElementWise", "XGradCAM", "EigenGradCAM", "ShapleyCAM", "FinerCAM",
+       "EigenCAM", "KPCACAM", "FEM", "AblationCAM", "SSCAM", "ISCAM", "SmoothGradCAM++",
+       "FullGrad"]
+
+STAGE5 = vgg.STAGES["stage5"]
+
+
+def their_layer_cam(cls, model, x, targets, eigen_smooth=False, index=STAGE5):
+    """pytorch-grad-cam's per-layer map of model.backbone.features[index] before its ReLU,
+    upsampling and scaling (BaseCAM.forward up to get_cam_image), for the target objects."""
+    layer = model.backbone.features[index]
+    x = x.clone().requires_grad_(True)  # our backbone is frozen: the graph starts at the input
+    cam = cls(model, [layer])
+    try:
+        outputs = cam.activations_and_grads(x)
+        if cam.uses_gradients:
+            loss = sum(t(o) for t, o in zip(targets, outputs, strict=True))
+            if cam.detach:
+                loss.backward(retain_graph=True)
+            else:
+                torch.autograd.grad(loss, x, retain_graph=True, create_graph=True)
+        store = cam.activations_and_grads
+        acts, grads = store.activations, store.gradients
+        if cam.detach:
+            acts, grads = [a.numpy() for a in acts], [g.numpy() for g in grads]
+        got = cam.get_cam_image(x, layer, targets, acts[0], grads[0] if grads else None,
+                                eigen_smooth)
+    finally:
+        cam.activations_and_grads.release()
+    return torch.as_tensor(np.asarray(got, dtype=np.float64))
+
+
+def classes(targets):
+    return [ClassifierOutputTarget(int(t)) for t in targets]
+
+
+def close(ours, theirs, tol=1e-5):
+    torch.testing.assert_close(ours.double(), theirs.double(), rtol=tol,
+                               atol=tol * float(theirs.abs().max()))
+    assert theirs.abs().max() > 0  # a comparison of zeros would prove nothing
+
+
+def model64(kind="CAM", gain=1.0):
+    """gain: scales the linear layer (and so the gradients); pytorch-grad-cam's Grad-CAM++ adds
+    1e-6 to alpha's denominator, which tiny random-model gradients (g^2 ~ 1e-7) would not swamp."""
+    model = make_model(kind, dtype=torch.float64)
+    with torch.no_grad():
+        model.head.fc.weight.mul_(gain)
+    return model
+
+
+def ours(model, x, method, targets, layer="stage5", **options):
+    option = methods.METHODS[method].layer_option
+    layer_opts = {option: layer} if option else {}
+    return compute.compute_maps(model, x, method, targets=targets, **layer_opts,
+                                **options).raw_native
+
+
+GRADCAM_STYLE = [("GradCAM", GradCAM), ("GradCAM++", GradCAMPlusPlus), ("HiResCAM", HiResCAM),
+                 ("GradCAMElementWise", GradCAMElementWise), ("XGradCAM", XGradCAM),
+                 ("FEM", FEM)]
+
+
+@pytest.mark.parametrize(("method", "cls"), GRADCAM_STYLE)
+@pytest.mark.parametrize("kind", ["CAM", "ReCAM"])
+def test_gradcam_style_maps_equal_pytorch_grad_cams(method, cls, kind):
+    gain = 1e3 if method == "GradCAM++" else 1.0
+    model, x, targets = model64(kind, gain), images(2, 64, dtype=torch.float64), [3, 11]
+    theirs = their_layer_cam(cls, model64(kind, gain), x, classes(targets))
+    close(ours(model, x, method, targets), F.relu(theirs))
+    if method != "FEM":  # eigen_smooth: the first principal component of the same terms
+        theirs = their_layer_cam(cls, model64(kind, gain), x, classes(targets), True)
+        close(ours(model, x, method, targets, eigen_smooth=True),
+              F.relu(eigen.fix_sign(theirs.flatten(1)).view_as(theirs)))
+
+
+def test_layercam_eigen_smooth_equals_pytorch_grad_cams():
+    model, x, targets = model64(), images(2, 64, dtype=torch.float64), [0, 9]
+    theirs = their_layer_cam(LayerCAM, model64(), x,
+                             classes(targets), True)
+    got = compute.compute_maps(model, x, "LayerCAM", targets=targets, layers=["stage5"],
+                               eigen_smooth=True, tanh_gain=0, layer_normalize="relu")
+    want = F.relu(eigen.fix_sign(theirs.flatten(1)).view_as(theirs))
+    close(got.raw_native, want)
+
+
+@pytest.mark.parametrize(("method", "cls"), [("EigenCAM", EigenCAM),
+                                             ("EigenGradCAM", EigenGradCAM)])
+def test_eigen_maps_equal_pytorch_grad_cams_up_to_the_fixed_sign(method, cls):
+    model, x, targets = model64(), images(2, 64, dtype=torch.float64), [1, 2]
+    theirs = their_layer_cam(cls, model64(), x,
+                             classes(targets))  # [B,h,w], LAPACK's sign
+    fixed = eigen.fix_sign(theirs.flatten(1)).view_as(theirs)
+    close(ours(model, x, method, targets), F.relu(fixed))
+    assert (fixed.flatten(1).amax(1) >= fixed.flatten(1).amin(1).abs()).all()
+
+
+def test_the_sign_is_seg_eigen_cams_and_does_not_depend_on_lapack():
+    g = torch.Generator().manual_seed(0)
+    acts = torch.rand(3, 6, 5, 4, generator=g, dtype=torch.float64)
+    acts[1] = -acts[1]
+    want = get_2d_projection_with_sign_correction(acts.numpy().astype(np.float32))
+    close(eigen.first_component(acts), torch.as_tensor(want))
+    assert torch.equal(eigen.first_component(acts), eigen.first_component(-acts))
+    assert torch.equal(eigen.fix_sign(torch.tensor([[1.0, -3.0], [2.0, -1.0]])),
+                       torch.tensor([[-1.0, 3.0], [2.0, -1.0]]))
+
+
+def test_kpca_equals_pytorch_grad_cams_scikit_learn_kernel_pca():
+    model, x, targets = model64(), images(2, 64, dtype=torch.float64), [4, 4]
+    theirs = their_layer_cam(KPCA_CAM, model64(), x,
+                             classes(targets))
+    close(ours(model, x, "KPCACAM", targets), F.relu(theirs), tol=1e-4)  # theirs: float32
+
+
+def test_shapleycam_equals_pytorch_grad_cams_with_a_nonzero_hessian():
+    # the ReCAM head normalises a CAM: its Hessian is not zero (on the CAM head it is, and
+    # ShapleyCAM is Grad-CAM there)
+    model, x, targets = model64("ReCAM"), images(2, 64, dtype=torch.float64), [5, 7]
+    theirs = their_layer_cam(ShapleyCAM, model64("ReCAM"), x,
+                             classes(targets))
+    shapley = ours(model, x, "ShapleyCAM", targets)
+    close(shapley, F.relu(theirs))
+    assert not torch.allclose(shapley, ours(model, x, "GradCAM", targets))
+    cam_head = model64("CAM")
+    assert torch.allclose(ours(cam_head, x, "ShapleyCAM", targets),
+                          ours(cam_head, x, "GradCAM", targets), atol=1e-12)
+
+
+def test_finercam_equals_pytorch_grad_cams_finer_target():
+    model, x = model64(), images(2, 64, dtype=torch.float64)
+    with torch.no_grad():
+        logits = model(x)
+    targets = logits.argmax(1)
+    order = (logits - logits.gather(1, targets[:, None])).abs().argsort(1)  # theirs: [0] = t
+    finer = [FinerWeightedTarget(int(t), [int(c) for c in row[1:4]], 1.0)
+             for t, row in zip(targets, order, strict=True)]
+    theirs = their_layer_cam(GradCAM, model64(), x, finer)
+    close(ours(model, x, "FinerCAM", None), F.relu(theirs))
+    assert not torch.allclose(ours(model, x, "FinerCAM", None), ours(model, x, "GradCAM", None))
+
+
+@pytest.mark.parametrize("kind", ["CAM", "ReCAM"])
+def test_ablationcam_at_stage5_equals_pytorch_grad_cams(kind):
+    model, x, targets = model64(kind), images(2, 64, dtype=torch.float64), [2, 8]
+    theirs = their_layer_cam(AblationCAM, model64(kind), x,
+                             classes(targets))
+    close(ours(model, x, "AblationCAM", targets, scorecam_batch=100), F.relu(theirs),
+          tol=1e-4)  # their scores are float32
+
+
+def test_ablationcam_on_the_class_maps_is_the_papers_equation():
+    # CAM head: y_t = sum_k W_tk mean(M_k), so ablating M_k drops y_t by W_tk mean(M_k)
+    model, x, targets = model64(), images(3, 64, dtype=torch.float64), torch.tensor([0, 5, 16])
+    with torch.no_grad():
+        maps = model.head.class_maps(model.backbone(x))
+        y = model(x).gather(1, targets[:, None])
+    contrib = model.head.fc.weight[targets] * maps.mean((2, 3))  # [B,K]
+    want = F.relu(torch.einsum("bk,bkhw->bhw", contrib / y, maps))
+    got = ours(model, x, "AblationCAM", targets, layer="classmaps", scorecam_batch=7)
+    assert torch.allclose(got, want, atol=1e-10)
+
+
+class Toy(nn.Module):
+    """A tiny classifier whose layer "act" has the input's size (Score-CAM's masks need no
+    upsampling there, where our masks and torchcam's coincide)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.act(self.conv(x)).mean((2, 3)))
+
+
+def torchcam_weights(cls, model, x, targets, **kwargs):
+    with cls(model, "act", batch_size=5, input_shape=tuple(x.shape[1:]), **kwargs) as cam:
+        with torch.no_grad():
+            model(x)
+            acts = cam.hook_a[0].clone()
+            return cam._get_weights(targets), acts
+
+
+def test_sscam_weights_equal_torchcams_for_the_same_noise():
+    model, x = Toy(), torch.randn(1, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(7)  # torchcam draws from the global generator, one [1,K,H,W] per sample
+    (theirs,), acts = torchcam_weights(SSCAM, model, x, [2], num_samples=3, std=0.5)
+    opts = {"ss_samples": 3, "ss_std": 0.5, "noise_seed": 7, "scorecam_batch": 3}
+    got = noise.sscam_weights(model, x, acts, torch.tensor([2]), opts)
+    close(got, theirs)
+    assert not torch.allclose(got, noise.sscam_weights(model, x, acts, torch.tensor([2]),
+                                                       {**opts, "noise_seed": 8}))
+
+
+def test_iscam_weights_equal_torchcams():
+    model, x = Toy(), torch.randn(3, 3, 6, 6, generator=torch.Generator().manual_seed(2))
+    (theirs,), acts = torchcam_weights(ISCAM, model, x, [0, 1, 2], num_samples=4)
+    got = noise.iscam_weights(model, x, acts, torch.tensor([0, 1, 2]),
+                              {"is_samples": 4, "scorecam_batch": 5})
+    close(got, theirs)
+    assert noise.iscam_coefficients(4) == [0.25, 0.75, 1.5, 2.5]
+
+
+def test_sscam_without_noise_and_iscam_of_one_sample_are_scorecam():
+    model, x, targets = model64(), images(2, 32, dtype=torch.float64), [1, 6]
+    score = ours(model, x, "ScoreCAM", targets, layer="classmaps")
+    assert torch.allclose(ours(model, x, "SSCAM", targets, layer="classmaps", ss_std=0.0,
+                               ss_samples=2), score, atol=1e-12)
+    assert torch.allclose(ours(model, x, "ISCAM", targets, layer="classmaps", is_samples=1),
+                          score, atol=1e-12)
+
+
+def smooth_by_hand(model, x, targets, samples, std, seed):
+    """Smooth Grad-CAM++ (Omeiza 2019) image by image, one backward per noisy copy."""
+    out = []
+    copies = smoothgrad.noisy_copies(x, samples, std, seed).view(samples, *x.shape)
+    for b in range(len(x)):
+        with torch.no_grad():
+            acts = model.head.class_maps(model.backbone(x[b : b + 1]))
+        grads = []
+        for i in range(samples):
+            feats = model.backbone(copies[i, b : b + 1])
+            maps = model.head.class_maps(feats.requires_grad_()).detach().requires_grad_()
+            logit = model.head.classify(maps)[0, targets[b]]
+            grads.append(torch.autograd.grad(logit, maps)[0])
+        g = torch.stack(grads)
+        g2, g3 = g.pow(2).mean(0), g.pow(3).mean(0)
+        den = 2 * g2 + acts.sum((2, 3), keepdim=True) * g3  # the paper's eq. (Grad-CAM++ eq. 19)
+        alpha = torch.where(den != 0, g2 / den, torch.zeros_like(den))
+        w = (alpha * F.relu(g.mean(0))).sum((2, 3))
+        out.append(F.relu(torch.einsum("bk,bkhw->bhw", w, acts)))
+    return torch.cat(out)
+
+
+def test_smooth_gradcampp_is_the_papers_equation_and_gradcampp_without_noise():
+    model, x, targets = model64(), images(2, 32, dtype=torch.float64), [3, 12]
+    got = ours(model, x, "SmoothGradCAM++", targets, layer="classmaps", sgpp_samples=3,
+               sgpp_std=0.5, noise_seed=4)
+    assert torch.allclose(got, smooth_by_hand(model, x, targets, 3, 0.5, 4), atol=1e-10)
+    plain = ours(model, x, "SmoothGradCAM++", targets, sgpp_samples=1, sgpp_std=0.0)
+    assert torch.allclose(plain, ours(model, x, "GradCAM++", targets), atol=1e-10)
+
+
+def their_fullgrad(model, x, targets):
+    cam = FullGrad(model, [])
+    try:
+        return torch.as_tensor(cam(x.clone().requires_grad_(True), classes(targets)))
+    finally:
+        cam.activations_and_grads.release()
+
+
+def with_biases(model):
+    torch.manual_seed(3)
+    for m in model.modules():  # VGG's init zeroes the biases: FullGrad would see only the input
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.bias, std=0.1)
+    return model
+
+
+def test_fullgrad_equals_pytorch_grad_cams():
+    model, x, targets = with_biases(model64()), images(2, 64, dtype=torch.float64), [6, 10]
+    theirs = their_fullgrad(with_biases(model64()), x, targets)  # [B,H,W] min-max scaled
+    got = compute.compute_maps(model, x, "FullGrad", targets=targets)
+    close(got.maps, theirs, tol=1e-5)
+    assert got.raw.shape == got.raw_native.shape == (2, 64, 64)
+
+
+def test_fullgrad_is_the_sum_of_the_input_and_14_bias_terms():
+    model, x = with_biases(model64()), images(1, 32, dtype=torch.float64)
+    image = x.clone().requires_grad_()
+    logits, convs = fullgrad.forward_keeping_convs(model, image)
+    assert len(convs) == 14 and torch.allclose(logits, model(x))
+    assert [c for c, _ in convs][-1] is model.head.conv
+
+
+def test_gradients_terms_sum_to_the_maps():
+    g = torch.Generator().manual_seed(1)
+    acts, grads = torch.rand(2, 4, 3, 5, generator=g), torch.randn(2, 4, 3, 5, generator=g)
+    assert torch.allclose(gradients.summed(gradients.gradcampp_terms)(acts, grads, None),
+                          methods.gradcampp(acts, grads), atol=1e-6)
+    assert torch.allclose(gradients.summed(gradients.gradcam_terms)(acts, grads, None),
+                          methods.gradcam(acts, grads), atol=1e-6)
+
+
+def test_batch_independence_of_the_new_methods():
+    model = make_model("ReCAM", dtype=torch.float64)
+    x = images(5, 32, dtype=torch.float64)
+    for method in NEW:
+        batch = compute.compute_maps(model, x, method, **cheap(method))
+        for i in (0, 4):
+            one = compute.compute_maps(model, x[i : i + 1], method, **cheap(method))
+            assert torch.allclose(one.raw[0], batch.raw[i], rtol=1e-8, atol=1e-10), method
+
+
+def test_no_nan_on_constant_inputs_and_inputs_unchanged():
+    zero_head = make_model("ReCAM")
+    with torch.no_grad():
+        for p in zero_head.head.parameters():
+            p.zero_()
+    for model in (make_model("CAM"), zero_head):
+        for fill in (0.0, 1.0):
+            x = torch.full((2, 3, 32, 32), fill)
+            before = x.clone()
+            for method in NEW:
+                for smooth in ([False, True] if "eigen_smooth" in
+                               methods.METHODS[method].options else [False]):
+                    opts = {**cheap(method), **({"eigen_smooth": True} if smooth else {})}
+                    res = compute.compute_maps(model, x, method, **opts)
+                    assert torch.isfinite(res.raw).all() and torch.isfinite(res.maps).all()
+                    assert 0 <= res.maps.min() and res.maps.max() <= 1, method
+                    assert torch.equal(x, before)
+
+
+def test_options_are_checked():
+    x, model = images(1, 32), make_model("CAM")
+    for method, opts in [("SSCAM", {"ss_std": -1}), ("FinerCAM", {"finer_references": 0}),
+                         ("HiResCAM", {"eigen_smooth": "yes"}), ("ISCAM", {"is_samples": 1.5}),
+                         ("SmoothGradCAM++", {"noise_seed": -1}),
+                         ("AblationCAM", {"scorecam_layer": "fc"})]:
+        with pytest.raises(core.UserError):
+            compute.compute_maps(model, x, method, **opts)
+    assert "eigen_smooth" not in methods.resolve_options("FullGrad", {})
+
+
+def test_every_new_method_runs_on_every_head_and_the_published_recam():
+    x = images(1, 32)
+    torch.manual_seed(0)
+    published = heads.Classifier(vgg.Backbone(), heads.PublishedReCAMHead(C)).eval()
+    for model in (make_model("CAM"), make_model("ReCAM"), published):
+        for method in NEW:
+            assert method in methods.supported(model.head.model_type)
+            res = compute.compute_maps(model, x, method, **cheap(method))
+            assert res.maps.shape == (1, 32, 32)
