@@ -11,6 +11,7 @@ from flowercam.train import training
 
 C = 3
 CASES = [(kind, cut) for kind in heads.MODEL_TYPES for cut in vgg.CUTS]
+MANY_PASSES = ("SSCAM", "ISCAM")  # Score-CAM variants with several masked forwards per channel
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +100,8 @@ def test_every_method_on_every_head_and_cut(backbone, kind, cut):
     size = 32 if kind == "CAM-paper" else 64  # Score-CAM: one forward per map (1024 here)
     x = images(1, size)
     for method in methods.supported(kind):
+        if kind == "CAM-paper" and method in MANY_PASSES:
+            continue  # thousands of masked forwards over 1024 maps; run on the other heads
         _check(compute.compute_maps(model, x, method, targets=1), model, method, 1, size)
     for method in ("CAM", "LayerCAM"):
         agg = compute.compute_maps(model, x, method, targets=1, scales=(1, 1.5), flip=True)
