@@ -3,6 +3,7 @@
     python cache.py --subset train --backbone-weights ../shared/weights/vgg16_imagenet_features.pth
     python cache.py --subset valid --split 2 --precision bf16
     python cache.py --subset test --num-workers 2 --batch-size 16
+    python cache.py --subset train --cut conv5_3     # 16x16 relu5_3 features, float16
 
 main.py, evaluate.py and grid.py build a missing cache themselves; this command builds one ahead
 (e.g. on a faster machine). Under torchrun the processes share the work (README "Past one
@@ -27,16 +28,17 @@ def get_args_parser():
     flags.add_batch_size(parser, 16, "images per backbone batch")
     flags.add_num_workers(parser)
     flags.add_device(parser)
+    flags.add_cut(parser)
     return parser
 
 
 def main(args):
     items = dataset.split_items(args.data_dir, args.subset, args.split)
-    backbone = vgg.load_backbone(args.backbone_weights, device=args.device)
+    backbone = vgg.load_backbone(args.backbone_weights, device=args.device).at(args.cut)
     feats = features.feature_cache(items, backbone, args.data_dir, args.precision,
                                    args.batch_size, args.num_workers, args.device)
     key = features.cache_key(items, backbone.backbone_id, args.data_dir,
-                             features.input_size(args.data_dir), args.precision)
+                             features.input_size(args.data_dir), args.precision, args.cut)
     path = features.cache_paths(args.data_dir, key)[0]
     if dist.is_root():
         print(f"{args.subset} split {args.split}: {tuple(feats.shape)} in {path}")

@@ -3,6 +3,7 @@
     python grid.py --backbone-weights ../shared/weights/vgg16_imagenet_features.pth  # 20 runs
     python grid.py --lrs 1e-4 2e-4 --epochs 10 --output-dir model/grid-test --results-dir /tmp/out
     python grid.py --precision bf16 --seed 1
+    python grid.py --cut conv5_3 --model-types CAM CAM-paper --results-dir output/finer
 
 Every configuration trains on one shared feature cache (built once) and gets its own run directory
 under --output-dir. Writes RESULTS/table2.md and .csv (per configuration Table 2's epoch: the best
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from flowercam import core, dist, flags
 from flowercam.data import dataset
-from flowercam.model import vgg
+from flowercam.model import heads, vgg
 from flowercam.report import grid
 from flowercam.train import features, training
 
@@ -26,6 +27,9 @@ def get_args_parser():
     add = parser.add_argument
     add("--lrs", default=list(grid.LRS), type=flags.positive_float, nargs="+",
         help="learning rates of the grid")
+    add("--model-types", default=list(grid.REPORT_TYPES), nargs="+", choices=heads.MODEL_TYPES,
+        help="heads of the grid (ReCAM: all three normalisers)")
+    flags.add_cut(parser)
     add("-e", "--epochs", default=40, type=flags.positive_int,
         help="maximum epochs per configuration")
     flags.add_batch_size(parser, 8, "training batch size")
@@ -47,7 +51,7 @@ def get_args_parser():
 def main(args):
     core.check_writable_dir(args.output_dir)
     core.check_writable_dir(args.results_dir, "--results-dir")
-    backbone = vgg.load_backbone(args.backbone_weights, args.device)
+    backbone = vgg.load_backbone(args.backbone_weights, args.device).at(args.cut)
     # the grid always trains on the shared cache
     opts = training.SourceOptions.pick(vars(args), no_cache=False)
     sources = training.make_sources(opts, backbone)
@@ -55,17 +59,18 @@ def main(args):
 
     def settings_of(config):
         return training.make_settings(config["model_type"], config["normalize_by"], names, size,
-                                      backbone.backbone_id)
+                                      backbone.backbone_id, cut=config["cut"])
 
     train_cfg = training.TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                                      seed=args.seed, device=args.device)
-    results = grid.run_grid(grid.configurations(args.lrs), sources, settings_of, args.output_dir,
+    configs = grid.configurations(args.lrs, args.model_types, args.cut)
+    results = grid.run_grid(configs, sources, settings_of, args.output_dir,
                             train_cfg, vars(args))
     if results is None:  # a rank > 0 under torchrun: rank 0 writes the tables
         return None
     grid.write_outputs(args.results_dir, results, args.epochs, args.report_facts)
     for row, _ in results:
-        print(f"{row['config']:24s} epoch {row['table_epoch']:3d}  top-1 {row['top1']:6.2f}  "
+        print(f"{row['config']:32s} epoch {row['table_epoch']:3d}  top-1 {row['top1']:6.2f}  "
               f"top-3 {row['top3']:6.2f}  top-5 {row['top5']:6.2f}  loss {row['valid_loss']:.4f}")
     print(f"wrote {Path(args.results_dir) / 'table2.md'}, table2.csv, loss_curves.png, "
           "grid_runs.json")

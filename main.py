@@ -4,6 +4,7 @@
     python main.py -m ReCAM -n sigmoid -l 5e-5 -e 40 --seed 1
     python main.py -m CAM -e 2 --no-cache             # the report's way: backbone on every step
     python main.py --resume model/TS20260101-120000_CAM   # continue an interrupted run
+    python main.py -m CAM-paper --cut conv5_3 -l 1e-4 -e 5   # the CAM paper's head, 16x16 maps
 
 Writes model/TS<timestamp>_<type>[_<normaliser>]/: config.json, training_logs.txt (one JSON line
 per epoch) and epoch_N.pth whenever the validation loss improves. Training halts when the
@@ -43,6 +44,7 @@ def get_args_parser():
     flags.add_output_dir(parser, "model", "run directories")
     flags.add_backbone_weights(parser)
     flags.add_split(parser)
+    flags.add_cut(parser)
     flags.add_precision(parser)
     add("--no-cache", action="store_true", help="run the backbone on every step (the report's way)")
     flags.add_num_workers(parser)
@@ -61,7 +63,8 @@ def resumed_args(args):
     if not config or not all(k in config for k in RESUMED):
         raise core.UserError(f"{run_dir} is not a run directory of main.py (no usable "
                              "config.json): pass one, or start a new run")
-    merged = {**vars(args), **{k: config[k] for k in RESUMED}}
+    merged = {**vars(args), **{k: config[k] for k in RESUMED},
+              "cut": config.get("cut", vgg.DEFAULT_CUT)}  # runs from before the cuts: pool5
     merged["epochs"] = max(config["epochs"], args.epochs or 0)
     return argparse.Namespace(**merged)
 
@@ -102,14 +105,14 @@ def main(args):
             pass
     else:
         core.check_writable_dir(args.output_dir)
-    backbone = vgg.load_backbone(args.backbone_weights, args.device)
+    backbone = vgg.load_backbone(args.backbone_weights, args.device).at(args.cut)
     train_src, valid_src = training.make_sources(training.SourceOptions.pick(vars(args)), backbone)
     if not dist.is_root():  # under torchrun the ranks share the cache build; rank 0 trains
         return None
     settings = training.make_settings(args.model_type, args.normalize_by,
                                       dataset.class_names(args.data_dir),
                                       features.input_size(args.data_dir), backbone.backbone_id,
-                                      args.recam_lambda)
+                                      args.recam_lambda, args.cut)
     if args.resume:
         run_dir = Path(args.resume)
         if runs.run_config(run_dir).get("settings") != settings:

@@ -15,7 +15,7 @@ import os
 import torch
 
 from flowercam.data import dataset
-from flowercam.model import heads, normalization
+from flowercam.model import heads, normalization, vgg
 from flowercam.train import features
 
 SEED_MAX = 2**63 - 1  # torch.manual_seed's upper bound; numpy takes any non-negative int
@@ -154,3 +154,10 @@ def add_head(parser, what="head to train"):
     parser.add_argument("-n", "--normalize-by", default="minmax",
                         choices=normalization.NORMALIZERS,
                         help="ReCAM's normaliser of the class maps (ignored for CAM)")
+
+
+def add_cut(parser):
+    """Where the head reads VGG16 (recorded in its checkpoint: later commands need no flag)."""
+    parser.add_argument("--cut", default=vgg.DEFAULT_CUT, choices=vgg.CUTS,
+                        help="backbone output the head reads: pool5 = the report's 7x7, conv5_3 "
+                             "= relu5_3 without pool5 (the CAM paper's; 16x16 at 256 px)")

@@ -44,20 +44,22 @@ def counting(backbone, monkeypatch):
 def test_complete_cache_records_size_and_block_checksums(built):
     *_, npy, meta_path = built
     meta = json.loads(meta_path.read_text())
-    assert meta["npy_bytes"] == npy.stat().st_size == cache_store.expected_bytes(12)
+    assert meta["npy_bytes"] == npy.stat().st_size == cache_store.expected_bytes(meta["key"])
+    assert meta["key"]["n"] == 12 and meta["dtype"] == "float32" and "cut" not in meta["key"]
     assert len(meta["crc32"]) == 1 and meta["block_rows"] == cache_store.BLOCK_ROWS
 
 
 def test_truncated_cache_is_rebuilt(built, monkeypatch, capsys):
     """Was: 4096 bytes cut off -> padded with zeros and trained on (rc 0)."""
-    data_dir, items, backbone, expected, npy, _ = built
+    data_dir, items, backbone, expected, npy, meta_path = built
+    key = json.loads(meta_path.read_text())["key"]
     with open(npy, "r+b") as f:
         f.truncate(npy.stat().st_size - 4096)
     rows = counting(backbone, monkeypatch)
     again = features.feature_cache(items, backbone, data_dir, batch_size=4, num_workers=0)
     err = capsys.readouterr().err.strip().splitlines()
     assert any("wrong size" in line and str(npy) in line for line in err)
-    assert sum(rows) == len(items) and npy.stat().st_size == cache_store.expected_bytes(12)
+    assert sum(rows) == len(items) and npy.stat().st_size == cache_store.expected_bytes(key)
     torch.testing.assert_close(again, expected, rtol=1e-5, atol=1e-6)
 
 

@@ -149,9 +149,12 @@ def maps_reusing(model, images, method, shared, targets=None, agg=PLAIN, **optio
     """
     if not (METHODS[method].from_features and agg.plain):
         return compute_maps(model, images, method, targets, **agg.kwargs(), **options)
-    if "feats" not in shared:
+    cut = model.backbone.cut
+    # features of another cut (figures.py shares one dict across models) are not this model's
+    if "feats" not in shared or shared.setdefault("feats_cut", cut) != cut:
         with torch.no_grad():
             shared["feats"] = model.backbone(images.to(model.head.fc.weight.device))
+        shared["feats_cut"] = cut
     return compute_maps_from_features(model.head, shared["feats"], method, targets,
                                       size=tuple(images.shape[-2:]), **options).to(images.device)
 

@@ -75,7 +75,8 @@ def batch_features(model, items, cfg):
                                 num_workers=cfg.num_workers, device=cfg.device,
                                 size=features.input_size(cfg.data_dir))
     row = {item_id: i for i, (item_id, _, _) in enumerate(full)}
-    return feats[[row[item_id] for item_id, _, _ in items]]  # [N,512,7,7] copy of N rows
+    # [N,512,h,w] float32 copy of N rows (a conv5_3 cache stores float16)
+    return feats[[row[item_id] for item_id, _, _ in items]].float()
 
 
 def perturbation_aucs(maps, shared, keep, score_fn, cfg, generator):

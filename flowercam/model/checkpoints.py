@@ -10,7 +10,7 @@ import warnings
 import torch
 
 from flowercam.core import UserError, atomic_write
-from flowercam.model.heads import Classifier, build_head
+from flowercam.model.heads import Classifier, build_head, cut_of
 from flowercam.model.vgg import load_backbone
 
 CHECKPOINT_FORMAT = "flowercam-head"
@@ -43,6 +43,7 @@ def load_checkpoint(path):
                         f"{CHECKPOINT_VERSION}: retrain with this version of main.py")
     settings = ckpt.get("settings") or {}
     head = build_head(settings)
+    cut_of(settings)  # an unknown cut is refused here, not when the backbone runs
     try:
         head.load_state_dict(ckpt["state_dict"])
     except (KeyError, RuntimeError) as err:
@@ -52,7 +53,8 @@ def load_checkpoint(path):
 
 
 def load_model(checkpoint_path, backbone_weights=None, device="cpu", backbone=None):
-    """-> (Classifier in eval mode on `device`, settings); `backbone` reuses a loaded one."""
+    """-> (Classifier in eval mode on `device`, settings); `backbone` reuses a loaded one (read
+    at the checkpoint's cut: backbone.at)."""
     head, settings, _ = load_checkpoint(checkpoint_path)
     if backbone is None:
         backbone = load_backbone(backbone_weights, device)
@@ -60,6 +62,6 @@ def load_model(checkpoint_path, backbone_weights=None, device="cpu", backbone=No
     if trained_on and trained_on != backbone.backbone_id:
         warnings.warn(f"head was trained on backbone {trained_on}, loading it on "
                       f"{backbone.backbone_id}", stacklevel=2)
-    model = Classifier(backbone, head).to(device).eval()
+    model = Classifier(backbone.at(cut_of(settings)), head).to(device).eval()
     model.settings = settings
     return model, settings

@@ -1,5 +1,5 @@
-"""The trainable heads (the report's CAM and ReCAM, ReCAM as published) and the classifier
-(frozen backbone + head).
+"""The trainable heads (the report's CAM and ReCAM, ReCAM as published, the CAM paper's) and the
+classifier (frozen backbone + head).
 
     python -c "from flowercam.model import heads; print(heads.build_head({'model_type': 'CAM', \
 'num_classes': 17}))"
@@ -13,9 +13,9 @@ from torch import nn
 
 from flowercam.core import UserError
 from flowercam.model.normalization import NORMALIZERS, normalize
-from flowercam.model.vgg import FEATURE_SHAPE
+from flowercam.model.vgg import DEFAULT_CUT, FEATURE_SHAPE, check_cut
 
-MODEL_TYPES = ("CAM", "ReCAM", "ReCAM-published")
+MODEL_TYPES = ("CAM", "ReCAM", "ReCAM-published", "CAM-paper")
 RECAM_LAMBDA = 1.0  # published ReCAM's weight of L_sce: 1 on VOC, 0.1 on COCO (Chen et al. 2022)
 
 
@@ -115,6 +115,20 @@ class PublishedReCAMHead(CAMHead):
         return F.relu(torch.einsum("kc,bchw->bkhw", self.map_weights(), maps))
 
 
+class PaperCAMHead(CAMHead):
+    """The CAM paper's VGG16 head (Zhou et al., CVPR 2016; read at the conv5_3 cut): conv3x3
+    512->1024 + ReLU = the maps A_k, GAP, Linear(1024,C) with bias; CAM_c = sum_k w_ck A_k, whose
+    spatial mean + b_c is logit c."""
+
+    model_type = "CAM-paper"
+    WIDTH = 1024
+
+    def __init__(self, num_classes, in_channels=FEATURE_SHAPE[0], width=WIDTH):
+        nn.Module.__init__(self)
+        self.conv = nn.Conv2d(in_channels, width, kernel_size=3, padding=1)
+        self.fc = nn.Linear(width, num_classes)
+
+
 class Classifier(nn.Module):
     """Frozen backbone + trainable head: images [B,3,H,W] -> logits [B,C]."""
 
@@ -127,8 +141,14 @@ class Classifier(nn.Module):
         return self.head(self.backbone(images))
 
 
+def cut_of(settings) -> str:
+    """Where a checkpoint's head reads the backbone: settings "cut" (checked), else pool5
+    (checkpoints from before the cuts)."""
+    return check_cut(settings.get("cut") or DEFAULT_CUT)
+
+
 def build_head(settings):
-    """settings dict (a checkpoint's) -> CAMHead, ReCAMHead or PublishedReCAMHead."""
+    """settings dict (a checkpoint's) -> CAMHead, ReCAMHead, PublishedReCAMHead or PaperCAMHead."""
     kind = settings.get("model_type")
     num = settings.get("num_classes")
     if kind not in MODEL_TYPES:
@@ -137,6 +157,8 @@ def build_head(settings):
         raise UserError(f"num_classes must be a positive integer, got {num!r}")
     if kind == "CAM":
         return CAMHead(num)
+    if kind == "CAM-paper":
+        return PaperCAMHead(num)
     if kind == "ReCAM-published":
         lam = settings.get("recam_lambda")
         return PublishedReCAMHead(num, RECAM_LAMBDA if lam is None else lam)

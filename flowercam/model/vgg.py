@@ -6,10 +6,12 @@ download, and the activations the map methods read.
     python -c "from flowercam.model import vgg; print(vgg.STAGES)"
 """
 
+import copy
 import hashlib
 import os
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models import VGG16_Weights, vgg, vgg16
 
@@ -25,6 +27,30 @@ RANDOM_ID = "vgg16-random"
 # stage N, before its max pool (the LayerCAM paper's); poolN = that max pool's output (the report's
 # stages 3 and 4: 256x32x32 and 512x16x16 at 256 px)
 STAGES = {"stage3": 15, "stage4": 22, "stage5": 29, "pool3": 16, "pool4": 23}
+# where a head reads the backbone: pool5 = the report's (pool5, then adaptive average to 7x7);
+# conv5_3 = relu5_3's output, no pool5 (the CAM paper's cut: 14x14 at 224 px, 16x16 at 256 px)
+CUTS = ("pool5", "conv5_3")
+DEFAULT_CUT = "pool5"
+_CUT_END = {"pool5": 31, "conv5_3": 30}  # layers of vgg16().features run for each cut
+
+
+def check_cut(cut) -> str:
+    if cut not in CUTS:
+        raise UserError(f"unknown backbone cut {cut!r}: use one of {', '.join(CUTS)}")
+    return cut
+
+
+def feature_shape(cut=DEFAULT_CUT, size=INPUT_SIZE) -> tuple[int, int, int]:
+    """(channels, h, w) the head reads at `cut` for size x size inputs."""
+    if check_cut(cut) == "pool5":
+        return FEATURE_SHAPE
+    return (512, size // 16, size // 16)  # four 2x2 max pools before relu5_3
+
+
+def pool5_from_conv5_3(feats):
+    """conv5_3 features [B,512,h,w] -> the pool5 cut's [B,512,7,7] (pool5 = 2x2 max pool, then
+    the adaptive average): one conv5_3 cache could serve both cuts (README "Finer maps")."""
+    return F.adaptive_avg_pool2d(F.max_pool2d(feats, 2), 7)
 
 def resolve_backbone_weights(path=None):
     """--backbone-weights flag, else env BACKBONE_WEIGHTS, else None (= torchvision download)."""
@@ -61,7 +87,10 @@ class Backbone(nn.Module):
     """VGG16 .features + AdaptiveAvgPool2d(7); frozen and always in eval mode.
 
     state_dict: features state dict (keys "0.weight".."28.bias"); None = seeded random init (tests).
+    cut: where its output is read (CUTS); at(cut) gives the same layers read elsewhere.
     """
+
+    cut = DEFAULT_CUT
 
     def __init__(self, state_dict=None, backbone_id=None):
         super().__init__()
@@ -82,12 +111,25 @@ class Backbone(nn.Module):
         # frozen feature extractor: stays in eval mode even when a parent calls .train()
         return super().train(False)
 
+    def at(self, cut):
+        """This backbone read at `cut`: a shallow copy sharing the frozen layers (no new weights),
+        so one loaded backbone serves heads of every cut."""
+        if check_cut(cut) == self.cut:
+            return self
+        view = copy.copy(self)  # shares self._modules: the same layer objects
+        view.cut = cut
+        return view
+
+    def _readout(self, h):
+        return self.pool(h) if self.cut == "pool5" else h
+
     def forward(self, x):
-        """x [B,3,H,W] ImageNet-normalised -> feats [B,512,7,7]."""
-        return self.pool(self.features(x))
+        """x [B,3,H,W] ImageNet-normalised -> feats at the cut: [B,512,7,7] (pool5) or
+        [B,512,H/16,W/16] (conv5_3)."""
+        return self._readout(self.features[:_CUT_END[self.cut]](x))
 
     def forward_with(self, x, layers, graph="stages"):
-        """-> (feats [B,512,7,7], {name: activation [B,K,h,w]} of the named stages).
+        """-> (feats at the cut (forward), {name: activation [B,K,h,w]} of the named stages).
 
         graph "stages": no graph up to the earliest named stage, which is detached and marked
         requires_grad; one graph from there to the output (frozen net or not; the batched drivers).
@@ -105,11 +147,11 @@ class Backbone(nn.Module):
         acts = {at[first]: h} if first >= 0 else {}
         with torch.set_grad_enabled(graph is not None):
             h = x if first < 0 else h
-            for i in range(first + 1, len(self.features)):
+            for i in range(first + 1, _CUT_END[self.cut]):
                 h = self.features[i](h)
                 if i in at:
                     acts[at[i]] = h
-            return self.pool(h), acts
+            return self._readout(h), acts
 
 
 def load_backbone(weights=None, device="cpu"):

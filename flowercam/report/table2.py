@@ -16,9 +16,10 @@ from pathlib import Path
 
 from flowercam.core import UserError, atomic_write
 
-COLUMNS = ("config", "model_type", "normalize_by", "lr", "table_epoch", "top1", "top3", "top5",
-           "valid_loss", "train_loss", "epochs_run", "halted_at", "report_epoch", "report_top1",
-           "report_top3", "report_top5", "report_loss", "top1_diff", "run_dir", "best_checkpoint")
+COLUMNS = ("config", "model_type", "normalize_by", "cut", "lr", "table_epoch", "top1", "top3",
+           "top5", "valid_loss", "train_loss", "epochs_run", "halted_at", "report_epoch",
+           "report_top1", "report_top3", "report_top5", "report_loss", "top1_diff", "run_dir",
+           "best_checkpoint")
 CELL = re.compile(r"ep\s*(\d+):\s*([\d.]+)\s*/\s*([\d.]+)\s*/\s*([\d.]+),\s*([\d.]+)")
 
 
@@ -53,10 +54,12 @@ def read_report(path) -> dict:
 
 
 def with_report(table, report) -> list[dict]:
-    """Our rows with the report's figures of the same configuration and the top-1 difference."""
+    """Our rows with the report's figures of the same configuration (any cut; CAM-paper, a head
+    the report did not train: beside its CAM) and the top-1 difference."""
     out = []
     for row in table:
-        ref = report.get((row["model_type"], row["normalize_by"], float(row["lr"])))
+        kind = "CAM" if row["model_type"] == "CAM-paper" else row["model_type"]
+        ref = report.get((kind, row["normalize_by"], float(row["lr"])))
         extra = {f"report_{k}": (ref or {}).get(k) for k in ("epoch", "top1", "top3", "top5",
                                                             "loss")}
         extra["top1_diff"] = row["top1"] - ref["top1"] if ref else None
@@ -94,6 +97,7 @@ def write_markdown(path, rows, epochs):
     for r in rows:
         theirs, diff = _theirs(r)
         name = r["model_type"] + (f" {r['normalize_by']}" if r["normalize_by"] else "")
+        name += f" @{r['cut']}" if r.get("cut", "pool5") != "pool5" else ""
         lines.append(f"| {name} | {r['lr']:g} | {_ours(r)} | {r['valid_loss']:.4f} | "
                      f"{r['halted_at'] or '-'} | {theirs} | {diff} |")
     text = "\n".join(lines) + "\n"

@@ -32,7 +32,6 @@ from tqdm import tqdm
 from flowercam import dist
 from flowercam.core import TMP_PREFIX, UserError, disk_errors
 from flowercam.data import dataset
-from flowercam.model import vgg
 from flowercam.train import cache_store
 
 LAYOUT_ENV = "FLOWERCAM_CACHE_LAYOUT"
@@ -179,7 +178,8 @@ def _spread(job) -> np.ndarray:
     start = time.perf_counter()
     n = len(job.items)
     rows = np.load(job.npy_path, mmap_mode="c") if dist.is_root() else None
-    out = rows if dist.is_root() else np.empty((n, *vgg.FEATURE_SHAPE), np.float32)
+    shape, dtype = cache_store.row_layout(job.key)
+    out = rows if dist.is_root() else np.empty((n, *shape), dtype)
     for i in range(0, n, cache_store.BLOCK_ROWS):
         block = dist.broadcast(np.ascontiguousarray(rows[i:i + cache_store.BLOCK_ROWS])
                                if dist.is_root() else None)

@@ -1,5 +1,5 @@
-"""The feature cache on disk: a float32 .npy of [N,512,7,7] rows, its progress/checksum record,
-and the lock that makes concurrent builders compute every row once.
+"""The feature cache on disk: a .npy of [N,512,h,w] rows (shape and dtype from its key), its
+progress/checksum record, and the lock that makes concurrent builders compute every row once.
 
     python cache.py --subset valid      # builds one; this module keeps it whole
     python -c "from flowercam.train import cache_store as s; print(s.BLOCK_ROWS)"
@@ -27,6 +27,17 @@ from flowercam.core import UserError, atomic_save_json, disk_errors
 from flowercam.model import vgg
 
 BLOCK_ROWS = 256  # rows per checksum: a damaged block costs 256 backbone rows to rebuild
+# numpy dtype of a cut's rows: conv5_3 is 5.2x pool5's size, so 16 bits (float16, not bfloat16:
+# relu5_3 outputs are >= 0 and far below float16's 65504, float16 keeps 3 more mantissa bits, and
+# numpy has no bfloat16); README "Finer maps" measures what it changes
+STORAGE = {"pool5": "float32", "conv5_3": "float16"}
+
+
+def row_layout(key) -> tuple[tuple, np.dtype]:
+    """(row shape, numpy dtype) of a cache key's rows: (512,7,7) float32 at pool5, whose keys
+    carry no cut (features.cache_key)."""
+    cut = key.get("cut", vgg.DEFAULT_CUT)
+    return vgg.feature_shape(cut, key["input_size"]), np.dtype(key.get("storage", "float32"))
 
 
 def read_meta(meta_path, key) -> dict | None:
@@ -46,22 +57,23 @@ def done_mask(meta) -> np.ndarray:
 
 def save_progress(meta_path, key, done, sums=None):
     """The record, atomically; sums = (npy_bytes, [crc32 per block]) once complete."""
-    meta = {"key": key, "shape": [key["n"], *vgg.FEATURE_SHAPE], "dtype": "float32",
+    shape, dtype = row_layout(key)
+    meta = {"key": key, "shape": [key["n"], *shape], "dtype": dtype.name,
             "complete": bool(done.all()), "done": "".join("1" if d else "0" for d in done)}
     if sums is not None:
         meta.update(npy_bytes=sums[0], block_rows=BLOCK_ROWS, crc32=sums[1])
     atomic_save_json(meta_path, meta)
 
 
-def expected_bytes(n) -> int:
-    """Exact .npy size of n rows: the header numpy writes plus the float32 data."""
-    header = np.lib.format.header_data_from_array_1_0(np.zeros((0, *vgg.FEATURE_SHAPE),
-                                                               dtype=np.float32))
-    header["shape"] = (n, *vgg.FEATURE_SHAPE)
+def expected_bytes(key) -> int:
+    """Exact .npy size of the key's rows: the header numpy writes plus the data."""
+    n, (shape, dtype) = key["n"], row_layout(key)
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((0, *shape), dtype=dtype))
+    header["shape"] = (n, *shape)
     with tempfile.TemporaryFile() as f:  # the header's padded length, as numpy writes it
         np.lib.format.write_array_header_1_0(f, header)
         length = f.tell()
-    return length + n * int(np.prod(vgg.FEATURE_SHAPE)) * 4
+    return length + n * int(np.prod(shape)) * dtype.itemsize
 
 
 def checksums(npy_path) -> tuple[int, list[int]]:
@@ -80,7 +92,7 @@ def damaged_rows(npy_path, meta) -> np.ndarray | None:
         size = os.path.getsize(npy_path)
     except OSError:
         return None
-    if size != meta["npy_bytes"] or size != expected_bytes(n):
+    if size != meta["npy_bytes"] or size != expected_bytes(meta["key"]):
         return None
     _, sums = checksums(npy_path)
     bad = np.zeros(n, dtype=bool)
@@ -112,7 +124,7 @@ def check_complete(npy_path, meta_path, key) -> bool:
         if not folder_writable(Path(npy_path).parent):
             note(f"{npy_path} has no checksums and its folder is read-only: used unverified")
             return True
-        if os.path.getsize(npy_path) != expected_bytes(key["n"]):
+        if os.path.getsize(npy_path) != expected_bytes(key):
             note(f"{npy_path} has the wrong size for {key['n']} rows: rebuilding it")
             return False
         save_progress(meta_path, key, done_mask(meta), checksums(npy_path))
@@ -130,7 +142,7 @@ def check_complete(npy_path, meta_path, key) -> bool:
 
 
 def open_for_build(npy_path, meta_path, key):
-    """(memmap r+ [N,512,7,7], done mask) to build into: resumes an interrupted build, keeps the
+    """(memmap r+ [N,512,h,w], done mask) to build into: resumes an interrupted build, keeps the
     intact rows of a damaged one, else a fresh preallocated file (a full disk fails here, as
     one line, rather than as a crash when the mapping is written)."""
     meta = read_meta(meta_path, key)
@@ -139,24 +151,25 @@ def open_for_build(npy_path, meta_path, key):
         if "crc32" in meta:
             bad = damaged_rows(npy_path, meta)
             done = None if bad is None else done_mask(meta) & ~bad
-        elif os.path.getsize(npy_path) == expected_bytes(key["n"]):
+        elif os.path.getsize(npy_path) == expected_bytes(key):
             done = done_mask(meta)
     if done is None:
-        _create(npy_path, key["n"])
+        _create(npy_path, key)
         done = np.zeros(key["n"], dtype=bool)
         save_progress(meta_path, key, done)
     return np.load(npy_path, mmap_mode="r+"), done
 
 
-def _create(npy_path, n):
-    """A zero-filled cache file of n rows, its disk space allocated up front."""
+def _create(npy_path, key):
+    """A zero-filled cache file of the key's rows, its disk space allocated up front."""
     npy_path = Path(npy_path)
     tmp = npy_path.with_name(npy_path.name + ".tmp")
     try:
         with disk_errors(npy_path):
             npy_path.parent.mkdir(parents=True, exist_ok=True)
-            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                      shape=(n, *vgg.FEATURE_SHAPE)).flush()
+            shape, dtype = row_layout(key)
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype,
+                                      shape=(key["n"], *shape)).flush()
             fd = os.open(tmp, os.O_RDWR)
             try:
                 with contextlib.suppress(OSError, AttributeError):

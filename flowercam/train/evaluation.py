@@ -11,6 +11,7 @@ import dataclasses
 from flowercam.core import UserError
 from flowercam.data import dataset
 from flowercam.model import checkpoints, vgg
+from flowercam.model.heads import cut_of
 from flowercam.train import features, runs, training
 
 
@@ -68,7 +69,7 @@ def evaluate_run(model_dir, subset, opts: training.SourceOptions, backbone_weigh
     check_classes(settings, opts.data_dir)  # before the backbone loads
     split, weights = runs.run_defaults(model_dir, opts.split, backbone_weights)
     opts = dataclasses.replace(opts, split=split)
-    backbone = vgg.load_backbone(weights, opts.device)
+    backbone = vgg.load_backbone(weights, opts.device).at(cut_of(settings))
     check_data(settings, opts.data_dir, backbone)
     (source,) = training.make_sources(opts, backbone, subsets=(subset,))
     rows = []

@@ -1,12 +1,14 @@
-"""Feature cache: the frozen backbone's pooled output [N,512,7,7] of every image, computed once.
+"""Feature cache: the frozen backbone's output at its cut of every image, computed once
+([N,512,7,7] float32 at pool5; [N,512,16,16] float16 at conv5_3, 256 px: STORAGE).
 
     python cache.py --subset train       # the command; this module is what it runs
     python -c "from flowercam.train import features; print(features.PRECISIONS)"
 
 Files: data/cache/feats-<hash>.npy (float32 memmap, rows in items order) and feats-<hash>.json
 ({"key": ..., "done": "0101...", checksums}; train/cache_store.py): the hash covers dataset,
-image list (ids, file sizes and mtimes), input size, backbone_id and precision, so a changed input
-never reuses stale features. Completed batches are flushed, then marked done, so an interrupted
+image list (ids, file sizes and mtimes), input size, backbone_id, precision and (other than pool5,
+whose keys stay as they were) the cut and storage dtype, so a changed input never reuses stale
+features. Completed batches are flushed, then marked done, so an interrupted
 build resumes where it stopped; a complete cache is verified on open (cache_store.py).
 """
 
@@ -37,7 +39,7 @@ def input_size(data_dir) -> int:
     return int(dataset.read_augment_info(data_dir).get("size", vgg.INPUT_SIZE))
 
 
-def cache_key(items, backbone_id, data_dir, size, precision) -> dict:
+def cache_key(items, backbone_id, data_dir, size, precision, cut=vgg.DEFAULT_CUT) -> dict:
     """Everything the features depend on; a change in any of it gives another cache file."""
     try:
         dataset_name = dataset.read_index(data_dir).get("dataset", "")
@@ -48,9 +50,13 @@ def cache_key(items, backbone_id, data_dir, size, precision) -> dict:
         st = os.stat(path) if os.path.exists(path) else None
         stamp = f"{st.st_size}:{st.st_mtime_ns}" if st else "missing"
         listing.update(f"{item_id}|{os.path.basename(path)}|{stamp}\n".encode())
-    return {"version": CACHE_VERSION, "dataset": dataset_name, "n": len(items),
-            "images": listing.hexdigest(), "input_size": int(size),
-            "backbone": backbone_id, "precision": precision}
+    key = {"version": CACHE_VERSION, "dataset": dataset_name, "n": len(items),
+           "images": listing.hexdigest(), "input_size": int(size),
+           "backbone": backbone_id, "precision": precision}
+    if vgg.check_cut(cut) != vgg.DEFAULT_CUT:  # pool5 keys as before: its caches stay valid
+        key.update(cut=cut, storage=cache_store.STORAGE[cut])
+    return key
+
 
 
 def cache_paths(data_dir, key) -> tuple[Path, Path]:
@@ -93,7 +99,7 @@ def _build(store, done, job: cache_shards.Build, on_flush):
     with bar, worker_errors():
         for images, _ in loader:
             rows = todo[start:start + len(images)]
-            store[rows] = job.run_batch(images)  # [B,512,7,7] float32
+            store[rows] = job.run_batch(images)  # [B,512,h,w] float32, stored as the key says
             store.flush()  # data on disk before the done mask says so
             done[rows] = True
             on_flush(done)
@@ -103,18 +109,20 @@ def _build(store, done, job: cache_shards.Build, on_flush):
 
 def feature_cache(items, backbone, data_dir, precision="fp32", batch_size=16, num_workers=2,
                   device="cpu", size=None) -> torch.Tensor:
-    """[N,512,7,7] float32 features of items (rows in items order), memory-mapped from data/cache.
+    """[N,512,h,w] features of items at backbone.cut (rows in items order), memory-mapped from
+    data/cache: float32 at pool5, float16 at conv5_3 (cache_store.STORAGE; consumers take
+    .float() per batch).
 
     items: [(item_id, path, label)] as dataset.split_items gives; size None = data/augment.json.
     Builds what is missing or damaged (resuming an interrupted build; one builder at a time),
     returns a read-only copy-on-write mapping (a complete cache is never opened for writing).
     """
     size = input_size(data_dir) if size is None else int(size)
-    key = cache_key(items, backbone.backbone_id, data_dir, size, precision)
+    key = cache_key(items, backbone.backbone_id, data_dir, size, precision, backbone.cut)
     npy_path, meta_path = cache_paths(data_dir, key)
     autocast(precision, device)  # validates precision before any file is touched
     if not items:
-        return torch.zeros((0, *vgg.FEATURE_SHAPE))
+        return torch.zeros((0, *cache_store.row_layout(key)[0]))
     job = cache_shards.Build(npy_path=npy_path, meta_path=meta_path, key=key, items=list(items),
                              size=size, batch_size=batch_size, num_workers=num_workers,
                              run_batch=batch_runner(backbone, precision, device))
@@ -131,7 +139,7 @@ def feature_cache(items, backbone, data_dir, precision="fp32", batch_size=16, nu
 
 
 def batch_runner(backbone, precision, device):
-    """images [B,3,H,W] -> their float32 features as numpy [B,512,7,7] (every build's rows)."""
+    """images [B,3,H,W] -> their float32 features as numpy [B,512,h,w] (every build's rows)."""
     def run(images):
         with torch.inference_mode():
             with autocast(precision, device):
@@ -168,7 +176,8 @@ def labels_tensor(items) -> torch.Tensor:
 
 
 class CachedSource:
-    """Features from the cache: batches are rows of one [N,512,7,7] tensor (no backbone)."""
+    """Features from the cache: batches are rows of one [N,512,h,w] tensor (no backbone), as
+    float32 whatever the storage."""
 
     def __init__(self, feats, labels, device="cpu"):
         # on an accelerator the whole tensor moves once; on CPU it stays memory-mapped
@@ -179,10 +188,10 @@ class CachedSource:
         return len(self.labels)
 
     def batches(self, order, batch_size):
-        """(feats [B,512,7,7], labels [B]) for consecutive chunks of the index tensor order."""
+        """(feats [B,512,h,w], labels [B]) for consecutive chunks of the index tensor order."""
         order = order.to(self.labels.device)
         for idx in order.split(batch_size):
-            yield self.feats.index_select(0, idx), self.labels.index_select(0, idx)
+            yield self.feats.index_select(0, idx).float(), self.labels.index_select(0, idx)
 
 
 class BackboneSource:

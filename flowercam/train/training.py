@@ -17,16 +17,17 @@ from tqdm import tqdm
 
 from flowercam.core import UserError, atomic_write
 from flowercam.data import dataset
-from flowercam.model import checkpoints, heads, normalization
+from flowercam.model import checkpoints, heads, normalization, vgg
 from flowercam.train import features, runs
 
 EVAL_BATCH = 256
 
 
 def make_settings(model_type, normalize_by, class_names, size, backbone_id,
-                  recam_lambda=None) -> dict:
+                  recam_lambda=None, cut=vgg.DEFAULT_CUT) -> dict:
     """The settings every checkpoint carries: what evaluate and inference need to rebuild it.
-    recam_lambda (None = heads.RECAM_LAMBDA) is stored for ReCAM-published only."""
+    recam_lambda (None = heads.RECAM_LAMBDA) is stored for ReCAM-published only; cut (where the
+    head reads the backbone) only when it is not pool5, so pool5 settings are as before."""
     if model_type not in heads.MODEL_TYPES:
         raise UserError(f"unknown model type {model_type!r}: "
                         f"use one of {', '.join(heads.MODEL_TYPES)}")
@@ -40,6 +41,8 @@ def make_settings(model_type, normalize_by, class_names, size, backbone_id,
     if model_type == "ReCAM-published":
         settings["recam_lambda"] = heads.RECAM_LAMBDA if recam_lambda is None else recam_lambda
         heads.build_head(settings)  # checks recam_lambda now, before any training
+    if vgg.check_cut(cut) != vgg.DEFAULT_CUT:
+        settings["cut"] = cut
     return settings
 
 

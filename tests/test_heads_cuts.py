@@ -1,0 +1,117 @@
+"""Every head at every cut: shapes, the CAM identity, checkpoints that rebuild the cut, and every
+map method (plain and aggregated) on a tiny seeded model."""
+
+import pytest
+import torch
+
+from flowercam.cam import compute, methods
+from flowercam.core import UserError
+from flowercam.model import checkpoints, heads, vgg
+from flowercam.train import training
+
+C = 3
+CASES = [(kind, cut) for kind in heads.MODEL_TYPES for cut in vgg.CUTS]
+MANY_PASSES = ("SSCAM", "ISCAM")  # Score-CAM variants with several masked forwards per channel
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    torch.manual_seed(0)
+    return vgg.Backbone()
+
+
+def tiny(backbone, kind, cut, seed=0):
+    torch.manual_seed(seed)
+    head = heads.build_head({"model_type": kind, "num_classes": C})
+    return heads.Classifier(backbone.at(cut), head).eval()
+
+
+def images(n=2, size=64, seed=1):
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("kind,cut", CASES)
+def test_shapes_and_cam_identity(backbone, kind, cut):
+    """A CAM's spatial mean (+ the linear layer's bias) is the logit: mean_hw sum_k w_ck A_k
+    = sum_k w_ck mean_hw A_k."""
+    model = tiny(backbone, kind, cut)
+    with torch.no_grad():
+        feats = model.backbone(images())
+        rew, maps, logits = model.head.forward_maps(feats)
+    side = vgg.feature_shape(cut, 64)[1]
+    width = heads.PaperCAMHead.WIDTH if kind == "CAM-paper" else C
+    assert feats.shape == (2, *vgg.feature_shape(cut, 64))
+    assert maps.shape == rew.shape == (2, width, side, side) and logits.shape == (2, C)
+    assert model.head.fc.weight.shape == (C, width)
+    cams = torch.einsum("kc,bchw->bkhw", model.head.fc.weight, rew)  # [B,C,h,w]
+    bias = model.head.fc.bias if model.head.fc.bias is not None else torch.zeros(C)
+    assert (model.head.fc.bias is not None) == (kind == "CAM-paper")  # the paper's has a bias
+    torch.testing.assert_close(cams.mean((2, 3)) + bias, logits, rtol=1e-4, atol=1e-5)
+    if kind in ("CAM", "CAM-paper"):
+        torch.testing.assert_close(model.head.cams(maps), cams)
+
+
+def test_paper_head_is_the_papers():
+    head = heads.build_head({"model_type": "CAM-paper", "num_classes": 17})
+    assert isinstance(head, heads.PaperCAMHead) and head.conv.kernel_size == (3, 3)
+    assert head.conv.padding == (1, 1) and head.conv.out_channels == 1024
+    feats = torch.rand(1, 512, 16, 16)
+    assert head.class_maps(feats).min() >= 0 and head.class_maps(feats).shape == (1, 1024, 16, 16)
+
+
+@pytest.mark.parametrize("kind", heads.MODEL_TYPES)
+def test_checkpoint_rebuilds_the_cut(tmp_path, backbone, kind):
+    settings = training.make_settings(kind, "minmax", ["a", "b", "c"], 64, backbone.backbone_id,
+                                      cut="conv5_3")
+    assert settings["cut"] == "conv5_3"
+    model = tiny(backbone, kind, "conv5_3", seed=3)
+    path = tmp_path / "epoch_1.pth"
+    checkpoints.save_checkpoint(path, model.head, settings, epoch=1)
+    torch.load(path, weights_only=True)  # plain types only
+    loaded, got = checkpoints.load_model(path, backbone=backbone)
+    assert got["cut"] == "conv5_3" and loaded.backbone.cut == "conv5_3"
+    assert type(loaded.head) is type(model.head) and backbone.cut == "pool5"  # no side effect
+    x = images()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_pool5_settings_carry_no_cut_and_old_checkpoints_load_at_pool5(tmp_path, backbone):
+    settings = training.make_settings("CAM", None, ["a", "b", "c"], 64, backbone.backbone_id)
+    assert "cut" not in settings  # the report's settings, as before
+    path = tmp_path / "epoch_1.pth"
+    checkpoints.save_checkpoint(path, heads.build_head(settings), settings)
+    assert checkpoints.load_model(path, backbone=backbone)[0].backbone.cut == "pool5"
+    checkpoints.save_checkpoint(path, heads.build_head(settings), {**settings, "cut": "pool9"})
+    with pytest.raises(UserError, match="unknown backbone cut 'pool9'"):
+        checkpoints.load_checkpoint(path)
+
+
+def _check(result, model, method, n, size, plain=True):
+    assert result.maps.shape == result.raw.shape == (n, size, size)
+    assert torch.isfinite(result.raw).all() and 0 <= result.maps.min() <= result.maps.max() <= 1
+    if method == "CAM" and plain:  # the map at the cut's own resolution
+        assert result.raw_native.shape[-1] == vgg.feature_shape(model.backbone.cut, size)[1]
+
+
+@pytest.mark.parametrize("kind,cut", CASES)
+def test_every_method_on_every_head_and_cut(backbone, kind, cut):
+    model = tiny(backbone, kind, cut)
+    size = 32 if kind == "CAM-paper" else 64  # Score-CAM: one forward per map (1024 here)
+    x = images(1, size)
+    for method in methods.supported(kind):
+        if kind == "CAM-paper" and method in MANY_PASSES:
+            continue  # thousands of masked forwards over 1024 maps; run on the other heads
+        _check(compute.compute_maps(model, x, method, targets=1), model, method, 1, size)
+    for method in ("CAM", "LayerCAM"):
+        agg = compute.compute_maps(model, x, method, targets=1, scales=(1, 1.5), flip=True)
+        _check(agg, model, method, 1, size, plain=False)
+
+
+def test_layercam_last_layer_is_the_cuts_class_maps(backbone):
+    """LayerCAM's classmaps layer at conv5_3 is 16x16 (the new class maps), 7x7 at pool5."""
+    x = images(1, 256)
+    for cut, side in (("pool5", 7), ("conv5_3", 16)):
+        model = tiny(backbone, "CAM-paper", cut)
+        result = compute.compute_maps(model, x, "LayerCAM", targets=0, layers=["classmaps"])
+        assert result.raw_native.shape == (1, side, side)
