@@ -90,8 +90,9 @@ def add_cam_metrics_args(parser):
     add("--target", choices=config.TARGETS,
         help=f"the class each map explains; default {D('target')}")
     add("--baselines", nargs="*", choices=config.MAP_BASELINES,
-        help="class-agnostic maps scored beside the methods: center (Gaussian, sigma = side/4), "
-             "full (all ones); --baselines alone: none; default: center full")
+        help="maps without a classifier scored beside the methods: center (Gaussian, sigma = "
+             "side/4), full (all ones), random (seeded uniform noise), sobel (the image's edge "
+             "magnitude); --baselines alone: none; default: all four")
     add_mask_args(add)
     add_run_args(parser, group, add)
     return parser

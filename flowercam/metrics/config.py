@@ -12,7 +12,8 @@ from flowercam.core import UserError
 
 DELETION_BASELINES = ("zeros", "black", "blur")
 TARGETS = ("label", "predicted")
-MAP_BASELINES = ("center", "full")  # class-agnostic maps scored beside the methods
+MAP_BASELINES = ("center", "full", "random", "sobel")  # maps scored beside the methods
+# (metrics/baselines.py; they need no classifier)
 FAMILIES = ("faithfulness", "localization")
 THRESHOLD_COUNT = 100  # map thresholds of the localization figures (Choe et al. 2020)
 

@@ -8,7 +8,7 @@
 
 Writes cam_metrics.json (figures, 95% bootstrap intervals, per class, per image) and cam_metrics.md
 into --output-dir (default: the model directory). run() takes a config.MetricsConfig (evaluate.py
-builds it from the flags). Rows: the map methods and the class-agnostic baselines (center, full).
+builds it from the flags). Rows: the map methods and the baselines (metrics/baselines.py).
 Masks: --masks-dir, else DATA_DIR/masks. The inputs (checkpoint, methods, images, masks) are chosen
 in flowercam.metrics.selection, the maths is in formulas / boxes / localization, the tables in
 tables. Maps are computed in fp32; --precision only changes the scoring forwards.
@@ -26,7 +26,7 @@ from flowercam import core, dist
 from flowercam.cam import compute
 from flowercam.core import UserError
 from flowercam.data import dataset
-from flowercam.metrics import boxes, formulas, localization, selection, tables
+from flowercam.metrics import baselines, formulas, localization, selection, tables
 from flowercam.metrics.config import MetricsConfig
 from flowercam.model import checkpoints, vgg
 from flowercam.train import evaluation, features, runs
@@ -104,13 +104,6 @@ def perturbation_aucs(maps, shared, keep, score_fn, cfg, generator):
     return dele, ins
 
 
-def baseline_maps(name, n, h, w):
-    """[n,H,W] class-agnostic map: center = Gaussian at the image centre, sigma = side/4
-    (boxes.center_map); full = all ones (the whole image at every tau)."""
-    one = boxes.center_map(h, w) if name == "center" else boxes.full_map(h, w)
-    return torch.from_numpy(one).float().expand(n, h, w).contiguous()
-
-
 def measure_method(maps, shared, masks, keep, score_fn, cfg, generator, faithful=True):
     """Per-image figures of one method on one batch (dict of numpy arrays)."""
     nan = np.full(len(maps), np.nan)
@@ -158,7 +151,8 @@ def _measure_batch(p, start, images, labels):
     mask_arrays = selection.batch_masks(batch, p.masks, p.size)
     figures = {}
     for row in p.rows:
-        maps = (baseline_maps(row, len(batch), p.size, p.size) if row in p.cfg.baselines
+        maps = (baselines.baseline_maps(row, shared["pixels"], [b[0] for b in batch], p.cfg.seed)
+                if row in p.cfg.baselines
                 else method_maps(p.model, row, images, shared, p.cfg))
         figures[row] = measure_method(maps, shared, mask_arrays, keep, p.score_fn, p.cfg,
                                       p.generator, p.faithful)

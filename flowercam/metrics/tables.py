@@ -180,8 +180,9 @@ def _header(summary):
             f"class, scoring in {opts['precision']}, {summary['seconds']:.0f} s "
             f"({summary['seconds_per_image']:.2f} s/image, {opts['device']}).",
             f"Values [95% bootstrap interval, {opts['bootstrap']} resamples of the images]. "
-            "Baselines are class-agnostic maps, no model: center = Gaussian at the image centre, "
-            "sigma = side/4; full = all ones. † = does not beat the center baseline."
+            "Baselines are maps without a model: center = Gaussian at the image centre, "
+            "sigma = side/4; full = all ones; random = seeded uniform noise; sobel = the image's "
+            "edge magnitude. † = does not beat the center baseline."
             + _aggregation(opts)]
 
 
