@@ -65,8 +65,9 @@ def add_cam_metrics_args(parser):
     group = parser.add_argument_group("--cam-metrics (map quality; the flags below need it)")
     add = _suppressing(parser, group, "cam-metrics")
     add("--figures", nargs="+", choices=config.FAMILIES,
-        help="which families of map figures to measure (faithfulness takes most of the time); "
-             "default: all")
+        help="which families of map figures to measure (faithfulness takes most of the time; "
+             "road = ROAD, Rong 2022, on the --perturb-limit images); default: faithfulness "
+             "localization")
     add("--methods", nargs="+", choices=list(methods.METHODS),
         help="map methods to measure; none given: every method the head supports")
     add("--checkpoint", help="head checkpoint; none given: the -d model dir's best epoch")

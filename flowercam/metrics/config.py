@@ -14,7 +14,9 @@ DELETION_BASELINES = ("zeros", "black", "blur")
 TARGETS = ("label", "predicted")
 MAP_BASELINES = ("center", "full", "random", "sobel")  # maps scored beside the methods
 # (metrics/baselines.py; they need no classifier)
-FAMILIES = ("faithfulness", "localization")
+FAMILIES = ("faithfulness", "localization", "road")
+# road (metrics/road.py: 10 sparse solves per image and map) only when asked for
+DEFAULT_FAMILIES = ("faithfulness", "localization")
 THRESHOLD_COUNT = 100  # map thresholds of the localization figures (Choe et al. 2020)
 
 
@@ -54,7 +56,7 @@ class MetricsConfig:
     ignore_values: tuple[int, ...] | None = None  # None: (0, 5) for DATA_DIR/masks, else ()
     masked_only: bool = False  # measure only the images that have a mask
     validate_tau_on: str | None = None  # None: "valid" for split_name test; "none": off
-    families: tuple[str, ...] = FAMILIES  # faithfulness costs most of a run's time
+    families: tuple[str, ...] = DEFAULT_FAMILIES  # faithfulness costs most of the time
     bootstrap: int = 1000
     map_batch_size: int = 8
     metrics_batch_size: int = 16

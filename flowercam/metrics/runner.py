@@ -26,7 +26,7 @@ from flowercam import core, dist
 from flowercam.cam import compute
 from flowercam.core import UserError
 from flowercam.data import dataset
-from flowercam.metrics import baselines, formulas, localization, selection, tables
+from flowercam.metrics import baselines, formulas, localization, road, selection, tables
 from flowercam.metrics.config import MetricsConfig
 from flowercam.model import checkpoints, vgg
 from flowercam.train import evaluation, features, runs
@@ -105,11 +105,13 @@ def perturbation_aucs(maps, shared, keep, score_fn, cfg, generator):
 
 
 def measure_method(maps, shared, masks, keep, score_fn, cfg, generator, faithful=True):
-    """Per-image figures of one method on one batch (dict of numpy arrays)."""
+    """Per-image figures of one method on one batch (dict of numpy arrays); ROAD (road.py) on
+    the images `keep` when cfg.families has it."""
     nan = np.full(len(maps), np.nan)
     o = score_fn(shared["pixels"] * maps[:, None], shared["targets"]).numpy() if faithful else nan
-    dele, ins = perturbation_aucs(maps, shared, keep, score_fn, cfg, generator)
-    return {"o": o, "deletion": dele, "insertion": ins,
+    dele, ins = perturbation_aucs(maps, shared, keep & faithful, score_fn, cfg, generator)
+    roads = road.per_image(score_fn, maps, shared, keep, cfg.seed) if "road" in cfg.families else {}
+    return {"o": o, "deletion": dele, "insertion": ins, **roads,
             **localization.image_tables(maps.numpy(), masks)}
 
 
@@ -173,7 +175,7 @@ def measure(model, settings, items, rows, cfg, masks, faithful=True):
                                      cfg.metrics_batch_size, cfg.device),
               torch.Generator().manual_seed(cfg.seed),
               selection.perturb_selection([label for _, _, label in items], cfg.perturb_limit,
-                                          cfg.seed) & faithful,
+                                          cfg.seed) & (faithful or "road" in cfg.families),
               batch_features(model, items, cfg), faithful)
     starts = list(range(0, len(items), step))
     mine = dist.shard(starts)
@@ -185,7 +187,7 @@ def measure(model, settings, items, rows, cfg, masks, faithful=True):
         batches = iter(loader)
         for start in starts:
             if start not in mine:
-                n = 2 * len(rows) * int(p.perturb[start:start + step].sum())  # del. + ins.
+                n = 2 * len(rows) * int(p.perturb[start:start + step].sum()) * p.faithful
                 formulas.skip_pixel_ranks(p.generator, n, size * size)  # another rank's batch
                 continue
             images, labels = next(batches)
@@ -214,7 +216,7 @@ def tau_set(model, settings, rows, cfg, masks):
     if not items:
         raise UserError(f"no {cfg.validate_tau_on} image has a mask in {masks.folder}: "
                         "validate tau on another subset, or add masks", topic="masks")
-    tau_cfg = dataclasses.replace(cfg, split_name=cfg.validate_tau_on)
+    tau_cfg = dataclasses.replace(cfg, split_name=cfg.validate_tau_on, families=("localization",))
     measured = measure(model, settings, items, rows, tau_cfg, masks, faithful=False)
     if measured is None:  # a rank > 0 under torchrun
         return None

@@ -23,7 +23,11 @@ from flowercam.metrics import formulas, localization
 FAITHFULNESS = (("average_drop", "AD % ↓", "{:.1f}", False),
                 ("increase_in_confidence", "IC % ↑", "{:.1f}", False),
                 ("deletion_auc", "deletion AUC ↓", "{:.3f}", False),
-                ("insertion_auc", "insertion AUC ↑", "{:.3f}", False))
+                ("insertion_auc", "insertion AUC ↑", "{:.3f}", False),
+                ("road_morf", "ROAD MoRF ↓", "{:.3f}", False),
+                ("road_lerf", "ROAD LeRF ↑", "{:.3f}", False),
+                ("road_combined", "ROAD (LeRF-MoRF)/2 ↑", "{:.3f}", False))
+ROAD = ("road_morf", "road_lerf", "road_combined")  # per-image arrays when road was measured
 TAU_FREE = (("pointing_game", "pointing % ↑", "{:.1f}", False),
             ("pxap", "PxAP % ↑", "{:.1f}", False))
 AT_TAU = (("miou", "IoU % ↑", "{:.1f}", True), ("max_box_acc", "MaxBoxAcc % ↑", "{:.1f}", True),
@@ -38,7 +42,8 @@ def faithfulness(arrays, y, idx, n_boot, seed):
     """AD, IC, deletion and insertion AUC of the images idx (per-image means)."""
     per_image = {"average_drop": formulas.drop_per_image(y[idx], arrays["o"][idx]),
                  "increase_in_confidence": formulas.increase_per_image(y[idx], arrays["o"][idx]),
-                 "deletion_auc": arrays["deletion"][idx], "insertion_auc": arrays["insertion"][idx]}
+                 "deletion_auc": arrays["deletion"][idx], "insertion_auc": arrays["insertion"][idx],
+                 **{k: arrays[k][idx] for k in ROAD if k in arrays}}
     return {k: localization.figure(*formulas.mean_ci(v, n_boot, seed))
             for k, v in per_image.items()}
 
@@ -107,7 +112,8 @@ def summarise(measured, cfg, context):
                            tau_set["taus"][r] if tau_set else None, cfg.bootstrap, cfg.seed)
             for r, a in measured["methods"].items()}
     first = next(iter(measured["methods"].values()))
-    per_image = {**info, **{m: {k: a[k].tolist() for k in ("o", "deletion", "insertion", "hit")}
+    kept = ("o", "deletion", "insertion", "hit", *ROAD)
+    per_image = {**info, **{m: {k: a[k].tolist() for k in kept if k in a}
                             for m, a in measured["methods"].items()}}
     return {"checkpoint": context["checkpoint"], "split": context["split"],
             "subset": context["subset"], "n_images": n, "seconds": context["seconds"],
