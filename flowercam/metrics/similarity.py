@@ -8,8 +8,8 @@ Per image pair: raw maps (signed, before normalisation: the Spearman figures) an
 normalised maps in [0,1] (SSIM, HOG). Spearman = Pearson correlation of the pixel ranks (ties get
 their mean rank); |Spearman| ranks |raw|. SSIM: scikit-image, data_range 1 (Wang et al. 2004).
 HOG similarity: Pearson correlation of the two maps' HOG descriptors (9 orientations, 16 px
-cells, 2x2 blocks; Dalal and Triggs 2005), as Adebayo et al. 2018. NaN where a figure is undefined
-(a constant map has no ranks, no gradients).
+cells, 2x2 blocks; Dalal and Triggs 2005), as Adebayo et al. 2018. A constant map (no ranks, no
+gradients) scores 0 against a varying map and 1 against another constant one (pearson).
 """
 
 import numpy as np
@@ -24,11 +24,14 @@ HOG_CELL = 16
 
 
 def pearson(a, b):
-    """Pearson correlation of two flat arrays; NaN when either is constant."""
+    """Pearson correlation of two flat arrays. A constant array carries no ordering: against a
+    varying one 0 (nothing in common), against another constant one 1 (the same: nothing)."""
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     a, b = a - a.mean(), b - b.mean()
-    norm = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / norm) if norm > 0 else float("nan")
+    sa, sb = (a * a).sum(), (b * b).sum()
+    if sa == 0 or sb == 0:
+        return 1.0 if sa == sb else 0.0
+    return float((a * b).sum() / np.sqrt(sa * sb))
 
 
 def spearman(a, b):

@@ -242,12 +242,12 @@ def markdown(summary):
     return "\n".join(lines) + "\n"
 
 
-def _clean(obj):
+def clean(obj):
     """NaN / numpy scalars -> JSON (null, int, float)."""
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_clean(v) for v in obj]
+        return [clean(v) for v in obj]
     if isinstance(obj, (np.integer, np.bool_)):
         return obj.item()
     if isinstance(obj, (float, np.floating)):
@@ -257,7 +257,7 @@ def _clean(obj):
 
 def write(out_dir, summary):
     """Atomic cam_metrics.json + cam_metrics.md in out_dir."""
-    summary = _clean(summary)
+    summary = clean(summary)
     text = json.dumps(summary, indent=1, allow_nan=False)
     os.makedirs(out_dir, exist_ok=True)
     atomic_write(Path(out_dir) / "cam_metrics.json", lambda f: f.write(text), mode="w")
