@@ -10,8 +10,10 @@ import torch
 import training_data
 
 import evaluate as evaluate_cli
+from flowercam.cam import compute, methods
 from flowercam.core import UserError
-from flowercam.metrics import sanity_tables, similarity
+from flowercam.metrics import sanity, sanity_tables, similarity
+from flowercam.metrics.config import MetricsConfig
 from flowercam.model import checkpoints, heads, randomise, vgg
 from flowercam.train import features, permuted
 
@@ -175,3 +177,23 @@ def test_sanity_refuses_the_other_modes_flags(tmp_path):
                  ["--sanity", "--cam-metrics"]):
         with pytest.raises(UserError):
             evaluate_cli.main(parser.parse_args(["-d", str(tmp_path), *argv]))
+
+
+def test_fixed_features_give_the_maps_of_the_full_model(model):
+    """One backbone pass shared by the class-map methods: the same maps as each method's own."""
+    cfg = MetricsConfig(baselines=())
+    x = training_data.images(2, size=64)
+    targets = torch.tensor([1, 3])
+    for row in methods.METHODS:
+        if row not in methods.supported("CAM"):
+            continue
+        if row in ("CAM", "GradCAM", "LayerCAM", "ScoreCAM"):  # LayerCAM reads pool3 / pool4
+            assert sanity.class_maps_only(row, cfg) == (row in ("CAM", "GradCAM")), row
+        if not sanity.class_maps_only(row, cfg):
+            continue
+        (raw, maps), feats = sanity.row_maps(model, row, x, None, None, targets, ["a", "b"], cfg,
+                                            0)
+        want = compute.compute_maps(model, x, row, targets)
+        assert np.allclose(raw, want.raw.numpy(), atol=1e-5) and feats is not None
+        (again, _), _ = sanity.row_maps(model, row, x, None, feats, targets, ["a", "b"], cfg, 0)
+        assert np.allclose(again, raw, atol=1e-5)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from flowercam.cam import compute
+from flowercam.cam import compute, methods
 from flowercam.core import UserError
 from flowercam.data import dataset
 from flowercam.metrics import baselines, formulas, runner, selection, similarity
@@ -93,15 +93,57 @@ def state_model(model, state, seed, permuted_model):
     return randomise.randomised(model, state.layers, seed)
 
 
-def row_maps(model, row, images, pixels, shared, targets, ids, cfg, seed):
-    """(raw [B,H,W], normalised [B,H,W]) numpy maps of one method or baseline."""
+class FixedFeatures(torch.nn.Module):
+    """A stand-in backbone returning features already computed for this batch (the feature cache,
+    or one pass of a randomised backbone), shared by every method that reads only the class maps:
+    one backbone pass per state and batch instead of one per method."""
+
+    def __init__(self, feats, backbone_id):
+        super().__init__()
+        self.feats, self.backbone_id = feats, backbone_id
+
+    def forward(self, x):
+        if len(x) != len(self.feats):
+            raise ValueError(f"{len(x)} images for {len(self.feats)} fixed feature rows")
+        return self.feats
+
+    def forward_with(self, x, layers, graph="stages"):
+        if layers:
+            raise ValueError(f"fixed features have no stage {layers[0]}")
+        return self.forward(x), {}
+
+
+def class_maps_only(row, cfg):
+    """True when the method reads nothing of the backbone but its output (CAM, Grad-CAM on the
+    class maps, ...): FixedFeatures can stand in. Score-CAM's masked forwards need the images."""
+    if row not in methods.METHODS or methods.METHODS[row].kind == "scores":
+        return False
+    opts = methods.resolve_options(row, _options(row, cfg))
+    return set(methods.layers_of(row, opts)) <= {"classmaps", "reweighted"}
+
+
+def _options(row, cfg):
+    return {"layers": cfg.layers} if cfg.layers and row == "LayerCAM" else {}
+
+
+def row_maps(model, row, images, pixels, feats, targets, ids, cfg, seed):
+    """(raw [B,H,W], normalised [B,H,W]) numpy maps of one method or baseline; feats: the
+    model's backbone output for these images (None: unknown) -> (maps, feats)."""
     if row in cfg.baselines:
         maps = baselines.baseline_maps(row, pixels, ids, seed).numpy()
-        return maps, maps
-    options = {"layers": cfg.layers} if cfg.layers and row == "LayerCAM" else {}
-    result = compute.maps_reusing(model, images.to(cfg.device), row, shared,
-                                  targets.to(cfg.device), normalize_by="minmax", **options)
-    return result.raw.detach().float().cpu().numpy(), result.maps.detach().float().cpu().numpy()
+        return (maps, maps), feats
+    x = images.to(cfg.device)
+    if class_maps_only(row, cfg):
+        if feats is None:
+            with torch.no_grad():
+                feats = model.backbone(x)
+        model = heads.Classifier(FixedFeatures(feats, model.backbone.backbone_id), model.head)
+    result = compute.maps_reusing(model, x, row, {} if feats is None else {"feats": feats},
+                                  targets.to(cfg.device), normalize_by="minmax",
+                                  **_options(row, cfg))
+    maps = (result.raw.detach().float().cpu().numpy(),
+            result.maps.detach().float().cpu().numpy())
+    return maps, feats
 
 
 @dataclasses.dataclass
@@ -129,17 +171,17 @@ def _batch(r: _Run, images, labels, feats, ids, keep):
     """Maps of every row under the trained model and every state; similarities per image. keep:
     how many of the batch's first images the figure shows."""
     pixels, targets = _inputs(r.model, images, labels, feats, r.cfg.target)
-    ref = {row: row_maps(r.model, row, images, pixels, {"feats": feats}, targets, ids, r.cfg,
-                         r.cfg.seed) for row in r.rows}
+    ref = {row: row_maps(r.model, row, images, pixels, feats, targets, ids, r.cfg,
+                         r.cfg.seed)[0] for row in r.rows}
     for row in r.rows:
         if keep > 0:
             r.figure[(row, "trained")] = ref[row][1][:keep].astype(np.float16)
     for k, state in enumerate(r.states, 1):
         model = state_model(r.model, state, r.cfg.seed, r.permuted_model)
-        shared = {"feats": feats} if state.head_only else {}
+        known = feats if state.head_only else None  # a randomised backbone: one pass, later
         for row in r.rows:
-            got = row_maps(model, row, images, pixels, shared, targets, ids, r.cfg,
-                           r.cfg.seed + k)
+            got, known = row_maps(model, row, images, pixels, known, targets, ids, r.cfg,
+                                  r.cfg.seed + k)
             sims = similarity.similarities(ref[row][0], got[0], ref[row][1], got[1])
             for measure, values in sims.items():
                 r.per_image[row].setdefault(state.name, {}).setdefault(measure, []).append(values)
