@@ -93,13 +93,21 @@ def add_cam_metrics_args(parser):
              f"{D('deletion_baseline')}")
     add("--target", choices=config.TARGETS,
         help=f"the class each map explains; default {D('target')}")
+    add_baseline_args(add)
+    add_mask_args(add)
+    add_run_args(parser, group, add)
+    return parser
+
+
+def add_baseline_args(add):
     add("--baselines", nargs="*", choices=config.MAP_BASELINES,
         help="maps without a classifier scored beside the methods: center (Gaussian, sigma = "
              "side/4), full (all ones), random (seeded uniform noise), sobel (the image's edge "
              "magnitude); --baselines alone: none; default: all four")
-    add_mask_args(add)
-    add_run_args(parser, group, add)
-    return parser
+    add("--compare", nargs=2, action="append", metavar=("A", "B"),
+        help="also report the paired bootstrap difference A - B of every figure (maps among "
+             "--methods and --baselines; repeat for more pairs); every map is always paired "
+             "with center")
 
 
 def add_mask_args(add):
@@ -182,6 +190,7 @@ def run_sanity(args):
 
 RENAMED = {"figures": "families"}  # flag dest -> MetricsConfig field
 TUPLES = ("methods", "baselines", "mask_values", "ignore_values", "scales", "layers", "families")
+PAIRS = ("compare",)  # lists of [A, B] -> tuples of pairs
 
 
 def check_modes(args):
@@ -207,6 +216,9 @@ def metrics_config(args) -> MetricsConfig:
     for name in TUPLES:
         if name in chosen:
             chosen[name] = tuple(chosen[name])
+    for name in PAIRS:
+        if name in chosen:
+            chosen[name] = tuple(map(tuple, chosen[name]))
     return MetricsConfig(model_dir=args.model_dir, data_dir=args.data_dir, split=args.split,
                          split_name=args.split_name, backbone_weights=args.backbone_weights,
                          no_cache=args.no_cache, num_workers=args.num_workers,

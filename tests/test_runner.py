@@ -56,7 +56,7 @@ def test_cam_metrics_end_to_end_with_masks(synthetic_run, tmp_path):
     masks = write_masks(tmp_path / "masks", ["image_0003", "image_0007_0"])  # 0011: missing
     out = tmp_path / "out"
     evaluate_cli.main(parse(synthetic_run, "--masks-dir", str(masks), "--ignore-values", "128",
-                      "--output-dir", str(out)))
+                      "--output-dir", str(out), "--compare", "LayerCAM", "CAM"))
     result = json.loads((out / "cam_metrics.json").read_text())
     assert result["n_images"] == 3 and result["checkpoint"].endswith("epoch_3.pth")
     assert list(result["methods"]) == ["CAM", "ReCAM", "LayerCAM", "GradCAM", "GradCAM++",
@@ -72,6 +72,18 @@ def test_cam_metrics_end_to_end_with_masks(synthetic_run, tmp_path):
         assert set(figures["per_class"]) == {"Red", "Green", "Blue"}
     table = (out / "cam_metrics.md").read_text()
     assert "| LayerCAM | 3 |" in table and "PxAP" in table and "1 without (skipped)" in table
+    # paired differences: every map against center, and the pair named by --compare
+    rows = {**result["methods"], **result["baselines"]}
+    assert set(result["paired"]) == {f"{r} - center" for r in rows if r != "center"} | {
+        "LayerCAM - CAM"}
+    for pair in result["paired"].values():
+        a, b = rows[pair["a"]]["overall"], rows[pair["b"]]["overall"]
+        diff = pair["difference"]
+        assert diff["pxap"]["value"] == pytest.approx(a["pxap"]["value"] - b["pxap"]["value"])
+        assert diff["average_drop"]["value"] == pytest.approx(
+            a["average_drop"]["value"] - b["average_drop"]["value"])
+        assert set(diff["oracle_tau"]) == set(a["oracle_tau"])
+    assert "## Paired differences" in table and "| LayerCAM - CAM | 3 |" in table
 
 
 def test_cam_metrics_without_masks_and_chosen_methods(synthetic_run, tmp_path):
@@ -91,6 +103,10 @@ def test_user_errors(synthetic_run, tmp_path):
         runner.run(dataclasses.replace(cli(synthetic_run), model_dir=None))
     with pytest.raises(UserError, match="masks folder .*nope is not a folder"):
         runner.run(cli(synthetic_run, "--masks-dir", str(tmp_path / "nope")))
+    with pytest.raises(UserError, match="cannot compare ScoreCAM: it is not among the maps"):
+        runner.run(cli(synthetic_run, "--methods", "CAM", "--compare", "CAM", "ScoreCAM"))
+    with pytest.raises(UserError, match="two different maps"):
+        runner.run(cli(synthetic_run, "--compare", "CAM", "CAM"))
     with pytest.raises(UserError, match="steps"):
         runner.run(dataclasses.replace(cli(synthetic_run), steps=0))  # the flag rejects 0
     with pytest.raises(UserError, match="no epoch_N.pth"):

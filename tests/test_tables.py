@@ -13,17 +13,20 @@ def cells(line):
     return [c.strip() for c in line.strip("|").split("|")]
 
 
-def test_dagger_marks_figures_that_do_not_beat_center():
+def test_dagger_marks_figures_whose_paired_difference_does_not_beat_center():
     center = {"pxap": fig(60.0), "average_drop": fig(20.0)}
-    rows = [("A", {"pxap": fig(50.0), "average_drop": fig(10.0)}),  # worse PxAP, better AD
-            ("B", {"pxap": fig(60.0), "average_drop": fig(30.0)}),  # a tie does not beat
+    rows = [("A", {"pxap": fig(65.0), "average_drop": fig(10.0)}),
+            ("B", {"pxap": fig(70.0), "average_drop": fig(30.0)}),
             ("center (baseline)", center)]
+    versus = {"A": {"pxap": fig(5.0, -1.0, 9.0), "average_drop": fig(-10.0, -12.0, -8.0)},
+              "B": {"pxap": fig(10.0, 2.0, 15.0), "average_drop": fig(10.0, 8.0, 12.0)},
+              "center (baseline)": {"pxap": fig(0.0, -1.0, 1.0)}}
     columns = [c for c in tables.COLUMNS if c[0] in ("pxap", "average_drop")]
-    head, _, a, b, c = tables._table(rows, columns, center=center)
+    head, _, a, b, c = tables._table(rows, columns, versus=versus)
     assert cells(head) == ["", "images", "AD % ↓", "PxAP % ↑"]
-    assert cells(a) == ["A", "5", "10.0", "50.0 †"]
-    assert cells(b) == ["B", "5", "30.0 †", "60.0 †"]
-    assert cells(c) == ["center (baseline)", "5", "20.0", "60.0"]
+    assert cells(a) == ["A", "5", "10.0", "65.0 †"]  # interval of +5 reaches below 0
+    assert cells(b) == ["B", "5", "30.0 †", "70.0"]  # AD is worse (↓), PxAP's interval > 0
+    assert cells(c) == ["center (baseline)", "5", "20.0", "60.0"]  # baselines: no mark
 
 
 def test_cells_show_interval_tau_and_missing_values():

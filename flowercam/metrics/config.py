@@ -57,6 +57,7 @@ class MetricsConfig:
     masked_only: bool = False  # measure only the images that have a mask
     validate_tau_on: str | None = None  # None: "valid" for split_name test; "none": off
     families: tuple[str, ...] = DEFAULT_FAMILIES  # faithfulness costs most of the time
+    compare: tuple[tuple[str, str], ...] = ()  # (a, b): paired differences a - b (and vs center)
     bootstrap: int = 1000
     map_batch_size: int = 8
     metrics_batch_size: int = 16

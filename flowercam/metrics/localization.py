@@ -8,21 +8,20 @@ component, flowercam.metrics.boxes, Choe et al. 2020); correct [N] top-1 class r
 Oracle tau: chosen on the images it scores (Choe's Max*; optimistic). Validated tau: chosen on
 another set's mask images (the validation split) and applied unchanged. Every figure is
 {"value", "ci95", "n", "tau"} in %: 95% bootstrap over the scored images (rows); an oracle tau is
-chosen again in every resample, a validated tau stays fixed.
+chosen again in every resample, a validated tau stays fixed. The *_stats functions give each
+figure as a statistic of the resampled rows (flowercam.metrics.statistics), so that two maps can be
+compared on the same resamples (paired differences).
 """
 
 import numpy as np
 
 from flowercam.metrics import boxes, formulas
 from flowercam.metrics.config import default_thresholds
+from flowercam.metrics.statistics import Mean, OverRows, figures
 
 THRESHOLDS = default_thresholds()
 DELTA = 0.5  # MaxBoxAcc, Top-1 / GT-known Loc
 DELTAS = (0.3, 0.5, 0.7)  # MaxBoxAccV2
-
-
-def figure(value, ci, n, **extra):
-    return {"value": value, "ci95": list(ci), "n": int(n), **extra}
 
 
 def pixel_ious(a, idx):
@@ -30,13 +29,12 @@ def pixel_ious(a, idx):
     return formulas.iou_per_threshold(a["tp"][idx], a["fp"][idx], a["n_fg"][idx])
 
 
-def threshold_free(a, idx, n_boot, seed):
-    """Pointing game (per image) and PxAP (set-level) of the rows idx."""
+def threshold_free_stats(a, idx):
+    """Pointing game (per image) and PxAP (set-level) of the rows idx, as statistics."""
     tp, fp, n_fg = a["tp"][idx], a["fp"][idx], a["n_fg"][idx]
-    pxap_ci = formulas.bootstrap_ci(lambda r: formulas.pxap_from_counts(tp[r], fp[r], n_fg[r]),
-                                    len(idx), n_boot, seed)
-    return {"pointing_game": figure(*formulas.mean_ci(a["hit"][idx] * 100, n_boot, seed)),
-            "pxap": figure(formulas.pxap_from_counts(tp, fp, n_fg), pxap_ci, len(idx))}
+    return {"pointing_game": Mean(a["hit"][idx] * 100),
+            "pxap": OverRows(lambda r: formulas.pxap_from_counts(tp[r], fp[r], n_fg[r]),
+                             len(idx), len(idx))}
 
 
 def _at(table, k, delta=DELTA):
@@ -45,38 +43,57 @@ def _at(table, k, delta=DELTA):
     return np.where(np.isnan(column), np.nan, (column >= delta) * 100.0)
 
 
-def _fixed_tau(per_image, n_boot, seed, tau):
-    return figure(*formulas.mean_ci(per_image, n_boot, seed), tau=tau)
-
-
-def _loc(largest, correct, k, n_boot, seed):
+def _loc(largest, correct, k):
     """Top-1 Loc (class right and box IoU >= 0.5) and GT-known Loc at tau index k."""
     hit = _at(largest, k)
     top1 = np.where(np.isnan(hit), np.nan, hit * correct)
-    tau = float(THRESHOLDS[k])
-    return {"top1_loc": _fixed_tau(top1, n_boot, seed, tau),
-            "gt_known_loc": _fixed_tau(hit, n_boot, seed, tau)}
+    tau = {"tau": float(THRESHOLDS[k])}
+    return {"top1_loc": Mean(top1, tau), "gt_known_loc": Mean(hit, tau)}
+
+
+def oracle_stats(a, idx):
+    """Best-tau figures of the rows idx (the tau chosen again on every resample), as statistics;
+    Top-1 / GT-known Loc at MaxBoxAcc's tau on all the rows."""
+    ious, big, every = pixel_ious(a, idx), a["box_largest"][idx], a["box_all"][idx]
+    n, n_fg = len(idx), int((a["n_fg"][idx] > 0).sum())
+    t_iou = formulas.best_iou_from_ious(ious, THRESHOLDS)[1]
+    t_acc = boxes.max_box_acc(big, DELTA, THRESHOLDS)[1]
+    t_v2 = boxes.max_box_acc_v2(every, DELTAS, THRESHOLDS)[1]
+    k = boxes.best_threshold(boxes.box_accuracy(big, DELTA))
+    return {"miou": OverRows(lambda r: formulas.best_iou_from_ious(ious[r], THRESHOLDS)[0], n,
+                             n_fg, {"tau": t_iou}),
+            "max_box_acc": OverRows(lambda r: boxes.max_box_acc(big[r], DELTA)[0], n, n_fg,
+                                    {"tau": t_acc}),
+            "max_box_acc_v2": OverRows(lambda r: boxes.max_box_acc_v2(every[r], DELTAS)[0], n,
+                                       n_fg, {"tau": list(t_v2)}),
+            **_loc(big, a["correct"][idx], k)}
+
+
+def validated_stats(a, idx, taus):
+    """Figures of the rows idx at tau indices chosen elsewhere (choose_taus), as statistics;
+    {} without taus."""
+    if taus is None or len(idx) == 0:
+        return {}
+    k_iou, k_acc, k_v2 = taus
+    ious, big, every = pixel_ious(a, idx), a["box_largest"][idx], a["box_all"][idx]
+    v2 = np.mean([_at(every, k, d) for k, d in zip(k_v2, DELTAS, strict=True)], 0)
+    return {"miou": Mean(ious[:, k_iou] * 100, {"tau": float(THRESHOLDS[k_iou])}),
+            "max_box_acc": Mean(_at(big, k_acc), {"tau": float(THRESHOLDS[k_acc])}),
+            "max_box_acc_v2": Mean(v2, {"tau": [float(THRESHOLDS[k]) for k in k_v2]}),
+            **_loc(big, a["correct"][idx], k_acc)}
+
+
+def threshold_free(a, idx, n_boot, seed):
+    """threshold_free_stats as figures with their bootstrap intervals (so are the next two)."""
+    return figures(threshold_free_stats(a, idx), n_boot, seed)
 
 
 def oracle(a, idx, n_boot, seed):
-    """Best-tau figures of the rows idx; Top-1 / GT-known Loc at MaxBoxAcc's tau."""
-    ious, big, every = pixel_ious(a, idx), a["box_largest"][idx], a["box_all"][idx]
-    n, n_fg = len(idx), int((a["n_fg"][idx] > 0).sum())
+    return figures(oracle_stats(a, idx), n_boot, seed)
 
-    def ci(stat):
-        return formulas.bootstrap_ci(stat, n, n_boot, seed)
 
-    miou, t_iou = formulas.best_iou_from_ious(ious, THRESHOLDS)
-    acc, t_acc = boxes.max_box_acc(big, DELTA, THRESHOLDS)
-    v2, t_v2 = boxes.max_box_acc_v2(every, DELTAS, THRESHOLDS)
-    k = boxes.best_threshold(boxes.box_accuracy(big, DELTA))
-    return {"miou": figure(miou, ci(lambda r: formulas.best_iou_from_ious(ious[r], THRESHOLDS)[0]),
-                           n_fg, tau=t_iou),
-            "max_box_acc": figure(acc, ci(lambda r: boxes.max_box_acc(big[r], DELTA)[0]), n_fg,
-                                  tau=t_acc),
-            "max_box_acc_v2": figure(v2, ci(lambda r: boxes.max_box_acc_v2(every[r], DELTAS)[0]),
-                                     n_fg, tau=list(t_v2)),
-            **_loc(big, a["correct"][idx], k, n_boot, seed)}
+def validated(a, idx, taus, n_boot, seed):
+    return figures(validated_stats(a, idx, taus), n_boot, seed)
 
 
 def choose_taus(t):
@@ -89,19 +106,6 @@ def choose_taus(t):
     k_acc = boxes.best_threshold(boxes.box_accuracy(t["box_largest"], DELTA))
     k_v2 = [boxes.best_threshold(boxes.box_accuracy(t["box_all"], d)) for d in DELTAS]
     return k_iou, k_acc, k_v2
-
-
-def validated(a, idx, taus, n_boot, seed):
-    """Figures of the rows idx at tau indices chosen elsewhere (choose_taus); {} without taus."""
-    if taus is None or len(idx) == 0:
-        return {}
-    k_iou, k_acc, k_v2 = taus
-    ious, big, every = pixel_ious(a, idx), a["box_largest"][idx], a["box_all"][idx]
-    v2 = np.mean([_at(every, k, d) for k, d in zip(k_v2, DELTAS, strict=True)], 0)
-    return {"miou": _fixed_tau(ious[:, k_iou] * 100, n_boot, seed, float(THRESHOLDS[k_iou])),
-            "max_box_acc": _fixed_tau(_at(big, k_acc), n_boot, seed, float(THRESHOLDS[k_acc])),
-            "max_box_acc_v2": _fixed_tau(v2, n_boot, seed, [float(THRESHOLDS[k]) for k in k_v2]),
-            **_loc(big, a["correct"][idx], k_acc, n_boot, seed)}
 
 
 def image_tables(np_maps, masks):

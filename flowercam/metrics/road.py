@@ -23,6 +23,7 @@ from flowercam.metrics import formulas
 
 FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)  # removed share of the pixels
 NOISE = 0.01
+FIGURES = ("road_morf", "road_lerf", "road_combined")  # per-image arrays when ROAD was measured
 # (row offset, column offset, weight): Rong et al.'s (and pytorch-grad-cam's) neighbour weights
 NEIGHBOURS = ((1, 1, 1 / 12), (0, 1, 1 / 6), (-1, 1, 1 / 12), (1, -1, 1 / 12), (0, -1, 1 / 6),
               (-1, -1, 1 / 12), (1, 0, 1 / 6), (-1, 0, 1 / 6))
@@ -111,7 +112,7 @@ def road_figures(curves):
 def per_image(score_fn, maps, shared, keep, seed=0):
     """ROAD figures [B] of the batch's images `keep` (bool [B]; NaN for the others); shared: the
     runner's batch inputs (pixels, targets)."""
-    out = {k: np.full(len(maps), np.nan) for k in ("road_morf", "road_lerf", "road_combined")}
+    out = {k: np.full(len(maps), np.nan) for k in FIGURES}
     if keep.any():
         idx = torch.from_numpy(np.flatnonzero(keep))
         curves = road_curves(score_fn, shared["pixels"][idx], maps[idx],

@@ -26,10 +26,10 @@ from flowercam import core, dist
 from flowercam.cam import compute
 from flowercam.core import UserError
 from flowercam.data import dataset
-from flowercam.metrics import baselines, formulas, localization, road, selection, tables
+from flowercam.metrics import baselines, formulas, localization, road, selection, summary, tables
 from flowercam.metrics.config import MetricsConfig
-from flowercam.model import checkpoints, vgg
-from flowercam.train import evaluation, features, runs
+from flowercam.model import vgg
+from flowercam.train import features
 
 # ---------------------------------------------------------------- measuring
 
@@ -234,18 +234,6 @@ def tau_subset(cfg: MetricsConfig, masks) -> str:
     return "valid" if masks is not None and cfg.split_name == "test" else "none"
 
 
-def open_model(cfg: MetricsConfig, backbone=None):
-    """-> (model, settings, ckpt, cfg with split and backbone_weights resolved from the run)."""
-    ckpt = selection.resolve_checkpoint(cfg.checkpoint, cfg.model_dir)
-    split, weights = runs.run_defaults(ckpt, cfg.split, cfg.backbone_weights)
-    cfg = dataclasses.replace(cfg, split=split, backbone_weights=weights)
-    if backbone is None:
-        backbone = vgg.load_backbone(weights, cfg.device)
-    model, settings = checkpoints.load_model(ckpt, device=cfg.device, backbone=backbone)
-    evaluation.check_data(settings, cfg.data_dir, backbone)
-    return model, settings, ckpt, cfg
-
-
 def output_folder(cfg: MetricsConfig, ckpt) -> Path:
     """Where cam_metrics.json/.md go: cfg.output_dir, else the checkpoint's folder (checked now,
     before the work)."""
@@ -266,7 +254,7 @@ def run(cfg: MetricsConfig, backbone=None):
     masks = selection.resolve_masks(cfg.data_dir, cfg.masks_dir, cfg.mask_values,
                                     cfg.ignore_values, size)
     masks = masks if "localization" in cfg.families else None
-    model, settings, ckpt, cfg = open_model(cfg, backbone)
+    model, settings, ckpt, cfg = selection.open_model(cfg, backbone)
     cfg = dataclasses.replace(cfg, validate_tau_on=tau_subset(cfg, masks))
     out_dir = output_folder(cfg, ckpt)
     methods = selection.resolve_methods(cfg.methods, settings)
@@ -278,6 +266,7 @@ def run(cfg: MetricsConfig, backbone=None):
     if not items:
         raise UserError(f"split {split} of {cfg.data_dir} has no {subset} images")
     rows, start = [*methods, *cfg.baselines], time.perf_counter()
+    selection.check_pairs(cfg.compare, rows)
     measured = measure(model, settings, items, rows, cfg, masks,
                        faithful="faithfulness" in cfg.families)
     seconds = time.perf_counter() - start
@@ -288,9 +277,9 @@ def run(cfg: MetricsConfig, backbone=None):
                "tau_seconds": time.perf_counter() - start - seconds, "settings": settings,
                "class_names": settings.get("class_names"), "masks": masks, "tau_set": taus,
                "methods": methods}
-    summary = tables.summarise(measured, cfg, context)
-    summary["summary_seconds"] = time.perf_counter() - start - seconds  # bootstrap etc.
-    tables.write(out_dir, summary)
+    result = summary.summarise(measured, cfg, context)
+    result["summary_seconds"] = time.perf_counter() - start - seconds  # bootstrap etc.
+    tables.write(out_dir, result)
     print(f"{len(items)} images x {len(rows)} maps in {seconds:.0f} s -> "
           f"{out_dir / 'cam_metrics.md'}")
-    return summary
+    return result

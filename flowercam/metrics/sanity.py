@@ -210,7 +210,7 @@ def measure(r: _Run, items, feats):
 def run(cfg: MetricsConfig, opts: SanityOptions, backbone=None):
     """-> the sanity result (plain dict; "figure": maps for report/sanity_figures.py)."""
     cfg.check()
-    model, settings, ckpt, cfg = runner.open_model(cfg, backbone)
+    model, settings, ckpt, cfg = selection.open_model(cfg, backbone)
     out_dir = runner.output_folder(cfg, ckpt)
     methods = selection.resolve_methods(cfg.methods, settings)
     every = dataset.split_items(cfg.data_dir, cfg.split_name, cfg.split)

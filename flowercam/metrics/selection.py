@@ -1,4 +1,4 @@
-"""What evaluate.py --cam-metrics measures: the checkpoint, the map methods, the images (a seeded
+"""What evaluate.py --cam-metrics measures: the model (open_model), the map methods, the images (a
 sample; a class-balanced subset for deletion/insertion) and their foreground masks.
 
     python -c "from flowercam.metrics import selection as s; \
@@ -15,7 +15,8 @@ from flowercam.cam import methods
 from flowercam.core import UserError
 from flowercam.data import dataset, masks
 from flowercam.metrics import formulas
-from flowercam.train import runs
+from flowercam.model import checkpoints, vgg
+from flowercam.train import evaluation, runs
 
 # Flower-17 masks (../shared/flowers17/masks/README.txt): 1 flower; 0 unlabelled, 5 stray;
 # 2-4 the rest
@@ -134,3 +135,26 @@ def batch_masks(batch_items, spec: MaskSpec | None, size):
             fg[i], valid[i] = formulas.mask_arrays(labels, spec.mask_values, spec.ignore_values)
             has[i] = True
     return fg, valid, has
+
+
+def check_pairs(pairs, rows):
+    """UserError when a pair to compare names a map that is not measured, or the same map twice."""
+    for pair in pairs:
+        missing = [name for name in pair if name not in rows]
+        if missing:
+            raise UserError(f"cannot compare {missing[0]}: it is not among the maps measured "
+                            f"({', '.join(rows)}); add it to the methods or baselines")
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise UserError(f"compare needs two different maps, got {list(pair)}")
+
+
+def open_model(cfg, backbone=None):
+    """-> (model, settings, ckpt, cfg with split and backbone_weights resolved from the run)."""
+    ckpt = resolve_checkpoint(cfg.checkpoint, cfg.model_dir)
+    split, weights = runs.run_defaults(ckpt, cfg.split, cfg.backbone_weights)
+    cfg = dataclasses.replace(cfg, split=split, backbone_weights=weights)
+    if backbone is None:
+        backbone = vgg.load_backbone(weights, cfg.device)
+    model, settings = checkpoints.load_model(ckpt, device=cfg.device, backbone=backbone)
+    evaluation.check_data(settings, cfg.data_dir, backbone)
+    return model, settings, ckpt, cfg

@@ -1,10 +1,9 @@
-"""Summaries and tables of evaluate.py --cam-metrics (cam_metrics.json, cam_metrics.md).
+"""The tables of evaluate.py --cam-metrics: cam_metrics.md from a summary (summary.summarise),
+written atomically beside cam_metrics.json.
 
     python evaluate.py -d model/RUN --cam-metrics --limit 20
     python -c "from flowercam.metrics import tables as t; import json; \
 print(t.markdown(json.load(open('model/RUN/cam_metrics.json'))))"
-
-Figures per method, overall and per class, each {"value", "ci95": [lo, hi], "n"}: n = images used.
 """
 
 import json
@@ -13,10 +12,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from flowercam.core import atomic_write
-from flowercam.metrics import formulas, localization
+from flowercam.metrics import statistics
 
 # key, table header, format, show its tau; AD/IC/pointing/PxAP/IoU/box figures in %, AUCs in
 # probability units
@@ -27,7 +25,6 @@ FAITHFULNESS = (("average_drop", "AD % ↓", "{:.1f}", False),
                 ("road_morf", "ROAD MoRF ↓", "{:.3f}", False),
                 ("road_lerf", "ROAD LeRF ↑", "{:.3f}", False),
                 ("road_combined", "ROAD (LeRF-MoRF)/2 ↑", "{:.3f}", False))
-ROAD = ("road_morf", "road_lerf", "road_combined")  # per-image arrays when road was measured
 TAU_FREE = (("pointing_game", "pointing % ↑", "{:.1f}", False),
             ("pxap", "PxAP % ↑", "{:.1f}", False))
 AT_TAU = (("miou", "IoU % ↑", "{:.1f}", True), ("max_box_acc", "MaxBoxAcc % ↑", "{:.1f}", True),
@@ -36,94 +33,6 @@ AT_TAU = (("miou", "IoU % ↑", "{:.1f}", True), ("max_box_acc", "MaxBoxAcc % �
           ("gt_known_loc", "GT-known Loc % ↑", "{:.1f}", False))
 COLUMNS = FAITHFULNESS + TAU_FREE + AT_TAU
 BASELINE = " (baseline)"  # label suffix of the baseline rows
-
-
-def faithfulness(arrays, y, idx, n_boot, seed):
-    """AD, IC, deletion and insertion AUC of the images idx (per-image means)."""
-    per_image = {"average_drop": formulas.drop_per_image(y[idx], arrays["o"][idx]),
-                 "increase_in_confidence": formulas.increase_per_image(y[idx], arrays["o"][idx]),
-                 "deletion_auc": arrays["deletion"][idx], "insertion_auc": arrays["insertion"][idx],
-                 **{k: arrays[k][idx] for k in ROAD if k in arrays}}
-    return {k: localization.figure(*formulas.mean_ci(v, n_boot, seed))
-            for k, v in per_image.items()}
-
-
-def localize(arrays, idx, taus, n_boot, seed):
-    """Pointing, PxAP, and the tau figures at the oracle tau and (taus given) a validated tau."""
-    idx = idx[arrays["has_mask"][idx]]
-    if len(idx) == 0:
-        return {}
-    out = {**localization.threshold_free(arrays, idx, n_boot, seed),
-           "oracle_tau": localization.oracle(arrays, idx, n_boot, seed)}
-    if taus is not None:
-        out["validated_tau"] = localization.validated(arrays, idx, taus, n_boot, seed)
-    return out
-
-
-def row_summary(arrays, y, labels, class_names, taus, n_boot, seed):
-    """One method's (or baseline's) figures overall and per class."""
-    everything = np.arange(len(y))
-    overall = {**faithfulness(arrays, y, everything, n_boot, seed),
-               **localize(arrays, everything, taus, n_boot, seed)}
-    per_class = {}
-    for label in sorted(set(labels.tolist())):
-        idx = np.flatnonzero(labels == label)
-        name = class_names[label] if class_names and label < len(class_names) else str(label)
-        per_class[name] = {**faithfulness(arrays, y, idx, n_boot, seed),
-                           **localize(arrays, idx, taus, n_boot, seed)}
-    return {"overall": overall, "per_class": per_class}
-
-
-def mask_counts(arrays, spec, tau_set):
-    """How many images had a mask; where the masks came from and how they were read."""
-    has = arrays["has_mask"]
-    out = {"masks_dir": spec.folder if spec else None, "masks_from": spec.source if spec else None,
-           "mask_values": spec.mask_values if spec else None,
-           "ignore_values": list(spec.ignore_values) if spec else [],
-           "images_with_mask": int(has.sum()),
-           "images_missing_mask": int((~has).sum()) if spec else None,
-           "images_without_foreground": int((has & (arrays["n_fg"] == 0)).sum()),
-           "thresholds": "tau = 0, 0.01, ..., 0.99 of the min-max normalised map",
-           "boxes": "8-connected components; MaxBoxAcc: largest, IoU >= 0.5; MaxBoxAccV2: all "
-                    "components, mean over IoU >= 0.3/0.5/0.7 (Choe et al. 2020)",
-           "oracle_tau": "chosen on the images it scores (best-threshold figures)"}
-    if tau_set is not None:
-        out["validated_tau"] = (f"chosen on the {tau_set['n_images']} mask images of "
-                                f"{tau_set['subset']}, applied unchanged")
-        out["tau_subset"], out["tau_images"] = tau_set["subset"], tau_set["n_images"]
-    return out
-
-
-def summarise(measured, cfg, context):
-    """Everything cam_metrics.json holds (plain JSON types; NaN -> null when written).
-
-    cfg: the run's config.MetricsConfig; context: checkpoint, split, masks (MaskSpec), tau_set
-    (runner.tau_set: validated tau indices per row), methods (the map methods; the other rows of
-    measured are baselines).
-    """
-    info = measured["images"]
-    y, labels = np.asarray(info["y"], np.float64), np.asarray(info["labels"])
-    n, tau_set = len(y), context["tau_set"]
-    options = {k: getattr(cfg, k) for k in ("steps", "precision", "target", "deletion_baseline",
-                                            "bootstrap", "limit", "perturb_limit", "seed",
-                                            "device", "baselines", "validate_tau_on",
-                                            "scales", "flip", "layers")}
-    rows = {r: row_summary(a, y, labels, context["class_names"],
-                           tau_set["taus"][r] if tau_set else None, cfg.bootstrap, cfg.seed)
-            for r, a in measured["methods"].items()}
-    first = next(iter(measured["methods"].values()))
-    kept = ("o", "deletion", "insertion", "hit", *ROAD)
-    per_image = {**info, **{m: {k: a[k].tolist() for k in kept if k in a}
-                            for m, a in measured["methods"].items()}}
-    return {"checkpoint": context["checkpoint"], "split": context["split"],
-            "subset": context["subset"], "n_images": n, "seconds": context["seconds"],
-            "seconds_per_image": context["seconds"] / max(n, 1),
-            "tau_seconds": context.get("tau_seconds", 0.0),
-            "torch_threads": torch.get_num_threads(), "options": options, "thresholds": 100,
-            "localization": mask_counts(first, context["masks"], tau_set),
-            "methods": {m: rows[m] for m in context["methods"]},
-            "baselines": {b: rows[b] for b in rows if b not in context["methods"]},
-            "per_image": per_image}
 
 
 def _isnan(x):
@@ -142,17 +51,9 @@ def _cell(figure, fmt, show_tau, with_ci=True):
     return text
 
 
-def _worse(figure, reference, header):
-    """True when figure does not beat reference (higher is better for ↑, lower for ↓)."""
-    if not figure or not reference or figure["value"] is None or reference["value"] is None:
-        return False
-    if "↓" in header:
-        return figure["value"] >= reference["value"]
-    return figure["value"] <= reference["value"]
-
-
-def _table(rows, columns, with_ci=True, center=None):
-    """rows: [(label, figures)]; center: figures the non-baseline rows must beat (else a †)."""
+def _table(rows, columns, with_ci=True, versus=None):
+    """rows: [(label, figures)]; versus: {label: paired differences against center}: a figure
+    whose difference does not beat 0 gets a † (baseline rows never do)."""
     columns = [c for c in columns if any(c[0] in figs for _, figs in rows)]
     if not columns:
         return []
@@ -160,20 +61,47 @@ def _table(rows, columns, with_ci=True, center=None):
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, figs in rows:
         n = next(figs[c[0]]["n"] for c in columns if c[0] in figs)
+        diffs = (versus or {}).get(label)
         cells = []
         for key, header, fmt, show_tau in columns:
             cell = _cell(figs.get(key), fmt, show_tau, with_ci)
-            mark = (center is not None and not label.endswith(BASELINE)
-                    and _worse(figs.get(key), center.get(key), header))
+            mark = (diffs is not None and not label.endswith(BASELINE)
+                    and not statistics.beats(diffs.get(key), "↓" in header))
             cells.append(cell + (" †" if mark and cell != "-" else ""))
         lines.append("| " + " | ".join([label, str(n), *cells]) + " |")
     return lines
 
 
+def _named_rows(summary):
+    """[(table label, row name, row)]: the methods, then the baselines (labelled)."""
+    return ([(m, m, f) for m, f in summary["methods"].items()]
+            + [(f"{b}{BASELINE}", b, f) for b, f in summary.get("baselines", {}).items()])
+
+
 def _rows(summary, pick):
-    """[(label, figures)] of the methods, then the baselines (labelled), via pick(row dict)."""
-    return ([(m, pick(f)) for m, f in summary["methods"].items()]
-            + [(f"{b}{BASELINE}", pick(f)) for b, f in summary.get("baselines", {}).items()])
+    """[(label, figures)] of the methods, then the baselines, via pick(row dict)."""
+    return [(label, pick(row)) for label, _, row in _named_rows(summary)]
+
+
+def _versus(summary, pick):
+    """{label: the row's paired differences against center, via pick}; None without center."""
+    paired = summary.get("paired") or {}
+    return {label: pick({"overall": paired[f"{name} - center"]["difference"]})
+            for label, name, _ in _named_rows(summary) if f"{name} - center" in paired} or None
+
+
+def _paired_lines(summary):
+    """The paired differences a - b of every pair, at the oracle tau and the validated tau."""
+    pairs = [(label, {"overall": p["difference"]}) for label, p in summary["paired"].items()]
+    lines = ["", "## Paired differences", "",
+             "a - b on the same images, 95% interval over the same bootstrap resamples for both "
+             "maps (the oracle tau is chosen again for each map in every resample).", ""]
+    lines += _table([(label, {**p["overall"], **_oracle_figures(p)}) for label, p in pairs],
+                    COLUMNS)
+    validated = [(label, _validated_figures(p)) for label, p in pairs]
+    if any(figs for _, figs in validated):
+        lines += ["", "Validated tau:", ""] + _table(validated, AT_TAU)
+    return lines
 
 
 def _header(summary):
@@ -186,9 +114,10 @@ def _header(summary):
             f"class, scoring in {opts['precision']}, {summary['seconds']:.0f} s "
             f"({summary['seconds_per_image']:.2f} s/image, {opts['device']}).",
             f"Values [95% bootstrap interval, {opts['bootstrap']} resamples of the images]. "
-            "Baselines are maps without a model: center = Gaussian at the image centre, "
-            "sigma = side/4; full = all ones; random = seeded uniform noise; sobel = the image's "
-            "edge magnitude. † = does not beat the center baseline."
+            "Baselines are class-agnostic maps, no model: center = Gaussian at the image centre, "
+            "sigma = side/4; full = all ones. † = does not beat the center baseline: the "
+            "paired difference (same images, same resamples) has a 95% interval that does not "
+            "lie above 0 (below 0 for ↓)."
             + _aggregation(opts)]
 
 
@@ -207,9 +136,16 @@ def _oracle_figures(row):
             **overall.get("oracle_tau", {})}
 
 
+def _overall(row):
+    return row["overall"]
+
+
+def _validated_figures(row):
+    return row["overall"].get("validated_tau", {})
+
+
 def _localization_lines(summary):
     loc = summary["localization"]
-    center = summary.get("baselines", {}).get("center", {}).get("overall")
     lines = ["", "## Localization", "",
              f"Masks from `{loc['masks_dir']}` ({loc['masks_from']}; foreground "
              f"{loc['mask_values'] or 'any nonzero'}, ignored {loc['ignore_values']}): "
@@ -217,24 +153,23 @@ def _localization_lines(summary):
              f"(skipped), {loc['images_without_foreground']} with no foreground pixel. Thresholds "
              f"{loc['thresholds']}; boxes: {loc['boxes']}. Top-1 / GT-known Loc at MaxBoxAcc's "
              "tau.", "", f"### Oracle tau: {loc['oracle_tau']}", ""]
-    oracle = _oracle_figures
-    center_row = summary.get("baselines", {}).get("center")
-    lines += _table(_rows(summary, oracle), TAU_FREE + AT_TAU,
-                    center=oracle(center_row) if center_row else None)
+    lines += _table(_rows(summary, _oracle_figures), TAU_FREE + AT_TAU,
+                    versus=_versus(summary, _oracle_figures))
     if "validated_tau" in loc:
-        rows = _rows(summary, lambda f: f["overall"].get("validated_tau", {}))
         lines += ["", f"### Validated tau: {loc['validated_tau']}", ""]
-        lines += _table(rows, AT_TAU, center=(center or {}).get("validated_tau"))
+        lines += _table(_rows(summary, _validated_figures), AT_TAU,
+                        versus=_versus(summary, _validated_figures))
     return lines
 
 
 def markdown(summary):
     """cam_metrics.md: faithfulness and localization tables with 95% intervals, per class."""
-    center = summary.get("baselines", {}).get("center", {}).get("overall")
     lines = ["# CAM metrics", "", *_header(summary), "", "## Faithfulness", ""]
-    lines += _table(_rows(summary, lambda f: f["overall"]), FAITHFULNESS, center=center)
+    lines += _table(_rows(summary, _overall), FAITHFULNESS, versus=_versus(summary, _overall))
     if summary["localization"]["masks_dir"]:
         lines += _localization_lines(summary)
+    if summary.get("paired"):
+        lines += _paired_lines(summary)
     for label, figs in _rows(summary, lambda f: f["per_class"]):
         lines += ["", f"## {label} per class (oracle tau)", ""]
         lines += _table([(c, {**f, **f.get("oracle_tau", {})}) for c, f in figs.items()],

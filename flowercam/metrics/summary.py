@@ -1,0 +1,121 @@
+"""What cam_metrics.json holds: every row's figures with intervals, overall and per class, and
+the paired differences between rows.
+
+    python evaluate.py -d model/RUN --cam-metrics --limit 20 --compare LayerCAM CAM
+    python -c "from flowercam.metrics import summary; help(summary.summarise)"
+
+Figures per row, overall and per class, each {"value", "ci95": [lo, hi], "n"}: n = images used.
+paired: {"a - b": {"a", "b", "difference": the same nesting as a row's "overall"}} for every row
+against the center baseline and for the pairs the user names (--compare): paired bootstrap
+differences (flowercam.metrics.statistics).
+"""
+
+import numpy as np
+import torch
+
+from flowercam.metrics import formulas, localization, road, statistics
+
+
+def faithfulness_stats(arrays, y, idx):
+    """AD, IC, deletion and insertion AUC of the images idx (per-image means), as statistics."""
+    per_image = {"average_drop": formulas.drop_per_image(y[idx], arrays["o"][idx]),
+                 "increase_in_confidence": formulas.increase_per_image(y[idx], arrays["o"][idx]),
+                 "deletion_auc": arrays["deletion"][idx], "insertion_auc": arrays["insertion"][idx],
+                 **{k: arrays[k][idx] for k in road.FIGURES if k in arrays}}
+    return {k: statistics.Mean(v) for k, v in per_image.items()}
+
+
+def localize_stats(arrays, idx, taus):
+    """Pointing, PxAP, and the tau figures at the oracle tau and (taus given) a validated tau."""
+    idx = idx[arrays["has_mask"][idx]]
+    if len(idx) == 0:
+        return {}
+    out = {**localization.threshold_free_stats(arrays, idx),
+           "oracle_tau": localization.oracle_stats(arrays, idx)}
+    if taus is not None:
+        out["validated_tau"] = localization.validated_stats(arrays, idx, taus)
+    return out
+
+
+def row_stats(arrays, y, idx, taus):
+    """Every figure of one row (a method or baseline) on the images idx, as statistics."""
+    return {**faithfulness_stats(arrays, y, idx), **localize_stats(arrays, idx, taus)}
+
+
+def row_summary(arrays, y, labels, class_names, taus, n_boot, seed):
+    """One method's (or baseline's) figures overall and per class."""
+    overall = statistics.figures(row_stats(arrays, y, np.arange(len(y)), taus), n_boot, seed)
+    per_class = {}
+    for label in sorted(set(labels.tolist())):
+        idx = np.flatnonzero(labels == label)
+        name = class_names[label] if class_names and label < len(class_names) else str(label)
+        per_class[name] = statistics.figures(row_stats(arrays, y, idx, taus), n_boot, seed)
+    return {"overall": overall, "per_class": per_class}
+
+
+def paired(measured, y, taus, pairs, n_boot, seed):
+    """{"a - b": paired differences of every overall figure} for the (a, b) row pairs."""
+    everything = np.arange(len(y))
+    stats = {r: row_stats(measured[r], y, everything, taus[r] if taus else None)
+             for r in {name for pair in pairs for name in pair}}
+    return {f"{a} - {b}": {"a": a, "b": b,
+                           "difference": statistics.differences(stats[a], stats[b], n_boot, seed)}
+            for a, b in pairs}
+
+
+def mask_counts(arrays, spec, tau_set):
+    """How many images had a mask; where the masks came from and how they were read."""
+    has = arrays["has_mask"]
+    out = {"masks_dir": spec.folder if spec else None, "masks_from": spec.source if spec else None,
+           "mask_values": spec.mask_values if spec else None,
+           "ignore_values": list(spec.ignore_values) if spec else [],
+           "images_with_mask": int(has.sum()),
+           "images_missing_mask": int((~has).sum()) if spec else None,
+           "images_without_foreground": int((has & (arrays["n_fg"] == 0)).sum()),
+           "thresholds": "tau = 0, 0.01, ..., 0.99 of the min-max normalised map",
+           "boxes": "8-connected components; MaxBoxAcc: largest, IoU >= 0.5; MaxBoxAccV2: all "
+                    "components, mean over IoU >= 0.3/0.5/0.7 (Choe et al. 2020)",
+           "oracle_tau": "chosen on the images it scores (best-threshold figures)"}
+    if tau_set is not None:
+        out["validated_tau"] = (f"chosen on the {tau_set['n_images']} mask images of "
+                                f"{tau_set['subset']}, applied unchanged")
+        out["tau_subset"], out["tau_images"] = tau_set["subset"], tau_set["n_images"]
+    return out
+
+
+def summarise(measured, cfg, context):
+    """Everything cam_metrics.json holds (plain JSON types; NaN -> null when written).
+
+    cfg: the run's config.MetricsConfig; context: checkpoint, split, masks (MaskSpec), tau_set
+    (runner.tau_set: validated tau indices per row), methods (the map methods; the other rows of
+    measured are baselines).
+    """
+    info = measured["images"]
+    y, labels = np.asarray(info["y"], np.float64), np.asarray(info["labels"])
+    n, tau_set = len(y), context["tau_set"]
+    options = {k: getattr(cfg, k) for k in ("steps", "precision", "target", "deletion_baseline",
+                                            "bootstrap", "limit", "perturb_limit", "seed",
+                                            "device", "baselines", "validate_tau_on",
+                                            "scales", "flip", "layers", "compare")}
+    taus = tau_set["taus"] if tau_set else None
+    rows = {r: row_summary(a, y, labels, context["class_names"], taus and taus[r],
+                           cfg.bootstrap, cfg.seed)
+            for r, a in measured["methods"].items()}
+    versus = [(r, "center") for r in rows if r != "center"] if "center" in rows else []
+    pairs = list(dict.fromkeys([*versus, *map(tuple, cfg.compare)]))
+    first = next(iter(measured["methods"].values()))
+    kept = ("o", "deletion", "insertion", "hit", *road.FIGURES)
+    per_image = {**info, **{m: {k: a[k].tolist() for k in kept if k in a}
+                            for m, a in measured["methods"].items()}}
+    return {"checkpoint": context["checkpoint"], "split": context["split"],
+            "subset": context["subset"], "n_images": n, "seconds": context["seconds"],
+            "seconds_per_image": context["seconds"] / max(n, 1),
+            "tau_seconds": context.get("tau_seconds", 0.0),
+            "torch_threads": torch.get_num_threads(), "options": options, "thresholds": 100,
+            "localization": mask_counts(first, context["masks"], tau_set),
+            "methods": {m: rows[m] for m in context["methods"]},
+            "baselines": {b: rows[b] for b in rows if b not in context["methods"]},
+            "paired": paired(measured["methods"], y, taus, pairs, cfg.bootstrap, cfg.seed),
+            "per_image": per_image}
+
+
