@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from flowercam.metrics import baselines, formulas
+from flowercam.data import dataset
+from flowercam.metrics import baselines, formulas, road
+from flowercam.model import vgg
 
 
 def test_random_map_is_seeded_per_image_id_not_per_batch():
@@ -44,3 +46,17 @@ def test_center_and_full_keep_their_shapes_and_unknown_names_are_refused():
     assert torch.all(baselines.baseline_maps("full", pixels, ["a", "b"]) == 1)
     with pytest.raises(ValueError):
         baselines.baseline_maps("edges", pixels, ["a", "b"])
+
+
+@pytest.mark.real
+def test_real_flower_sobel_and_road_imputation(flowers_jpg):
+    """A real Flower-17 image: a sparse edge map in [0, 1], and ROAD's imputation of the half of
+    the pixels with the strongest edges keeps the image's colour statistics."""
+    image = dataset.load_image(flowers_jpg / "image_0001.jpg", 64)[0]  # [3,64,64] normalised
+    mean, std = torch.tensor(vgg.IMAGENET_MEAN).view(3, 1, 1), torch.tensor(vgg.IMAGENET_STD)
+    pixels = (image * std.view(3, 1, 1) + mean).clamp(0, 1)[None]
+    edges = baselines.baseline_maps("sobel", pixels, ["image_0001"])[0]
+    assert edges.max() == pytest.approx(1.0) and 0.02 < edges.mean() < 0.5
+    removed = road.removal_masks(edges[None], 0.5, "morf")[0].numpy()
+    filled = road.impute(pixels[0].numpy(), removed)
+    assert np.abs(filled.mean((1, 2)) - pixels[0].numpy().mean((1, 2))).max() < 0.05
