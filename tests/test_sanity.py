@@ -165,6 +165,8 @@ def test_evaluate_sanity_end_to_end(tmp_path):
         assert rows["sobel"][name]["ssim"]["value"] == pytest.approx(1.0)  # ignores the model
         assert rows["random"][name]["spearman"]["value"] < 0.2  # drawn anew: chance
     assert set(summary["verdicts"]["CAM"]) == {"cascade:block1", "data", "passes"}
+    same = summary["per_image"]["GradCAM"]  # the same layers randomised: the same maps
+    assert same["independent:head.fc"] == same["cascade:head.fc"]
     assert summary["data_randomisation"]["chance"] == pytest.approx(100 / 3)
     assert (out / "sanity_grid.png").stat().st_size > 0 and (out / "sanity_plot.png").exists()
     assert "| CAM |" in (out / "sanity.md").read_text()

@@ -176,18 +176,32 @@ def _batch(r: _Run, images, labels, feats, ids, keep):
     for row in r.rows:
         if keep > 0:
             r.figure[(row, "trained")] = ref[row][1][:keep].astype(np.float16)
+    seen = {}  # layers -> the first state that randomised exactly them (its maps are these)
     for k, state in enumerate(r.states, 1):
-        model = state_model(r.model, state, r.cfg.seed, r.permuted_model)
-        known = feats if state.head_only else None  # a randomised backbone: one pass, later
-        for row in r.rows:
-            got, known = row_maps(model, row, images, pixels, known, targets, ids, r.cfg,
-                                  r.cfg.seed + k)
+        twin = state.name if state.group == "data" else seen.setdefault(state.layers, state.name)
+        _state_rows(r, k, state, twin, (images, pixels, feats, targets, ids), ref, keep)
+        yield len(ids)
+
+
+def _state_rows(r: _Run, k, state, twin, batch, ref, keep):
+    """Every row's maps under one state and their similarities with ref; a state whose twin
+    randomised the same layers (independent:head.fc = cascade:head.fc) copies its methods'."""
+    images, pixels, feats, targets, ids = batch
+    model = state_model(r.model, state, r.cfg.seed, r.permuted_model) if twin == state.name \
+        else None
+    known = feats if state.head_only else None  # a randomised backbone: one pass, later
+    for row in r.rows:
+        per = r.per_image[row]
+        if model is None and row not in r.cfg.baselines:  # the same model: the same maps
+            sims = {m: v[-1] for m, v in per[twin].items()}
+        else:
+            got, known = row_maps(model or r.model, row, images, pixels, known, targets, ids,
+                                  r.cfg, r.cfg.seed + k)
             sims = similarity.similarities(ref[row][0], got[0], ref[row][1], got[1])
-            for measure, values in sims.items():
-                r.per_image[row].setdefault(state.name, {}).setdefault(measure, []).append(values)
             if keep > 0:
                 r.figure[(row, state.name)] = got[1][:keep].astype(np.float16)
-        yield len(ids)
+        for measure, values in sims.items():
+            per.setdefault(state.name, {}).setdefault(measure, []).append(values)
 
 
 def measure(r: _Run, items, feats):
