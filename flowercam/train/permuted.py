@@ -16,6 +16,7 @@ import dataclasses
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from flowercam.model import heads
 from flowercam.train import features, training
@@ -59,7 +60,7 @@ def train_permuted(settings, train_feats, labels, valid_src, cfg: PermutedConfig
     source = features.CachedSource(train_feats, labels, cfg.device)
     order_gen, history = torch.Generator().manual_seed(cfg.seed), []
     with training.head_threads(source):
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in tqdm(range(1, cfg.epochs + 1), desc="permuted-label head", unit="epoch"):
             order = torch.randperm(len(source), generator=order_gen)
             loss = training.train_epoch(head, optimizer, source, order, cfg.batch_size)
             history.append({"epoch": epoch, "train_loss": loss,
