@@ -19,7 +19,9 @@ from flowercam.metrics import formulas, localization, road, statistics
 def faithfulness_stats(arrays, y, idx):
     """AD, IC, deletion and insertion AUC of the images idx (per-image means), as statistics."""
     per_image = {"average_drop": formulas.drop_per_image(y[idx], arrays["o"][idx]),
-                 "increase_in_confidence": formulas.increase_per_image(y[idx], arrays["o"][idx]),
+                 "increase_in_confidence": np.where(np.isnan(arrays["o"][idx]), np.nan,  # unscored
+                                                    formulas.increase_per_image(y[idx],
+                                                                                arrays["o"][idx])),
                  "deletion_auc": arrays["deletion"][idx], "insertion_auc": arrays["insertion"][idx],
                  **{k: arrays[k][idx] for k in road.FIGURES if k in arrays}}
     return {k: statistics.Mean(v) for k, v in per_image.items()}
