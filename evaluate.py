@@ -6,9 +6,11 @@ the maps are (faithfulness, localization on masks).
     python evaluate.py -d model/RUN --cam-metrics --limit 20     # -> DIR/cam_metrics.json/.md
     python evaluate.py -d model/RUN --cam-metrics --split-name test   # tau validated on valid
     python evaluate.py -d model/RUN --cam-metrics --figures localization  # skip faithfulness
+    python evaluate.py -d model/RUN --sanity --limit 12   # sanity checks -> DIR/sanity.md, .png
 
-Two modes share the flags of the first group; every other flag belongs to one mode (its group)
-and is refused in the other, so no flag is ever silently ignored.
+Three modes share the flags of the first group; every other flag belongs to one mode (its group)
+and is refused in the others (--sanity reads the --cam-metrics flags of SANITY_READS), so no flag
+is ever silently ignored.
 """
 
 import argparse
@@ -16,10 +18,11 @@ from pathlib import Path
 
 from flowercam import core, dist, flags
 from flowercam.cam import methods
-from flowercam.metrics import config, runner
+from flowercam.metrics import config, runner, sanity, sanity_tables
 from flowercam.metrics.config import MetricsConfig
 from flowercam.refine import methods as refiners
-from flowercam.train import evaluation, runs, training
+from flowercam.report import sanity_figures
+from flowercam.train import evaluation, permuted, runs, training
 
 D = config.default  # --cam-metrics defaults live in MetricsConfig; flags not given are absent
 ACCURACY_BATCH = 64  # --batch-size of the accuracy mode; the map metrics' is MetricsConfig's
@@ -42,6 +45,7 @@ def get_args_parser():
     flags.add_num_workers(parser)
     flags.add_device(parser)
     add_cam_metrics_args(parser)
+    add_sanity_args(parser)
     return parser
 
 
@@ -66,8 +70,8 @@ def add_cam_metrics_args(parser):
     group = parser.add_argument_group("--cam-metrics (map quality; the flags below need it)")
     add = _suppressing(parser, group, "cam-metrics")
     add("--figures", nargs="+", choices=config.FAMILIES,
-        help="which families of map figures to measure (faithfulness takes most of the time); "
-             "default: all")
+        help="map figures to measure (road = ROAD, Rong 2022, on the --perturb-limit images; "
+             "faithfulness takes most of the time); default: faithfulness localization")
     add("--methods", nargs="+", choices=list(methods.METHODS),
         help="map methods to measure; none given: every method the head supports")
     add("--checkpoint", help="head checkpoint; none given: the -d model dir's best epoch")
@@ -100,8 +104,9 @@ def add_baseline_args(add):
     """The rows beside the methods (baselines), the refined rows (METHOD+REFINER), the pairs."""
     add("--baselines", nargs="*", choices=config.MAP_BASELINES + config.FEW_SHOT_BASELINES,
         help="maps scored beside the methods: center (Gaussian, sigma = side/4), full (all "
-             "ones), few-shot-N (a pixel classifier on N training masks per class); "
-             "--baselines alone: none; default: center full")
+             "ones), random (seeded uniform noise), sobel (the image's edge magnitude), "
+             "few-shot-N (a pixel classifier on N training masks per class); --baselines "
+             "alone: none; default: center full")
     add("--compare", nargs=2, action="append", metavar=("A", "B"),
         help="also report the paired bootstrap difference A - B of every figure (maps among "
              "--methods and --baselines; repeat for more pairs); every map is always paired "
@@ -143,6 +148,55 @@ def add_run_args(parser, group, add):
                          "cam_metrics.json/.md (default: the run's or checkpoint's folder)")
 
 
+P = permuted.PermutedConfig()
+# the --cam-metrics flags that --sanity reads too (images, maps, intervals, output)
+SANITY_READS = {"methods", "checkpoint", "layers", "limit", "baselines", "bootstrap", "seed",
+                "output_dir", "target", "masked_only", "masks_dir", "mask_values", "ignore_values"}
+
+
+def add_sanity_args(parser):
+    parser.add_argument("--sanity", action="store_true",
+                        help="sanity checks of the maps (Adebayo 2018): model randomisation, "
+                             "cascading and one layer at a time, and data randomisation; reads "
+                             "--methods --limit --baselines --bootstrap -s --output-dir too")
+    group = parser.add_argument_group("--sanity (the flags below need it)")
+    add = _suppressing(parser, group, "sanity")
+    add("--no-independent", action="store_true", help="skip the one-layer-at-a-time states")
+    add("--no-data-randomisation", action="store_true",
+        help="skip the permuted-label head (it needs the training split's feature cache)")
+    add("--permuted-epochs", type=flags.positive_int,
+        help=f"epochs of the permuted-label head; default {P.epochs}")
+    add("--permuted-lr", type=flags.positive_float,
+        help=f"Adam learning rate of the permuted-label head; default {P.lr:g}")
+    add("--figure-images", type=flags.non_negative_int,
+        help="images (the first measured) in sanity_grid.png; default "
+             f"{sanity.SanityOptions.figure_images}")
+
+
+def sanity_options(args) -> sanity.SanityOptions:
+    seed = getattr(args, "seed", 0)
+    trainer = permuted.PermutedConfig(epochs=getattr(args, "permuted_epochs", P.epochs),
+                                      lr=getattr(args, "permuted_lr", P.lr), seed=seed,
+                                      device=args.device)
+    return sanity.SanityOptions(independent=not hasattr(args, "no_independent"),
+                                data=not hasattr(args, "no_data_randomisation"),
+                                trainer=trainer,
+                                figure_images=getattr(args, "figure_images",
+                                                      sanity.SanityOptions.figure_images))
+
+
+def run_sanity(args):
+    """--sanity: measure, then sanity.json/.md, sanity_grid.png and sanity_plot.png."""
+    cfg = metrics_config(args)
+    result = sanity.run(cfg, sanity_options(args))
+    summary = sanity_tables.write(result["out_dir"],
+                                  sanity_tables.summarise(result, cfg.bootstrap, cfg.seed))
+    sanity_figures.write(result["out_dir"], summary, result["figure"], result["figure_paths"])
+    print(f"{len(summary['ids'])} images x {len(summary['states'])} randomisations in "
+          f"{summary['seconds'] / 60:.1f} min -> {result['out_dir']}/sanity.md")
+    return summary
+
+
 RENAMED = {"figures": "families"}  # flag dest -> MetricsConfig field
 TUPLES = ("methods", "baselines", "mask_values", "ignore_values", "scales", "layers", "families",
           "refine")
@@ -151,8 +205,11 @@ PAIRS = ("compare",)  # lists of [A, B] -> tuples of pairs
 
 def check_modes(args):
     """Flags of the other mode: one line (they would be silently ignored)."""
-    mode = "cam-metrics" if args.cam_metrics else "accuracy"
-    wrong = [d for d, m in args.flag_modes.items() if m != mode and hasattr(args, d)]
+    if args.cam_metrics and args.sanity:
+        raise core.UserError("--cam-metrics and --sanity are two modes of evaluate.py: pick one")
+    mode = "sanity" if args.sanity else "cam-metrics" if args.cam_metrics else "accuracy"
+    wrong = [d for d, m in args.flag_modes.items() if m != mode and hasattr(args, d)
+             and not (mode == "sanity" and d in SANITY_READS)]
     if wrong:
         names = ", ".join("--" + d.replace("_", "-") for d in wrong)
         fix = "add --cam-metrics or drop them" if mode == "accuracy" else "drop them"
@@ -180,6 +237,8 @@ def metrics_config(args) -> MetricsConfig:
 
 def main(args):
     check_modes(args)
+    if args.sanity:
+        return run_sanity(args)
     if args.cam_metrics:
         return runner.run(metrics_config(args))
     if not args.model_dir:

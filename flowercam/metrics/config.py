@@ -13,9 +13,13 @@ from flowercam.refine import methods as refiners
 
 DELETION_BASELINES = ("zeros", "black", "blur")
 TARGETS = ("label", "predicted")
-MAP_BASELINES = ("center", "full")  # class-agnostic maps scored beside the methods
+MAP_BASELINES = ("center", "full", "random", "sobel")  # maps scored beside the methods
+# (metrics/baselines.py; they need no classifier)
+DEFAULT_BASELINES = ("center", "full")  # random's box tables cost ~25 s per image: asked for
 FEW_SHOT_BASELINES = ("few-shot-1", "few-shot-2", "few-shot-5")  # fewshot.py: trained on masks
-FAMILIES = ("faithfulness", "localization", "pseudo-masks")
+FAMILIES = ("faithfulness", "localization", "pseudo-masks", "road")
+# road (metrics/road.py: 10 sparse solves per image and map) only when asked for
+DEFAULT_FAMILIES = ("faithfulness", "localization", "pseudo-masks")
 THRESHOLD_COUNT = 100  # map thresholds of the localization figures (Choe et al. 2020)
 
 
@@ -40,7 +44,7 @@ class MetricsConfig:
     device: str = "cpu"
     precision: str = "fp32"  # scoring forwards only; maps are fp32
     methods: tuple[str, ...] | None = None  # None: every method the head supports
-    baselines: tuple[str, ...] = MAP_BASELINES
+    baselines: tuple[str, ...] = DEFAULT_BASELINES
     scales: tuple[float, ...] = (1.0,)  # multi-scale aggregation of every map (cams.Aggregation)
     flip: bool = False  # and of horizontally flipped images
     layers: tuple[str, ...] | None = None  # LayerCAM's layers; None: the report's (pool3, pool4)
@@ -54,7 +58,7 @@ class MetricsConfig:
     ignore_values: tuple[int, ...] | None = None  # None: (0, 5) for DATA_DIR/masks, else ()
     masked_only: bool = False  # measure only the images that have a mask
     validate_tau_on: str | None = None  # None: "valid" for split_name test; "none": off
-    families: tuple[str, ...] = FAMILIES  # faithfulness costs most of a run's time
+    families: tuple[str, ...] = DEFAULT_FAMILIES  # faithfulness costs most of the time
     compare: tuple[tuple[str, str], ...] = ()  # (a, b): paired differences a - b (and vs center)
     bootstrap: int = 1000
     map_batch_size: int = 8

@@ -10,10 +10,7 @@ are its base map's plus its refinement's (the cost of making that pseudo-mask).
 
 import time
 
-import torch
-
 from flowercam.cam import compute
-from flowercam.metrics import boxes
 from flowercam.refine import methods as refiners
 
 # the baselines refined beside the methods: center (what the image alone adds to a prior); full
@@ -31,13 +28,6 @@ def method_maps(model, method, images, shared, cfg):
     result = compute.maps_reusing(model, images.to(cfg.device), method, shared, targets, agg,
                                   normalize_by="minmax", **options)
     return result.maps.detach().float().cpu()
-
-
-def baseline_maps(name, n, h, w):
-    """[n,H,W] class-agnostic map: center = Gaussian at the image centre, sigma = side/4
-    (boxes.center_map); full = all ones (the whole image at every tau)."""
-    one = boxes.center_map(h, w) if name == "center" else boxes.full_map(h, w)
-    return torch.from_numpy(one).float().expand(n, h, w).contiguous()
 
 
 def expand(rows, refine, methods=()):

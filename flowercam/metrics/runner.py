@@ -8,8 +8,8 @@
 
 Writes cam_metrics.json (figures, 95% bootstrap intervals, per class, per image) and cam_metrics.md
 into --output-dir (default: the model directory). run() takes a config.MetricsConfig (evaluate.py
-builds it from the flags). Rows: the map methods and the baselines (center, full, few-shot-N),
-each plain or refined (--refine; maprows).
+builds it from the flags). Rows: the map methods and the baselines (center, full, random, sobel:
+metrics/baselines.py; few-shot-N), each plain or refined (--refine; maprows).
 Masks: --masks-dir, else DATA_DIR/masks. The inputs (checkpoint, methods, images, masks) are chosen
 in flowercam.metrics.selection, the maths is in formulas / boxes / localization, the tables in
 tables. Maps are computed in fp32; --precision only changes the scoring forwards.
@@ -26,7 +26,17 @@ from tqdm import tqdm
 from flowercam import core, dist
 from flowercam.core import UserError
 from flowercam.data import dataset
-from flowercam.metrics import fewshot, formulas, localization, maprows, selection, summary, tables
+from flowercam.metrics import (
+    baselines,
+    fewshot,
+    formulas,
+    localization,
+    maprows,
+    road,
+    selection,
+    summary,
+    tables,
+)
 from flowercam.metrics.config import MetricsConfig
 from flowercam.model import vgg
 from flowercam.train import features
@@ -94,11 +104,13 @@ def perturbation_aucs(maps, shared, keep, score_fn, cfg, generator):
 
 
 def measure_method(maps, shared, masks, keep, score_fn, cfg, generator, faithful=True):
-    """Per-image figures of one method on one batch (dict of numpy arrays)."""
+    """Per-image figures of one method on one batch (dict of numpy arrays); ROAD (road.py) on
+    the images `keep` when cfg.families has it."""
     nan = np.full(len(maps), np.nan)
     o = score_fn(shared["pixels"] * maps[:, None], shared["targets"]).numpy() if faithful else nan
-    dele, ins = perturbation_aucs(maps, shared, keep, score_fn, cfg, generator)
-    return {"o": o, "deletion": dele, "insertion": ins,
+    dele, ins = perturbation_aucs(maps, shared, keep & faithful, score_fn, cfg, generator)
+    roads = road.per_image(score_fn, maps, shared, keep, cfg.seed) if "road" in cfg.families else {}
+    return {"o": o, "deletion": dele, "insertion": ins, **roads,
             **localization.image_tables(maps.numpy(), masks, "localization" in cfg.families)}
 
 
@@ -144,7 +156,8 @@ def _measure_batch(p, start, images, labels):
         if name in p.few_shot:
             return p.few_shot[name].maps(p.model.backbone, images.to(p.cfg.device))
         if name in p.cfg.baselines:
-            return maprows.baseline_maps(name, len(batch), p.size, p.size)
+            return baselines.baseline_maps(name, shared["pixels"], [b[0] for b in batch],
+                                           p.cfg.seed)
         return maprows.method_maps(p.model, name, images, shared, p.cfg)
     figures = {}
     made = maprows.batch_maps(p.rows, base, shared["pixels"], p.cfg.refine_workers)
@@ -170,7 +183,7 @@ def measure(model, settings, items, rows, cfg, masks, faithful=True, few_shot=No
                                      cfg.metrics_batch_size, cfg.device),
               torch.Generator().manual_seed(cfg.seed),
               selection.perturb_selection([label for _, _, label in items], cfg.perturb_limit,
-                                          cfg.seed) & faithful,
+                                          cfg.seed) & (faithful or "road" in cfg.families),
               batch_features(model, items, cfg), faithful, few_shot or {})
     starts = list(range(0, len(items), step))
     mine = dist.shard(starts)
@@ -182,7 +195,7 @@ def measure(model, settings, items, rows, cfg, masks, faithful=True, few_shot=No
         batches = iter(loader)
         for start in starts:
             if start not in mine:
-                n = 2 * len(rows) * int(p.perturb[start:start + step].sum())  # del. + ins.
+                n = 2 * len(rows) * int(p.perturb[start:start + step].sum()) * p.faithful
                 formulas.skip_pixel_ranks(p.generator, n, size * size)  # another rank's batch
                 continue
             images, labels = next(batches)
@@ -211,7 +224,8 @@ def tau_set(model, settings, rows, cfg, masks, few_shot=None):
     if not items:
         raise UserError(f"no {cfg.validate_tau_on} image has a mask in {masks.folder}: "
                         "validate tau on another subset, or add masks", topic="masks")
-    tau_cfg = dataclasses.replace(cfg, split_name=cfg.validate_tau_on)
+    tau_cfg = dataclasses.replace(cfg, split_name=cfg.validate_tau_on, families=tuple(
+        f for f in cfg.families if f in ("localization", "pseudo-masks")))
     measured = measure(model, settings, items, rows, tau_cfg, masks, False, few_shot)
     if measured is None:  # a rank > 0 under torchrun
         return None

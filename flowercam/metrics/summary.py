@@ -13,15 +13,18 @@ differences (flowercam.metrics.statistics).
 import numpy as np
 import torch
 
-from flowercam.metrics import formulas, localization, pseudo, statistics
+from flowercam.metrics import formulas, localization, pseudo, road, statistics
 from flowercam.metrics.config import FEW_SHOT_BASELINES
 
 
 def faithfulness_stats(arrays, y, idx):
     """AD, IC, deletion and insertion AUC of the images idx (per-image means), as statistics."""
     per_image = {"average_drop": formulas.drop_per_image(y[idx], arrays["o"][idx]),
-                 "increase_in_confidence": formulas.increase_per_image(y[idx], arrays["o"][idx]),
-                 "deletion_auc": arrays["deletion"][idx], "insertion_auc": arrays["insertion"][idx]}
+                 "increase_in_confidence": np.where(np.isnan(arrays["o"][idx]), np.nan,  # unscored
+                                                    formulas.increase_per_image(y[idx],
+                                                                                arrays["o"][idx])),
+                 "deletion_auc": arrays["deletion"][idx], "insertion_auc": arrays["insertion"][idx],
+                 **{k: arrays[k][idx] for k in road.FIGURES if k in arrays}}
     return {k: statistics.Mean(v) for k, v in per_image.items()}
 
 
@@ -132,7 +135,8 @@ def summarise(measured, cfg, context):
     pairs = list(dict.fromkeys([*default_pairs(rows, context["methods"]),
                                 *map(tuple, cfg.compare)]))
     first = next(iter(measured["methods"].values()))
-    per_image = {**info, **{m: {k: a[k].tolist() for k in ("o", "deletion", "insertion", "hit")}
+    kept = ("o", "deletion", "insertion", "hit", *road.FIGURES)
+    per_image = {**info, **{m: {k: a[k].tolist() for k in kept if k in a}
                             for m, a in measured["methods"].items()}}
     return {"checkpoint": context["checkpoint"], "split": context["split"],
             "subset": context["subset"], "n_images": n, "seconds": context["seconds"],

@@ -21,7 +21,10 @@ from flowercam.metrics import statistics
 FAITHFULNESS = (("average_drop", "AD % ↓", "{:.1f}", False),
                 ("increase_in_confidence", "IC % ↑", "{:.1f}", False),
                 ("deletion_auc", "deletion AUC ↓", "{:.3f}", False),
-                ("insertion_auc", "insertion AUC ↑", "{:.3f}", False))
+                ("insertion_auc", "insertion AUC ↑", "{:.3f}", False),
+                ("road_morf", "ROAD MoRF ↓", "{:.3f}", False),
+                ("road_lerf", "ROAD LeRF ↑", "{:.3f}", False),
+                ("road_combined", "ROAD (LeRF-MoRF)/2 ↑", "{:.3f}", False))
 TAU_FREE = (("pointing_game", "pointing % ↑", "{:.1f}", False),
             ("pxap", "PxAP % ↑", "{:.1f}", False))
 AT_TAU = (("miou", "IoU % ↑", "{:.1f}", True), ("max_box_acc", "MaxBoxAcc % ↑", "{:.1f}", True),
@@ -64,7 +67,7 @@ def _table(rows, columns, with_ci=True, versus=None):
     head = ["", "images"] + [c[1] for c in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, figs in rows:
-        n = next(figs[c[0]]["n"] for c in columns if c[0] in figs)
+        n = max(figs[c[0]]["n"] for c in columns if c[0] in figs)  # ROAD alone: AD has none
         diffs = (versus or {}).get(label)
         cells = []
         for key, header, fmt, show_tau in columns:
@@ -208,12 +211,12 @@ def markdown(summary):
     return "\n".join(lines) + "\n"
 
 
-def _clean(obj):
+def clean(obj):
     """NaN / numpy scalars -> JSON (null, int, float)."""
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_clean(v) for v in obj]
+        return [clean(v) for v in obj]
     if isinstance(obj, (np.integer, np.bool_)):
         return obj.item()
     if isinstance(obj, (float, np.floating)):
@@ -223,7 +226,7 @@ def _clean(obj):
 
 def write(out_dir, summary):
     """Atomic cam_metrics.json + cam_metrics.md in out_dir."""
-    summary = _clean(summary)
+    summary = clean(summary)
     text = json.dumps(summary, indent=1, allow_nan=False)
     os.makedirs(out_dir, exist_ok=True)
     atomic_write(Path(out_dir) / "cam_metrics.json", lambda f: f.write(text), mode="w")

@@ -1,0 +1,257 @@
+"""evaluate.py --sanity: can a map be trusted? Adebayo et al. 2018's sanity checks for every map
+method: its maps after model-parameter randomisation (cascading from the top, and one layer at a
+time) and after data randomisation (a head trained on permuted labels), against the trained
+model's maps of the same images and classes.
+
+    python evaluate.py -d model/RUN --sanity --limit 12 --methods CAM GradCAM LayerCAM
+    python evaluate.py -d model/RUN --sanity --no-independent --output-dir output/sanity
+
+Writes sanity.json / sanity.md (metrics/sanity_tables.py) and, from evaluate.py, the figure and
+the plot (report/sanity_figures.py). States: "cascade:<layer>" = every layer from the top down
+to <layer> re-initialised (model/randomise.py); "independent:<layer>" = that layer only; "data" =
+the permuted-label head (train/permuted.py). Head-only states reuse the feature cache; a
+randomised backbone runs on the images. Baselines: center, full and sobel ignore the model
+(similarity 1 by construction: what an edge detector scores); random is drawn anew for every
+state, so its similarity is the chance level of each measure.
+"""
+
+import dataclasses
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from flowercam.cam import compute, methods
+from flowercam.core import UserError
+from flowercam.data import dataset
+from flowercam.metrics import baselines, formulas, runner, selection, similarity
+from flowercam.metrics.config import MetricsConfig
+from flowercam.model import heads, randomise, vgg
+from flowercam.train import features, permuted
+
+
+@dataclasses.dataclass(frozen=True)
+class SanityOptions:
+    """What --sanity randomises, beyond MetricsConfig's images and methods."""
+
+    independent: bool = True  # also one layer at a time
+    data: bool = True  # also the permuted-label head (needs the training split's feature cache)
+    trainer: permuted.PermutedConfig = permuted.PermutedConfig()  # the permuted-label head
+    figure_images: int = 3  # images kept for the figure (the first of the measured ones)
+
+
+@dataclasses.dataclass(frozen=True)
+class State:
+    name: str
+    group: str  # "cascade", "independent" or "data"
+    layers: tuple = ()
+
+    @property
+    def head_only(self):
+        return all(name in randomise.HEAD_LAYERS for name in self.layers)
+
+
+def states(opts: SanityOptions) -> list[State]:
+    """The randomised models, in the order of the tables: the cascade top-down, then each layer
+    alone, then data randomisation."""
+    out = [State(f"cascade:{name}", "cascade", randomise.cascade(d))
+           for d, name in enumerate(randomise.CASCADE, 1)]
+    if opts.independent:
+        out += [State(f"independent:{name}", "independent", (name,))
+                for name in randomise.CASCADE]
+    return out + ([State("data", "data")] if opts.data else [])
+
+
+def data_randomised(model, cfg: MetricsConfig, opts: SanityOptions):
+    """-> (Classifier with the permuted-label head on the same backbone, its facts): trained on
+    the training split's feature cache, checked against chance on the validation split."""
+    def cached(subset):
+        items = dataset.split_items(cfg.data_dir, subset, cfg.split)
+        return items, features.feature_cache(items, model.backbone, cfg.data_dir, "fp32",
+                                             num_workers=cfg.num_workers, device=cfg.device,
+                                             size=features.input_size(cfg.data_dir))
+    (train_items, train_feats), (valid_items, valid_feats) = cached("train"), cached("valid")
+    labels = permuted.permuted_labels(train_items, opts.trainer.seed)
+    valid = features.CachedSource(valid_feats, features.labels_tensor(valid_items), cfg.device)
+    start = time.perf_counter()
+    head, history = permuted.train_permuted(model.settings, train_feats, labels, valid,
+                                            opts.trainer)
+    with torch.no_grad():
+        right = (head(valid.feats).argmax(1) == valid.labels).float().cpu().numpy() * 100
+    top1, ci, n = formulas.mean_ci(right, cfg.bootstrap, cfg.seed)
+    facts = {"valid_top1": top1, "valid_top1_ci95": list(ci), "valid_images": n,
+             "chance": 100 / model.settings["num_classes"], "seconds": time.perf_counter() - start,
+             "train_top1_permuted": history[-1]["train_top1"], "history": history,
+             "config": dataclasses.asdict(opts.trainer)}
+    return heads.Classifier(model.backbone, head).eval(), facts
+
+
+def state_model(model, state, seed, permuted_model):
+    if state.group == "data":
+        return permuted_model
+    return randomise.randomised(model, state.layers, seed)
+
+
+class FixedFeatures(torch.nn.Module):
+    """A stand-in backbone returning features already computed for this batch (the feature cache,
+    or one pass of a randomised backbone), shared by every method that reads only the class maps:
+    one backbone pass per state and batch instead of one per method."""
+
+    def __init__(self, feats, backbone_id):
+        super().__init__()
+        self.feats, self.backbone_id = feats, backbone_id
+
+    def forward(self, x):
+        if len(x) != len(self.feats):
+            raise ValueError(f"{len(x)} images for {len(self.feats)} fixed feature rows")
+        return self.feats
+
+    def forward_with(self, x, layers, graph="stages"):
+        if layers:
+            raise ValueError(f"fixed features have no stage {layers[0]}")
+        return self.forward(x), {}
+
+
+def class_maps_only(row, cfg):
+    """True when the method reads nothing of the backbone but its output (CAM, Grad-CAM on the
+    class maps, ...): FixedFeatures can stand in. Score-CAM's masked forwards need the images."""
+    if row not in methods.METHODS or methods.METHODS[row].kind == "scores":
+        return False
+    opts = methods.resolve_options(row, _options(row, cfg))
+    return set(methods.layers_of(row, opts)) <= {"classmaps", "reweighted"}
+
+
+def _options(row, cfg):
+    return {"layers": cfg.layers} if cfg.layers and row == "LayerCAM" else {}
+
+
+def row_maps(model, row, images, pixels, feats, targets, ids, cfg, seed):
+    """(raw [B,H,W], normalised [B,H,W]) numpy maps of one method or baseline; feats: the
+    model's backbone output for these images (None: unknown) -> (maps, feats)."""
+    if row in cfg.baselines:
+        maps = baselines.baseline_maps(row, pixels, ids, seed).numpy()
+        return (maps, maps), feats
+    x = images.to(cfg.device)
+    if class_maps_only(row, cfg):
+        if feats is None:
+            with torch.no_grad():
+                feats = model.backbone(x)
+        model = heads.Classifier(FixedFeatures(feats, model.backbone.backbone_id), model.head)
+    result = compute.maps_reusing(model, x, row, {} if feats is None else {"feats": feats},
+                                  targets.to(cfg.device), normalize_by="minmax",
+                                  **_options(row, cfg))
+    maps = (result.raw.detach().float().cpu().numpy(),
+            result.maps.detach().float().cpu().numpy())
+    return maps, feats
+
+
+@dataclasses.dataclass
+class _Run:  # what every batch of one run shares
+    model: object
+    rows: list
+    states: list
+    cfg: MetricsConfig
+    opts: SanityOptions
+    permuted_model: object
+    figure: dict  # (row, state name) -> [K,H,W] float16 maps of the figure images
+    per_image: dict  # row -> state name -> measure -> [arrays per batch]
+
+
+def _inputs(model, images, labels, feats, target):
+    """(pixels [B,3,H,W] in [0,1], targets [B]: the labels or the trained model's predictions)."""
+    mean = torch.tensor(vgg.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(vgg.IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        predicted = model.head(feats).argmax(1).cpu()
+    return (images * std + mean).clamp(0, 1), predicted if target == "predicted" else labels
+
+
+def _batch(r: _Run, images, labels, feats, ids, keep):
+    """Maps of every row under the trained model and every state; similarities per image. keep:
+    how many of the batch's first images the figure shows."""
+    pixels, targets = _inputs(r.model, images, labels, feats, r.cfg.target)
+    ref = {row: row_maps(r.model, row, images, pixels, feats, targets, ids, r.cfg,
+                         r.cfg.seed)[0] for row in r.rows}
+    for row in r.rows:
+        if keep > 0:
+            r.figure[(row, "trained")] = ref[row][1][:keep].astype(np.float16)
+    seen = {}  # layers -> the first state that randomised exactly them (its maps are these)
+    for k, state in enumerate(r.states, 1):
+        twin = state.name if state.group == "data" else seen.setdefault(state.layers, state.name)
+        _state_rows(r, k, state, twin, (images, pixels, feats, targets, ids), ref, keep)
+        yield len(ids)
+
+
+def _state_rows(r: _Run, k, state, twin, batch, ref, keep):
+    """Every row's maps under one state and their similarities with ref; a state whose twin
+    randomised the same layers (independent:head.fc = cascade:head.fc) copies its methods'."""
+    images, pixels, feats, targets, ids = batch
+    model = state_model(r.model, state, r.cfg.seed, r.permuted_model) if twin == state.name \
+        else None
+    known = feats if state.head_only else None  # a randomised backbone: one pass, later
+    for row in r.rows:
+        per = r.per_image[row]
+        if model is None and row not in r.cfg.baselines:  # the same model: the same maps
+            sims = {m: v[-1] for m, v in per[twin].items()}
+        else:
+            got, known = row_maps(model or r.model, row, images, pixels, known, targets, ids,
+                                  r.cfg, r.cfg.seed + k)
+            sims = similarity.similarities(ref[row][0], got[0], ref[row][1], got[1])
+            if keep > 0:
+                r.figure[(row, state.name)] = got[1][:keep].astype(np.float16)
+        for measure, values in sims.items():
+            per.setdefault(state.name, {}).setdefault(measure, []).append(values)
+
+
+def measure(r: _Run, items, feats):
+    """Loop over the items in batches (one tqdm bar: images x states)."""
+    size = features.input_size(r.cfg.data_dir)
+    loader = dataset.make_loader(items, r.cfg.map_batch_size, False, 0, r.cfg.num_workers, size)
+    step = r.cfg.map_batch_size
+    with features.worker_errors(), tqdm(total=len(items) * len(r.states), desc="sanity",
+                                        unit="map set") as bar:
+        for start, (images, labels) in zip(range(0, len(items), step), loader, strict=True):
+            batch = items[start:start + step]
+            f = (feats[start:start + step] if feats is not None
+                 else r.model.backbone(images.to(r.cfg.device)).detach())
+            keep = max(0, min(len(batch), r.opts.figure_images - start))
+            for done in _batch(r, images, labels, f.to(r.cfg.device), [i for i, _, _ in batch],
+                               keep):
+                bar.update(done)
+
+
+def run(cfg: MetricsConfig, opts: SanityOptions, backbone=None):
+    """-> the sanity result (plain dict; "figure": maps for report/sanity_figures.py)."""
+    cfg.check()
+    model, settings, ckpt, cfg = selection.open_model(cfg, backbone)
+    out_dir = runner.output_folder(cfg, ckpt)
+    methods = selection.resolve_methods(cfg.methods, settings)
+    every = dataset.split_items(cfg.data_dir, cfg.split_name, cfg.split)
+    if cfg.masked_only:
+        masks = selection.resolve_masks(cfg.data_dir, cfg.masks_dir, cfg.mask_values,
+                                        cfg.ignore_values, features.input_size(cfg.data_dir))
+        every = selection.with_masks(every, masks)
+    items = selection.select_items(every, cfg.limit, cfg.seed)
+    if not items:
+        raise UserError(f"split {cfg.split} of {cfg.data_dir} has no "
+                                  f"{cfg.split_name} images")
+    start = time.perf_counter()
+    permuted_model, data_facts = (data_randomised(model, cfg, opts) if opts.data
+                                  else (None, None))
+    rows = [*methods, *cfg.baselines]
+    r = _Run(model, rows, states(opts), cfg, opts, permuted_model, {}, {row: {} for row in rows})
+    measured_at = time.perf_counter()
+    measure(r, items, runner.batch_features(model, items, cfg))
+    joined = {row: {name: {m: np.concatenate(v) for m, v in d.items()} for name, d in per.items()}
+              for row, per in r.per_image.items()}
+    return {"checkpoint": str(ckpt), "split": cfg.split, "subset": cfg.split_name,
+            "out_dir": str(out_dir), "ids": [i for i, _, _ in items], "methods": methods,
+            "baselines": list(cfg.baselines), "states": [dataclasses.asdict(s) for s in r.states],
+            "per_image": joined, "data_randomisation": data_facts,
+            "seconds": time.perf_counter() - start,
+            "map_seconds": time.perf_counter() - measured_at, "figure": r.figure,
+            "figure_ids": [i for i, _, _ in items[:opts.figure_images]],
+            "figure_paths": [p for _, p, _ in items[:opts.figure_images]],
+            "options": {"seed": cfg.seed, "bootstrap": cfg.bootstrap, "target": cfg.target,
+                        "limit": cfg.limit, "device": cfg.device, "layers": cfg.layers}}

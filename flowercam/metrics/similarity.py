@@ -1,0 +1,74 @@
+"""How alike two maps of the same image are (the sanity checks of Adebayo et al. 2018): Spearman
+rank correlation of the maps and of their absolute values, SSIM, and HOG similarity.
+
+    python -c "from flowercam.metrics import similarity as s; import numpy as np; \
+a = np.random.rand(1, 32, 32); print(s.similarities(a, a, a, a))"
+
+Per image pair: raw maps (signed, before normalisation: the Spearman figures) and min-max
+normalised maps in [0,1] (SSIM, HOG). Spearman = Pearson correlation of the pixel ranks (ties get
+their mean rank); |Spearman| ranks |raw|. SSIM: scikit-image, data_range 1 (Wang et al. 2004).
+HOG similarity: Pearson correlation of the two maps' HOG descriptors (9 orientations, 16 px
+cells, 2x2 blocks; Dalal and Triggs 2005), as Adebayo et al. 2018. A constant map (no ranks, no
+gradients) scores 0 against a varying map and 1 against another constant one (pearson).
+"""
+
+import numpy as np
+from scipy.stats import rankdata
+from skimage.feature import hog
+from skimage.metrics import structural_similarity
+
+from flowercam.metrics import formulas
+
+MEASURES = ("spearman", "spearman_abs", "ssim", "hog")
+HOG_CELL = 16
+
+
+def pearson(a, b):
+    """Pearson correlation of two flat arrays. A constant array carries no ordering: against a
+    varying one 0 (nothing in common), against another constant one 1 (the same: nothing)."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    a, b = a - a.mean(), b - b.mean()
+    sa, sb = (a * a).sum(), (b * b).sum()
+    if sa == 0 or sb == 0:
+        return 1.0 if sa == sb else 0.0
+    return float((a * b).sum() / np.sqrt(sa * sb))
+
+
+def spearman(a, b):
+    """Rank correlation of two maps [H,W] (ties: mean ranks)."""
+    return pearson(rankdata(np.ravel(a)), rankdata(np.ravel(b)))
+
+
+def ssim(a, b):
+    """SSIM of two maps [H,W] in [0,1]."""
+    return float(structural_similarity(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                                       data_range=1.0))
+
+
+def hog_similarity(a, b):
+    """Pearson correlation of the HOG descriptors of two maps [H,W] in [0,1]."""
+    cell = min(HOG_CELL, min(np.shape(a)) // 2)
+    def describe(x):
+        return hog(np.asarray(x, np.float64), orientations=9, pixels_per_cell=(cell, cell),
+                   cells_per_block=(2, 2))
+    return pearson(describe(a), describe(b))
+
+
+def similarities(raw_a, raw_b, maps_a, maps_b):
+    """Per image of [N,H,W] stacks -> {measure: [N] float array} (MEASURES)."""
+    out = {m: np.full(len(raw_a), np.nan) for m in MEASURES}
+    for i in range(len(raw_a)):
+        out["spearman"][i] = spearman(raw_a[i], raw_b[i])
+        out["spearman_abs"][i] = spearman(np.abs(raw_a[i]), np.abs(raw_b[i]))
+        out["ssim"][i] = ssim(maps_a[i], maps_b[i])
+        out["hog"][i] = hog_similarity(maps_a[i], maps_b[i])
+    return out
+
+
+def summarise(per_image, n_boot=1000, seed=0):
+    """{measure: [N]} -> {measure: {"value", "ci95", "n"}}: the mean over images, 95% bootstrap."""
+    out = {}
+    for measure, values in per_image.items():
+        mean, ci, n = formulas.mean_ci(values, n_boot, seed)
+        out[measure] = {"value": mean, "ci95": list(ci), "n": int(n)}
+    return out
