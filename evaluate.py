@@ -14,6 +14,7 @@ is ever silently ignored.
 """
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from flowercam import core, dist, flags
@@ -158,7 +159,8 @@ def add_sanity_args(parser):
     parser.add_argument("--sanity", action="store_true",
                         help="sanity checks of the maps (Adebayo 2018): model randomisation, "
                              "cascading and one layer at a time, and data randomisation; reads "
-                             "--methods --limit --baselines --bootstrap -s --output-dir too")
+                             "--methods --limit --baselines (default here: all four) --bootstrap "
+                             "-s --output-dir too")
     group = parser.add_argument_group("--sanity (the flags below need it)")
     add = _suppressing(parser, group, "sanity")
     add("--no-independent", action="store_true", help="skip the one-layer-at-a-time states")
@@ -188,6 +190,8 @@ def sanity_options(args) -> sanity.SanityOptions:
 def run_sanity(args):
     """--sanity: measure, then sanity.json/.md, sanity_grid.png and sanity_plot.png."""
     cfg = metrics_config(args)
+    if not hasattr(args, "baselines"):  # a sanity check is read against the edge and noise maps
+        cfg = dataclasses.replace(cfg, baselines=config.MAP_BASELINES)
     result = sanity.run(cfg, sanity_options(args))
     summary = sanity_tables.write(result["out_dir"],
                                   sanity_tables.summarise(result, cfg.bootstrap, cfg.seed))

@@ -17,13 +17,12 @@ tables. Maps are computed in fp32; --precision only changes the scoring forwards
 
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from flowercam import core, dist
+from flowercam import dist
 from flowercam.core import UserError
 from flowercam.data import dataset
 from flowercam.metrics import (
@@ -244,16 +243,6 @@ def tau_subset(cfg: MetricsConfig, masks) -> str:
     return "valid" if masks is not None and cfg.split_name == "test" else "none"
 
 
-def output_folder(cfg: MetricsConfig, ckpt) -> Path:
-    """Where cam_metrics.json/.md go: cfg.output_dir, else the checkpoint's folder (checked now,
-    before the work)."""
-    if cfg.output_dir is not None:
-        core.check_writable_dir(cfg.output_dir)
-        return Path(cfg.output_dir)
-    core.check_writable_dir(Path(ckpt).parent, "the checkpoint's folder", "pass --output-dir DIR")
-    return Path(ckpt).parent
-
-
 def _items(cfg, masks):
     """The measured items: cfg.split_name's (with a mask: --masked-only), --limit sampled."""
     every = dataset.split_items(cfg.data_dir, cfg.split_name, cfg.split)
@@ -277,7 +266,7 @@ def run(cfg: MetricsConfig, backbone=None):
     masks = masks if {"localization", "pseudo-masks"} & set(cfg.families) else None
     model, settings, ckpt, cfg = selection.open_model(cfg, backbone)
     cfg = dataclasses.replace(cfg, validate_tau_on=tau_subset(cfg, masks))
-    out_dir = output_folder(cfg, ckpt)
+    out_dir = selection.output_folder(cfg, ckpt)
     methods = selection.resolve_methods(cfg.methods, settings)
     subset, split = cfg.split_name, cfg.split
     items = _items(cfg, masks)

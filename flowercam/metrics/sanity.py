@@ -98,9 +98,9 @@ class FixedFeatures(torch.nn.Module):
     or one pass of a randomised backbone), shared by every method that reads only the class maps:
     one backbone pass per state and batch instead of one per method."""
 
-    def __init__(self, feats, backbone_id):
-        super().__init__()
-        self.feats, self.backbone_id = feats, backbone_id
+    def __init__(self, feats, backbone):
+        super().__init__()  # the features' backbone: its id and cut (which features these are)
+        self.feats, self.backbone_id, self.cut = feats, backbone.backbone_id, backbone.cut
 
     def forward(self, x):
         if len(x) != len(self.feats):
@@ -137,7 +137,7 @@ def row_maps(model, row, images, pixels, feats, targets, ids, cfg, seed):
         if feats is None:
             with torch.no_grad():
                 feats = model.backbone(x)
-        model = heads.Classifier(FixedFeatures(feats, model.backbone.backbone_id), model.head)
+        model = heads.Classifier(FixedFeatures(feats, model.backbone), model.head)
     result = compute.maps_reusing(model, x, row, {} if feats is None else {"feats": feats},
                                   targets.to(cfg.device), normalize_by="minmax",
                                   **_options(row, cfg))
@@ -225,7 +225,7 @@ def run(cfg: MetricsConfig, opts: SanityOptions, backbone=None):
     """-> the sanity result (plain dict; "figure": maps for report/sanity_figures.py)."""
     cfg.check()
     model, settings, ckpt, cfg = selection.open_model(cfg, backbone)
-    out_dir = runner.output_folder(cfg, ckpt)
+    out_dir = selection.output_folder(cfg, ckpt)
     methods = selection.resolve_methods(cfg.methods, settings)
     every = dataset.split_items(cfg.data_dir, cfg.split_name, cfg.split)
     if cfg.masked_only:

@@ -1,5 +1,6 @@
 """What evaluate.py --cam-metrics measures: the model (open_model), the map methods, the images (a
-sample; a class-balanced subset for deletion/insertion) and their foreground masks.
+sample; a class-balanced subset for deletion/insertion), their foreground masks, and where the
+results go (output_folder).
 
     python -c "from flowercam.metrics import selection as s; \
 print(s.perturb_selection([0, 0, 0, 1, 1, 2], 3, seed=0))"
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flowercam import core
 from flowercam.cam import methods
 from flowercam.core import UserError
 from flowercam.data import dataset, masks
@@ -158,3 +160,13 @@ def open_model(cfg, backbone=None):
     model, settings = checkpoints.load_model(ckpt, device=cfg.device, backbone=backbone)
     evaluation.check_data(settings, cfg.data_dir, backbone)
     return model, settings, ckpt, cfg
+
+
+def output_folder(cfg, ckpt) -> Path:
+    """Where cam_metrics.json/.md go: cfg.output_dir, else the checkpoint's folder (checked now,
+    before the work)."""
+    if cfg.output_dir is not None:
+        core.check_writable_dir(cfg.output_dir)
+        return Path(cfg.output_dir)
+    core.check_writable_dir(Path(ckpt).parent, "the checkpoint's folder", "pass --output-dir DIR")
+    return Path(ckpt).parent
