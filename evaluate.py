@@ -75,7 +75,8 @@ def add_cam_metrics_args(parser):
     add("--flip", action="store_true", help="also aggregate over horizontally flipped images")
     add("--layers", nargs="+", choices=methods.LAYERS,
         help="LayerCAM's layers; default: pool3 pool4 classmaps (the report's, after pooling); "
-             "stage3 stage4 classmaps = the LayerCAM paper's, before pooling")
+             "stage3 stage4 classmaps = the LayerCAM paper's, before pooling; one layer (e.g. "
+             "stage5) is also the layer of every one-layer method (Grad-CAM, Ablation-CAM, ...)")
     add("--limit", type=flags.positive_int, help="measure a seeded random N images of the split")
     add("--steps", type=flags.positive_int,
         help=f"deletion/insertion steps (2*(steps-1) forwards); default {D('steps')}")

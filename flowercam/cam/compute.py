@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from flowercam.cam.drivers import image_maps
-from flowercam.cam.maps import MapResult, feature_maps, upsample
-from flowercam.cam.methods import METHODS, check_method, resolve_options
+from flowercam.cam.maps import FeatureInput, MapResult, feature_maps, upsample
+from flowercam.cam.methods import METHODS, check_method, head_only, resolve_options
 from flowercam.core import UserError
+from flowercam.model.heads import Classifier
 from flowercam.model.normalization import normalize
 
 
@@ -147,11 +148,26 @@ def maps_reusing(model, images, method, shared, targets=None, agg=PLAIN, **optio
     feature cache, or filled here on first need) serve a features-kind method in one plain pass;
     any other method or aggregation runs compute_maps. -> MapResult on the images' device.
     """
-    if not (METHODS[method].from_features and agg.plain):
+    check_method(method, _head_settings(model.head))
+    if not (agg.plain and head_only(method, resolve_options(method, options))):
         return compute_maps(model, images, method, targets, **agg.kwargs(), **options)
     if "feats" not in shared:
         with torch.no_grad():
             shared["feats"] = model.backbone(images.to(model.head.fc.weight.device))
-    return compute_maps_from_features(model.head, shared["feats"], method, targets,
-                                      size=tuple(images.shape[-2:]), **options).to(images.device)
+    size = tuple(images.shape[-2:])
+    if METHODS[method].from_features:
+        return compute_maps_from_features(model.head, shared["feats"], method, targets,
+                                          size=size, **options).to(images.device)
+    return maps_from_head(model.head, shared["feats"], method, targets, size,
+                          resolve_options(method, options)).to(images.device)
+
+
+def maps_from_head(head, feats, method, targets, size, opts):
+    """A head_only method on backbone features [B,512,h,w] -> MapResult at `size` (the same maps
+    as on the images: the one layer's map upsampled, then normalised)."""
+    res = image_maps(Classifier(FeatureInput(), head), feats.to(head.fc.weight.device), method,
+                     targets, opts)
+    raw = upsample(res.raw_native, size)
+    return MapResult(raw, normalize(raw, opts["normalize_by"]), res.logits, res.targets, method,
+                     opts, res.raw_native)
 

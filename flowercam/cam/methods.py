@@ -269,6 +269,32 @@ def _own_options(record, given):
     return opts
 
 
+def layer_options(method, layers):
+    """A command's --layers as this method's layer option: {} when none are given or the method
+    takes none; one layer for a one-layer method (several: UserError)."""
+    option = METHODS[method].layer_option
+    if not layers or not option:
+        return {}
+    if option == "layers":
+        return {"layers": list(layers)}
+    if len(layers) != 1:
+        raise UserError(f"{method} weighs one layer, --layers gives {len(layers)}: give one "
+                        "(e.g. --layers stage5) or measure it in its own run")
+    return {option: layers[0]}
+
+
+def head_only(method, opts):
+    """True when a plain pass needs only the head's input (cached backbone features): the
+    features kind, or a one-layer method at the class maps whose passes run only the head
+    (gradients, activations, Ablation-CAM's ablated class maps)."""
+    record = METHODS[method]
+    if record.from_features:
+        return True
+    return (not record.fuses and layers_of(method, opts) == ["classmaps"]
+            and (record.kind in ("gradients", "activations")
+                 or record.channel_weights is ablation.ablation_weights))
+
+
 def layers_of(method, opts):
     """The layers a method weighs, given its resolved options -> list of names."""
     record = METHODS[method]

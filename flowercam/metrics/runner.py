@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from flowercam import core, dist
-from flowercam.cam import compute
+from flowercam.cam import compute, methods
 from flowercam.core import UserError
 from flowercam.data import dataset
 from flowercam.metrics import boxes, formulas, localization, selection, summary, tables
@@ -80,10 +80,10 @@ def batch_features(model, items, cfg):
 
 def method_maps(model, method, images, shared, cfg):
     """[B,H,W] min-max normalised maps at input size (fp32, one call per batch); cfg.scales /
-    cfg.flip aggregate every method over rescaled and flipped images, cfg.layers picks
-    LayerCAM's layers."""
+    cfg.flip aggregate every method over rescaled and flipped images, cfg.layers picks the
+    layers of every method that takes some (methods.layer_options)."""
     targets = shared["targets"].to(cfg.device)
-    options = {"layers": cfg.layers} if cfg.layers and method == "LayerCAM" else {}
+    options = methods.layer_options(method, cfg.layers)
     agg = compute.Aggregation(tuple(cfg.scales), cfg.flip)
     result = compute.maps_reusing(model, images.to(cfg.device), method, shared, targets, agg,
                                   normalize_by="minmax", **options)
