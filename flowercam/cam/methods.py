@@ -149,15 +149,10 @@ LAYERCAM_OPTIONS = {
     "layer_normalize": Option("minmax", choice("layer_normalize", NORMALIZERS)),
     **EIGEN,
 }
-
 BATCH = {"scorecam_batch": Option(64, positive_int("scorecam_batch"))}  # per extra forward
 SEED = {"noise_seed": Option(0, non_negative_int("noise_seed"))}  # noisy methods' generator
 ONE = {"kind": "gradients", "default_layers": ("classmaps",), "layer_option": "gradcam_layer"}
 SCORES = {"kind": "scores", "default_layers": ("classmaps",), "layer_option": "scorecam_layer"}
-
-
-def _finer(logits, targets, opts):
-    return G.finer_objective(logits, targets, opts["finer_references"], opts["finer_alpha"])
 
 
 METHODS = {m.name: m for m in (
@@ -184,7 +179,7 @@ METHODS = {m.name: m for m in (
     Method(name="EigenGradCAM", weigh=eigen.eigengradcam, **ONE),
     Method(name="ShapleyCAM", weigh=gradcam, **ONE, hessian=True, terms=G.gradcam_terms,
            options=EIGEN),
-    Method(name="FinerCAM", weigh=gradcam, **ONE, objective=_finer, terms=G.gradcam_terms,
+    Method(name="FinerCAM", weigh=gradcam, **ONE, objective=G.finer_score, terms=G.gradcam_terms,
            options={"finer_references": Option(3, positive_int("finer_references")),
                     "finer_alpha": Option(1.0, number("finer_alpha")), **EIGEN}),
     Method(name="EigenCAM", weigh=eigen.eigencam, **{**ONE, "kind": "activations"}),
