@@ -68,7 +68,8 @@ def add_cam_metrics_args(parser):
         help="which families of map figures to measure (faithfulness takes most of the time); "
              "default: all")
     add("--methods", nargs="+", choices=list(methods.METHODS),
-        help="map methods to measure; none given: every method the head supports")
+        help="map methods to measure; none given: the report's methods the head supports "
+             "(CAM, ReCAM, LayerCAM, GradCAM, GradCAM++, ScoreCAM)")
     add("--checkpoint", help="head checkpoint; none given: the -d model dir's best epoch")
     add("--scales", nargs="+", type=flags.positive_float,
         help="aggregate every map over these scales (IRN/ReCAM: 1 0.5 1.5 2); default 1")

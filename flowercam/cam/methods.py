@@ -212,9 +212,13 @@ def option_names():
     return names
 
 
-def supported(model_type) -> list[str]:
-    """The methods a head of this model_type can give, in METHODS order."""
-    return [n for n, m in METHODS.items() if m.needs_head in (None, model_type)]
+REPORT_METHODS = tuple(METHODS)[:7]  # CAM .. ScoreCAM: what evaluate.py measures by default
+
+
+def supported(model_type, only=None) -> list[str]:
+    """The methods a head of this model_type can give (of `only`, if given), in METHODS order."""
+    return [n for n, m in METHODS.items() if m.needs_head in (None, model_type)
+            and (only is None or n in only)]
 
 
 def check_method(method, settings):
