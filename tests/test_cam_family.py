@@ -179,8 +179,9 @@ def test_ablationcam_at_stage5_equals_pytorch_grad_cams(kind):
     # one 32 px image: pytorch-grad-cam reruns the whole network for each of the 512 channels
     model, x, targets = make_model(kind), images(1, 32), [2]
     theirs = their_layer_cam(AblationCAM, make_model(kind), x, classes(targets))
-    close(ours(model, x, "AblationCAM", targets, scorecam_batch=100), F.relu(theirs),
-          tol=1e-4)  # their scores are float32
+    # their scores are cast to float32: one channel of 512 moves the logit by ~1e-3 of itself,
+    # so each weight (y - y_k) / y keeps ~4 of float32's 7 digits
+    close(ours(model, x, "AblationCAM", targets, scorecam_batch=100), F.relu(theirs), tol=1e-3)
 
 
 def test_ablationcam_on_the_class_maps_is_the_papers_equation():
