@@ -28,7 +28,16 @@ from torchcam.methods import ISCAM, SSCAM
 from training_data import cheap, images, make_model
 
 from flowercam import core
-from flowercam.cam import compute, eigen, fullgrad, gradients, methods, noise, smoothgrad
+from flowercam.cam import (
+    compute,
+    drivers,
+    eigen,
+    fullgrad,
+    gradients,
+    methods,
+    noise,
+    smoothgrad,
+)
 from flowercam.model import heads, vgg
 
 C = 17
@@ -389,3 +398,9 @@ def test_head_only_methods_from_features_equal_the_image_path():
         assert torch.allclose(got.raw_native, want.raw_native, atol=1e-12), method
     assert not methods.head_only("GradCAM", methods.resolve_options("GradCAM", {
         "gradcam_layer": "stage5"}))
+
+
+def test_every_kind_has_a_driver():
+    assert set(drivers.DRIVERS) | {"features"} == set(methods.KINDS)
+    assert set(methods.REPORT_METHODS) == {"CAM", "ReCAM", "ReCAM-published", "LayerCAM",
+                                           "GradCAM", "GradCAM++", "ScoreCAM"}
