@@ -387,7 +387,7 @@ def test_every_new_method_runs_on_every_head_and_the_published_recam():
 def test_head_only_methods_from_features_equal_the_image_path():
     model, x = make_model("ReCAM", dtype=torch.float64), images(2, 64, dtype=torch.float64)
     head_only = [m for m in methods.supported("ReCAM")
-                 if methods.head_only(m, methods.resolve_options(m, {}))]
+                 if compute.head_only(m, methods.resolve_options(m, {}))]
     assert {"GradCAM", "HiResCAM", "FinerCAM", "EigenCAM", "FEM", "AblationCAM"} <= set(head_only)
     assert not {"SSCAM", "FullGrad", "SmoothGradCAM++", "LayerCAM"} & set(head_only)
     shared = {"feats": model.backbone(x)}
@@ -396,7 +396,7 @@ def test_head_only_methods_from_features_equal_the_image_path():
         got = compute.maps_reusing(model, x, method, shared)
         assert torch.allclose(got.maps, want.maps, atol=1e-10), method
         assert torch.allclose(got.raw_native, want.raw_native, atol=1e-12), method
-    assert not methods.head_only("GradCAM", methods.resolve_options("GradCAM", {
+    assert not compute.head_only("GradCAM", methods.resolve_options("GradCAM", {
         "gradcam_layer": "stage5"}))
 
 

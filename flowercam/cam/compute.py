@@ -17,9 +17,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from flowercam.cam.ablation import ablation_weights
 from flowercam.cam.drivers import image_maps
 from flowercam.cam.maps import FeatureInput, MapResult, feature_maps, upsample
-from flowercam.cam.methods import METHODS, check_method, head_only, resolve_options
+from flowercam.cam.methods import METHODS, check_method, layers_of, resolve_options
 from flowercam.core import UserError
 from flowercam.model.heads import Classifier
 from flowercam.model.normalization import normalize
@@ -139,6 +140,18 @@ def compute_maps(model, images, method, targets=None, scales=(1.0,), flip=False,
 
 
 PLAIN = Aggregation()  # one pass at the input size
+
+
+def head_only(method, opts):
+    """True when a plain pass needs only the head's input (cached backbone features): the
+    features kind, or a one-layer method at the class maps whose passes run only the head
+    (gradients, activations, Ablation-CAM's ablated class maps)."""
+    record = METHODS[method]
+    if record.from_features:
+        return True
+    return (not record.fuses and layers_of(method, opts) == ["classmaps"]
+            and (record.kind in ("gradients", "activations")
+                 or record.channel_weights is ablation_weights))
 
 
 def maps_reusing(model, images, method, shared, targets=None, agg=PLAIN, **options):

@@ -40,7 +40,7 @@ class MapResult:
 
 class FeatureInput(nn.Module):
     """A backbone stand-in whose input already is the backbone's features [B,512,h,w] (the
-    feature cache): the drivers run on the head alone (methods.head_only)."""
+    feature cache): the drivers run on the head alone (compute.head_only)."""
 
     def forward(self, feats):
         return feats

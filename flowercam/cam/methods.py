@@ -282,18 +282,6 @@ def layer_options(method, layers):
     return {option: layers[0]}
 
 
-def head_only(method, opts):
-    """True when a plain pass needs only the head's input (cached backbone features): the
-    features kind, or a one-layer method at the class maps whose passes run only the head
-    (gradients, activations, Ablation-CAM's ablated class maps)."""
-    record = METHODS[method]
-    if record.from_features:
-        return True
-    return (not record.fuses and layers_of(method, opts) == ["classmaps"]
-            and (record.kind in ("gradients", "activations")
-                 or record.channel_weights is ablation.ablation_weights))
-
-
 def layers_of(method, opts):
     """The layers a method weighs, given its resolved options -> list of names."""
     record = METHODS[method]
