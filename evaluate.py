@@ -74,14 +74,16 @@ def add_cam_metrics_args(parser):
         help="map figures to measure (road = ROAD, Rong 2022, on the --perturb-limit images; "
              "faithfulness takes most of the time); default: faithfulness localization")
     add("--methods", nargs="+", choices=list(methods.METHODS),
-        help="map methods to measure; none given: every method the head supports")
+        help="map methods to measure; none given: the report's methods the head supports "
+             "(CAM, ReCAM, LayerCAM, GradCAM, GradCAM++, ScoreCAM)")
     add("--checkpoint", help="head checkpoint; none given: the -d model dir's best epoch")
     add("--scales", nargs="+", type=flags.positive_float,
         help="aggregate every map over these scales (IRN/ReCAM: 1 0.5 1.5 2); default 1")
     add("--flip", action="store_true", help="also aggregate over horizontally flipped images")
     add("--layers", nargs="+", choices=methods.LAYERS,
         help="LayerCAM's layers; default: pool3 pool4 classmaps (the report's, after pooling); "
-             "stage3 stage4 classmaps = the LayerCAM paper's, before pooling")
+             "stage3 stage4 classmaps = the LayerCAM paper's, before pooling; one layer (e.g. "
+             "stage5) is also the layer of every one-layer method (Grad-CAM, Ablation-CAM, ...)")
     add("--limit", type=flags.positive_int, help="measure a seeded random N images of the split")
     add("--steps", type=flags.positive_int,
         help=f"deletion/insertion steps (2*(steps-1) forwards); default {D('steps')}")

@@ -275,3 +275,16 @@ def test_feature_reuse_in_compare_gives_the_same_maps(env, which):
         torch.testing.assert_close(reused.maps, direct.maps, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(reused.logits, direct.logits)
     assert cache["feats"].shape == (3, 512, 7, 7)
+
+
+# SS-CAM and IS-CAM (17 x 35 and 17 x 10 masked forwards per image on their defaults) run the
+# same driver as ScoreCAM; their maps are tested in test_cam_family.py
+FAMILY = [m for m in methods.METHODS if m not in methods.REPORT_METHODS + ("SSCAM", "ISCAM")]
+
+
+@pytest.mark.parametrize("method", FAMILY)
+def test_the_cam_family_draws_maps(env, tmp_path, method):
+    run(env, tmp_path / "out", "-m", env["cam"], "-t", method, "--image",
+        str(env["photos"] / "wide.png"))
+    (overlay,) = (tmp_path / "out").glob(f"CAM_run_{method}_*_wide.png")
+    assert Image.open(overlay).size == (90, 50)

@@ -286,3 +286,18 @@ def test_scales_one_is_the_plain_map_and_aggregation_is_recorded(synthetic_run, 
     assert list(agg["options"]["layers"]) == ["stage3", "stage4", "classmaps"]
     text = (tmp_path / "c" / "cam_metrics.md").read_text()
     assert "aggregated over scales 1, 1.5 and flips" in text
+
+
+def test_the_cam_family_is_measured_by_name_and_takes_one_layer(synthetic_run, tmp_path):
+    family = ["HiResCAM", "EigenCAM", "FEM", "AblationCAM", "FinerCAM", "SmoothGradCAM++",
+              "FullGrad"]
+    summary = runner.run(cli(synthetic_run, "--methods", *family, "--limit", "2",
+                             "--perturb-limit", "1", "--output-dir", str(tmp_path / "a")))
+    assert list(summary["methods"]) == family
+    summary = runner.run(cli(synthetic_run, "--methods", "GradCAM", "LayerCAM", "--layers",
+                             "stage5", "--limit", "1", "--perturb-limit", "1", "--output-dir",
+                             str(tmp_path / "b")))
+    assert list(summary["methods"]) == ["GradCAM", "LayerCAM"]
+    with pytest.raises(UserError, match="GradCAM weighs one layer"):
+        runner.run(cli(synthetic_run, "--methods", "GradCAM", "--layers", "stage4", "stage5",
+                       "--limit", "1", "--output-dir", str(tmp_path / "c")))

@@ -17,10 +17,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from flowercam.cam.ablation import ablation_weights
 from flowercam.cam.drivers import image_maps
-from flowercam.cam.maps import MapResult, feature_maps, upsample
-from flowercam.cam.methods import METHODS, check_method, resolve_options
+from flowercam.cam.maps import FeatureInput, MapResult, feature_maps, upsample
+from flowercam.cam.methods import METHODS, check_method, layers_of, resolve_options
 from flowercam.core import UserError
+from flowercam.model.heads import Classifier
 from flowercam.model.normalization import normalize
 
 
@@ -140,6 +142,18 @@ def compute_maps(model, images, method, targets=None, scales=(1.0,), flip=False,
 PLAIN = Aggregation()  # one pass at the input size
 
 
+def head_only(method, opts):
+    """True when a plain pass needs only the head's input (cached backbone features): the
+    features kind, or a one-layer method at the class maps whose passes run only the head
+    (gradients, activations, Ablation-CAM's ablated class maps)."""
+    record = METHODS[method]
+    if record.from_features:
+        return True
+    return (not record.fuses and layers_of(method, opts) == ["classmaps"]
+            and (record.kind in ("gradients", "activations")
+                 or record.channel_weights is ablation_weights))
+
+
 def maps_reusing(model, images, method, shared, targets=None, agg=PLAIN, **options):
     """compute_maps of images [B,3,H,W], reusing backbone features where they are enough.
 
@@ -147,7 +161,8 @@ def maps_reusing(model, images, method, shared, targets=None, agg=PLAIN, **optio
     feature cache, or filled here on first need) serve a features-kind method in one plain pass;
     any other method or aggregation runs compute_maps. -> MapResult on the images' device.
     """
-    if not (METHODS[method].from_features and agg.plain):
+    check_method(method, _head_settings(model.head))
+    if not (agg.plain and head_only(method, resolve_options(method, options))):
         return compute_maps(model, images, method, targets, **agg.kwargs(), **options)
     cut = model.backbone.cut
     # features of another cut (figures.py shares one dict across models) are not this model's
@@ -155,6 +170,20 @@ def maps_reusing(model, images, method, shared, targets=None, agg=PLAIN, **optio
         with torch.no_grad():
             shared["feats"] = model.backbone(images.to(model.head.fc.weight.device))
         shared["feats_cut"] = cut
-    return compute_maps_from_features(model.head, shared["feats"], method, targets,
-                                      size=tuple(images.shape[-2:]), **options).to(images.device)
+    size = tuple(images.shape[-2:])
+    if METHODS[method].from_features:
+        return compute_maps_from_features(model.head, shared["feats"], method, targets,
+                                          size=size, **options).to(images.device)
+    return maps_from_head(model.head, shared["feats"], method, targets, size,
+                          resolve_options(method, options)).to(images.device)
+
+
+def maps_from_head(head, feats, method, targets, size, opts):
+    """A head_only method on backbone features [B,512,h,w] -> MapResult at `size` (the same maps
+    as on the images: the one layer's map upsampled, then normalised)."""
+    res = image_maps(Classifier(FeatureInput(), head), feats.to(head.fc.weight.device), method,
+                     targets, opts)
+    raw = upsample(res.raw_native, size)
+    return MapResult(raw, normalize(raw, opts["normalize_by"]), res.logits, res.targets, method,
+                     opts, res.raw_native)
 

@@ -87,6 +87,11 @@ def finer_objective(logits, targets, references=3, alpha=1.0):
     return (p * (y_t - alpha * logits.gather(1, refs))).sum(1) / (p.sum(1) + 1e-9)
 
 
+def finer_score(logits, targets, opts):
+    """FinerCAM's objective with its options finer_references and finer_alpha."""
+    return finer_objective(logits, targets, opts["finer_references"], opts["finer_alpha"])
+
+
 
 def smooth_gradcampp_terms(acts, grads, weights=None):
     """Smooth Grad-CAM++ (Omeiza et al. 2019): Grad-CAM++ with the gradient powers averaged over

@@ -14,6 +14,7 @@ import dataclasses
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from flowercam.cam.eigen import first_component
 from flowercam.cam.methods import METHODS, layers_of
@@ -35,6 +36,19 @@ class MapResult:
         moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         moved.update({k: v.to(device) for k, v in moved.items() if torch.is_tensor(v)})
         return MapResult(**moved)
+
+
+class FeatureInput(nn.Module):
+    """A backbone stand-in whose input already is the backbone's features [B,512,h,w] (the
+    feature cache): the drivers run on the head alone (compute.head_only)."""
+
+    def forward(self, feats):
+        return feats
+
+    def forward_with(self, feats, layers, graph="stages"):
+        if layers:
+            raise UserError(f"backbone layers {list(layers)} need the images, not features")
+        return feats, {}
 
 
 def targets_of(targets, logits):

@@ -149,15 +149,10 @@ LAYERCAM_OPTIONS = {
     "layer_normalize": Option("minmax", choice("layer_normalize", NORMALIZERS)),
     **EIGEN,
 }
-
 BATCH = {"scorecam_batch": Option(64, positive_int("scorecam_batch"))}  # per extra forward
 SEED = {"noise_seed": Option(0, non_negative_int("noise_seed"))}  # noisy methods' generator
 ONE = {"kind": "gradients", "default_layers": ("classmaps",), "layer_option": "gradcam_layer"}
 SCORES = {"kind": "scores", "default_layers": ("classmaps",), "layer_option": "scorecam_layer"}
-
-
-def _finer(logits, targets, opts):
-    return G.finer_objective(logits, targets, opts["finer_references"], opts["finer_alpha"])
 
 
 METHODS = {m.name: m for m in (
@@ -184,7 +179,7 @@ METHODS = {m.name: m for m in (
     Method(name="EigenGradCAM", weigh=eigen.eigengradcam, **ONE),
     Method(name="ShapleyCAM", weigh=gradcam, **ONE, hessian=True, terms=G.gradcam_terms,
            options=EIGEN),
-    Method(name="FinerCAM", weigh=gradcam, **ONE, objective=_finer, terms=G.gradcam_terms,
+    Method(name="FinerCAM", weigh=gradcam, **ONE, objective=G.finer_score, terms=G.gradcam_terms,
            options={"finer_references": Option(3, positive_int("finer_references")),
                     "finer_alpha": Option(1.0, number("finer_alpha")), **EIGEN}),
     Method(name="EigenCAM", weigh=eigen.eigencam, **{**ONE, "kind": "activations"}),
@@ -217,9 +212,13 @@ def option_names():
     return names
 
 
-def supported(model_type) -> list[str]:
-    """The methods a head of this model_type can give, in METHODS order."""
-    return [n for n, m in METHODS.items() if m.needs_head in (None, model_type)]
+REPORT_METHODS = tuple(METHODS)[:7]  # CAM .. ScoreCAM: what evaluate.py measures by default
+
+
+def supported(model_type, only=None) -> list[str]:
+    """The methods a head of this model_type can give (of `only`, if given), in METHODS order."""
+    return [n for n, m in METHODS.items() if m.needs_head in (None, model_type)
+            and (only is None or n in only)]
 
 
 def check_method(method, settings):
@@ -267,6 +266,20 @@ def _own_options(record, given):
     for name, option in record.options.items():
         opts[name] = option.check(given.get(name, option.default), opts)
     return opts
+
+
+def layer_options(method, layers):
+    """A command's --layers as this method's layer option: {} when none are given or the method
+    takes none; one layer for a one-layer method (several: UserError)."""
+    option = METHODS[method].layer_option
+    if not layers or not option:
+        return {}
+    if option == "layers":
+        return {"layers": list(layers)}
+    if len(layers) != 1:
+        raise UserError(f"{method} weighs one layer, --layers gives {len(layers)}: give one "
+                        "(e.g. --layers stage5) or measure it in its own run")
+    return {option: layers[0]}
 
 
 def layers_of(method, opts):

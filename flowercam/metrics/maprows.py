@@ -10,7 +10,7 @@ are its base map's plus its refinement's (the cost of making that pseudo-mask).
 
 import time
 
-from flowercam.cam import compute
+from flowercam.cam import compute, methods
 from flowercam.refine import methods as refiners
 
 # the baselines refined beside the methods: center (what the image alone adds to a prior); full
@@ -20,10 +20,10 @@ REFINED_BASELINES = ("center",)
 
 def method_maps(model, method, images, shared, cfg):
     """[B,H,W] min-max normalised maps at input size (fp32, one call per batch); cfg.scales /
-    cfg.flip aggregate every method over rescaled and flipped images, cfg.layers picks
-    LayerCAM's layers."""
+    cfg.flip aggregate every method over rescaled and flipped images, cfg.layers picks the
+    layers of every method that takes some (methods.layer_options)."""
     targets = shared["targets"].to(cfg.device)
-    options = {"layers": cfg.layers} if cfg.layers and method == "LayerCAM" else {}
+    options = methods.layer_options(method, cfg.layers)
     agg = compute.Aggregation(tuple(cfg.scales), cfg.flip)
     result = compute.maps_reusing(model, images.to(cfg.device), method, shared, targets, agg,
                                   normalize_by="minmax", **options)
