@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 from skimage.measure import label, regionprops
 
 from flowercam.metrics import boxes as B
-from flowercam.metrics import config, localization
+from flowercam.metrics import config, localization, statistics
 
 MASKS = Path(__file__).resolve().parents[1].parent / "shared" / "flowers17" / "masks"
 TAUS = config.default_thresholds()
@@ -178,10 +178,10 @@ def test_loc_accuracy_mixes_class_and_box():
     """The shipped Top-1 / GT-known Loc (localization._loc) on hand-made IoUs."""
     ious = np.array([[0.6, 0.1], [0.7, 0.2], [0.3, 0.9], [np.nan, np.nan], [0.5, 0.5]])
     correct = np.array([True, False, True, True, True])
-    loc = localization._loc(ious, correct, 0, n_boot=0, seed=0)
+    loc = statistics.figures(localization._loc(ious, correct, 0), 0, 0)
     assert loc["gt_known_loc"]["value"] == 75.0  # 0.6, 0.7, 0.5 of 4 images with foreground
     assert loc["top1_loc"]["value"] == 50.0  # images 0 and 4 (image 1 has the wrong class)
-    loc = localization._loc(ious, correct, 1, n_boot=0, seed=0)
+    loc = statistics.figures(localization._loc(ious, correct, 1), 0, 0)
     assert (loc["top1_loc"]["value"], loc["gt_known_loc"]["value"]) == (50.0, 50.0)
 
 

@@ -22,7 +22,7 @@ def test_pip_install_then_import_from_elsewhere(tmp_path):
     assert (target / "flowercam" / "cam" / "compute.py").is_file()
     assert not (target / "data").exists() and not (target / "model").exists()
     code = ("import flowercam, sys; from flowercam.cam import compute, methods; "
-            "print(flowercam.__file__); print(sorted(methods.METHODS)[0])")
+            "print(flowercam.__file__); print(next(iter(methods.METHODS)))")
     env = {**os.environ, "PYTHONPATH": str(target)}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=tmp_path, env=env)

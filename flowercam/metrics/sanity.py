@@ -116,14 +116,13 @@ class FixedFeatures(torch.nn.Module):
 def class_maps_only(row, cfg):
     """True when the method reads nothing of the backbone but its output (CAM, Grad-CAM on the
     class maps, ...): FixedFeatures can stand in. Score-CAM's masked forwards need the images."""
-    if row not in methods.METHODS or methods.METHODS[row].kind == "scores":
+    if row not in methods.METHODS:
         return False
-    opts = methods.resolve_options(row, _options(row, cfg))
-    return set(methods.layers_of(row, opts)) <= {"classmaps", "reweighted"}
+    return compute.head_only(row, methods.resolve_options(row, _options(row, cfg)))
 
 
 def _options(row, cfg):
-    return {"layers": cfg.layers} if cfg.layers and row == "LayerCAM" else {}
+    return methods.layer_options(row, cfg.layers)  # as --cam-metrics (metrics/maprows.py)
 
 
 def row_maps(model, row, images, pixels, feats, targets, ids, cfg, seed):
