@@ -1,6 +1,7 @@
-"""The rest of the CAM family against pytorch-grad-cam 1.5.7 and torchcam 0.5.0 (test-only
-dependencies, requirements.txt) on tiny seeded models, and against the papers' equations where the
-definitions differ; batch independence, constant inputs, unchanged inputs."""
+"""The rest of the CAM family against pytorch-grad-cam 1.5.7 (a test-only dependency,
+requirements.txt) on tiny seeded models, and against the papers' equations where the definitions
+differ. torchcam's SS-CAM / IS-CAM: tests/test_cam_family_torchcam.py; the family's general
+properties: tests/test_cam_family_properties.py."""
 
 import numpy as np
 import pytest
@@ -24,27 +25,19 @@ from pytorch_grad_cam import (
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, FinerWeightedTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
 from torch import nn
-from torchcam.methods import ISCAM, SSCAM
-from training_data import cheap, images, make_model
+from training_data import images, make_model
 
-from flowercam import core
 from flowercam.cam import (
     compute,
-    drivers,
     eigen,
     fullgrad,
     gradients,
     methods,
-    noise,
     smoothgrad,
 )
-from flowercam.model import heads, vgg
+from flowercam.model import vgg
 
 C = 17
-NEW = ["HiResCAM", "GradCAMElementWise", "XGradCAM", "EigenGradCAM", "ShapleyCAM", "FinerCAM",
-       "EigenCAM", "KPCACAM", "FEM", "AblationCAM", "SSCAM", "ISCAM", "SmoothGradCAM++",
-       "FullGrad"]
-
 STAGE5 = vgg.STAGES["stage5"]
 
 
@@ -209,49 +202,6 @@ def test_ablationcam_on_the_class_maps_is_the_papers_equation():
     assert torch.allclose(got, want, atol=1e-10)
 
 
-class Toy(nn.Module):
-    """A tiny classifier whose layer "act" has the input's size (Score-CAM's masks need no
-    upsampling there, where our masks and torchcam's coincide)."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.act = nn.ReLU()
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x):
-        return self.fc(self.act(self.conv(x)).mean((2, 3)))
-
-
-def torchcam_weights(cls, model, x, targets, **kwargs):
-    with cls(model, "act", batch_size=5, input_shape=tuple(x.shape[1:]), **kwargs) as cam:
-        with torch.no_grad():
-            model(x)
-            acts = cam.hook_a[0].clone()
-            return cam._get_weights(targets), acts
-
-
-def test_sscam_weights_equal_torchcams_for_the_same_noise():
-    model, x = Toy(), torch.randn(1, 3, 6, 6, generator=torch.Generator().manual_seed(1))
-    torch.manual_seed(7)  # torchcam draws from the global generator, one [1,K,H,W] per sample
-    (theirs,), acts = torchcam_weights(SSCAM, model, x, [2], num_samples=3, std=0.5)
-    opts = {"ss_samples": 3, "ss_std": 0.5, "noise_seed": 7, "scorecam_batch": 3}
-    got = noise.sscam_weights(model, x, acts, torch.tensor([2]), opts)
-    close(got, theirs)
-    assert not torch.allclose(got, noise.sscam_weights(model, x, acts, torch.tensor([2]),
-                                                       {**opts, "noise_seed": 8}))
-
-
-def test_iscam_weights_equal_torchcams():
-    model, x = Toy(), torch.randn(3, 3, 6, 6, generator=torch.Generator().manual_seed(2))
-    (theirs,), acts = torchcam_weights(ISCAM, model, x, [0, 1, 2], num_samples=4)
-    got = noise.iscam_weights(model, x, acts, torch.tensor([0, 1, 2]),
-                              {"is_samples": 4, "scorecam_batch": 5})
-    close(got, theirs)
-    assert noise.iscam_coefficients(4) == [0.25, 0.75, 1.5, 2.5]
-
-
 def test_sscam_without_noise_and_iscam_of_one_sample_are_scorecam():
     model, x, targets = model64(), images(2, 32, dtype=torch.float64), [1, 6]
     score = ours(model, x, "ScoreCAM", targets, layer="classmaps")
@@ -331,76 +281,3 @@ def test_gradients_terms_sum_to_the_maps():
                           methods.gradcampp(acts, grads), atol=1e-6)
     assert torch.allclose(gradients.summed(gradients.gradcam_terms)(acts, grads, None),
                           methods.gradcam(acts, grads), atol=1e-6)
-
-
-def test_batch_independence_of_the_new_methods():
-    model = make_model("ReCAM", dtype=torch.float64)
-    x = images(5, 32, dtype=torch.float64)
-    for method in NEW:
-        batch = compute.compute_maps(model, x, method, **cheap(method))
-        for i in (0, 4):
-            one = compute.compute_maps(model, x[i : i + 1], method, **cheap(method))
-            assert torch.allclose(one.raw[0], batch.raw[i], rtol=1e-8, atol=1e-10), method
-
-
-def test_no_nan_on_constant_inputs_and_inputs_unchanged():
-    zero_head = make_model("ReCAM")
-    with torch.no_grad():
-        for p in zero_head.head.parameters():
-            p.zero_()
-    for model in (make_model("CAM"), zero_head):
-        for fill in (0.0, 1.0):
-            x = torch.full((2, 3, 32, 32), fill)
-            before = x.clone()
-            for method in NEW:
-                for smooth in ([False, True] if "eigen_smooth" in
-                               methods.METHODS[method].options else [False]):
-                    opts = {**cheap(method), **({"eigen_smooth": True} if smooth else {})}
-                    res = compute.compute_maps(model, x, method, **opts)
-                    assert torch.isfinite(res.raw).all() and torch.isfinite(res.maps).all()
-                    assert 0 <= res.maps.min() and res.maps.max() <= 1, method
-                    assert torch.equal(x, before)
-
-
-def test_options_are_checked():
-    x, model = images(1, 32), make_model("CAM")
-    for method, opts in [("SSCAM", {"ss_std": -1}), ("FinerCAM", {"finer_references": 0}),
-                         ("HiResCAM", {"eigen_smooth": "yes"}), ("ISCAM", {"is_samples": 1.5}),
-                         ("SmoothGradCAM++", {"noise_seed": -1}),
-                         ("AblationCAM", {"scorecam_layer": "fc"})]:
-        with pytest.raises(core.UserError):
-            compute.compute_maps(model, x, method, **opts)
-    assert "eigen_smooth" not in methods.resolve_options("FullGrad", {})
-
-
-def test_every_new_method_runs_on_every_head_and_the_published_recam():
-    x = images(1, 32)
-    torch.manual_seed(0)
-    published = heads.Classifier(vgg.Backbone(), heads.PublishedReCAMHead(C)).eval()
-    for model in (make_model("CAM"), make_model("ReCAM"), published):
-        for method in NEW:
-            assert method in methods.supported(model.head.model_type)
-            res = compute.compute_maps(model, x, method, **cheap(method))
-            assert res.maps.shape == (1, 32, 32)
-
-
-def test_head_only_methods_from_features_equal_the_image_path():
-    model, x = make_model("ReCAM", dtype=torch.float64), images(2, 64, dtype=torch.float64)
-    head_only = [m for m in methods.supported("ReCAM")
-                 if compute.head_only(m, methods.resolve_options(m, {}))]
-    assert {"GradCAM", "HiResCAM", "FinerCAM", "EigenCAM", "FEM", "AblationCAM"} <= set(head_only)
-    assert not {"SSCAM", "FullGrad", "SmoothGradCAM++", "LayerCAM"} & set(head_only)
-    shared = {"feats": model.backbone(x)}
-    for method in head_only:
-        want = compute.compute_maps(model, x, method)
-        got = compute.maps_reusing(model, x, method, shared)
-        assert torch.allclose(got.maps, want.maps, atol=1e-10), method
-        assert torch.allclose(got.raw_native, want.raw_native, atol=1e-12), method
-    assert not compute.head_only("GradCAM", methods.resolve_options("GradCAM", {
-        "gradcam_layer": "stage5"}))
-
-
-def test_every_kind_has_a_driver():
-    assert set(drivers.DRIVERS) | {"features"} == set(methods.KINDS)
-    assert set(methods.REPORT_METHODS) == {"CAM", "ReCAM", "ReCAM-published", "LayerCAM",
-                                           "GradCAM", "GradCAM++", "ScoreCAM"}
