@@ -24,8 +24,8 @@ from flowercam.refine import methods as refiners
 from flowercam.report import figures, image_files, render
 from flowercam.train import runs
 
-REFINE_HELP = ("refine the map from the image before --pseudo-masks-dir thresholds it (the strip "
-               "outlines it in cyan): dense CRF (IRN's settings), random walk from its confident "
+REFINE_HELP = ("refine the map from the image before --pseudo-masks-dir thresholds it at "
+               "--mask-threshold; the strip and --compare maps outline it in cyan: dense CRF (IRN's settings), random walk from its confident "
                "pixels, SLIC superpixel means")
 
 
@@ -76,8 +76,9 @@ def check_args(args):
         raise UserError("give either -m/--checkpoint CKPT (with -t METHOD) or --compare PAIRS")
     if args.compare and (args.save_maps or args.pseudo_masks_dir):
         raise UserError("--save-maps and --pseudo-masks-dir work with -m, not with --compare")
-    if args.refine != "none" and not args.pseudo_masks_dir:
-        raise UserError("--refine refines the --pseudo-masks-dir masks: add --pseudo-masks-dir")
+    if args.refine != "none" and args.image and not (args.pseudo_masks_dir or args.compare):
+        raise UserError("--refine with --image refines the --pseudo-masks-dir masks: add "
+                        "--pseudo-masks-dir (or --compare to outline them)")
     core.check_writable_dir(args.output_dir)  # every output path before any work
     if args.pseudo_masks_dir:
         core.check_writable_dir(args.pseudo_masks_dir, "--pseudo-masks-dir")
@@ -96,16 +97,16 @@ def figure_options(args) -> figures.FigureOptions:
 def main(args):
     check_args(args)
     opts = figure_options(args)
+    files = image_files.MapFiles(save_maps=args.save_maps, masks_dir=args.pseudo_masks_dir,
+                                 mask_threshold=args.mask_threshold, refine=args.refine)
     if args.compare:
         if not dist.is_root():  # one figure: rank 0 alone
             return None
-        return figures.compare(args.compare, args.image, opts, args.name)
+        return figures.compare(args.compare, args.image, opts, args.name, files)
     checkpoint = args.checkpoint
     if not checkpoint:
         checkpoint = str(runs.best_checkpoint("model"))
         print(f"using the newest run's best checkpoint, {checkpoint}")
-    files = image_files.MapFiles(save_maps=args.save_maps, masks_dir=args.pseudo_masks_dir,
-                                 mask_threshold=args.mask_threshold, refine=args.refine)
     if args.image:  # under torchrun the ranks share the images; rank 0 writes
         return figures.own_images(checkpoint, args.method, args.image, opts, files)
     if not dist.is_root():  # the report's 12 images: rank 0 alone

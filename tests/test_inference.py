@@ -153,6 +153,19 @@ def test_comparison_figure_has_a_column_per_pair(env, tmp_path):
     assert figure.width == 4 * SIZE + 3 * gap and figure.height > 12 * SIZE + 11 * gap
 
 
+def test_refined_mask_outline_is_drawn_on_the_comparison_maps(env, tmp_path):
+    pairs = ["--compare", f"{env['cam']}:CAM", f"{env['cam']}:LayerCAM"]
+    run(env, tmp_path / "plain", *pairs)
+    run(env, tmp_path / "crf", *pairs, "--refine", "crf")
+    plain = np.array(Image.open(tmp_path / "plain" / "comparison_seed0.png"))
+    lined = np.array(Image.open(tmp_path / "crf" / "comparison_seed0.png"))
+    gap = max(2, SIZE // 64)
+    column = [lined[:, c * (SIZE + gap):c * (SIZE + gap) + SIZE] for c in range(3)]
+    cyan = [((t[..., 0] == 0) & (t[..., 1] == 255) & (t[..., 2] == 255)).any() for t in column]
+    assert cyan == [False, True, True]  # the maps' columns, not the images'
+    assert (plain[:, :SIZE] == lined[:, :SIZE]).all()
+
+
 def test_compare_pairs_parse_from_the_right():
     assert figures.parse_pair(r"C:\runs\best.pth:CAM") == (r"C:\runs\best.pth", "CAM", None)
     assert figures.parse_pair("a/b.pth:ReCAM:sigmoid") == ("a/b.pth", "ReCAM", "sigmoid")
@@ -170,7 +183,8 @@ BAD_INPUTS = {
     "bad compare pair": lambda e: ["--compare", e["cam"]],
     "alpha above 1": lambda e: ["-m", e["cam"], "--alpha", "1.5"],
     "mask threshold nan": lambda e: ["-m", e["cam"], "--mask-threshold", "nan"],
-    "refine without masks": lambda e: ["-m", e["cam"], "--refine", "crf"],
+    "refine own images without masks": lambda e: ["-m", e["cam"], "--image", str(e["photos"]),
+                                                  "--refine", "crf"],
     "unknown method": lambda e: ["-m", e["cam"], "-t", "NoSuchCAM"],
     "checkpoint and compare": lambda e: ["-m", e["cam"], "--compare", f"{e['cam']}:CAM"],
 }

@@ -140,9 +140,10 @@ def report(checkpoint, method, opts, files=NO_FILES):
     save_extras(files, paths, [im.size for im in originals], arrays_of([result]), info)
 
 
-def compare(specs, images, opts, name="comparison"):
+def compare(specs, images, opts, name="comparison", files=NO_FILES):
     """One figure <name>[_seed<seed>].png: a column per CKPT:METHOD[:NORM] spec, a row per image
-    (your own `images`, files or folders, else the seeded validation images)."""
+    (your own `images`, files or folders, else the seeded validation images); with files.refine
+    each map's refined pseudo-mask is outlined beside the ground truth's."""
     pairs = [check_pair(c, m, opts.grid_runs) + (c, n) for c, m, n in map(parse_pair, specs)]
     for _, _, settings, *_ in (pairs if not images else []):  # the data folder's images
         evaluation.check_classes(settings, opts.data_dir)
@@ -163,7 +164,9 @@ def compare(specs, images, opts, name="comparison"):
         heat = compute.postprocess(result.maps).numpy()
         label = spec_ckpt if spec_ckpt != ckpt else run_name(ckpt)
         overlays = render.panels(originals, heat, size, opts.colormap, opts.alpha)[2]
-        columns.append((f"{label}: {method} ({norm})", with_outlines(overlays, masks)))
+        overlays = with_outlines(with_outlines(overlays, masks), refined_masks(files, paths, heat),
+                                 render.REFINED_COLOUR)
+        columns.append((f"{label}: {method} ({norm})", overlays))
     tiles = [render.as_rgb_array(im.resize((sizes[0], sizes[0]))) for im in originals]
     suffix = agg_tag(opts.agg) + ("" if images else f"_seed{opts.seed}")
     save_png(render.comparison_figure(tiles, columns),
