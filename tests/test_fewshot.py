@@ -99,8 +99,12 @@ def test_pseudo_masks_refined_rows_and_few_shot_end_to_end(masked_run, tmp_path)
     full = result["baselines"]["full"]["overall"]["pseudo_masks"]["oracle_tau"]
     assert full["recall"]["value"] == 100 and full["fg_iou"]["value"] == pytest.approx(
         256 / 960 * 100)  # 16x16 flower, 30 of 32 rows valid
+    tau_set = result["paired"]["CAM+crf - center"]["difference"]["pseudo_masks"]
+    assert tau_set["tau_set_oracle"]["fg_iou"]["n"] == 3  # the verdicts of the tau-set table
     table = (out / "cam_metrics.md").read_text()
     assert "## Pseudo-masks" in table and "| CAM+crf |" in table
+    assert "## Faithfulness" not in table  # not measured: no table of dashes
+    assert "## CAM+crf pseudo-masks per class (validated tau)" in table
 
 
 def test_few_shot_needs_masks(masked_run, tmp_path):

@@ -36,3 +36,11 @@ def test_cells_show_interval_tau_and_missing_values():
     line = tables._table(rows, columns)[-1]
     assert cells(line) == ["m", "5", "61.2 [56.7, 65.7] @0.27", "-"]
     assert tables._table([("m", {})], columns) == []  # no figure of these columns: no table
+
+
+def test_untested_figures_and_unmeasured_columns_get_no_mark_and_no_column():
+    columns = [c for c in tables.COLUMNS if c[0] in ("pxap", "average_drop")]
+    rows = [("A", {"pxap": fig(65.0), "average_drop": fig(None, n=0)})]
+    head, _, a = tables._table(rows, columns, versus={"A": {}})  # no paired pxap: not tested
+    assert cells(head) == ["", "images", "PxAP % ↑"]  # no image scored for AD: no column
+    assert cells(a) == ["A", "5", "65.0"]

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from flowercam.metrics.config import default_thresholds
-from flowercam.metrics.statistics import Mean, OverRows, figures
+from flowercam.metrics.statistics import Mean, OverRows, differences, figures
 
 THRESHOLDS = default_thresholds()
 FIGURES = ("fg_iou", "bg_iou", "miou", "precision", "recall", "f1")
@@ -91,3 +91,15 @@ def on_tau_set(tau_set, n_boot, seed):
         return {}
     return {row: figures(oracle_stats(a, np.flatnonzero(a["has_mask"])), n_boot, seed)
             for row, a in tau_set["arrays"].items() if "n_valid" in a}
+
+
+def paired_on_tau_set(tau_set, pairs, n_boot, seed):
+    """{"a - b": paired differences of the oracle figures on the tau set's own mask images} for
+    the (a, b) row pairs that both have pseudo-mask figures there; {} without a tau set."""
+    arrays = (tau_set or {}).get("arrays") or {}
+
+    def stats(row):
+        return oracle_stats(arrays[row], np.flatnonzero(arrays[row]["has_mask"]))
+
+    return {f"{a} - {b}": differences(stats(a), stats(b), n_boot, seed) for a, b in pairs
+            if "n_valid" in arrays.get(a, {}) and "n_valid" in arrays.get(b, {})}

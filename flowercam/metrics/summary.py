@@ -111,6 +111,20 @@ def _add_tau_set_figures(rows, tau_set, cfg):
             rows[r]["overall"]["pseudo_masks"]["tau_set_oracle"] = figs
 
 
+def _with_tau_set_pairs(pairs_out, tau_set, pairs, cfg):
+    """pairs_out with each pair's pseudo-mask differences on the tau set's own images added
+    (pseudo.paired_on_tau_set): the verdicts of that table rest on them."""
+    extra = pseudo.paired_on_tau_set(tau_set, pairs, cfg.bootstrap, cfg.seed)
+    out = {}
+    for label, p in pairs_out.items():
+        difference = dict(p["difference"])
+        if label in extra and "pseudo_masks" in difference:
+            difference["pseudo_masks"] = {**difference["pseudo_masks"],
+                                          "tau_set_oracle": extra[label]}
+        out[label] = {**p, "difference": difference}
+    return out
+
+
 def summarise(measured, cfg, context):
     """Everything cam_metrics.json holds (plain JSON types; NaN -> null when written).
 
@@ -149,7 +163,8 @@ def summarise(measured, cfg, context):
             "localization": mask_counts(first, context["masks"], tau_set),
             "methods": {m: rows[m] for m in context["methods"]},
             "baselines": {b: rows[b] for b in rows if b not in context["methods"]},
-            "paired": paired(measured["methods"], y, taus, pairs, cfg.bootstrap, cfg.seed),
+            "paired": _with_tau_set_pairs(paired(measured["methods"], y, taus, pairs,
+                                                 cfg.bootstrap, cfg.seed), tau_set, pairs, cfg),
             "per_image": per_image}
 
 

@@ -61,19 +61,20 @@ def _cell(figure, fmt, show_tau, with_ci=True):
 def _table(rows, columns, with_ci=True, versus=None):
     """rows: [(label, figures)]; versus: {label: paired differences against center}: a figure
     whose difference does not beat 0 gets a † (baseline rows never do)."""
-    columns = [c for c in columns if any(c[0] in figs for _, figs in rows)]
+    columns = [c for c in columns if any((figs.get(c[0]) or {}).get("n") for _, figs in rows)]
     if not columns:
         return []
     head = ["", "images"] + [c[1] for c in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, figs in rows:
-        n = max(figs[c[0]]["n"] for c in columns if c[0] in figs)  # ROAD alone: AD has none
+        # ROAD alone: AD has none; a class without a mask image: no pseudo-mask figure
+        n = max((figs[c[0]]["n"] for c in columns if c[0] in figs), default=0)
         diffs = (versus or {}).get(label)
         cells = []
         for key, header, fmt, show_tau in columns:
             cell = _cell(figs.get(key), fmt, show_tau, with_ci)
-            mark = (diffs is not None and not label.endswith(BASELINE)
-                    and not statistics.beats(diffs.get(key), "↓" in header))
+            mark = (diffs is not None and key in diffs and not label.endswith(BASELINE)
+                    and not statistics.beats(diffs[key], "↓" in header))  # untested: no mark
             cells.append(cell + (" †" if mark and cell != "-" else ""))
         lines.append("| " + " | ".join([label, str(n), *cells]) + " |")
     return lines
@@ -103,12 +104,12 @@ def _paired_lines(summary):
     lines = ["", "## Paired differences", "",
              "a - b on the same images, 95% interval over the same bootstrap resamples for both "
              "maps (the oracle tau is chosen again for each map in every resample).", ""]
-    lines += _table([(label, {**p["overall"], **_oracle_figures(p)}) for label, p in pairs],
-                    COLUMNS)
-    validated = [(label, _validated_figures(p)) for label, p in pairs]
-    if any(figs for _, figs in validated):
-        lines += ["", "Validated tau:", ""] + _table(validated, AT_TAU)
-    return lines
+    table = _table([(label, {**p["overall"], **_oracle_figures(p)}) for label, p in pairs],
+                   COLUMNS)
+    validated = _table([(label, _validated_figures(p)) for label, p in pairs], AT_TAU)
+    if validated:
+        table += ["", "Validated tau:", "", *validated]
+    return lines + table if table else []  # pseudo-masks alone: their pairs are above
 
 
 def _header(summary):
@@ -195,8 +196,11 @@ def _pseudo_lines(summary):
 
 def markdown(summary):
     """cam_metrics.md: faithfulness and localization tables with 95% intervals, per class."""
-    lines = ["# CAM metrics", "", *_header(summary), "", "## Faithfulness", ""]
-    lines += _table(_rows(summary, _overall), FAITHFULNESS, versus=_versus(summary, _overall))
+    lines = ["# CAM metrics", "", *_header(summary)]
+    faithfulness = _table(_rows(summary, _overall), FAITHFULNESS,
+                          versus=_versus(summary, _overall))
+    if faithfulness:  # no image scored (--figures localization, pseudo-masks): no table
+        lines += ["", "## Faithfulness", "", *faithfulness]
     families = summary["options"].get("families", ["localization"])
     if summary["localization"]["masks_dir"] and "localization" in families:
         lines += _localization_lines(summary)
@@ -204,11 +208,25 @@ def markdown(summary):
         lines += _pseudo_lines(summary)
     if summary.get("paired"):
         lines += _paired_lines(summary)
+    return "\n".join(lines + _per_class_lines(summary)) + "\n"
+
+
+def _per_class_lines(summary):
+    """Each row's figures per class: faithfulness and localization at the oracle tau (no
+    intervals: they are in the JSON), pseudo-masks at each tau with their intervals."""
+    lines = []
     for label, figs in _rows(summary, lambda f: f["per_class"]):
-        lines += ["", f"## {label} per class (oracle tau)", ""]
-        lines += _table([(c, {**f, **f.get("oracle_tau", {})}) for c, f in figs.items()],
-                        COLUMNS, with_ci=False)
-    return "\n".join(lines) + "\n"
+        table = _table([(c, {**f, **f.get("oracle_tau", {})}) for c, f in figs.items()],
+                       COLUMNS, with_ci=False)
+        if table:
+            lines += ["", f"## {label} per class (oracle tau)", "", *table]
+        for kind in ("oracle_tau", "validated_tau"):
+            table = _table([(c, f.get("pseudo_masks", {}).get(kind, {}))
+                            for c, f in figs.items()], PSEUDO)
+            if table:
+                lines += ["", f"## {label} pseudo-masks per class ({kind.replace('_', ' ')})",
+                          "", *table]
+    return lines
 
 
 def clean(obj):
