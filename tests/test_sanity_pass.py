@@ -141,7 +141,8 @@ def test_no_resume_discards_the_partial_run(tmp_path, capsys):
     cfg = MetricsConfig(data_dir=str(tmp_path))
     ckpt = tmp_path / "epoch_1.pth"
     ckpt.write_bytes(b"weights")
-    part = sanity_resume.Partial(out, sanity_resume.run_settings(cfg, ckpt, key))
+    sanity_resume.Partial(out, sanity_resume.run_settings(cfg, ckpt, {"ids": ["c"]}))
+    part = sanity_resume.Partial(out, sanity_resume.run_settings(cfg, ckpt, key))  # no work
     batch = {"per_image": {"CAM": {"data": {"ssim": np.arange(2.0)}}},
              "figure": {("CAM", "data"): np.ones((1, 4, 4), np.float16)}, "seconds": 1.5}
     part.save_batch(0, batch)

@@ -57,13 +57,17 @@ class Partial:
 
     def __init__(self, out_dir, settings, resume=True):
         self.folder, self.settings = Path(out_dir) / FOLDER, _plain(settings)
-        if self.folder.exists() and not resume:
-            shutil.rmtree(self.folder)
+        if self.folder.exists() and not resume and self._holds_work():
             print(f"discarded the partial sanity run in {self.folder}")
+        if self.folder.exists() and (not resume or not self._holds_work()):
+            shutil.rmtree(self.folder)  # nothing to resume in a run stopped before any work
         if self.folder.exists():
             self._check()
         else:
             atomic_save_json(self.folder / "settings.json", self.settings)
+
+    def _holds_work(self):
+        return (self.folder / "permuted.pt").exists() or self._batch_path(0).exists()
 
     def _check(self):
         try:
