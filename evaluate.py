@@ -7,6 +7,7 @@ the maps are (faithfulness, localization on masks).
     python evaluate.py -d model/RUN --cam-metrics --split-name test   # tau validated on valid
     python evaluate.py -d model/RUN --cam-metrics --figures localization  # skip faithfulness
     python evaluate.py -d model/RUN --sanity --limit 12   # sanity checks -> DIR/sanity.md, .png
+                                  # (interrupted: the same command continues it; --no-resume)
 
 Three modes share the flags of the first group; every other flag belongs to one mode (its group)
 and is refused in the others (--sanity reads the --cam-metrics flags of SANITY_READS), so no flag
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from flowercam import core, dist, flags
 from flowercam.cam import methods
-from flowercam.metrics import config, runner, sanity, sanity_tables
+from flowercam.metrics import config, runner, sanity, sanity_resume, sanity_tables
 from flowercam.metrics.config import MetricsConfig
 from flowercam.refine import methods as refiners
 from flowercam.report import sanity_figures
@@ -172,6 +173,10 @@ def add_sanity_args(parser):
         help=f"epochs of the permuted-label head; default {P.epochs}")
     add("--permuted-lr", type=flags.positive_float,
         help=f"Adam learning rate of the permuted-label head; default {P.lr:g}")
+    add("--no-resume", action="store_true",
+        help="discard a partial run in the output folder (OUT/sanity.partial/, kept batch by "
+             "batch) and start afresh; default: an interrupted run of the same settings "
+             "continues where it stopped, one of other settings is refused")
     add("--figure-images", type=flags.non_negative_int,
         help="images (the first measured) in sanity_grid.png; default "
              f"{sanity.SanityOptions.figure_images}")
@@ -186,7 +191,8 @@ def sanity_options(args) -> sanity.SanityOptions:
                                 data=not hasattr(args, "no_data_randomisation"),
                                 trainer=trainer,
                                 figure_images=getattr(args, "figure_images",
-                                                      sanity.SanityOptions.figure_images))
+                                                      sanity.SanityOptions.figure_images),
+                                resume=not hasattr(args, "no_resume"))
 
 
 def run_sanity(args):
@@ -198,6 +204,7 @@ def run_sanity(args):
     summary = sanity_tables.write(result["out_dir"],
                                   sanity_tables.summarise(result, cfg.bootstrap, cfg.seed))
     sanity_figures.write(result["out_dir"], summary, result["figure"], result["figure_paths"])
+    sanity_resume.discard(result["out_dir"])  # finished: nothing left to resume
     print(f"{len(summary['ids'])} images x {len(summary['states'])} randomisations in "
           f"{summary['seconds'] / 60:.1f} min -> {result['out_dir']}/sanity.md")
     return summary
@@ -271,4 +278,5 @@ def main(args):
 
 
 if __name__ == "__main__":
-    dist.run_main(main, get_args_parser(), hints=flags.HINTS)
+    dist.run_main(main, get_args_parser(),
+                  hints={**flags.HINTS, "partial": "pass --no-resume or another --output-dir"})

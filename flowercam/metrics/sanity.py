@@ -12,7 +12,8 @@ to <layer> re-initialised (model/randomise.py); "independent:<layer>" = that lay
 the permuted-label head (train/permuted.py). Head-only states reuse the feature cache; a
 randomised backbone runs on the images. Baselines: center, full and sobel ignore the model
 (similarity 1 by construction: what an edge detector scores); random is drawn anew for every
-state, so its similarity is the chance level of each measure.
+state, so its similarity is the chance level of each measure. Backbone passes: passes.py;
+an interrupted run continues from OUT/sanity.partial/: sanity_resume.py.
 """
 
 import dataclasses
@@ -25,7 +26,8 @@ from tqdm import tqdm
 from flowercam.cam import compute, methods
 from flowercam.core import UserError
 from flowercam.data import dataset
-from flowercam.metrics import baselines, formulas, runner, selection, similarity
+from flowercam.metrics import baselines, formulas, runner, sanity_resume, selection, similarity
+from flowercam.metrics import sanity_pass as passes
 from flowercam.metrics.config import MetricsConfig
 from flowercam.model import heads, randomise, vgg
 from flowercam.train import features, permuted
@@ -39,6 +41,7 @@ class SanityOptions:
     data: bool = True  # also the permuted-label head (needs the training split's feature cache)
     trainer: permuted.PermutedConfig = permuted.PermutedConfig()  # the permuted-label head
     figure_images: int = 3  # images kept for the figure (the first of the measured ones)
+    resume: bool = True  # continue a partial run of the same settings (sanity_resume.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +66,15 @@ def states(opts: SanityOptions) -> list[State]:
     return out + ([State("data", "data")] if opts.data else [])
 
 
-def data_randomised(model, cfg: MetricsConfig, opts: SanityOptions):
+def data_randomised(model, cfg: MetricsConfig, opts: SanityOptions, partial):
     """-> (Classifier with the permuted-label head on the same backbone, its facts): trained on
-    the training split's feature cache, checked against chance on the validation split."""
+    the training split's feature cache, checked against chance on the validation split; saved in
+    the partial run (and read back from it on resume: trained once, seeded)."""
+    saved = partial.permuted()
+    if saved is not None:
+        head = heads.build_head(model.settings)
+        head.load_state_dict(saved[0])
+        return heads.Classifier(model.backbone, head.to(cfg.device)).eval(), saved[1]
     def cached(subset):
         items = dataset.split_items(cfg.data_dir, subset, cfg.split)
         return items, features.feature_cache(items, model.backbone, cfg.data_dir, "fp32",
@@ -84,6 +93,7 @@ def data_randomised(model, cfg: MetricsConfig, opts: SanityOptions):
              "chance": 100 / model.settings["num_classes"], "seconds": time.perf_counter() - start,
              "train_top1_permuted": history[-1]["train_top1"], "history": history,
              "config": dataclasses.asdict(opts.trainer)}
+    partial.save_permuted(head, facts)
     return heads.Classifier(model.backbone, head).eval(), facts
 
 
@@ -91,26 +101,6 @@ def state_model(model, state, seed, permuted_model):
     if state.group == "data":
         return permuted_model
     return randomise.randomised(model, state.layers, seed)
-
-
-class FixedFeatures(torch.nn.Module):
-    """A stand-in backbone returning features already computed for this batch (the feature cache,
-    or one pass of a randomised backbone), shared by every method that reads only the class maps:
-    one backbone pass per state and batch instead of one per method."""
-
-    def __init__(self, feats, backbone):
-        super().__init__()  # the features' backbone: its id and cut (which features these are)
-        self.feats, self.backbone_id, self.cut = feats, backbone.backbone_id, backbone.cut
-
-    def forward(self, x):
-        if len(x) != len(self.feats):
-            raise ValueError(f"{len(x)} images for {len(self.feats)} fixed feature rows")
-        return self.feats
-
-    def forward_with(self, x, layers, graph="stages"):
-        if layers:
-            raise ValueError(f"fixed features have no stage {layers[0]}")
-        return self.forward(x), {}
 
 
 def class_maps_only(row, cfg):
@@ -136,7 +126,7 @@ def row_maps(model, row, images, pixels, feats, targets, ids, cfg, seed):
         if feats is None:
             with torch.no_grad():
                 feats = model.backbone(x)
-        model = heads.Classifier(FixedFeatures(feats, model.backbone), model.head)
+        model = heads.Classifier(passes.FixedFeatures(feats, model.backbone), model.head)
     result = compute.maps_reusing(model, x, row, {} if feats is None else {"feats": feats},
                                   targets.to(cfg.device), normalize_by="minmax",
                                   **_options(row, cfg))
@@ -153,8 +143,8 @@ class _Run:  # what every batch of one run shares
     cfg: MetricsConfig
     opts: SanityOptions
     permuted_model: object
-    figure: dict  # (row, state name) -> [K,H,W] float16 maps of the figure images
-    per_image: dict  # row -> state name -> measure -> [arrays per batch]
+    stages: tuple  # the backbone stages of the one pass per state (passes.planned_stages)
+    batches: list  # per batch: {"per_image": {row: {state: {measure: [B]}}}, "figure", "seconds"}
 
 
 def _inputs(model, images, labels, feats, target):
@@ -166,58 +156,96 @@ def _inputs(model, images, labels, feats, target):
     return (images * std + mean).clamp(0, 1), predicted if target == "predicted" else labels
 
 
+def _on_batch(r: _Run, model, prefix, layers):
+    """The model with its backbone read through one StatePass of this batch."""
+    at = passes.random_from(model.backbone, layers)
+    return heads.Classifier(passes.StatePass(model.backbone, prefix, at, r.stages),
+                            model.head)
+
+
 def _batch(r: _Run, images, labels, feats, ids, keep):
-    """Maps of every row under the trained model and every state; similarities per image. keep:
-    how many of the batch's first images the figure shows."""
-    pixels, targets = _inputs(r.model, images, labels, feats, r.cfg.target)
-    ref = {row: row_maps(r.model, row, images, pixels, feats, targets, ids, r.cfg,
+    """Maps of every row under the trained model and every state; similarities per image
+    (-> the batch's record, appended to r.batches at the end). keep: how many of the batch's
+    first images the figure shows. Yields the images done after each state."""
+    images = images.to(r.cfg.device)  # once: StatePass knows the batch by identity
+    pixels, targets = _inputs(r.model, images.cpu(), labels, feats, r.cfg.target)
+    prefix = passes.Prefix(r.model.backbone, images)
+    trained = _on_batch(r, r.model, prefix, ())
+    ref = {row: row_maps(trained, row, images, pixels, feats, targets, ids, r.cfg,
                          r.cfg.seed)[0] for row in r.rows}
-    for row in r.rows:
-        if keep > 0:
-            r.figure[(row, "trained")] = ref[row][1][:keep].astype(np.float16)
+    out = {"per_image": {row: {} for row in r.rows},
+           "figure": {(row, "trained"): ref[row][1][:keep].astype(np.float16)
+                      for row in r.rows if keep > 0}}
+    refs = {row: similarity.Reference(*ref[row]) for row in r.rows}
     seen = {}  # layers -> the first state that randomised exactly them (its maps are these)
     for k, state in enumerate(r.states, 1):
         twin = state.name if state.group == "data" else seen.setdefault(state.layers, state.name)
-        _state_rows(r, k, state, twin, (images, pixels, feats, targets, ids), ref, keep)
+        _state_rows(r, k, state, twin, (images, pixels, feats, targets, ids, prefix), refs,
+                    keep, out)
         yield len(ids)
+    r.batches.append(out)
 
 
-def _state_rows(r: _Run, k, state, twin, batch, ref, keep):
-    """Every row's maps under one state and their similarities with ref; a state whose twin
-    randomised the same layers (independent:head.fc = cascade:head.fc) copies its methods'."""
-    images, pixels, feats, targets, ids = batch
-    model = state_model(r.model, state, r.cfg.seed, r.permuted_model) if twin == state.name \
-        else None
+def _state_rows(r: _Run, k, state, twin, batch, refs, keep, out):
+    """Every row's maps under one state and their similarities with the trained maps (refs); a
+    state whose twin randomised the same layers (independent:head.fc = cascade:head.fc) copies
+    its methods'."""
+    images, pixels, feats, targets, ids, prefix = batch
+    model = None
+    if twin == state.name:
+        model = _on_batch(r, state_model(r.model, state, r.cfg.seed, r.permuted_model), prefix,
+                          state.layers)
     known = feats if state.head_only else None  # a randomised backbone: one pass, later
     for row in r.rows:
-        per = r.per_image[row]
+        per = out["per_image"][row]
         if model is None and row not in r.cfg.baselines:  # the same model: the same maps
-            sims = {m: v[-1] for m, v in per[twin].items()}
-        else:
-            got, known = row_maps(model or r.model, row, images, pixels, known, targets, ids,
-                                  r.cfg, r.cfg.seed + k)
-            sims = similarity.similarities(ref[row][0], got[0], ref[row][1], got[1])
-            if keep > 0:
-                r.figure[(row, state.name)] = got[1][:keep].astype(np.float16)
-        for measure, values in sims.items():
-            per.setdefault(state.name, {}).setdefault(measure, []).append(values)
+            per[state.name] = {m: v.copy() for m, v in per[twin].items()}
+            continue
+        got, known = row_maps(model or r.model, row, images, pixels, known, targets, ids,
+                              r.cfg, r.cfg.seed + k)
+        per[state.name] = refs[row].compare(*got)
+        if keep > 0:
+            out["figure"][(row, state.name)] = got[1][:keep].astype(np.float16)
 
 
-def measure(r: _Run, items, feats):
-    """Loop over the items in batches (one tqdm bar: images x states)."""
-    size = features.input_size(r.cfg.data_dir)
-    loader = dataset.make_loader(items, r.cfg.map_batch_size, False, 0, r.cfg.num_workers, size)
+def measure(r: _Run, items, feats, partial):
+    """Loop over the items in batches (one tqdm bar: images x states), after the batches of the
+    partial run; each finished batch is saved in it."""
     step = r.cfg.map_batch_size
+    first = len(r.batches) * step  # the images the partial run has done
+    size = features.input_size(r.cfg.data_dir)
+    loader = dataset.make_loader(items[first:], step, False, 0, r.cfg.num_workers, size)
     with features.worker_errors(), tqdm(total=len(items) * len(r.states), desc="sanity",
-                                        unit="map set") as bar:
-        for start, (images, labels) in zip(range(0, len(items), step), loader, strict=True):
-            batch = items[start:start + step]
+                                        unit="map set",
+                                        initial=min(first, len(items)) * len(r.states)) as bar:
+        for start, (images, labels) in zip(range(first, len(items), step), loader, strict=True):
+            began, batch = time.perf_counter(), items[start:start + step]
             f = (feats[start:start + step] if feats is not None
                  else r.model.backbone(images.to(r.cfg.device)).detach())
             keep = max(0, min(len(batch), r.opts.figure_images - start))
             for done in _batch(r, images, labels, f.to(r.cfg.device), [i for i, _, _ in batch],
                                keep):
                 bar.update(done)
+            r.batches[-1]["seconds"] = time.perf_counter() - began
+            partial.save_batch(len(r.batches) - 1, r.batches[-1])
+
+
+def _items(cfg):
+    every = dataset.split_items(cfg.data_dir, cfg.split_name, cfg.split)
+    if cfg.masked_only:
+        masks = selection.resolve_masks(cfg.data_dir, cfg.masks_dir, cfg.mask_values,
+                                        cfg.ignore_values, features.input_size(cfg.data_dir))
+        every = selection.with_masks(every, masks)
+    items = selection.select_items(every, cfg.limit, cfg.seed)
+    if not items:
+        raise UserError(f"split {cfg.split} of {cfg.data_dir} has no {cfg.split_name} images")
+    return items
+
+
+def _joined(r: _Run):
+    """row -> state -> measure -> [N] over every batch."""
+    return {row: {s.name: {m: np.concatenate([b["per_image"][row][s.name][m] for b in r.batches])
+                           for m in similarity.MEASURES} for s in r.states} for row in r.rows}
 
 
 def run(cfg: MetricsConfig, opts: SanityOptions, backbone=None):
@@ -226,31 +254,33 @@ def run(cfg: MetricsConfig, opts: SanityOptions, backbone=None):
     model, settings, ckpt, cfg = selection.open_model(cfg, backbone)
     out_dir = selection.output_folder(cfg, ckpt)
     methods = selection.resolve_methods(cfg.methods, settings)
-    every = dataset.split_items(cfg.data_dir, cfg.split_name, cfg.split)
-    if cfg.masked_only:
-        masks = selection.resolve_masks(cfg.data_dir, cfg.masks_dir, cfg.mask_values,
-                                        cfg.ignore_values, features.input_size(cfg.data_dir))
-        every = selection.with_masks(every, masks)
-    items = selection.select_items(every, cfg.limit, cfg.seed)
-    if not items:
-        raise UserError(f"split {cfg.split} of {cfg.data_dir} has no "
-                                  f"{cfg.split_name} images")
+    items, rows = _items(cfg), [*methods, *cfg.baselines]
+    ids = [i for i, _, _ in items]
+    key = {"backbone": model.backbone.backbone_id, "ids": ids, "rows": rows,
+           "states": [s.name for s in states(opts)], "figure_images": opts.figure_images,
+           "permuted": dataclasses.asdict(opts.trainer) if opts.data else None}
+    partial = sanity_resume.Partial(out_dir, sanity_resume.run_settings(cfg, ckpt, key),
+                                    opts.resume)
     start = time.perf_counter()
-    permuted_model, data_facts = (data_randomised(model, cfg, opts) if opts.data
+    permuted_model, data_facts = (data_randomised(model, cfg, opts, partial) if opts.data
                                   else (None, None))
-    rows = [*methods, *cfg.baselines]
-    r = _Run(model, rows, states(opts), cfg, opts, permuted_model, {}, {row: {} for row in rows})
-    measured_at = time.perf_counter()
-    measure(r, items, runner.batch_features(model, items, cfg))
-    joined = {row: {name: {m: np.concatenate(v) for m, v in d.items()} for name, d in per.items()}
-              for row, per in r.per_image.items()}
+    r = _Run(model, rows, states(opts), cfg, opts, permuted_model,
+             passes.planned_stages(methods, lambda row: _options(row, cfg)),
+             partial.batches())
+    if r.batches:
+        print(f"resuming {partial.folder}: {len(r.batches)} batches done")
+    earlier = sum(b["seconds"] for b in r.batches)
+    measure(r, items, runner.batch_features(model, items, cfg), partial)
+    keys = dict.fromkeys(key for b in r.batches for key in b["figure"])  # the first batches'
+    figure = {key: np.concatenate([b["figure"][key] for b in r.batches if key in b["figure"]])
+              for key in keys}
+    map_seconds = sum(b["seconds"] for b in r.batches)
     return {"checkpoint": str(ckpt), "split": cfg.split, "subset": cfg.split_name,
-            "out_dir": str(out_dir), "ids": [i for i, _, _ in items], "methods": methods,
+            "out_dir": str(out_dir), "ids": ids, "methods": methods,
             "baselines": list(cfg.baselines), "states": [dataclasses.asdict(s) for s in r.states],
-            "per_image": joined, "data_randomisation": data_facts,
-            "seconds": time.perf_counter() - start,
-            "map_seconds": time.perf_counter() - measured_at, "figure": r.figure,
-            "figure_ids": [i for i, _, _ in items[:opts.figure_images]],
+            "per_image": _joined(r), "data_randomisation": data_facts,
+            "seconds": time.perf_counter() - start + earlier, "map_seconds": map_seconds,
+            "figure": figure, "figure_ids": ids[:opts.figure_images],
             "figure_paths": [p for _, p, _ in items[:opts.figure_images]],
             "options": {"seed": cfg.seed, "bootstrap": cfg.bootstrap, "target": cfg.target,
                         "limit": cfg.limit, "device": cfg.device, "layers": cfg.layers}}

@@ -128,26 +128,33 @@ class Backbone(nn.Module):
         [B,512,H/16,W/16] (conv5_3)."""
         return self._readout(self.features[:_CUT_END[self.cut]](x))
 
-    def forward_with(self, x, layers, graph="stages"):
+    def forward_with(self, x, layers, graph="stages", start=0):
         """-> (feats at the cut (forward), {name: activation [B,K,h,w]} of the named stages).
 
         graph "stages": no graph up to the earliest named stage, which is detached and marked
         requires_grad; one graph from there to the output (frozen net or not; the batched drivers).
         graph "input": a graph from x, as the report's loop (x requires grad). None: no graph.
+        start: x is features[:start] of the images, not the images (a prefix computed before:
+        the sanity checks reuse the trained layers below a randomised block); the same values.
         """
         unknown = [name for name in layers if name not in STAGES]
         if unknown:
             raise UserError(f"unknown backbone layer {unknown}: use {', '.join(STAGES)}")
         at = {STAGES[name]: name for name in layers}
+        if start and (graph == "input" or min(at, default=start) < start - 1):
+            raise ValueError(f"a pass from layer {start} has no graph from the input and no "
+                             f"stage below it ({list(layers)})")
         first = min(at, default=-1) if graph == "stages" else -1
         with torch.no_grad():
-            h = self.features[: first + 1](x)
+            h = self.features[start : first + 1](x)
         if first >= 0:
             h = h.detach().requires_grad_()
         acts = {at[first]: h} if first >= 0 else {}
+        if first < 0 and start - 1 in at:  # the prefix itself is a named stage
+            acts[at[start - 1]] = x
         with torch.set_grad_enabled(graph is not None):
             h = x if first < 0 else h
-            for i in range(first + 1, _CUT_END[self.cut]):
+            for i in range(max(first + 1, start), _CUT_END[self.cut]):
                 h = self.features[i](h)
                 if i in at:
                     acts[at[i]] = h
