@@ -125,6 +125,13 @@ def _with_tau_set_pairs(pairs_out, tau_set, pairs, cfg):
     return out
 
 
+def _per_image(info, measured):
+    """The per-image arrays cam_metrics.json keeps (scores, curves, pointing hits, ROAD)."""
+    kept = ("o", "deletion", "insertion", "hit", *road.FIGURES)
+    return {**info, **{m: {k: a[k].tolist() for k in kept if k in a}
+                       for m, a in measured["methods"].items()}}
+
+
 def summarise(measured, cfg, context):
     """Everything cam_metrics.json holds (plain JSON types; NaN -> null when written).
 
@@ -149,9 +156,7 @@ def summarise(measured, cfg, context):
     pairs = list(dict.fromkeys([*default_pairs(rows, context["methods"]),
                                 *map(tuple, cfg.compare)]))
     first = next(iter(measured["methods"].values()))
-    kept = ("o", "deletion", "insertion", "hit", *road.FIGURES)
-    per_image = {**info, **{m: {k: a[k].tolist() for k in kept if k in a}
-                            for m, a in measured["methods"].items()}}
+    per_image = _per_image(info, measured)
     return {"checkpoint": context["checkpoint"], "split": context["split"],
             "subset": context["subset"], "n_images": n, "seconds": context["seconds"],
             "seconds_per_image": context["seconds"] / max(n, 1),
