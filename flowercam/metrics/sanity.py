@@ -12,7 +12,7 @@ to <layer> re-initialised (model/randomise.py); "independent:<layer>" = that lay
 the permuted-label head (train/permuted.py). Head-only states reuse the feature cache; a
 randomised backbone runs on the images. Baselines: center, full and sobel ignore the model
 (similarity 1 by construction: what an edge detector scores); random is drawn anew for every
-state, so its similarity is the chance level of each measure. Backbone passes: passes.py;
+state, so its similarity is the chance level of each measure. Backbone passes: sanity_pass.py;
 an interrupted run continues from OUT/sanity.partial/: sanity_resume.py.
 """
 
