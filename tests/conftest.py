@@ -10,6 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # scripts live at the repo root
 
 # after the path: these import the package from the checkout
+from metrics_run import make_synthetic_run  # noqa: E402
 from training_data import make_folder_dataset, make_model, make_oxford_dataset  # noqa: E402
 
 from flowercam.data import prepare  # noqa: E402
@@ -64,6 +65,12 @@ def prepared_data(tmp_path_factory):
     source = make_folder_dataset(root / "pets")
     prepare.prepare(root / "data", prepare.AugmentSettings(copies=2, size=64), source)
     return root / "data"
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    """metrics_run.make_synthetic_run: a random ReCAM head on 3 classes of 32 px images."""
+    return make_synthetic_run(tmp_path_factory.mktemp("cam_metrics"))
 
 
 @pytest.fixture(scope="module")

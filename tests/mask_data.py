@@ -13,3 +13,13 @@ def write_masks(folder, ids, size=48):
     for image_id in ids:
         Image.fromarray(labels).save(folder / f"{image_id}.png")
     return folder
+
+
+def flowers17_masks(folder, ids, size=32):
+    """Flower-17 style labels: flower (1) a 16x16 square, background 3, bands of 0 and 5."""
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = np.full((size, size), 3, np.uint8)
+    labels[8:24, 10:26] = 1
+    labels[:2], labels[-2:] = 5, 0
+    for image_id in ids:
+        Image.fromarray(labels).save(folder / f"{image_id}.png")

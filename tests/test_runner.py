@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 import torch
 import training_data
 from mask_data import write_masks
+from metrics_run import cli, parse
 from PIL import Image
 
 import evaluate as evaluate_cli
@@ -20,36 +20,6 @@ from flowercam.metrics import runner
 from flowercam.metrics.config import MetricsConfig
 from flowercam.model import checkpoints, heads, vgg
 from flowercam.train import runs
-
-
-@pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory):
-    """3-class 32 px data dir, a random ReCAM head checkpoint and a random backbone file."""
-
-    root = tmp_path_factory.mktemp("cam_metrics")
-    data = training_data.make_dataset(root / "data", per_class=4, copies=1, size=32)
-    torch.manual_seed(0)
-    weights = root / "vgg_random.pth"
-    torch.save(vgg.Backbone().features.state_dict(), weights)
-    backbone = vgg.load_backbone(str(weights))
-    settings = {"model_type": "ReCAM", "normalize_by": "minmax", "num_classes": 3,
-                "class_names": list(training_data.CLASSES), "input_size": 32,
-                "backbone": backbone.backbone_id}
-    for epoch in (1, 3):
-        checkpoints.save_checkpoint(root / "run" / f"epoch_{epoch}.pth",
-                               heads.build_head(settings), settings, epoch=epoch)
-    return {"root": root, "data": data, "weights": str(weights), "run": root / "run"}
-
-
-def parse(run, *extra):
-    argv = ["-d", str(run["run"]), "--data-dir", run["data"], "--backbone-weights",
-            run["weights"], "--cam-metrics", "--steps", "3", "--bootstrap", "50", *extra]
-    return evaluate_cli.get_args_parser().parse_args(argv)
-
-
-def cli(run, *extra):
-    """The MetricsConfig evaluate.py builds from these flags."""
-    return evaluate_cli.metrics_config(parse(run, *extra))
 
 
 def test_cam_metrics_end_to_end_with_masks(synthetic_run, tmp_path):
@@ -177,62 +147,6 @@ def test_feature_cache_gives_the_same_figures_as_the_backbone(synthetic_run, tmp
         np.testing.assert_allclose(a["o"], b["o"], atol=1e-5)
         np.testing.assert_allclose(a["deletion"], b["deletion"], atol=1e-5)
     np.testing.assert_allclose(cached["per_image"]["y"], direct["per_image"]["y"], atol=1e-5)
-
-
-def flowers17_masks(folder, ids, size=32):
-    """Flower-17 style labels: flower (1) a 16x16 square, background 3, bands of 0 and 5."""
-    folder.mkdir(parents=True, exist_ok=True)
-    labels = np.full((size, size), 3, np.uint8)
-    labels[8:24, 10:26] = 1
-    labels[:2], labels[-2:] = 5, 0
-    for image_id in ids:
-        Image.fromarray(labels).save(folder / f"{image_id}.png")
-
-
-def test_data_folder_masks_validated_tau_and_baselines(synthetic_run, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(synthetic_run["data"], data)
-    flowers17_masks(data / "masks", [f"image_{i:04d}" for i in range(1, 12)])  # 0012: none
-    out = tmp_path / "out"
-    cfg = dataclasses.replace(cli(synthetic_run, "--methods", "CAM", "LayerCAM", "--split-name",
-                                  "test", "--output-dir", str(out)), data_dir=str(data))
-    runner.run(cfg)
-    result = json.loads((out / "cam_metrics.json").read_text())
-    loc = result["localization"]
-    assert (loc["masks_from"], loc["mask_values"], loc["ignore_values"]) == (
-        "data folder", [1], [0, 5])
-    assert (loc["images_with_mask"], loc["images_missing_mask"]) == (2, 1)
-    assert (loc["tau_subset"], loc["tau_images"]) == ("valid", 3)
-    assert list(result["methods"]) == ["CAM", "LayerCAM"]
-    assert list(result["baselines"]) == ["center", "full"]  # random and sobel when asked for
-    for row in [*result["methods"].values(), *result["baselines"].values()]:
-        oracle, valid = row["overall"]["oracle_tau"], row["overall"]["validated_tau"]
-        assert set(oracle) == set(valid) == {"miou", "max_box_acc", "max_box_acc_v2",
-                                             "top1_loc", "gt_known_loc"}
-        assert oracle["gt_known_loc"]["value"] == oracle["max_box_acc"]["value"]
-        assert oracle["max_box_acc"]["n"] == 2 and oracle["top1_loc"]["value"] <= 100
-    full, center = (result["baselines"][b]["overall"] for b in ("full", "center"))
-    # full: whole-image box IoU 256/1024 < 0.3; pixel IoU 256 flower / 896 valid pixels
-    assert full["oracle_tau"]["max_box_acc"]["value"] == 0.0
-    assert full["oracle_tau"]["miou"]["value"] == pytest.approx(256 / 896 * 100)
-    assert center["oracle_tau"]["max_box_acc"]["value"] == 100.0
-    for row in (full, center):  # same maps and masks on valid and test: same taus
-        for key in ("miou", "max_box_acc", "max_box_acc_v2"):
-            assert row["validated_tau"][key]["value"] == row["oracle_tau"][key]["value"]
-    table = (out / "cam_metrics.md").read_text()
-    assert "### Oracle tau" in table and "### Validated tau" in table
-    assert "| center (baseline) | 2 |" in table
-    assert "(data folder; foreground [1], ignored [0, 5])" in table
-
-
-def test_mask_folder_that_matches_no_image_is_an_error(synthetic_run, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(synthetic_run["data"], data)
-    flowers17_masks(data / "masks", ["other_0001"])
-    with pytest.raises(UserError, match="no valid image has a mask"):
-        runner.run(dataclasses.replace(cli(synthetic_run), data_dir=str(data)))
-    with pytest.raises(UserError, match="oracle tau"):
-        runner.run(dataclasses.replace(cli(synthetic_run), validate_tau_on="valid"))
 
 
 @pytest.mark.real

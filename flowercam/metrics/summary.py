@@ -104,20 +104,40 @@ def _pseudo_or_not(measured, cfg):
                                     for r, a in measured["methods"].items()}}
 
 
+def tau_set_localization(tau_set):
+    """{row: pointing, PxAP and the oracle-tau figures (flat Stats)} on the tau set's own mask
+    images, where its oracle tau is the validated tau: a test run's tau set is a valid run
+    already made (--figures localization); {} without one."""
+    arrays = (tau_set or {}).get("arrays") or {}
+    out = {}
+    for row, a in arrays.items():
+        if "box_largest" in a:
+            idx = np.flatnonzero(a["has_mask"])
+            out[row] = {**localization.threshold_free_stats(a, idx),
+                        **localization.oracle_stats(a, idx)}
+    return out
+
+
 def _add_tau_set_figures(rows, tau_set, cfg):
-    """Each row's pseudo-mask figures on the tau set's own images (pseudo.on_tau_set)."""
+    """Each row's localization and pseudo-mask figures on the tau set's own images."""
+    for r, stats in tau_set_localization(tau_set).items():
+        rows[r]["overall"]["tau_set_oracle"] = statistics.figures(stats, cfg.bootstrap, cfg.seed)
     for r, figs in pseudo.on_tau_set(tau_set, cfg.bootstrap, cfg.seed).items():
         if "pseudo_masks" in rows[r]["overall"]:
             rows[r]["overall"]["pseudo_masks"]["tau_set_oracle"] = figs
 
 
 def _with_tau_set_pairs(pairs_out, tau_set, pairs, cfg):
-    """pairs_out with each pair's pseudo-mask differences on the tau set's own images added
-    (pseudo.paired_on_tau_set): the verdicts of that table rest on them."""
+    """pairs_out with each pair's differences on the tau set's own images added (localization
+    and pseudo.paired_on_tau_set): the verdicts of those tables rest on them."""
     extra = pseudo.paired_on_tau_set(tau_set, pairs, cfg.bootstrap, cfg.seed)
+    located = tau_set_localization(tau_set)
     out = {}
     for label, p in pairs_out.items():
         difference = dict(p["difference"])
+        if p["a"] in located and p["b"] in located:
+            difference["tau_set_oracle"] = statistics.differences(
+                located[p["a"]], located[p["b"]], cfg.bootstrap, cfg.seed)
         if label in extra and "pseudo_masks" in difference:
             difference["pseudo_masks"] = {**difference["pseudo_masks"],
                                           "tau_set_oracle": extra[label]}

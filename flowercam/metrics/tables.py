@@ -109,6 +109,9 @@ def _paired_lines(summary):
     validated = _table([(label, _validated_figures(p)) for label, p in pairs], AT_TAU)
     if validated:
         table += ["", "Validated tau:", "", *validated]
+    tau_set = _table([(label, _tau_set_figures(p)) for label, p in pairs], TAU_FREE + AT_TAU)
+    if tau_set:
+        table += ["", "The tau set's mask images at their own oracle tau:", "", *tau_set]
     return lines + table if table else []  # pseudo-masks alone: their pairs are above
 
 
@@ -152,6 +155,10 @@ def _validated_figures(row):
     return row["overall"].get("validated_tau", {})
 
 
+def _tau_set_figures(row):
+    return row["overall"].get("tau_set_oracle", {})
+
+
 def _localization_lines(summary):
     loc = summary["localization"]
     lines = ["", "## Localization", "",
@@ -167,6 +174,12 @@ def _localization_lines(summary):
         lines += ["", f"### Validated tau: {loc['validated_tau']}", ""]
         lines += _table(_rows(summary, _validated_figures), AT_TAU,
                         versus=_versus(summary, _validated_figures))
+        tau_set = _table(_rows(summary, _tau_set_figures), TAU_FREE + AT_TAU,
+                         versus=_versus(summary, _tau_set_figures))
+        if tau_set:  # the figures a run on that subset would give, without running it
+            lines += ["", f"### The tau set ({loc['tau_images']} mask images of "
+                      f"{loc['tau_subset']}) at its own oracle tau (the validated tau)", "",
+                      *tau_set]
     return lines
 
 

@@ -1,0 +1,92 @@
+"""Masks in the data folder, the validated tau and the tau set's own figures (--cam-metrics
+--split-name test), end to end on the tiny synthetic run of conftest.py."""
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+from mask_data import flowers17_masks
+from metrics_run import cli
+
+from flowercam.core import UserError
+from flowercam.metrics import runner
+
+
+def test_data_folder_masks_validated_tau_and_baselines(synthetic_run, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_run["data"], data)
+    flowers17_masks(data / "masks", [f"image_{i:04d}" for i in range(1, 12)])  # 0012: none
+    out = tmp_path / "out"
+    cfg = dataclasses.replace(cli(synthetic_run, "--methods", "CAM", "LayerCAM", "--split-name",
+                                  "test", "--output-dir", str(out)), data_dir=str(data))
+    runner.run(cfg)
+    result = json.loads((out / "cam_metrics.json").read_text())
+    loc = result["localization"]
+    assert (loc["masks_from"], loc["mask_values"], loc["ignore_values"]) == (
+        "data folder", [1], [0, 5])
+    assert (loc["images_with_mask"], loc["images_missing_mask"]) == (2, 1)
+    assert (loc["tau_subset"], loc["tau_images"]) == ("valid", 3)
+    assert list(result["methods"]) == ["CAM", "LayerCAM"]
+    assert list(result["baselines"]) == ["center", "full"]  # random and sobel when asked for
+    for row in [*result["methods"].values(), *result["baselines"].values()]:
+        oracle, valid = row["overall"]["oracle_tau"], row["overall"]["validated_tau"]
+        assert set(oracle) == set(valid) == {"miou", "max_box_acc", "max_box_acc_v2",
+                                             "top1_loc", "gt_known_loc"}
+        assert oracle["gt_known_loc"]["value"] == oracle["max_box_acc"]["value"]
+        assert oracle["max_box_acc"]["n"] == 2 and oracle["top1_loc"]["value"] <= 100
+    full, center = (result["baselines"][b]["overall"] for b in ("full", "center"))
+    # full: whole-image box IoU 256/1024 < 0.3; pixel IoU 256 flower / 896 valid pixels
+    assert full["oracle_tau"]["max_box_acc"]["value"] == 0.0
+    assert full["oracle_tau"]["miou"]["value"] == pytest.approx(256 / 896 * 100)
+    assert center["oracle_tau"]["max_box_acc"]["value"] == 100.0
+    for row in (full, center):  # same maps and masks on valid and test: same taus
+        for key in ("miou", "max_box_acc", "max_box_acc_v2"):
+            assert row["validated_tau"][key]["value"] == row["oracle_tau"][key]["value"]
+    table = (out / "cam_metrics.md").read_text()
+    assert "### Oracle tau" in table and "### Validated tau" in table
+    assert "| center (baseline) | 2 |" in table
+    assert "(data folder; foreground [1], ignored [0, 5])" in table
+
+
+def test_mask_folder_that_matches_no_image_is_an_error(synthetic_run, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_run["data"], data)
+    flowers17_masks(data / "masks", ["other_0001"])
+    with pytest.raises(UserError, match="no valid image has a mask"):
+        runner.run(dataclasses.replace(cli(synthetic_run), data_dir=str(data)))
+    with pytest.raises(UserError, match="oracle tau"):
+        runner.run(dataclasses.replace(cli(synthetic_run), validate_tau_on="valid"))
+
+
+
+
+def test_a_test_run_reports_its_tau_set_as_a_valid_run_would(synthetic_run, tmp_path):
+    """The test run's tau set (the valid mask images) at its own oracle tau gives the figures,
+    intervals and paired differences of a valid run on those images: one run instead of two."""
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_run["data"], data)
+    flowers17_masks(data / "masks", [f"image_{i:04d}" for i in range(1, 12)])
+
+    def run(subset):
+        out = tmp_path / subset
+        cfg = cli(synthetic_run, "--methods", "CAM", "LayerCAM", "--figures", "localization",
+                  "--masked-only", "--split-name", subset, "--output-dir", str(out))
+        runner.run(dataclasses.replace(cfg, data_dir=str(data)))
+        return json.loads((out / "cam_metrics.json").read_text()), (out / "cam_metrics.md")
+
+    (test, table), (valid, _) = run("test"), run("valid")
+    for kind in ("methods", "baselines"):
+        for name, row in test[kind].items():
+            own = valid[kind][name]["overall"]
+            expected = {**{k: own[k] for k in ("pointing_game", "pxap")}, **own["oracle_tau"]}
+            assert row["overall"]["tau_set_oracle"] == expected
+            assert row["overall"]["tau_set_oracle"]["pxap"]["n"] == 3
+    for label, pair in test["paired"].items():
+        own = valid["paired"][label]["difference"]
+        expected = {**{k: own[k] for k in ("pointing_game", "pxap")}, **own["oracle_tau"]}
+        assert pair["difference"]["tau_set_oracle"] == expected
+    text = table.read_text()
+    assert "### The tau set (3 mask images of valid) at its own oracle tau" in text
+    assert "The tau set's mask images at their own oracle tau:" in text
+    assert "tau_set_oracle" not in valid["methods"]["CAM"]["overall"]  # no tau set: none
