@@ -90,3 +90,19 @@ def test_a_test_run_reports_its_tau_set_as_a_valid_run_would(synthetic_run, tmp_
     assert "### The tau set (3 mask images of valid) at its own oracle tau" in text
     assert "The tau set's mask images at their own oracle tau:" in text
     assert "tau_set_oracle" not in valid["methods"]["CAM"]["overall"]  # no tau set: none
+
+
+def test_masked_only_faithfulness_measures_the_mask_images(synthetic_run, tmp_path):
+    """--figures faithfulness --masked-only: the figures read no mask, the selection still does
+    (the faithfulness of the mask images, beside their localization rows); no tau set."""
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_run["data"], data)
+    flowers17_masks(data / "masks", [f"image_{i:04d}" for i in range(1, 12)])  # 0012: none
+    out = tmp_path / "out"
+    cfg = cli(synthetic_run, "--methods", "CAM", "--figures", "faithfulness", "--masked-only",
+              "--split-name", "test", "--output-dir", str(out))
+    runner.run(dataclasses.replace(cfg, data_dir=str(data)))
+    result = json.loads((out / "cam_metrics.json").read_text())
+    overall = result["methods"]["CAM"]["overall"]
+    assert overall["average_drop"]["n"] == 2  # the 2 of 3 test images with a mask
+    assert "tau_set_oracle" not in overall and "pxap" not in overall

@@ -261,15 +261,17 @@ def run(cfg: MetricsConfig, backbone=None):
     """
     cfg.check()
     size = features.input_size(cfg.data_dir)
-    masks = selection.resolve_masks(cfg.data_dir, cfg.masks_dir, cfg.mask_values,
+    found = selection.resolve_masks(cfg.data_dir, cfg.masks_dir, cfg.mask_values,
                                     cfg.ignore_values, size)
-    masks = masks if {"localization", "pseudo-masks"} & set(cfg.families) else None
+    # the figures read masks only for localization and pseudo-masks; --masked-only still
+    # selects the images that have one (faithfulness of the mask images)
+    masks = found if {"localization", "pseudo-masks"} & set(cfg.families) else None
     model, settings, ckpt, cfg = selection.open_model(cfg, backbone)
     cfg = dataclasses.replace(cfg, validate_tau_on=tau_subset(cfg, masks))
     out_dir = selection.output_folder(cfg, ckpt)
     methods = selection.resolve_methods(cfg.methods, settings)
     subset, split = cfg.split_name, cfg.split
-    items = _items(cfg, masks)
+    items = _items(cfg, found)
     few_shot, few_info = fewshot.train_rows(cfg.baselines, model.backbone, cfg.data_dir, split,
                                             masks, size, cfg.device)
     rows = maprows.expand([*methods, *cfg.baselines], cfg.refine, methods)
