@@ -137,6 +137,10 @@ def add_mask_args(add):
     add("--validate-tau-on", choices=("valid", "test", "none"),
         help="choose the validated tau on this subset's mask images (the oracle tau is chosen on "
              "the images scored); default: valid when --split-name test and masks exist")
+    add("--tau-from", metavar="CAM_METRICS_JSON",
+        help="take the validated tau from an earlier run on the other subset (its oracle tau; "
+             "same checkpoint and map options, no --limit) instead of measuring that subset's "
+             "maps again: half the maps of a test run")
 
 
 def add_run_args(parser, group, add):

@@ -106,3 +106,65 @@ def test_masked_only_faithfulness_measures_the_mask_images(synthetic_run, tmp_pa
     overall = result["methods"]["CAM"]["overall"]
     assert overall["average_drop"]["n"] == 2  # the 2 of 3 test images with a mask
     assert "tau_set_oracle" not in overall and "pxap" not in overall
+
+
+def _masked_run(synthetic_run, data, out, subset, *extra):
+    cfg = cli(synthetic_run, "--methods", "CAM", "LayerCAM", "--figures", "localization",
+              "--masked-only", "--split-name", subset, "--output-dir", str(out), *extra)
+    runner.run(dataclasses.replace(cfg, data_dir=str(data)))
+    return json.loads((out / "cam_metrics.json").read_text())
+
+
+def test_tau_from_a_valid_run_gives_the_validated_figures_of_a_measured_tau_set(
+        synthetic_run, tmp_path):
+    """--tau-from valid/cam_metrics.json: the test run's validated-tau figures and paired
+    differences equal those of the run that measures the valid maps again (same taus)."""
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_run["data"], data)
+    flowers17_masks(data / "masks", [f"image_{i:04d}" for i in range(1, 12)])
+    valid = _masked_run(synthetic_run, data, tmp_path / "valid", "valid")
+    measured = _masked_run(synthetic_run, data, tmp_path / "measured", "test")
+    path = str(tmp_path / "valid" / "cam_metrics.json")
+    read = _masked_run(synthetic_run, data, tmp_path / "read", "test", "--tau-from", path)
+    for kind in ("methods", "baselines"):
+        for name, row in read[kind].items():
+            assert row["overall"]["validated_tau"] == measured[kind][name]["overall"][
+                "validated_tau"]
+            taus = {k: v["tau"] for k, v in row["overall"]["validated_tau"].items()}
+            assert taus["miou"] == valid[kind][name]["overall"]["oracle_tau"]["miou"]["tau"]
+            assert "tau_set_oracle" not in row["overall"]  # the file has no per-image tables
+    for label, pair in read["paired"].items():
+        assert pair["difference"]["validated_tau"] == measured["paired"][label]["difference"][
+            "validated_tau"]
+    assert read["options"]["tau_from"] == path and read["localization"]["tau_images"] == 3
+    table = (tmp_path / "read" / "cam_metrics.md").read_text()
+    assert f"of valid (the oracle tau of {path})" in table
+
+
+def test_tau_from_a_file_that_cannot_stand_for_the_tau_set_is_refused_before_the_work(
+        synthetic_run, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_run["data"], data)
+    flowers17_masks(data / "masks", [f"image_{i:04d}" for i in range(1, 12)])
+    _masked_run(synthetic_run, data, tmp_path / "valid", "valid")
+    _masked_run(synthetic_run, data, tmp_path / "limited", "valid", "--limit", "2")
+    _masked_run(synthetic_run, data, tmp_path / "flipped", "valid", "--flip")
+    (tmp_path / "bad.json").write_text("{not json")
+    refused = [("valid", "measured valid of split 1; the tau needs another subset"),
+               ("limited", "--limit 2 sample"), ("flipped", "flip True, this run with False"),
+               ("missing", "does not exist"), ("bad.json", "not a readable cam_metrics.json")]
+    for folder, message in refused:
+        path = tmp_path / folder
+        path = path if folder.endswith(".json") else path / "cam_metrics.json"
+        subset = "valid" if folder == "valid" else "test"
+        with pytest.raises(UserError, match=message):
+            _masked_run(synthetic_run, data, tmp_path / "out", subset, "--tau-from", str(path))
+        assert not (tmp_path / "out" / "cam_metrics.json").exists()
+    with pytest.raises(UserError, match="not both"):
+        _masked_run(synthetic_run, data, tmp_path / "out", "test", "--tau-from",
+                    str(tmp_path / "valid" / "cam_metrics.json"), "--validate-tau-on", "valid")
+    other = _masked_run(synthetic_run, data, tmp_path / "one", "valid", "--methods", "CAM")
+    assert list(other["methods"]) == ["CAM"]
+    with pytest.raises(UserError, match="no localization figures of LayerCAM"):
+        _masked_run(synthetic_run, data, tmp_path / "out", "test", "--tau-from",
+                    str(tmp_path / "one" / "cam_metrics.json"))

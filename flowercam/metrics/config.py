@@ -58,6 +58,7 @@ class MetricsConfig:
     ignore_values: tuple[int, ...] | None = None  # None: (0, 5) for DATA_DIR/masks, else ()
     masked_only: bool = False  # measure only the images that have a mask
     validate_tau_on: str | None = None  # None: "valid" for split_name test; "none": off
+    tau_from: str | None = None  # or the validated tau of an earlier run's cam_metrics.json
     families: tuple[str, ...] = DEFAULT_FAMILIES  # faithfulness costs most of the time
     compare: tuple[tuple[str, str], ...] = ()  # (a, b): paired differences a - b (and vs center)
     bootstrap: int = 1000
@@ -88,6 +89,9 @@ class MetricsConfig:
             raise UserError("refine_workers must be >= 0 (0 = refine in this process)")
         if not self.families:
             raise UserError(f"no figures to measure: pick from {', '.join(FAMILIES)}")
+        if self.tau_from is not None and self.validate_tau_on is not None:
+            raise UserError("the validated tau comes from a subset's maps or from a file, not "
+                            "both: give one")
         if self.validate_tau_on is not None and self.validate_tau_on == self.split_name:
             raise UserError(f"the validated tau cannot be chosen on {self.validate_tau_on}, the "
                             "subset measured (that is the oracle tau): choose the other or none")

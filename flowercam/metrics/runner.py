@@ -35,6 +35,7 @@ from flowercam.metrics import (
     selection,
     summary,
     tables,
+    tau_file,
 )
 from flowercam.metrics.config import MetricsConfig
 from flowercam.model import vgg
@@ -237,7 +238,10 @@ def tau_set(model, settings, rows, cfg, masks, few_shot=None):
 
 
 def tau_subset(cfg: MetricsConfig, masks) -> str:
-    """The subset whose mask images choose the validated tau: given, else valid for test."""
+    """The subset whose mask images choose the validated tau: given, else valid for test; none
+    when the tau comes from a file (cfg.tau_from)."""
+    if cfg.tau_from is not None:
+        return "none"
     if cfg.validate_tau_on is not None:
         return cfg.validate_tau_on
     return "valid" if masks is not None and cfg.split_name == "test" else "none"
@@ -277,10 +281,11 @@ def run(cfg: MetricsConfig, backbone=None):
     rows = maprows.expand([*methods, *cfg.baselines], cfg.refine, methods)
     methods, start = maprows.expand(methods, cfg.refine, methods), time.perf_counter()
     selection.check_pairs(cfg.compare, rows)
+    read = cfg.tau_from and tau_file.read_tau_set(cfg, rows, ckpt, masks)  # before the work
     measured = measure(model, settings, items, rows, cfg, masks,
                        "faithfulness" in cfg.families, few_shot)
     seconds = time.perf_counter() - start
-    taus = tau_set(model, settings, rows, cfg, masks, few_shot)
+    taus = read or tau_set(model, settings, rows, cfg, masks, few_shot)
     if measured is None:  # a rank > 0 under torchrun: rank 0 summarises and writes
         return None
     context = {"checkpoint": str(ckpt), "split": split, "subset": subset, "seconds": seconds,

@@ -90,8 +90,9 @@ def mask_counts(arrays, spec, tau_set):
                     "components, mean over IoU >= 0.3/0.5/0.7 (Choe et al. 2020)",
            "oracle_tau": "chosen on the images it scores (best-threshold figures)"}
     if tau_set is not None:
+        source = f" (the oracle tau of {tau_set['from']})" if "from" in tau_set else ""
         out["validated_tau"] = (f"chosen on the {tau_set['n_images']} mask images of "
-                                f"{tau_set['subset']}, applied unchanged")
+                                f"{tau_set['subset']}{source}, applied unchanged")
         out["tau_subset"], out["tau_images"] = tau_set["subset"], tau_set["n_images"]
     return out
 
@@ -164,7 +165,7 @@ def summarise(measured, cfg, context):
     n, tau_set = len(y), context["tau_set"]
     options = {k: getattr(cfg, k) for k in ("steps", "precision", "target", "deletion_baseline",
                                             "bootstrap", "limit", "perturb_limit", "seed",
-                                            "device", "baselines", "validate_tau_on",
+                                            "device", "baselines", "validate_tau_on", "tau_from",
                                             "scales", "flip", "layers", "compare", "refine",
                                             "refine_workers", "families")}
     taus = tau_set["taus"] if tau_set else None

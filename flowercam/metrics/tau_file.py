@@ -1,0 +1,109 @@
+"""The validated tau read from an earlier run's cam_metrics.json (evaluate.py --tau-from), instead
+of measuring the tau set's maps again.
+
+    python evaluate.py -d $R --cam-metrics --masked-only --split-name valid --methods ISCAM
+    python evaluate.py -d $R --cam-metrics --masked-only --split-name test --methods ISCAM \\
+        --tau-from $R/cam_metrics.json      # the test images only: half the maps
+
+A run's oracle tau of a row (IoU, MaxBoxAcc, MaxBoxAccV2 per delta) is what runner.tau_set would
+choose on that run's images (localization.choose_taus): the same index on the same grid. The file is
+used only when it can stand for the tau set: same checkpoint and data split, another subset, all of
+its images measured (no --limit), the maps made the same way (target, scales, flip, layers), the
+masks read the same way, and every row measured there with localization figures.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from flowercam.core import UserError
+from flowercam.metrics.localization import DELTAS, THRESHOLDS
+
+SAME_MAPS = ("target", "scales", "flip", "layers")  # options that change a row's maps
+SAME_MASKS = ("masks_dir", "mask_values", "ignore_values")
+
+
+def _read(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist: give the cam_metrics.json of a run on the "
+                        "other subset") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path} is not a readable cam_metrics.json ({error})") from None
+
+
+def _same_checkpoint(theirs, ours):
+    try:
+        return Path(theirs).samefile(ours)
+    except (OSError, TypeError):
+        return False
+
+
+def _check_run(path, run, checkpoint, split, subset, options):
+    """UserError naming the first way the file's run cannot stand for the tau set."""
+    if "localization" not in run or "options" not in run:
+        raise UserError(f"{path} has no localization figures: measure them there "
+                        "(--figures localization)")
+    if not _same_checkpoint(run.get("checkpoint"), checkpoint):
+        raise UserError(f"{path} measured {run.get('checkpoint')}, not {checkpoint}: "
+                        "use that checkpoint's run")
+    if run.get("split") != split or run.get("subset") == subset:
+        raise UserError(f"{path} measured {run.get('subset')} of split {run.get('split')}; the "
+                        f"tau needs another subset of split {split} than {subset}")
+    theirs = run["options"]
+    if theirs.get("limit") is not None:
+        raise UserError(f"{path} measured a --limit {theirs['limit']} sample: the validated tau "
+                        "is chosen on all mask images of its subset")
+    for key in SAME_MAPS:
+        if theirs.get(key) != options[key]:
+            raise UserError(f"{path} made its maps with {key} {theirs.get(key)}, this run "
+                            f"with {options[key]}: measure both the same way")
+    for key in SAME_MASKS:
+        if run["localization"].get(key) != options[key]:
+            raise UserError(f"{path} read its masks with {key} {run['localization'].get(key)}, "
+                            f"this run with {options[key]}")
+
+
+def _index(path, row, tau):
+    k = int(np.argmin(np.abs(THRESHOLDS - tau)))
+    if abs(THRESHOLDS[k] - tau) > 1e-9:
+        raise UserError(f"{path}: row {row}'s tau {tau} is not on the threshold grid")
+    return k
+
+
+def _row_taus(path, run, row):
+    """(k_iou, k_acc, k_v2) of one row, from its oracle tau in the file."""
+    found = {**run.get("methods", {}), **run.get("baselines", {})}.get(row)
+    oracle = ((found or {}).get("overall") or {}).get("oracle_tau")
+    if not oracle or "miou" not in oracle:
+        raise UserError(f"{path} has no localization figures of {row}: measure it there too")
+    v2 = oracle["max_box_acc_v2"]["tau"]
+    if len(v2) != len(DELTAS):
+        raise UserError(f"{path}: row {row} has {len(v2)} MaxBoxAccV2 taus, not {len(DELTAS)}")
+    return (_index(path, row, oracle["miou"]["tau"]),
+            _index(path, row, oracle["max_box_acc"]["tau"]),
+            [_index(path, row, t) for t in v2])
+
+
+def _written(cfg, masks):
+    """This run's SAME_MAPS and SAME_MASKS values as cam_metrics.json writes them."""
+    values = {**{k: getattr(cfg, k) for k in SAME_MAPS}, "masks_dir": masks.folder,
+              "mask_values": masks.mask_values, "ignore_values": list(masks.ignore_values)}
+    return json.loads(json.dumps(values))  # tuples -> lists, as in the file
+
+
+def read_tau_set(cfg, rows, checkpoint, masks):
+    """The tau set of runner.tau_set read from cfg.tau_from: {"subset", "n_images", "taus": {row:
+    (k_iou, k_acc, k_v2)}, "from"}, without the set's own arrays (so no tau-set tables).
+
+    cfg: the run's MetricsConfig (split resolved); rows: every row measured; masks: its MaskSpec."""
+    path = cfg.tau_from
+    if masks is None:
+        raise UserError("a validated tau from a file needs masks and localization or pseudo-mask "
+                        "figures")
+    run = _read(path)
+    _check_run(path, run, checkpoint, cfg.split, cfg.split_name, _written(cfg, masks))
+    return {"subset": run["subset"], "n_images": run["localization"]["images_with_mask"],
+            "taus": {row: _row_taus(path, run, row) for row in rows}, "from": str(path)}
