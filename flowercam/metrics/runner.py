@@ -281,7 +281,7 @@ def run(cfg: MetricsConfig, backbone=None):
     rows = maprows.expand([*methods, *cfg.baselines], cfg.refine, methods)
     methods, start = maprows.expand(methods, cfg.refine, methods), time.perf_counter()
     selection.check_pairs(cfg.compare, rows)
-    read = cfg.tau_from and tau_file.read_tau_set(cfg, rows, ckpt, masks)  # before the work
+    read = tau_file.read_tau_set(cfg, rows, ckpt, masks) if cfg.tau_from else None  # first
     measured = measure(model, settings, items, rows, cfg, masks,
                        "faithfulness" in cfg.families, few_shot)
     seconds = time.perf_counter() - start
