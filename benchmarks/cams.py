@@ -1,9 +1,11 @@
 """Benchmarks. `cams`: batched CAM methods (one forward + ONE backward per batch) against the
 report's loop (one forward + one backward per image), side by side in one run; checks they agree.
+`costs`: seconds per image of each method; `layout`: the backbone NCHW vs channels-last.
 
     BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_features.pth python -m benchmarks.cams
     .venv/bin/python -m benchmarks.cams --random-backbone --synthetic --num-images 4 --size 64
     python -m benchmarks.cams --only costs --num-images 8 --methods CAM LayerCAM ScoreCAM
+    python -m benchmarks.cams --only layout --num-images 32
     python3 -m benchmarks.cams --random-backbone --synthetic --device cuda --output b.json
 """
 
@@ -113,14 +115,38 @@ def bench_cams(args):
     return rows
 
 
-BENCHMARKS = {"cams": bench_cams, "costs": bench_costs}
+def bench_layout(args):
+    """VGG16's convolutions on one batch laid out NCHW and channels-last (what vgg.channels_last
+    gives the backbone on the CPU): images per second of each, and how far apart they are."""
+    model, backbone_id = build_model(args)
+    images, features, outs, rows = bench_images(args), model.backbone.features, {}, []
+    print(f"{backbone_id} features, {len(images)} images {args.size}px on {args.device}, "
+          f"{torch.get_num_threads()} threads")
+    with torch.no_grad():
+        for layout, memory_format in (("NCHW", torch.contiguous_format),
+                                      ("channels-last", torch.channels_last)):
+            x = images.contiguous(memory_format=memory_format)
+            features(x[:1])  # warm-up (oneDNN primitives are made per layout)
+            seconds, outs[layout] = timed(lambda x=x: features(x), args.device, args.repeats)
+            rows.append({"layout": layout, "images_per_s": len(x) / seconds})
+    rows[1].update(speedup=rows[1]["images_per_s"] / rows[0]["images_per_s"],
+                   max_abs_diff=(outs["NCHW"] - outs["channels-last"]).abs().max().item(),
+                   max_abs_value=outs["NCHW"].abs().max().item())
+    for row in rows:
+        print("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in row.items()), flush=True)
+    return rows
+
+
+BENCHMARKS = {"cams": bench_cams, "costs": bench_costs, "layout": bench_layout}
 
 
 def get_args_parser():
     parser = core.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--only", choices=list(BENCHMARKS), nargs="+", default=["cams"],
-                        help="benchmarks to run (costs: plain vs aggregated vs Score-CAM)")
+                        help="benchmarks to run (costs: plain vs aggregated vs Score-CAM; "
+                        "layout: the backbone NCHW vs channels-last)")
     parser.add_argument("--backbone-weights", default=None,
                         help="VGG16 state dict (else env BACKBONE_WEIGHTS, else torchvision)")
     parser.add_argument("--random-backbone", action="store_true",

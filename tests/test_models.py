@@ -70,6 +70,17 @@ def test_forward_with_matches_forward_and_requires_grad(backbone):
         backbone.forward_with(x, ["stage9"])
 
 
+def test_the_backbone_runs_channels_last_on_the_cpu_with_the_same_values(backbone):
+    x = images()
+    laid = vgg.channels_last(x)
+    assert laid.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous(
+        memory_format=torch.channels_last)  # the caller's tensor is not changed
+    assert torch.equal(laid, x)
+    with torch.no_grad():
+        nchw = backbone.pool(backbone.features(x))  # the pool5 cut: all of .features + pool
+        assert torch.allclose(backbone(x), nchw, rtol=1e-4, atol=1e-5 * nchw.abs().max())
+
+
 @pytest.mark.parametrize("variant", ["plain", "prefixed", "full", "wrapped"])
 def test_load_backbone_file_variants(tmp_path, backbone, variant):
     sd = backbone.features.state_dict()

@@ -14,7 +14,7 @@ from flowercam.cam import compute
 from flowercam.core import UserError
 from flowercam.metrics import sanity, sanity_pass, sanity_resume
 from flowercam.metrics.config import MetricsConfig
-from flowercam.model import heads, randomise
+from flowercam.model import heads, randomise, vgg
 from flowercam.train import permuted
 
 ROWS = ("CAM", "GradCAM", "GradCAM++", "LayerCAM")
@@ -36,7 +36,7 @@ def test_the_prefix_is_the_backbone_cut_short(model):
     assert prefix.ends == [0, 5, 10, 17, 24]
     for k in (17, 5, 24, 10):  # any order: each from the longest known below it
         with torch.no_grad():
-            assert torch.equal(prefix.at(k), model.backbone.features[:k](x)), k
+            assert torch.equal(prefix.at(k), model.backbone.features[:k](vgg.channels_last(x))), k
     feats, acts = model.backbone.forward_with(prefix.at(17), ["pool3", "pool4"], start=17)
     want, want_acts = model.backbone.forward_with(x, ["pool3", "pool4"])
     assert torch.equal(feats, want) and torch.equal(acts["pool4"], want_acts["pool4"])

@@ -49,10 +49,12 @@ def pool_ends(backbone):
 
 class Prefix:
     """The trained backbone's features[:k](x) of one batch x [B,3,H,W] at the pool ends k,
-    computed without a graph on first need, each from the longest one known below it."""
+    computed without a graph on first need, each from the longest one known below it, in the
+    backbone's own layout (vgg.channels_last), so a pass from a prefix equals one from x exactly."""
 
     def __init__(self, backbone, x):
-        self.backbone, self.x, self.ends, self.known = backbone, x, pool_ends(backbone), {0: x}
+        self.backbone, self.x, self.ends = backbone, x, pool_ends(backbone)
+        self.known = {0: vgg.channels_last(x)}
 
     def at(self, k):
         if k not in self.known:
