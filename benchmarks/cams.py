@@ -45,6 +45,12 @@ def timed(fn, device, repeats=1):
     return best, value
 
 
+def show(row):
+    """One result row on one line, floats to 3 significant digits."""
+    print("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in row.items()), flush=True)
+
+
 def build_model(args):
     torch.manual_seed(args.seed)
     if args.random_backbone:
@@ -83,8 +89,7 @@ def bench_costs(args):
                 model, images, m, scales=args.scales, flip=True), args.device, args.repeats)
             row.update(aggregate_s_per_image=agg_s / n, aggregate_over_plain=agg_s / plain_s)
         rows.append(row)
-        print("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in row.items()), flush=True)
+        show(row)
     return rows
 
 
@@ -110,8 +115,7 @@ def bench_cams(args):
             diff = (maps - res.maps).abs().max().item()
             row.update(loop_s=loop_s, speedup=loop_s / batched_s, max_abs_diff=diff)
         rows.append(row)
-        print("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in row.items()), flush=True)
+        show(row)
     return rows
 
 
@@ -133,8 +137,7 @@ def bench_layout(args):
                    max_abs_diff=(outs["NCHW"] - outs["channels-last"]).abs().max().item(),
                    max_abs_value=outs["NCHW"].abs().max().item())
     for row in rows:
-        print("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in row.items()), flush=True)
+        show(row)
     return rows
 
 

@@ -151,7 +151,8 @@ class Backbone(nn.Module):
         if start and (graph == "input" or min(at, default=start) < start - 1):
             raise ValueError(f"a pass from layer {start} has no graph from the input and no "
                              f"stage below it ({list(layers)})")
-        first, x = min(at, default=-1) if graph == "stages" else -1, channels_last(x)
+        first = min(at, default=-1) if graph == "stages" else -1
+        x = channels_last(x)
         with torch.no_grad():
             h = self.features[start : first + 1](x)
         if first >= 0:
