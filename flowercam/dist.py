@@ -117,7 +117,10 @@ def start(device="cpu") -> str:
 
 
 def _terminated(signum, frame):
-    raise Stopped("")
+    """torchrun's SIGTERM: unwind through Stopped, unless this rank is already leaving (its
+    exit, atexit hooks included, then goes on quietly: a raise there is a traceback)."""
+    if not _group.stop.is_set():
+        raise Stopped("")
 
 
 def finish():
