@@ -92,6 +92,11 @@ class MaskSpec:
             return None
         return {*self.mask_values, *self.ignore_values, *self.background_values}
 
+    def recorded(self) -> dict:
+        """How the masks were read, as cam_metrics.json records it (--tau-from compares it)."""
+        return {"masks_dir": self.folder, "mask_values": self.mask_values,
+                "ignore_values": list(self.ignore_values)}
+
 
 def resolve_masks(data_dir, masks_dir=None, mask_values=None, ignore_values=None, size=None):
     """-> MaskSpec or None: masks_dir (resized nearest), else DATA_DIR/masks (augment.py

@@ -79,9 +79,9 @@ def default_pairs(rows, methods):
 def mask_counts(arrays, spec, tau_set):
     """How many images had a mask; where the masks came from and how they were read."""
     has = arrays["has_mask"]
-    out = {"masks_dir": spec.folder if spec else None, "masks_from": spec.source if spec else None,
-           "mask_values": spec.mask_values if spec else None,
-           "ignore_values": list(spec.ignore_values) if spec else [],
+    read = spec.recorded() if spec else {"masks_dir": None, "mask_values": None,
+                                         "ignore_values": []}
+    out = {**read, "masks_from": spec.source if spec else None,
            "images_with_mask": int(has.sum()),
            "images_missing_mask": int((~has).sum()) if spec else None,
            "images_without_foreground": int((has & (arrays["n_fg"] == 0)).sum()),

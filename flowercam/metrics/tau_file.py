@@ -89,8 +89,7 @@ def _row_taus(path, run, row):
 
 def _written(cfg, masks):
     """This run's SAME_MAPS and SAME_MASKS values as cam_metrics.json writes them."""
-    values = {**{k: getattr(cfg, k) for k in SAME_MAPS}, "masks_dir": masks.folder,
-              "mask_values": masks.mask_values, "ignore_values": list(masks.ignore_values)}
+    values = {**{k: getattr(cfg, k) for k in SAME_MAPS}, **masks.recorded()}
     return json.loads(json.dumps(values))  # tuples -> lists, as in the file
 
 
