@@ -186,7 +186,8 @@ LEAVING = """
 import atexit, os, signal, sys, time
 from flowercam import dist
 signal.signal(signal.SIGTERM, dist._terminated)
-dist._group.stop.set() if sys.argv[1] == "leaving" else None
+if sys.argv[1] == "leaving":  # the rank is in its exit already
+    dist._group.stop.set()
 atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(0.5)))
 sys.exit(2)
 """
@@ -203,6 +204,7 @@ def test_torchruns_sigterm_to_a_rank_already_leaving_is_quiet(state):
         assert proc.stderr == ""
     else:  # still running: the signal unwinds it through Stopped (the control)
         assert "flowercam.dist.Stopped" in proc.stderr
+
 
 def test_two_simulated_machines_give_one_process_cache_and_metrics(tiny, tmp_path, one_thread):
     """Two torchrun agents (--nnodes 2, loopback), no shared folder assumed (gather layout)."""
