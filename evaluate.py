@@ -7,7 +7,7 @@ the maps are (faithfulness, localization on masks).
     python evaluate.py -d model/RUN --cam-metrics --split-name test   # tau validated on valid
     python evaluate.py -d model/RUN --cam-metrics --figures localization  # skip faithfulness
     python evaluate.py -d model/RUN --sanity --limit 12   # sanity checks -> DIR/sanity.md, .png
-                                  # (interrupted: the same command continues it; --no-resume)
+    # --cam-metrics or --sanity interrupted: the same command continues it (--no-resume: afresh)
 
 Three modes share the flags of the first group; every other flag belongs to one mode (its group)
 and is refused in the others (--sanity reads the --cam-metrics flags of SANITY_READS), so no flag
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from flowercam import core, dist, flags
 from flowercam.cam import methods
-from flowercam.metrics import config, runner, sanity, sanity_resume, sanity_tables
+from flowercam.metrics import config, resume, runner, sanity, sanity_tables
 from flowercam.metrics.config import MetricsConfig
 from flowercam.refine import methods as refiners
 from flowercam.report import sanity_figures
@@ -151,6 +151,11 @@ def add_run_args(parser, group, add):
              f"{D('metrics_batch_size')}")
     add("-s", "--seed", type=flags.seed_int,  # flags.add_seed's, without a default
         help="seed of the --limit sample, tie order, bootstrap resamples; default 0")
+    add("--no-resume", action="store_true",
+        help="discard a partial run in the output folder (OUT/cam_metrics.partial/ or "
+             "OUT/sanity.partial/, kept batch by batch) and start afresh; default: an "
+             "interrupted run of the same settings continues where it stopped, one of other "
+             "settings is refused")
     # both modes: output_dir is shared (SUPPRESS: "was it given?" is hasattr)
     flags.add_output_dir(group, argparse.SUPPRESS, "eval.json, or with --cam-metrics "
                          "cam_metrics.json/.md (default: the run's or checkpoint's folder)")
@@ -159,7 +164,8 @@ def add_run_args(parser, group, add):
 P = permuted.PermutedConfig()
 # the --cam-metrics flags that --sanity reads too (images, maps, intervals, output)
 SANITY_READS = {"methods", "checkpoint", "layers", "limit", "baselines", "bootstrap", "seed",
-                "output_dir", "target", "masked_only", "masks_dir", "mask_values", "ignore_values"}
+                "output_dir", "target", "masked_only", "masks_dir", "mask_values", "ignore_values",
+                "no_resume"}
 
 
 def add_sanity_args(parser):
@@ -177,10 +183,6 @@ def add_sanity_args(parser):
         help=f"epochs of the permuted-label head; default {P.epochs}")
     add("--permuted-lr", type=flags.positive_float,
         help=f"Adam learning rate of the permuted-label head; default {P.lr:g}")
-    add("--no-resume", action="store_true",
-        help="discard a partial run in the output folder (OUT/sanity.partial/, kept batch by "
-             "batch) and start afresh; default: an interrupted run of the same settings "
-             "continues where it stopped, one of other settings is refused")
     add("--figure-images", type=flags.non_negative_int,
         help="images (the first measured) in sanity_grid.png; default "
              f"{sanity.SanityOptions.figure_images}")
@@ -195,8 +197,7 @@ def sanity_options(args) -> sanity.SanityOptions:
                                 data=not hasattr(args, "no_data_randomisation"),
                                 trainer=trainer,
                                 figure_images=getattr(args, "figure_images",
-                                                      sanity.SanityOptions.figure_images),
-                                resume=not hasattr(args, "no_resume"))
+                                                      sanity.SanityOptions.figure_images))
 
 
 def run_sanity(args):
@@ -208,13 +209,14 @@ def run_sanity(args):
     summary = sanity_tables.write(result["out_dir"],
                                   sanity_tables.summarise(result, cfg.bootstrap, cfg.seed))
     sanity_figures.write(result["out_dir"], summary, result["figure"], result["figure_paths"])
-    sanity_resume.discard(result["out_dir"])  # finished: nothing left to resume
+    resume.discard(result["out_dir"], "sanity")  # finished: nothing left to resume
     print(f"{len(summary['ids'])} images x {len(summary['states'])} randomisations in "
           f"{summary['seconds'] / 60:.1f} min -> {result['out_dir']}/sanity.md")
     return summary
 
 
 RENAMED = {"figures": "families"}  # flag dest -> MetricsConfig field
+NEGATED = {"no_resume": "resume"}  # store_true flag dest -> the MetricsConfig field it clears
 TUPLES = ("methods", "baselines", "mask_values", "ignore_values", "scales", "layers", "families",
           "refine")
 PAIRS = ("compare",)  # lists of [A, B] -> tuples of pairs
@@ -237,7 +239,8 @@ def metrics_config(args) -> MetricsConfig:
     """The parsed flags -> MetricsConfig; flags not given keep MetricsConfig's defaults."""
     given = [d for d, m in args.flag_modes.items() if m == "cam-metrics" and hasattr(args, d)]
     given += ["output_dir"] if hasattr(args, "output_dir") else []
-    chosen = {RENAMED.get(d, d): getattr(args, d) for d in given}
+    chosen = {RENAMED.get(d, d): getattr(args, d) for d in given if d not in NEGATED}
+    chosen |= {NEGATED[d]: False for d in given if d in NEGATED}
     if args.batch_size is not None:
         chosen["map_batch_size"] = args.batch_size
     for name in TUPLES:

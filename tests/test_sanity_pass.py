@@ -12,7 +12,7 @@ import training_data
 import evaluate as evaluate_cli
 from flowercam.cam import compute
 from flowercam.core import UserError
-from flowercam.metrics import sanity, sanity_pass, sanity_resume
+from flowercam.metrics import sanity, sanity_pass
 from flowercam.metrics.config import MetricsConfig
 from flowercam.model import heads, randomise, vgg
 from flowercam.train import permuted
@@ -109,7 +109,7 @@ def test_an_interrupted_run_resumes_to_the_files_of_a_run_without_a_break(tmp_pa
     data, weights, run = training_data.trained_run(tmp_path, 2, 1)
     fresh, broken = tmp_path / "fresh", tmp_path / "broken"
     _sanity(_argv(data, weights, run, fresh))
-    assert not (fresh / sanity_resume.FOLDER).exists()  # finished: nothing to resume
+    assert not (fresh / "sanity.partial").exists()  # finished: nothing to resume
     real_batch, calls = sanity._batch, []
 
     def interrupted(*args):
@@ -120,7 +120,7 @@ def test_an_interrupted_run_resumes_to_the_files_of_a_run_without_a_break(tmp_pa
     monkeypatch.setattr(sanity, "_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _sanity(_argv(data, weights, run, broken))
-    partial = broken / sanity_resume.FOLDER
+    partial = broken / "sanity.partial"
     assert sorted(p.name for p in partial.glob("batch_*.pt")) == ["batch_00000.pt",
                                                                   "batch_00001.pt"]
     with pytest.raises(UserError, match="other settings"):  # another seed: refused
@@ -133,25 +133,3 @@ def test_an_interrupted_run_resumes_to_the_files_of_a_run_without_a_break(tmp_pa
     _sanity(_argv(data, weights, run, broken))
     assert _untimed(broken) == _untimed(fresh)
     assert not partial.exists()
-
-
-def test_no_resume_discards_the_partial_run(tmp_path, capsys):
-    out = tmp_path / "out"
-    key = {"ids": ["a"]}
-    cfg = MetricsConfig(data_dir=str(tmp_path))
-    ckpt = tmp_path / "epoch_1.pth"
-    ckpt.write_bytes(b"weights")
-    sanity_resume.Partial(out, sanity_resume.run_settings(cfg, ckpt, {"ids": ["c"]}))
-    part = sanity_resume.Partial(out, sanity_resume.run_settings(cfg, ckpt, key))  # no work
-    batch = {"per_image": {"CAM": {"data": {"ssim": np.arange(2.0)}}},
-             "figure": {("CAM", "data"): np.ones((1, 4, 4), np.float16)}, "seconds": 1.5}
-    part.save_batch(0, batch)
-    again = sanity_resume.Partial(out, sanity_resume.run_settings(cfg, ckpt, key)).batches()
-    assert len(again) == 1 and np.array_equal(again[0]["per_image"]["CAM"]["data"]["ssim"],
-                                              np.arange(2.0))
-    assert again[0]["figure"][("CAM", "data")].dtype == np.float16
-    with pytest.raises(UserError, match="ids"):
-        sanity_resume.Partial(out, sanity_resume.run_settings(cfg, ckpt, {"ids": ["b"]}))
-    fresh = sanity_resume.Partial(out, sanity_resume.run_settings(cfg, ckpt, {"ids": ["b"]}),
-                                  resume=False)
-    assert fresh.batches() == [] and "discarded" in capsys.readouterr().out

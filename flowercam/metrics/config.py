@@ -68,6 +68,7 @@ class MetricsConfig:
     refine: tuple[str, ...] = ("none",)  # flowercam.refine.methods.REFINERS; none = plain map
     refine_workers: int = 0  # refinement worker processes (0: in this process)
     output_dir: str | None = None  # None: the checkpoint's folder
+    resume: bool = True  # continue a partial run of the same settings (resume.py)
 
 
     def check(self):

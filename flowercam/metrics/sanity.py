@@ -13,10 +13,11 @@ the permuted-label head (train/permuted.py). Head-only states reuse the feature 
 randomised backbone runs on the images. Baselines: center, full and sobel ignore the model
 (similarity 1 by construction: what an edge detector scores); random is drawn anew for every
 state, so its similarity is the chance level of each measure. Backbone passes: sanity_pass.py;
-an interrupted run continues from OUT/sanity.partial/: sanity_resume.py.
+an interrupted run continues from OUT/sanity.partial/: resume.py.
 """
 
 import dataclasses
+import json
 import time
 
 import numpy as np
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from flowercam.cam import compute, methods
 from flowercam.core import UserError
 from flowercam.data import dataset
-from flowercam.metrics import baselines, formulas, runner, sanity_resume, selection, similarity
+from flowercam.metrics import baselines, formulas, measuring, resume, selection, similarity
 from flowercam.metrics import sanity_pass as passes
 from flowercam.metrics.config import MetricsConfig
 from flowercam.model import heads, randomise, vgg
@@ -41,7 +42,6 @@ class SanityOptions:
     data: bool = True  # also the permuted-label head (needs the training split's feature cache)
     trainer: permuted.PermutedConfig = permuted.PermutedConfig()  # the permuted-label head
     figure_images: int = 3  # images kept for the figure (the first of the measured ones)
-    resume: bool = True  # continue a partial run of the same settings (sanity_resume.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,11 +70,12 @@ def data_randomised(model, cfg: MetricsConfig, opts: SanityOptions, partial):
     """-> (Classifier with the permuted-label head on the same backbone, its facts): trained on
     the training split's feature cache, checked against chance on the validation split; saved in
     the partial run (and read back from it on resume: trained once, seeded)."""
-    saved = partial.permuted()
+    saved = partial.state("permuted")
     if saved is not None:
         head = heads.build_head(model.settings)
-        head.load_state_dict(saved[0])
-        return heads.Classifier(model.backbone, head.to(cfg.device)).eval(), saved[1]
+        head.load_state_dict(saved["state_dict"])
+        return (heads.Classifier(model.backbone, head.to(cfg.device)).eval(),
+                json.loads(saved["facts"]))
     def cached(subset):
         items = dataset.split_items(cfg.data_dir, subset, cfg.split)
         return items, features.feature_cache(items, model.backbone, cfg.data_dir, "fp32",
@@ -93,7 +94,8 @@ def data_randomised(model, cfg: MetricsConfig, opts: SanityOptions, partial):
              "chance": 100 / model.settings["num_classes"], "seconds": time.perf_counter() - start,
              "train_top1_permuted": history[-1]["train_top1"], "history": history,
              "config": dataclasses.asdict(opts.trainer)}
-    partial.save_permuted(head, facts)
+    partial.save_state("permuted", {"facts": json.dumps(facts), "state_dict": {
+        k: v.detach().cpu() for k, v in head.state_dict().items()}})
     return heads.Classifier(model.backbone, head).eval(), facts
 
 
@@ -259,8 +261,7 @@ def run(cfg: MetricsConfig, opts: SanityOptions, backbone=None):
     key = {"backbone": model.backbone.backbone_id, "ids": ids, "rows": rows,
            "states": [s.name for s in states(opts)], "figure_images": opts.figure_images,
            "permuted": dataclasses.asdict(opts.trainer) if opts.data else None}
-    partial = sanity_resume.Partial(out_dir, sanity_resume.run_settings(cfg, ckpt, key),
-                                    opts.resume)
+    partial = resume.Partial(out_dir, "sanity", resume.run_settings(cfg, ckpt, key), cfg.resume)
     start = time.perf_counter()
     permuted_model, data_facts = (data_randomised(model, cfg, opts, partial) if opts.data
                                   else (None, None))
@@ -270,7 +271,7 @@ def run(cfg: MetricsConfig, opts: SanityOptions, backbone=None):
     if r.batches:
         print(f"resuming {partial.folder}: {len(r.batches)} batches done")
     earlier = sum(b["seconds"] for b in r.batches)
-    measure(r, items, runner.batch_features(model, items, cfg), partial)
+    measure(r, items, measuring.batch_features(model, items, cfg), partial)
     keys = dict.fromkeys(key for b in r.batches for key in b["figure"])  # the first batches'
     figure = {key: np.concatenate([b["figure"][key] for b in r.batches if key in b["figure"]])
               for key in keys}
