@@ -172,8 +172,9 @@ def measure(model, settings, items, rows, cfg, masks, faithful=True, few_shot=No
               selection.perturb_selection([label for _, _, label in items], cfg.perturb_limit,
                                           cfg.seed) & (faithful or "road" in cfg.families),
               batch_features(model, items, cfg), faithful, few_shot or {})
-    saved = _saved(partial, dist.shard(list(range(0, len(items), step))), step)
-    done = _loop(p, saved, partial)
+    mine = dist.shard(list(range(0, len(items), step)))
+    saved = _saved(partial, mine, step)
+    done = _loop(p, saved, [s for s in mine if s not in saved], partial)
     ordered = dist.gather_ordered(done)
     if ordered is None:
         return None
@@ -188,12 +189,10 @@ def _saved(partial, mine, step):  # {start: the batch read back} of this rank's 
     return saved
 
 
-def _loop(p, saved, partial):
-    """[(start, (figures, facts, seconds))] of this rank's batches: those saved, and the others
-    measured (and saved in partial)."""
+def _loop(p, saved, todo, partial):
+    """[(start, (figures, facts, seconds))] of this rank's batches: those saved, and those of
+    todo measured (and saved in partial)."""
     step, items = p.cfg.map_batch_size, p.items
-    starts = list(range(0, len(items), step))
-    todo = [s for s in dist.shard(starts) if s not in saved]
     loader = dataset.make_loader([it for s in todo for it in items[s:s + step]], step, False,
                                  0, p.cfg.num_workers, p.size)
     done = []
@@ -201,7 +200,7 @@ def _loop(p, saved, partial):
                                         initial=sum(len(items[s:s + step]) for s in saved),
                                         disable=not dist.is_root()) as bar:
         batches = iter(loader)
-        for start in starts:
+        for start in range(0, len(items), step):
             if start not in todo:  # another rank's batch, or one measured before: skip its draws
                 formulas.skip_pixel_ranks(p.generator, _drawn(p, start), p.size * p.size)
                 done += [(start, saved[start])] if start in saved else []
