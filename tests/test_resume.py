@@ -103,3 +103,19 @@ def test_no_resume_discards_the_partial_run(tmp_path, capsys):
     fresh = resume.Partial(out, "sanity", resume.run_settings(cfg, ckpt, {"ids": ["b"]}),
                            resume=False)
     assert fresh.batches() == [] and "discarded" in capsys.readouterr().out
+
+
+def test_a_partial_run_continues_in_another_clone(tmp_path, monkeypatch):
+    """The settings hold no absolute path: a committed partial run fits any clone's command."""
+    settings = []
+    for clone in ("one", "two"):
+        root = tmp_path / clone
+        (root / "model").mkdir(parents=True)
+        (root / "model" / "epoch_1.pth").write_bytes(b"weights")
+        monkeypatch.chdir(root)
+        settings.append(resume.run_settings(MetricsConfig(data_dir="./data"), "model/epoch_1.pth",
+                                            {"ids": ["a"]}))
+    assert settings[0] == settings[1] and settings[0]["data_dir"] == "data"
+    assert str(tmp_path) not in json.dumps(settings[0])
+    resume.Partial(tmp_path / "out", "cam_metrics", settings[0]).save_batch(0, {"seconds": 1.0})
+    assert len(resume.Partial(tmp_path / "out", "cam_metrics", settings[1]).batches()) == 1

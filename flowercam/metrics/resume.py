@@ -13,6 +13,7 @@ run without a break (the batches are the same); only the timings add up.
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -34,11 +35,11 @@ def _plain(obj):
 
 def run_settings(cfg, ckpt, key):
     """What a run's batches depend on: MetricsConfig cfg's fields (but NOT_IN_BATCHES), the
-    checkpoint (path and content) and the caller's key (backbone, image ids, rows, ...)."""
+    checkpoint's content and the caller's key (backbone, image ids, rows, ...). No absolute path:
+    a partial run committed in a repository continues in any clone of it."""
     fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_BATCHES}
-    return {**fields, "checkpoint": str(Path(ckpt).resolve()),
-            "checkpoint_sha256": hashlib.sha256(Path(ckpt).read_bytes()).hexdigest(),
-            "data_dir": str(Path(cfg.data_dir).resolve()), **key}
+    return {**fields, "checkpoint_sha256": hashlib.sha256(Path(ckpt).read_bytes()).hexdigest(),
+            "data_dir": os.path.normpath(cfg.data_dir), **key}
 
 
 def _tensors(obj):  # numpy arrays -> tensors, in any nesting of dicts, lists and tuples
