@@ -168,3 +168,25 @@ def test_tau_from_a_file_that_cannot_stand_for_the_tau_set_is_refused_before_the
     with pytest.raises(UserError, match="no localization figures of LayerCAM"):
         _masked_run(synthetic_run, data, tmp_path / "out", "test", "--tau-from",
                     str(tmp_path / "one" / "cam_metrics.json"))
+
+
+def test_the_tau_pass_is_timed_apart_from_the_summary(synthetic_run, tmp_path, monkeypatch):
+    """tau_seconds holds the tau pass, summary_seconds only the summary after it (it held both).
+    A fake clock in the runner jumps 1000 s inside the tau pass."""
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_run["data"], data)
+    flowers17_masks(data / "masks", [f"image_{i:04d}" for i in range(1, 12)])
+    jump, real_tau_set, clock = [0.0], runner.tau_set, runner.time.perf_counter
+
+    def slow_tau_set(*args, **kwargs):
+        jump[0] = 1000.0
+        return real_tau_set(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "tau_set", slow_tau_set)
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: clock() + jump[0])
+    cfg = dataclasses.replace(cli(synthetic_run, "--methods", "CAM", "--split-name", "test",
+                                  "--output-dir", str(tmp_path / "out")), data_dir=str(data))
+    result = runner.run(cfg)
+    assert result["localization"]["tau_images"] == 3
+    assert result["tau_seconds"] >= 1000 > result["summary_seconds"] >= 0
+    assert result["seconds"] < 1000

@@ -122,13 +122,14 @@ def run(cfg: MetricsConfig, backbone=None):
     taus = read or tau_set(model, settings, rows, cfg, masks, few_shot, resumable)
     if measured is None:  # a rank > 0 under torchrun: rank 0 summarises and writes
         return None
-    tau_seconds = time.perf_counter() - start - seconds + (taus or {}).get("resumed_seconds", 0)
+    measured_until = time.perf_counter()
+    tau_seconds = measured_until - start - seconds + (taus or {}).get("resumed_seconds", 0)
     context = {"checkpoint": str(ckpt), "split": split, "subset": subset,
                "seconds": seconds + measured["resumed_seconds"], "tau_seconds": tau_seconds,
                "settings": settings, "class_names": settings.get("class_names"), "masks": masks,
                "tau_set": taus, "methods": methods, "few_shot": few_info}
     result = summary.summarise(measured, cfg, context)
-    result["summary_seconds"] = time.perf_counter() - start - seconds  # bootstrap etc.
+    result["summary_seconds"] = time.perf_counter() - measured_until  # bootstrap etc., no tau pass
     tables.write(out_dir, result)
     for name in ("cam_metrics", "cam_metrics_tau"):
         resume.discard(out_dir, name)  # finished: nothing left to resume
