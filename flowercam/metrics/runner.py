@@ -106,10 +106,9 @@ def run(cfg: MetricsConfig, backbone=None):
     cfg = dataclasses.replace(cfg, validate_tau_on=tau_subset(cfg, masks))
     out_dir = selection.output_folder(cfg, ckpt)
     methods = selection.resolve_methods(cfg.methods, settings)
-    subset, split = cfg.split_name, cfg.split
     items = _items(cfg, found)
-    few_shot, few_info = fewshot.train_rows(cfg.baselines, model.backbone, cfg.data_dir, split,
-                                            masks, size, cfg.device)
+    few_shot, few_info = fewshot.train_rows(cfg.baselines, model.backbone, cfg.data_dir,
+                                            cfg.split, masks, size, cfg.device)
     rows = maprows.expand([*methods, *cfg.baselines], cfg.refine, methods)
     methods, start = maprows.expand(methods, cfg.refine, methods), time.perf_counter()
     selection.check_pairs(cfg.compare, rows)
@@ -124,7 +123,7 @@ def run(cfg: MetricsConfig, backbone=None):
         return None
     measured_until = time.perf_counter()
     tau_seconds = measured_until - start - seconds + (taus or {}).get("resumed_seconds", 0)
-    context = {"checkpoint": str(ckpt), "split": split, "subset": subset,
+    context = {"checkpoint": str(ckpt), "split": cfg.split, "subset": cfg.split_name,
                "seconds": seconds + measured["resumed_seconds"], "tau_seconds": tau_seconds,
                "settings": settings, "class_names": settings.get("class_names"), "masks": masks,
                "tau_set": taus, "methods": methods, "few_shot": few_info}
