@@ -1,15 +1,18 @@
 """Benchmarks. `cams`: batched CAM methods (one forward + ONE backward per batch) against the
 report's loop (one forward + one backward per image), side by side in one run; checks they agree.
-`costs`: seconds per image of each method; `layout`: the backbone NCHW vs channels-last.
+`costs`: seconds per image of each method; `layout`: the backbone NCHW vs channels-last;
+`devices`: each method on the CPU and on --device, its time on each and how far apart the maps are.
 
     BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_features.pth python -m benchmarks.cams
     .venv/bin/python -m benchmarks.cams --random-backbone --synthetic --num-images 4 --size 64
     python -m benchmarks.cams --only costs --num-images 8 --methods CAM LayerCAM ScoreCAM
     python -m benchmarks.cams --only layout --num-images 32
     python3 -m benchmarks.cams --random-backbone --synthetic --device cuda --output b.json
+    python3 -m benchmarks.cams --only devices --device cuda --num-images 2 --methods CAM SSCAM
 """
 
 import argparse
+import copy
 import os
 import time
 from pathlib import Path
@@ -141,7 +144,32 @@ def bench_layout(args):
     return rows
 
 
-BENCHMARKS = {"cams": bench_cams, "costs": bench_costs, "layout": bench_layout}
+def bench_devices(args):
+    """Each method's maps of the same images on the CPU and on --device (PyTorch's defaults, so
+    CUDA's convolutions may use TF32): seconds per image on each, and the largest difference of
+    the [0, 1] maps. The noisy methods draw on the CPU on both (flowercam.cam.noise)."""
+    model, backbone_id = build_model(args)
+    cpu_model, images = copy.deepcopy(model).cpu(), bench_images(args)
+    compute.compute_maps(model, images[:1], "CAM")  # warm-up (lazy init, cudnn autotune)
+    n, tf32 = len(images), torch.backends.cudnn.allow_tf32
+    print(f"{backbone_id}, {n} images {args.size}px, cpu ({torch.get_num_threads()} threads) "
+          f"against {args.device} (cudnn TF32 allowed: {tf32})")
+    rows = []
+    for method in args.methods:
+        here_s, here = timed(lambda m=method: compute.compute_maps(model, images, m), args.device,
+                             args.repeats)
+        cpu_s, cpu = timed(lambda m=method: compute.compute_maps(cpu_model, images.cpu(), m),
+                           "cpu", args.repeats)
+        rows.append({"method": method, "cpu_s_per_image": cpu_s / n,
+                     "device_s_per_image": here_s / n, "speedup": cpu_s / here_s,
+                     "max_abs_diff": (here.maps.cpu() - cpu.maps).abs().max().item(),
+                     "cudnn_tf32": tf32})
+        show(rows[-1])
+    return rows
+
+
+BENCHMARKS = {"cams": bench_cams, "costs": bench_costs, "layout": bench_layout,
+              "devices": bench_devices}
 
 
 def get_args_parser():
@@ -149,7 +177,8 @@ def get_args_parser():
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--only", choices=list(BENCHMARKS), nargs="+", default=["cams"],
                         help="benchmarks to run (costs: plain vs aggregated vs Score-CAM; "
-                        "layout: the backbone NCHW vs channels-last)")
+                        "layout: the backbone NCHW vs channels-last; devices: the CPU vs "
+                        "--device)")
     parser.add_argument("--backbone-weights", default=None,
                         help="VGG16 state dict (else env BACKBONE_WEIGHTS, else torchvision)")
     parser.add_argument("--random-backbone", action="store_true",

@@ -8,14 +8,24 @@ M_k = norm(up(A_k)) as Score-CAM's (flowercam/cam/scorecam.py). SS-CAM:
 w = softmax_k(1/N sum_i Y_t(X * (M_k + d_ik))), d_ik ~ N(0, sigma^2) per pixel (torchcam: N = 35,
 sigma = 2). IS-CAM: w = softmax_k(1/N sum_i Y_t(c_i X * M_k)), c_i = sum_{j<=i} j / N (torchcam's
 coefficients, N = 10). Y_t of the baseline is the same for every k and cancels in the softmax, so it
-is not computed. The noise is drawn from a generator seeded with `noise_seed`, the same draws for
-every image of a batch: a map does not depend on the other images of its batch.
+is not computed. The noise is drawn from a CPU generator seeded with `noise_seed` (seeded_normal),
+the same draws for every image of a batch and on every device: a map depends neither on the other
+images of its batch nor on where it is computed.
 """
 
 import torch
 from tqdm import tqdm
 
 from flowercam.cam.scorecam import channel_masks
+
+
+def seeded_normal(count, shape, std, seed, like):
+    """`count` draws [*shape] of N(0, std^2) from a CPU generator seeded with `seed`, moved to
+    like's device and dtype. CUDA's generator gives other numbers for the same seed, so drawing
+    there would make a GPU run's SS-CAM (Smooth Grad-CAM++) maps differ from the CPU's."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.normal(0.0, std, shape, generator=gen).to(like.device, like.dtype)
+            for _ in range(count)]
 
 
 def masked_scores(score_fn, x, acts, targets, batch_size, edit):
@@ -43,10 +53,8 @@ def _mean_scores(score_fn, x, acts, targets, opts, edits, desc):
 def sscam_weights(model, x, acts, targets, opts, layer=None):
     """SS-CAM channel weights [B,K]; opts: ss_samples (N), ss_std (sigma), noise_seed,
     scorecam_batch (masked images per forward). B*K*N masked forwards."""
-    gen = torch.Generator(device=x.device).manual_seed(opts["noise_seed"])
-    shape = (acts.shape[1], *x.shape[-2:])
-    noises = [torch.normal(0.0, opts["ss_std"], shape, generator=gen, device=x.device).to(x.dtype)
-              for _ in range(opts["ss_samples"])]
+    shape = (acts.shape[1], *x.shape[-2:])  # one noise map per channel k: [K,H,W]
+    noises = seeded_normal(opts["ss_samples"], shape, opts["ss_std"], opts["noise_seed"], x)
 
     def noisy(noise):
         return lambda images, masks, k: images * (masks + noise[k])[:, None]

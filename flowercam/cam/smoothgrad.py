@@ -6,7 +6,8 @@
 One forward and ONE backward per batch: the clean images and their N noisy copies
 x + d_i, d_i ~ N(0, sigma^2) (torchcam's N = 4, sigma = 0.3 in normalised-input units) go through
 the network together; the copies' target logits are summed and differentiated once. The noise is
-drawn from a generator seeded with `noise_seed`, the same draws for every image of the batch.
+drawn from a CPU generator seeded with `noise_seed` (noise.seeded_normal), the same draws for every
+image of the batch and on every device.
 The formula is flowercam/cam/gradients.py's smooth_gradcampp_terms.
 """
 
@@ -14,15 +15,15 @@ import torch
 
 from flowercam.cam.maps import MapResult, capture, combine, targets_of, weigh
 from flowercam.cam.methods import layers_of
+from flowercam.cam.noise import seeded_normal
 from flowercam.core import UserError
 from flowercam.model.normalization import normalize
 
 
 def noisy_copies(x, samples, std, seed):
     """x [B,3,H,W] -> [N*B,3,H,W], copy i*B+b = x_b + d_i (d_i shared by the images)."""
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    noise = torch.normal(0.0, std, (samples, *x.shape[1:]), generator=gen, device=x.device)
-    return (x[None] + noise[:, None].to(x.dtype)).flatten(0, 1)
+    noise = seeded_normal(1, (samples, *x.shape[1:]), std, seed, x)[0]  # [N,3,H,W]
+    return (x[None] + noise[:, None]).flatten(0, 1)
 
 
 @torch.enable_grad()
