@@ -124,7 +124,8 @@ def bench_cams(args):
 
 def bench_layout(args):
     """VGG16's convolutions on one batch laid out NCHW and channels-last (what vgg.channels_last
-    gives the backbone on the CPU): images per second of each, and how far apart they are."""
+    gives the backbone on the CPU and CUDA): images per second of each, and how far apart they
+    are."""
     model, backbone_id = build_model(args)
     images, features, outs, rows = bench_images(args), model.backbone.features, {}, []
     print(f"{backbone_id} features, {len(images)} images {args.size}px on {args.device}, "
