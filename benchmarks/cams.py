@@ -73,13 +73,20 @@ def bench_images(args):
     return images.to(args.device)
 
 
+def prepared(args, warm_up="CAM"):
+    """-> (the model on --device, its backbone id, the images there) after one warm-up map (lazy
+    init, cuDNN's autotune), so that no timed run pays for them."""
+    model, backbone_id = build_model(args)
+    images = bench_images(args)
+    compute.compute_maps(model, images[:1], warm_up)
+    return model, backbone_id, images
+
+
 def bench_costs(args):
     """Seconds per image of one plain map, of the --scales + flip aggregate (IRN's 1 0.5 1.5 2),
     and of Score-CAM (17 class maps -> 17 masked forwards per image)."""
-    model, backbone_id = build_model(args)
-    images = bench_images(args)
+    model, backbone_id, images = prepared(args)
     n = len(images)
-    compute.compute_maps(model, images[:1], "CAM")  # warm-up
     print(f"{backbone_id}, {n} images {args.size}px on {args.device}, "
           f"{torch.get_num_threads()} threads, scales {args.scales} + flip")
     rows = []
@@ -98,10 +105,8 @@ def bench_costs(args):
 
 def bench_cams(args):
     """Batched compute_maps vs report_loop for every gradient method; -> list of result rows."""
-    model, backbone_id = build_model(args)
-    images = bench_images(args)
-    compute.compute_maps(model, images[:1], "LayerCAM")  # warm-up (lazy init, cudnn autotune)
-    report_loop(model, images[:1], "LayerCAM")
+    model, backbone_id, images = prepared(args, "LayerCAM")
+    report_loop(model, images[:1], "LayerCAM")  # the loop's warm-up
     with torch.no_grad():
         forward_s, _ = timed(lambda: model(images), args.device, args.repeats)
     rows = [{"method": "forward only (no grad)", "batched_s": forward_s}]
@@ -149,10 +154,8 @@ def bench_devices(args):
     """Each method's maps of the same images on the CPU and on --device (PyTorch's defaults, so
     CUDA's convolutions may use TF32): seconds per image on each, and the largest difference of
     the [0, 1] maps. The noisy methods draw on the CPU on both (flowercam.cam.noise)."""
-    model, backbone_id = build_model(args)
-    cpu_model, images = copy.deepcopy(model).cpu(), bench_images(args)
-    compute.compute_maps(model, images[:1], "CAM")  # warm-up (lazy init, cudnn autotune)
-    n, tf32 = len(images), torch.backends.cudnn.allow_tf32
+    model, backbone_id, images = prepared(args)
+    cpu_model, n, tf32 = copy.deepcopy(model).cpu(), len(images), torch.backends.cudnn.allow_tf32
     print(f"{backbone_id}, {n} images {args.size}px, cpu ({torch.get_num_threads()} threads) "
           f"against {args.device} (cudnn TF32 allowed: {tf32})")
     rows = []
