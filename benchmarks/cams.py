@@ -48,6 +48,12 @@ def timed(fn, device, repeats=1):
     return best, value
 
 
+def time_maps(args, model, images, method, **options):
+    """-> (best seconds of --repeats runs, the last MapResult) of compute_maps on images' device."""
+    return timed(lambda: compute.compute_maps(model, images, method, **options), images.device,
+                 args.repeats)
+
+
 def show(row):
     """One result row on one line, floats to 3 significant digits."""
     print("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
@@ -91,12 +97,10 @@ def bench_costs(args):
           f"{torch.get_num_threads()} threads, scales {args.scales} + flip")
     rows = []
     for method in args.methods:
-        plain_s, _ = timed(lambda m=method: compute.compute_maps(model, images, m), args.device,
-                           args.repeats)
+        plain_s, _ = time_maps(args, model, images, method)
         row = {"method": method, "plain_s_per_image": plain_s / n}
         if method in args.aggregate:
-            agg_s, _ = timed(lambda m=method: compute.compute_maps(
-                model, images, m, scales=args.scales, flip=True), args.device, args.repeats)
+            agg_s, _ = time_maps(args, model, images, method, scales=args.scales, flip=True)
             row.update(aggregate_s_per_image=agg_s / n, aggregate_over_plain=agg_s / plain_s)
         rows.append(row)
         show(row)
@@ -113,8 +117,7 @@ def bench_cams(args):
     print(f"{backbone_id}, {args.num_images} images {args.size}px on {args.device}, "
           f"{torch.get_num_threads()} threads: batched forward {forward_s:.2f} s")
     for method in args.methods:
-        batched_s, res = timed(lambda m=method: compute.compute_maps(model, images, m), args.device,
-                               args.repeats)
+        batched_s, res = time_maps(args, model, images, method)
         row = {"method": method, "batched_s": batched_s}
         record = methods.METHODS[method]  # the report's loop knows only the plain logit's gradient
         if record.kind == "gradients" and not (record.objective or record.hessian):
@@ -160,10 +163,8 @@ def bench_devices(args):
           f"against {args.device} (cudnn TF32 allowed: {tf32})")
     rows = []
     for method in args.methods:
-        here_s, here = timed(lambda m=method: compute.compute_maps(model, images, m), args.device,
-                             args.repeats)
-        cpu_s, cpu = timed(lambda m=method: compute.compute_maps(cpu_model, images.cpu(), m),
-                           "cpu", args.repeats)
+        here_s, here = time_maps(args, model, images, method)
+        cpu_s, cpu = time_maps(args, cpu_model, images.cpu(), method)
         rows.append({"method": method, "cpu_s_per_image": cpu_s / n,
                      "device_s_per_image": here_s / n, "speedup": cpu_s / here_s,
                      "max_abs_diff": (here.maps.cpu() - cpu.maps).abs().max().item(),

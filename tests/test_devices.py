@@ -4,6 +4,7 @@ and (where a GPU is present) every method of the table gives the CPU's maps on C
     .venv/bin/pytest tests/test_devices.py -q
 """
 
+import copy
 import importlib
 import json
 
@@ -47,11 +48,10 @@ def test_every_method_gives_the_cpus_maps_on_cuda():
     x = images(2, 96, dtype=torch.float64)
     for model in _models():
         model = model.double()
-        on_gpu = [m for m in methods.METHODS if m in methods.supported(model.head.model_type)]
-        for method in on_gpu:
+        on_gpu = copy.deepcopy(model).cuda()  # moved once per head, not once per method
+        for method in [m for m in methods.METHODS if m in methods.supported(model.head.model_type)]:
             cpu = compute.compute_maps(model, x, method, **cheap(method))
-            gpu = compute.compute_maps(model.cuda(), x.cuda(), method, **cheap(method))
-            model.cpu()
+            gpu = compute.compute_maps(on_gpu, x.cuda(), method, **cheap(method))
             assert gpu.maps.is_cuda, method
             assert torch.allclose(gpu.maps.cpu(), cpu.maps, atol=1e-6), (method, model.head)
             assert torch.allclose(gpu.raw.cpu(), cpu.raw, rtol=1e-6, atol=1e-9), method
