@@ -4,7 +4,7 @@ map method (plain and aggregated) on a tiny seeded model."""
 import pytest
 import torch
 
-from flowercam.cam import compute, methods
+from flowercam.cam import ablation, compute, fullgrad, methods
 from flowercam.core import UserError
 from flowercam.model import checkpoints, heads, vgg
 from flowercam.train import training
@@ -115,3 +115,23 @@ def test_layercam_last_layer_is_the_cuts_class_maps(backbone):
         model = tiny(backbone, "CAM-paper", cut)
         result = compute.compute_maps(model, x, "LayerCAM", targets=0, layers=["classmaps"])
         assert result.raw_native.shape == (1, side, side)
+
+
+@pytest.mark.parametrize("kind,cut", CASES)
+def test_fullgrad_and_ablation_forwards_are_the_models(backbone, kind, cut):
+    """FullGrad's layer-by-layer forward and Ablation-CAM's rest of the network after each layer
+    give the model's own logits at every cut (they ran pool5 at conv5_3: another network)."""
+    model = tiny(backbone, kind, cut)
+    x = images()
+    with torch.no_grad():
+        want = model(x)
+    logits, _ = fullgrad.forward_keeping_convs(model, x)
+    torch.testing.assert_close(logits.detach(), want, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        for layer in vgg.STAGES:
+            _, acts = model.backbone.forward_with(x, [layer], graph=None)
+            got = ablation.downstream(model, layer)(acts[layer])
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=layer)
+        maps = model.head.forward_maps(model.backbone(x))[1]
+        got = ablation.downstream(model, "classmaps")(maps)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -6,8 +6,9 @@ when that channel of the layer is set to zero.
 
 w_k = (y_t - y_t^k) / y_t (the paper's Eq. 3, as pytorch-grad-cam), y_t^k: the target logit with
 A_k zeroed; map relu(sum_k w_k A_k). Only the layers after the ablated one run again: the head alone
-for the class maps (17 channels), VGG16's last max pool + the head for stage5 (512 channels). Every
-layer here follows a ReLU, so zero is the ablation value (pytorch-grad-cam's too, when min(A) = 0).
+for the class maps (17 channels), the backbone's layers up to the head's cut (pool5: VGG16's last
+max pool; conv5_3: none) + the head for stage5 (512 channels). Every layer here follows a ReLU,
+so zero is the ablation value (pytorch-grad-cam's too, when min(A) = 0).
 """
 
 import torch
@@ -17,13 +18,14 @@ from flowercam.model import vgg
 
 
 def downstream(model, layer):
-    """The rest of the network after `layer`: activations [N,K,h,w] -> logits [N,C]."""
+    """The rest of the network after `layer`, up to the head's cut: activations [N,K,h,w] ->
+    logits [N,C], the model's own (at conv5_3 no pool5 runs)."""
     head = model.head
     if layer == "classmaps":
         reweight = getattr(head, "reweight", None)  # the report's ReCAM re-weights the class maps
         return lambda maps: head.classify(reweight(maps)[0] if reweight else maps)
-    rest = model.backbone.features[vgg.STAGES[layer] + 1:]
-    return lambda acts: head(model.backbone.pool(rest(acts)))
+    rest = model.backbone.cut_layers()[vgg.STAGES[layer] + 1:]
+    return lambda acts: head(model.backbone.readout(rest(acts)))
 
 
 def ablation_weights(model, x, acts, targets, opts, layer, progress=True):

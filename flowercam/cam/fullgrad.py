@@ -22,12 +22,13 @@ from flowercam.model.normalization import normalize
 
 
 def forward_keeping_convs(model, x):
-    """Forward with a graph from x -> (logits [B,C], [(conv, its output z)] in network order).
-    The backbone runs layer by layer with an out-of-place ReLU: VGG16's in-place ReLUs would
+    """Forward with a graph from x -> (logits [B,C], the model's own: [(conv, its output z)] in
+    network order). The backbone runs layer by layer up to the head's cut (cut_layers, then its
+    readout: at conv5_3 no pool5) with an out-of-place ReLU: VGG16's in-place ReLUs would
     overwrite z."""
     outs = []
     h = x
-    for layer in model.backbone.features:
+    for layer in model.backbone.cut_layers():
         h = F.relu(h) if isinstance(layer, nn.ReLU) else layer(h)
         if isinstance(layer, nn.Conv2d) and layer.bias is not None:
             outs.append((layer, h))
@@ -36,7 +37,7 @@ def forward_keeping_convs(model, x):
     hooks = [m.register_forward_hook(lambda m, i, out: outs.append((m, out)))
              for m in head_convs]
     try:
-        logits = model.head(model.backbone.pool(h))
+        logits = model.head(model.backbone.readout(h))
     finally:
         for hook in hooks:
             hook.remove()

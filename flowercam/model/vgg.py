@@ -128,13 +128,19 @@ class Backbone(nn.Module):
         view.cut = cut
         return view
 
-    def _readout(self, h):
+    def cut_layers(self):
+        """The layers of .features that run before the cut (the rest are never used): a driver
+        that runs the backbone layer by layer (FullGrad, Ablation-CAM) runs these, then readout."""
+        return self.features[:_CUT_END[self.cut]]
+
+    def readout(self, h):
+        """The output of cut_layers() -> the features the head reads (pool5: the 7x7 average)."""
         return self.pool(h) if self.cut == "pool5" else h
 
     def forward(self, x):
         """x [B,3,H,W] ImageNet-normalised -> feats at the cut: [B,512,7,7] (pool5) or
         [B,512,H/16,W/16] (conv5_3)."""
-        return self._readout(self.features[:_CUT_END[self.cut]](channels_last(x)))
+        return self.readout(self.cut_layers()(channels_last(x)))
 
     def forward_with(self, x, layers, graph="stages", start=0):
         """-> (feats at the cut (forward), {name: activation [B,K,h,w]} of the named stages).
@@ -167,7 +173,7 @@ class Backbone(nn.Module):
                 h = self.features[i](h)
                 if i in at:
                     acts[at[i]] = h
-            return self._readout(h), acts
+            return self.readout(h), acts
 
 
 def load_backbone(weights=None, device="cpu"):
