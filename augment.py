@@ -22,7 +22,7 @@ def image_size(text) -> int:
 
 
 def get_args_parser():
-    parser = core.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = core.ArgumentParser(description=__doc__)
     add = parser.add_argument
     add("--data-dir", default="data", help="output folder (index, splits, auged/)")
     add("--source", default=None, help="images on disk: Oxford layout (DIR/jpg/) or "

@@ -18,7 +18,7 @@ from flowercam.train import features
 
 
 def get_args_parser():
-    parser = core.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = core.ArgumentParser(description=__doc__)
     flags.add_data_dir(parser)
     flags.add_split(parser)
     parser.add_argument("--subset", default="train", choices=dataset.SUBSETS,

@@ -10,7 +10,7 @@ from flowercam.data import dataset
 
 
 def get_args_parser():
-    parser = core.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = core.ArgumentParser(description=__doc__)
     flags.add_data_dir(parser)
     flags.add_split(parser)
     flags.add_batch_size(parser, 8, "batch size of the loaded batch")

@@ -31,7 +31,7 @@ ACCURACY_BATCH = 64  # --batch-size of the accuracy mode; the map metrics' is Me
 
 
 def get_args_parser():
-    parser = core.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = core.ArgumentParser(description=__doc__)
     add = parser.add_argument
     add("-d", "--model-dir", default=None,
         help="run directory of main.py (epoch_N.pth files); default: the newest run under model/")

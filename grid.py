@@ -23,7 +23,7 @@ from flowercam.train import features, training
 
 
 def get_args_parser():
-    parser = core.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = core.ArgumentParser(description=__doc__)
     add = parser.add_argument
     add("--lrs", default=list(grid.LRS), type=flags.positive_float, nargs="+",
         help="learning rates of the grid")

@@ -13,7 +13,6 @@ maps of your own images, raw maps (.npz) and pseudo-masks.
 name. --compare pairs are CKPT:METHOD[:NORMALISER] read from the right (C:\\runs\\best.pth:CAM).
 """
 
-import argparse
 import dataclasses
 
 from flowercam import core, dist, flags
@@ -30,8 +29,7 @@ REFINE_HELP = ("refine the map from the image before --pseudo-masks-dir threshol
 
 
 def get_args_parser():
-    parser = core.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = core.ArgumentParser(description=__doc__)
     add = parser.add_argument
     add("-m", "--checkpoint",
         help="checkpoint .pth, a run directory (its best epoch) or a --grid-runs configuration; "

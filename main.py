@@ -29,7 +29,7 @@ RESUMED = ("model_type", "normalize_by", "lr", "epochs", "batch_size", "seed", "
 
 
 def get_args_parser():
-    parser = core.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = core.ArgumentParser(description=__doc__)
     add = parser.add_argument
     flags.add_head(parser)
     add("--recam-lambda", default=heads.RECAM_LAMBDA, type=flags.positive_float,

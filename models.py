@@ -12,7 +12,7 @@ from flowercam.model import checkpoints, heads, vgg
 
 
 def get_args_parser():
-    parser = core.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = core.ArgumentParser(description=__doc__)
     add = parser.add_argument
     flags.add_head(parser, "the head's type")
     add("--num-classes", default=17, type=int, help="classes of the head")

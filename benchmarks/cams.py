@@ -11,7 +11,6 @@ report's loop (one forward + one backward per image), side by side in one run; c
     python3 -m benchmarks.cams --only devices --device cuda --num-images 2 --methods CAM SSCAM
 """
 
-import argparse
 import copy
 import os
 import time
@@ -178,8 +177,7 @@ BENCHMARKS = {"cams": bench_cams, "costs": bench_costs, "layout": bench_layout,
 
 
 def get_args_parser():
-    parser = core.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = core.ArgumentParser(description=__doc__)
     parser.add_argument("--only", choices=list(BENCHMARKS), nargs="+", default=["cams"],
                         help="benchmarks to run (costs: plain vs aggregated vs Score-CAM; "
                         "layout: the backbone NCHW vs channels-last; devices: the CPU vs "

@@ -13,19 +13,18 @@ the two inputs, not an accuracy).
 Cost: one Adam step of each head on a batch at each cut (ms, one thread), scaled to an epoch.
 """
 
-import argparse
 import time
 
 import torch
 
-from flowercam.core import atomic_save_json, run_main
+from flowercam.core import ArgumentParser, atomic_save_json, run_main
 from flowercam.data import dataset
 from flowercam.model import checkpoints, heads, vgg
 from flowercam.train import features, training
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__)
     add = parser.add_argument
     add("--data-dir", default="data", help="data folder with the conv5_3 caches")
     add("--pool5-data-dir", default=None, help="data folder with the pool5 caches (default: same)")

@@ -38,7 +38,7 @@ CASES = (("1 process, default threads", 1, None, "shared"),
 
 
 def get_args_parser():
-    parser = core.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = core.ArgumentParser(description=__doc__)
     add = parser.add_argument
     add("--images", type=int, default=200, help="Flower-17 images (spread over the classes)")
     add("--repeats", type=int, default=2, help="builds per case")

@@ -127,7 +127,7 @@ def bench_cached(args) -> dict:
 
 
 def get_args_parser():
-    parser = core.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = core.ArgumentParser(description=__doc__)
     add = parser.add_argument
     add("--shared", default="../shared", help="folder with flowers17/jpg and weights/")
     add("--backbone-weights", default=None,

@@ -28,11 +28,24 @@ class UserError(Exception):
         self.topic = topic
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The description as written (a script's whole docstring: its sentence and its examples,
+    never re-wrapped), and "(default: X)" after a flag's help unless the help already says its
+    default or there is none to say (None, False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with the house habits: defaults shown in --help, a bad option is one line."""
+    """argparse with the house habits: --help shows the description whole (pass the script's
+    __doc__) and each default once; a bad option is one line."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message):  # no usage block: one line and exit 2, like a UserError

@@ -1,0 +1,51 @@
+"""--help of every script: the whole docstring (its sentence and its examples, not the first line
+cut mid-sentence) and each default said once (issue 40, defect 13)."""
+
+import argparse
+import importlib
+
+import pytest
+
+SCRIPTS = ("augment", "dataloader", "cache", "main", "evaluate", "grid", "inference", "models",
+           "benchmarks.cams", "benchmarks.training", "benchmarks.cuts", "benchmarks.scaling")
+
+
+def parsers(parser):
+    """The parser and its sub-commands' parsers (evaluate.py's modes), each once."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found += parsers(sub)
+    return found
+
+
+def flat(text):
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help_shows_the_whole_docstring(name, capsys):
+    module = importlib.import_module(name)
+    with pytest.raises(SystemExit) as stop:
+        module.get_args_parser().parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0
+    for paragraph in module.__doc__.strip().split("\n\n"):  # the sentence, the examples, notes
+        assert flat(paragraph) in flat(out)
+    example = next(line for line in module.__doc__.splitlines() if "python " in line)
+    assert example.rstrip() in out.splitlines()  # examples keep their lines and indentation
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_default_is_said_once(name):
+    """Was: "default: the newest run under model/ (default: None)"."""
+    for parser in parsers(importlib.import_module(name).get_args_parser()):
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if not action.help or action.help == argparse.SUPPRESS:
+                continue
+            shown = formatter._expand_help(action)
+            assert "(default: None)" not in shown and "(default: False)" not in shown, shown
+            if "default" in action.help.lower():
+                assert "(default: " not in shown.replace(action.help % vars(action), ""), shown
