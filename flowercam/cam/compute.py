@@ -16,10 +16,11 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from flowercam.cam.ablation import ablation_weights
 from flowercam.cam.drivers import image_maps
-from flowercam.cam.maps import FeatureInput, MapResult, feature_maps, upsample
+from flowercam.cam.maps import FeatureInput, MapResult, check_targets, feature_maps, upsample
 from flowercam.cam.methods import METHODS, check_method, layers_of, resolve_options
 from flowercam.core import UserError
 from flowercam.model.heads import Classifier
@@ -35,9 +36,41 @@ def _head_settings(head):
     return {"model_type": head.model_type}
 
 
+def check_input(x, what, net):
+    """A public function's tensor, checked before any work (one line, never a torch internal
+    error): [B,K,H,W] with K the in-channels of net's first convolution (3 for the images of a
+    model, 512 for a head's features), net's dtype, every value finite (one NaN or Inf pixel
+    makes every map and logit NaN)."""
+    first = next(m for m in net.modules() if isinstance(m, nn.Conv2d))
+    k, dtype = first.in_channels, first.weight.dtype
+    kind = str(dtype).removeprefix("torch.")
+    if not isinstance(x, torch.Tensor):
+        raise UserError(f"{what} must be a torch tensor [B,{k},H,W], got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != k:
+        fix = ": add the batch dimension, x[None]" if x.ndim == 3 and len(x) == k else ""
+        raise UserError(f"{what} must be [B,{k},H,W], got shape {tuple(x.shape)}{fix}")
+    if x.dtype != dtype:
+        fix = ("x.float() / 255, then ImageNet-normalise" if x.dtype == torch.uint8 else
+               f"x.to(torch.{kind})")
+        raise UserError(f"{what} must be {kind} like the model's weights, got "
+                        f"{str(x.dtype).removeprefix('torch.')}: convert with {fix}")
+    bad = int(x.numel() - torch.isfinite(x).sum())
+    if bad:
+        raise UserError(f"{what} hold {bad} NaN or Inf values: every map and logit would be NaN; "
+                        "replace them first (e.g. torch.nan_to_num)")
+    return x
+
+
+def _check_call(x, what, net, targets, head):
+    """check_input and check_targets (the head's classes) of one public call."""
+    check_input(x, what, net)
+    check_targets(targets, len(x), head.fc.out_features)
+
+
 def class_cams(head, feats, method="CAM"):
     """All C class maps in one pass: feats [B,512,h,w] -> [B,C,h,w] (CAM or ReCAM)."""
     check_method(method, _head_settings(head))
+    check_input(feats, "feats", head)
     with torch.no_grad():
         rew, maps, _ = head.forward_maps(feats)
         acts = {"classmaps": maps, "reweighted": rew}
@@ -47,6 +80,7 @@ def class_cams(head, feats, method="CAM"):
 def compute_maps_from_features(head, feats, method, targets=None, size=(256, 256), **options):
     """CAM / ReCAM from backbone features [B,512,h,w] (e.g. the feature cache) -> MapResult."""
     check_method(method, _head_settings(head))
+    _check_call(feats, "feats", head, targets, head)
     if not METHODS[method].from_features:
         raise UserError(f"{method} needs gradients through the images: use compute_maps on images"
                         if METHODS[method].needs_gradients else
@@ -130,6 +164,7 @@ def compute_maps(model, images, method, targets=None, scales=(1.0,), flip=False,
     options: see methods.option_names() (normalize_by, layers, layer_weights, fusion, ...).
     """
     check_method(method, _head_settings(model.head))
+    _check_call(images, "images", model, targets, model.head)
     opts = resolve_options(method, options)
     agg = Aggregation(_check_scales(scales, images.shape[-2:]), bool(flip))
     x = images.to(model.head.fc.weight.device)
@@ -162,6 +197,7 @@ def maps_reusing(model, images, method, shared, targets=None, agg=PLAIN, **optio
     any other method or aggregation runs compute_maps. -> MapResult on the images' device.
     """
     check_method(method, _head_settings(model.head))
+    _check_call(images, "images", model, targets, model.head)
     if not (agg.plain and head_only(method, resolve_options(method, options))):
         return compute_maps(model, images, method, targets, **agg.kwargs(), **options)
     cut = model.backbone.cut
@@ -181,6 +217,7 @@ def maps_reusing(model, images, method, shared, targets=None, agg=PLAIN, **optio
 def maps_from_head(head, feats, method, targets, size, opts):
     """A head_only method on backbone features [B,512,h,w] -> MapResult at `size` (the same maps
     as on the images: the one layer's map upsampled, then normalised)."""
+    _check_call(feats, "feats", head, targets, head)
     res = image_maps(Classifier(FeatureInput(), head), feats.to(head.fc.weight.device), method,
                      targets, opts)
     raw = upsample(res.raw_native, size)

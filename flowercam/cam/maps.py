@@ -51,20 +51,35 @@ class FeatureInput(nn.Module):
         return feats, {}
 
 
-def targets_of(targets, logits):
-    """None -> predicted class; int -> that class for all; else one per image (length checked)."""
-    batch, num = logits.shape
+def check_targets(targets, batch, num):
+    """targets as a caller passes them, checked before any work: None (the predicted class), one
+    class index for every image, or `batch` indices (list, tuple or integer tensor), each in
+    0..num-1 -> None or a [B] long tensor (on the CPU)."""
     if targets is None:
-        return logits.argmax(1)
-    t = torch.as_tensor(targets, device=logits.device)
+        return None
+    want = f"targets must be None, one class index or {batch} (one per image) in 0..{num - 1}"
+    try:
+        t = torch.as_tensor(targets)
+    except (TypeError, ValueError, RuntimeError):
+        raise UserError(f"{want}; got {type(targets).__name__} {str(targets)[:40]}") from None
+    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+        shown = t.tolist() if t.numel() <= 8 else f"a {str(t.dtype).removeprefix('torch.')} tensor"
+        raise UserError(f"{want}; got {shown} (not whole numbers: pass ints, e.g. a long tensor)")
     if t.ndim == 0:
         t = t.expand(batch)
-    if t.ndim != 1 or len(t) != batch or t.is_floating_point() or t.is_complex():
-        raise UserError(f"targets must be {batch} class indices, one per image; "
-                        f"got shape {tuple(t.shape)}")
+    if t.ndim != 1 or len(t) != batch:
+        raise UserError(f"{want}; got shape {tuple(t.shape)} for {batch} images")
     if len(t) and (t.min() < 0 or t.max() >= num):
         raise UserError(f"target classes must be in 0..{num - 1}, got {t.tolist()}")
     return t.long()
+
+
+def targets_of(targets, logits):
+    """None -> predicted class; int -> that class for all; else one per image (check_targets)."""
+    batch, num = logits.shape
+    if targets is None:
+        return logits.argmax(1)
+    return check_targets(targets, batch, num).to(logits.device)
 
 
 def upsample(maps, size):
