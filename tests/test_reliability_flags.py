@@ -1,6 +1,7 @@
 """Issue #11, arguments: every number flag of every script is checked when parsed (nan, inf,
 negative seeds are one line and exit code 2, before anything runs or is written)."""
 
+import argparse
 import importlib
 import math
 
@@ -14,12 +15,19 @@ CHECKED_FLOATS = {flags.finite_float, flags.positive_float, flags.unit_float}
 
 
 def actions(script):
-    return importlib.import_module(script).get_args_parser()._actions
+    """(words before the flags, action) of every flag, evaluate.py's modes' too (MODE first)."""
+    found = []
+    for action in importlib.import_module(script).get_args_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found += [([mode], a) for mode, sub in action.choices.items() for a in sub._actions]
+        else:
+            found.append(([], action))
+    return found
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_number_flags_use_checked_types(script):
-    for action in actions(script):
+    for _, action in actions(script):
         assert action.type is not float, f"{script} {action.option_strings}: bare float"
         if action.dest == "seed":
             assert action.type is flags.seed_int, f"{script} --seed is not flags.seed_int"
@@ -28,13 +36,14 @@ def test_number_flags_use_checked_types(script):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_every_float_flag_rejects_nan_and_inf(script, capsys):
     module = importlib.import_module(script)
-    for action in actions(script):
+    for mode, action in actions(script):
         if action.type not in CHECKED_FLOATS and action.dest != "seed":
             continue
         bad = ["-1"] if action.dest == "seed" else ["nan", "inf", "-inf"]
         for text in bad:
             with pytest.raises(SystemExit) as stop:
-                module.get_args_parser().parse_args([f"{action.option_strings[-1]}={text}"])
+                module.get_args_parser().parse_args(
+                    [*mode, f"{action.option_strings[-1]}={text}"])
             err = capsys.readouterr().err.strip()
             assert stop.value.code == 2 and "\n" not in err and text in err
 

@@ -173,12 +173,14 @@ def test_evaluate_sanity_end_to_end(tmp_path):
     assert hashlib.sha256(best.read_bytes()).hexdigest() == digest
 
 
-def test_sanity_refuses_the_other_modes_flags(tmp_path):
+def test_sanity_refuses_the_other_modes_flags(tmp_path, capsys):
     parser = evaluate_cli.get_args_parser()
     for argv in (["--sanity", "--steps", "3"], ["--cam-metrics", "--permuted-epochs", "2"],
                  ["--sanity", "--cam-metrics"]):
-        with pytest.raises(UserError):
-            evaluate_cli.main(parser.parse_args(["-d", str(tmp_path), *argv]))
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args(["-d", str(tmp_path), *argv])
+        err = capsys.readouterr().err.strip()
+        assert stop.value.code == 2 and err.startswith("error:") and "\n" not in err
 
 
 def test_fixed_features_give_the_maps_of_the_full_model(model):
