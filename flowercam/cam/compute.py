@@ -36,20 +36,23 @@ def _head_settings(head):
     return {"model_type": head.model_type}
 
 
-def check_input(x, what, net):
+IMAGE_CHANNELS = 3  # RGB: every backbone's input
+
+
+def check_input(x, what, head):
     """A public function's tensor, checked before any work (one line, never a torch internal
-    error): [B,K,H,W] with K the in-channels of net's first convolution (3 for the images of a
-    model, 512 for a head's features), net's dtype, every value finite (one NaN or Inf pixel
-    makes every map and logit NaN)."""
-    first = next(m for m in net.modules() if isinstance(m, nn.Conv2d))
-    k, dtype = first.in_channels, first.weight.dtype
-    kind = str(dtype).removeprefix("torch.")
+    error): [B,K,H,W] with K = 3 for images, the head's in-channels for features (what
+    "feats"), the head's dtype, every value finite (one NaN or Inf pixel makes every map and
+    logit NaN)."""
+    first = next(m for m in head.modules() if isinstance(m, nn.Conv2d))
+    k = first.in_channels if what == "feats" else IMAGE_CHANNELS
+    kind = str(first.weight.dtype).removeprefix("torch.")
     if not isinstance(x, torch.Tensor):
         raise UserError(f"{what} must be a torch tensor [B,{k},H,W], got {type(x).__name__}")
     if x.ndim != 4 or x.shape[1] != k:
         fix = ": add the batch dimension, x[None]" if x.ndim == 3 and len(x) == k else ""
         raise UserError(f"{what} must be [B,{k},H,W], got shape {tuple(x.shape)}{fix}")
-    if x.dtype != dtype:
+    if x.dtype != first.weight.dtype:
         fix = ("x.float() / 255, then ImageNet-normalise" if x.dtype == torch.uint8 else
                f"x.to(torch.{kind})")
         raise UserError(f"{what} must be {kind} like the model's weights, got "
@@ -61,9 +64,9 @@ def check_input(x, what, net):
     return x
 
 
-def _check_call(x, what, net, targets, head):
+def _check_call(x, what, head, targets):
     """check_input and check_targets (the head's classes) of one public call."""
-    check_input(x, what, net)
+    check_input(x, what, head)
     check_targets(targets, len(x), head.fc.out_features)
 
 
@@ -80,7 +83,7 @@ def class_cams(head, feats, method="CAM"):
 def compute_maps_from_features(head, feats, method, targets=None, size=(256, 256), **options):
     """CAM / ReCAM from backbone features [B,512,h,w] (e.g. the feature cache) -> MapResult."""
     check_method(method, _head_settings(head))
-    _check_call(feats, "feats", head, targets, head)
+    _check_call(feats, "feats", head, targets)
     if not METHODS[method].from_features:
         raise UserError(f"{method} needs gradients through the images: use compute_maps on images"
                         if METHODS[method].needs_gradients else
@@ -164,7 +167,7 @@ def compute_maps(model, images, method, targets=None, scales=(1.0,), flip=False,
     options: see methods.option_names() (normalize_by, layers, layer_weights, fusion, ...).
     """
     check_method(method, _head_settings(model.head))
-    _check_call(images, "images", model, targets, model.head)
+    _check_call(images, "images", model.head, targets)
     opts = resolve_options(method, options)
     agg = Aggregation(_check_scales(scales, images.shape[-2:]), bool(flip))
     x = images.to(model.head.fc.weight.device)
@@ -197,7 +200,7 @@ def maps_reusing(model, images, method, shared, targets=None, agg=PLAIN, **optio
     any other method or aggregation runs compute_maps. -> MapResult on the images' device.
     """
     check_method(method, _head_settings(model.head))
-    _check_call(images, "images", model, targets, model.head)
+    _check_call(images, "images", model.head, targets)
     if not (agg.plain and head_only(method, resolve_options(method, options))):
         return compute_maps(model, images, method, targets, **agg.kwargs(), **options)
     cut = model.backbone.cut
@@ -217,7 +220,7 @@ def maps_reusing(model, images, method, shared, targets=None, agg=PLAIN, **optio
 def maps_from_head(head, feats, method, targets, size, opts):
     """A head_only method on backbone features [B,512,h,w] -> MapResult at `size` (the same maps
     as on the images: the one layer's map upsampled, then normalised)."""
-    _check_call(feats, "feats", head, targets, head)
+    _check_call(feats, "feats", head, targets)
     res = image_maps(Classifier(FeatureInput(), head), feats.to(head.fc.weight.device), method,
                      targets, opts)
     raw = upsample(res.raw_native, size)
