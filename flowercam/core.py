@@ -7,6 +7,7 @@
 import argparse
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import os
@@ -120,12 +121,19 @@ def atomic_write(path, write_fn, mode="wb", durable=True):
     naming path; the temporary file is removed."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    check_name_length(path)
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX, suffix=os.path.basename(path))
+        # the temporary name keeps the end of the final one (its extension: Pillow reads the
+        # format from it) but never makes a name too long where the final one fits
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX,
+                                   suffix=os.path.basename(path)[-TMP_SUFFIX:])
     except OSError as err:
         if err.errno in DISK_ERRNOS:
             raise disk_error(path, err) from None
+        if err.errno == errno.ENAMETOOLONG:
+            raise UserError(f"cannot write {path}: the path is too long for this file system "
+                            "(File name too long): choose a shorter --output-dir") from None
         raise UserError(f"cannot write {path} ({err.strerror or err}): "
                         "choose a writable output folder") from None
     guard = None
@@ -147,6 +155,33 @@ def atomic_write(path, write_fn, mode="wb", durable=True):
         if cause is not None and cause.errno in DISK_ERRNOS:
             raise disk_error(path, cause) from None
         raise
+
+
+NAME_MAX = 255  # bytes in one file name on the usual file systems (ext4, APFS, NTFS: 255)
+TMP_SUFFIX = 64  # characters of the final name kept at the end of a temporary one
+
+
+def check_name_length(path):
+    """A file name longer than the file system allows is one line saying so (not "choose a
+    writable folder"): outputs are named after their inputs, e.g. an image's name."""
+    name = os.path.basename(os.fspath(path))
+    size = len(os.fsencode(name))
+    if size > NAME_MAX:
+        raise UserError(f"cannot write {name[:40]}...{name[-20:]}: its name is {size} bytes long, "
+                        f"more than the {NAME_MAX} a file name may have: shorten the name it is "
+                        "made from (e.g. rename the input image)")
+
+
+def fit_name(stem, suffix) -> str:
+    """stem + suffix as a file name of at most NAME_MAX bytes: a stem too long keeps its start
+    and ends in ~ and 8 hex digits of its hash (distinct stems stay distinct)."""
+    name = stem + suffix
+    if len(os.fsencode(name)) <= NAME_MAX:
+        return name
+    tag = "~" + hashlib.sha256(os.fsencode(stem)).hexdigest()[:8]
+    room = NAME_MAX - len(os.fsencode(tag + suffix))
+    short = os.fsencode(stem)[:room].decode(errors="ignore")  # never half a character
+    return short + tag + suffix
 
 
 def fsync_dir(folder):

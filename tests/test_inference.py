@@ -302,3 +302,27 @@ def test_the_cam_family_draws_maps(env, tmp_path, method):
         str(env["photos"] / "wide.png"))
     (overlay,) = (tmp_path / "out").glob(f"CAM_run_{method}_*_wide.png")
     assert Image.open(overlay).size == (90, 50)
+
+
+def test_a_long_image_name_gives_its_overlay_and_mask(env, tmp_path):
+    """Was: a 250-character image name failed with "choose a writable output folder" (the
+    overlay's name, run + method + the image's, passed the file system's 255 bytes)."""
+    photos = tmp_path / "long"
+    photos.mkdir()
+    stem = "f" * 246
+    Image.new("RGB", (40, 40), (10, 200, 10)).save(photos / f"{stem}.png")  # a 250-byte name
+    run(env, tmp_path / "out", "-m", env["cam"], "-t", "CAM", "--image", str(photos),
+        "--pseudo-masks-dir", str(tmp_path / "masks"))
+    (overlay,) = (tmp_path / "out").glob("CAM_run_CAM_*.png")
+    assert len(overlay.name) == 255 and overlay.name.startswith("CAM_run_CAM_minmax_fff")
+    assert Image.open(overlay).size == (40, 40)
+    assert (tmp_path / "masks" / f"{stem}.png").is_file()  # masks keep the image's stem
+
+
+def test_a_missing_model_says_a_run_folder_works_too(env, tmp_path, capsys):
+    """Was: "checkpoint model/RUN not found: pass a .pth written by main.py"."""
+    with pytest.raises(SystemExit) as stop:
+        run(env, tmp_path / "out", "-m", str(env["root"] / "model" / "NO_SUCH_RUN"), "-t", "CAM")
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and "\n" not in err
+    assert "NO_SUCH_RUN not found: pass a run folder of main.py" in err and ".pth" in err

@@ -28,6 +28,8 @@ def save_checkpoint(path, head, settings, **extra):
 def load_checkpoint(path):
     """-> (head in eval mode, settings, ckpt dict); UserError if missing, unreadable or not ours."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise UserError(f"checkpoint {path} is a folder: pass one of its epoch_N.pth files")
     if not os.path.isfile(path):
         raise UserError(f"checkpoint {path} not found: pass a .pth written by main.py")
     try:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from flowercam import dist
 from flowercam.cam import compute, methods
-from flowercam.core import UserError
+from flowercam.core import UserError, fit_name
 from flowercam.data import dataset
 from flowercam.model import checkpoints, normalization, vgg
 from flowercam.report import image_files, render
@@ -213,9 +213,8 @@ def own_images(checkpoint, method, images, opts, files=NO_FILES):
         original = dataset.load_image(path, size, opts.max_pixels)[1]
         sizes.append(original.size)
         overlay = render.blend(original, h, opts.alpha, opts.colormap)  # map upsampled to W x H
-        save_png(render.to_image(overlay),
-                 Path(opts.output_dir)
-                 / f"{run_name(ckpt)}_{method}_{norm}{agg_tag(opts.agg)}_{Path(path).stem}.png")
+        name = f"{run_name(ckpt)}_{method}_{norm}{agg_tag(opts.agg)}_{Path(path).stem}"
+        save_png(render.to_image(overlay), Path(opts.output_dir) / fit_name(name, ".png"))
         top = ", ".join(f"{n} {p:.1%}" for n, p in render.topk_predictions(logits, names))
         print(f"  {path}: {top}")
     save_extras(files, paths, sizes, arrays, info)

@@ -157,8 +157,11 @@ def resolve_checkpoint(name, grid_runs=None) -> Path:
     record of its runs) -> that configuration's best checkpoint."""
     if os.path.isdir(name):
         return best_checkpoint(name)
-    if not grid_runs or os.path.isfile(name):
+    if os.path.isfile(name):
         return Path(name)
+    if not grid_runs:
+        raise UserError(f"{name} not found: pass a run folder of main.py (its best epoch is "
+                        "used) or a checkpoint .pth it wrote")
     try:
         entries = json.loads(Path(grid_runs).read_text())
         if not isinstance(entries, dict):
