@@ -13,7 +13,7 @@ from PIL import Image
 import evaluate as evaluate_cli
 from flowercam.core import UserError
 from flowercam.data import dataset, masks
-from flowercam.metrics import fewshot, pseudo, runner, selection
+from flowercam.metrics import fewshot, pseudo, runner
 from flowercam.model import checkpoints, heads, vgg
 
 
@@ -38,7 +38,7 @@ def masked_run(tmp_path_factory):
 
 
 def spec(data):
-    return selection.resolve_masks(data, size=32)
+    return masks.resolve_masks(data, size=32)
 
 
 def test_the_classifier_reads_training_masks_only(masked_run, monkeypatch):
