@@ -56,7 +56,7 @@ def jpeg_named_png(path):
 
 def outline_verdict(folder):
     try:
-        fg = image_files.load_masks(folder, ["x/image_0001.jpg"])[0]
+        fg = image_files.load_masks(folder, ["x/image_0001.jpg"], 1)[0]
     except UserError as err:
         return "error", str(err)
     return "ok", fg

@@ -1,6 +1,6 @@
 """What evaluate.py --cam-metrics measures: the model (open_model), the map methods, the images (a
-sample; a class-balanced subset for deletion/insertion), their foreground masks, and where the
-results go (output_folder).
+sample; a class-balanced subset for deletion/insertion; those with a mask), and where the results
+go (output_folder). The masks and what their values mean: flowercam/data/masks.py.
 
     python -c "from flowercam.metrics import selection as s; \
 print(s.perturb_selection([0, 0, 0, 1, 1, 2], 3, seed=0))"
