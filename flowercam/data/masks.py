@@ -387,7 +387,7 @@ def resolve_masks(data_dir, masks_dir=None, mask_values=None, ignore_values=None
         raise UserError(f"{Path(data_dir) / 'index.json'} does not say what the values of "
                         f"{folder} mean (an older augment.py wrote it) and its source is not "
                         f"Flower-17: run augment.py --data-dir {data_dir} --mask-values V "
-                        "[--ignore-values W] again, or pass --mask-values", topic="masks")
+                        "[--ignore-values W] again, or pass --mask-values")
     return _spec(folder, recorded, mask_values, ignore_values, "data folder", size)
 
 
