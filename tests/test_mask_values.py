@@ -8,14 +8,16 @@ import numpy as np
 import pytest
 from mask_data import write_masks
 from PIL import Image
-from training_data import make_dataset, make_folder_dataset
+from training_data import make_dataset, make_folder_dataset, random_weights
 
 import augment
 import evaluate
 from flowercam import core
 from flowercam.core import UserError
 from flowercam.data import dataset, masks
-from flowercam.metrics import formulas
+from flowercam.metrics import formulas, runner
+from flowercam.metrics.config import MetricsConfig
+from flowercam.model import checkpoints, heads, vgg
 from flowercam.report import image_files
 
 SIZE = 32
@@ -194,3 +196,32 @@ def test_a_changed_source_mask_is_copied_again_and_a_removed_one_removed(tmp_pat
     stamp = (data / "masks" / "cat_00.png").stat().st_mtime_ns
     assert run_augment(source, data)["remasked"] == []
     assert (data / "masks" / "cat_00.png").stat().st_mtime_ns == stamp
+
+
+def test_evaluate_reads_the_data_folders_masks_as_with_explicit_flags(tmp_path):
+    """The same, end to end through evaluate.py --cam-metrics: 0/1 masks copied by augment.py
+    (nothing declared) give the figures of the source masks passed with --masks-dir
+    --mask-values 1; the whole-image map (full) no longer scores as if it were the object."""
+    source = own_source(tmp_path / "src", object_labels())
+    data = tmp_path / "data"
+    run_augment(source, data)
+    backbone = vgg.load_backbone(random_weights(tmp_path / "w.pth"))
+    settings = {"model_type": "CAM", "normalize_by": "minmax", "num_classes": 2,
+                "class_names": ["cat", "dog"], "input_size": SIZE,
+                "backbone": backbone.backbone_id}
+    checkpoint = tmp_path / "run" / "epoch_1.pth"
+    checkpoints.save_checkpoint(checkpoint, heads.build_head(settings), settings)
+    common = {"checkpoint": str(checkpoint), "data_dir": str(data), "split_name": "test",
+              "methods": ("CAM",), "baselines": ("full", "center"),
+              "families": ("localization",), "bootstrap": 0}
+    recorded = runner.run(MetricsConfig(**common, output_dir=str(tmp_path / "a")), backbone)
+    explicit = runner.run(MetricsConfig(**common, output_dir=str(tmp_path / "b"),
+                                        masks_dir=str(source / "masks"), mask_values=(1,)),
+                          backbone)
+    for kind in ("methods", "baselines"):
+        assert json.dumps(recorded[kind], sort_keys=True) == json.dumps(explicit[kind],
+                                                                        sort_keys=True)
+    full = recorded["baselines"]["full"]["overall"]
+    fraction = (object_labels() == 1).mean() * 100  # the object's share of every pixel
+    assert full["pxap"]["value"] == pytest.approx(fraction, abs=5)  # not 100
+    assert list(recorded["localization"]["mask_values"]) == [1]
