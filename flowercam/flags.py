@@ -14,9 +14,9 @@ import os
 
 import torch
 
+from flowercam.cache import features
 from flowercam.data import dataset
 from flowercam.model import heads, normalization, vgg
-from flowercam.train import features
 
 SEED_MAX = 2**63 - 1  # torch.manual_seed's upper bound; numpy takes any non-negative int
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from flowercam import core
+from flowercam.cache import features
 from flowercam.cam import compute
 from flowercam.model import checkpoints, heads, vgg
-from flowercam.train import features, training
+from flowercam.train import training
 
 C, K, H = 4, 6, 5  # classes, feature channels, map size: small enough to compute by hand
 

@@ -17,11 +17,11 @@ import torch
 from tqdm import tqdm
 
 from flowercam import dist
+from flowercam.cache import features
 from flowercam.data import dataset, masks
 from flowercam.metrics import baselines, formulas, localization, maprows, road, selection
 from flowercam.metrics.config import MetricsConfig
 from flowercam.model import vgg
-from flowercam.train import features
 
 
 def shared_inputs(model, images, labels, feats, keep, cfg, score_fn):

@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from flowercam.cache import features
 from flowercam.core import UserError, atomic_write
 from flowercam.data import dataset
 from flowercam.model import checkpoints, heads, normalization, vgg
-from flowercam.train import features, runs
+from flowercam.train import runs
 
 EVAL_BATCH = 256
 

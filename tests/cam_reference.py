@@ -1,7 +1,7 @@
 """The report's per-image loop for the gradient methods: the reference that the batched drivers
 of flowercam/cam/maps.py must reproduce (tests/test_cams.py) and that benchmarks/cams.py times.
 
-    python -c "from flowercam.cam import reference; help(reference.report_loop)"
+    python -c "from tests import cam_reference; help(cam_reference.report_loop)"
     .venv/bin/pytest tests/test_cams.py -q -k report_loop
 """
 

@@ -1,6 +1,6 @@
 """The sanity checks' summary, verdict and tables (sanity.json, sanity.md).
 
-    python -c "from flowercam.metrics import sanity_tables as t; print(t.BOUND, t.VERDICT)"
+    python -c "from flowercam.sanity import tables as t; print(t.BOUND, t.VERDICT)"
 
 Verdict (one rule for every method): a method passes a randomisation when the upper end of the
 95% bootstrap interval of its mean Spearman rank correlation with the trained model's maps, of the
@@ -13,7 +13,8 @@ import math
 from pathlib import Path
 
 from flowercam.core import atomic_write
-from flowercam.metrics import similarity, tables
+from flowercam.metrics import tables
+from flowercam.sanity import similarity
 
 BOUND = 0.5
 DECIDING = ("spearman", "spearman_abs")

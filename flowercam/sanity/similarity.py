@@ -1,7 +1,7 @@
 """How alike two maps of the same image are (the sanity checks of Adebayo et al. 2018): Spearman
 rank correlation of the maps and of their absolute values, SSIM, and HOG similarity.
 
-    python -c "from flowercam.metrics import similarity as s; import numpy as np; \
+    python -c "from flowercam.sanity import similarity as s; import numpy as np; \
 a = np.random.rand(1, 32, 32); print(s.similarities(a, a, a, a))"
 
 Per image pair: raw maps (signed, before normalisation: the Spearman figures) and min-max
