@@ -225,3 +225,15 @@ def test_evaluate_reads_the_data_folders_masks_as_with_explicit_flags(tmp_path):
     fraction = (object_labels() == 1).mean() * 100  # the object's share of every pixel
     assert full["pxap"]["value"] == pytest.approx(fraction, abs=5)  # not 100
     assert list(recorded["localization"]["mask_values"]) == [1]
+
+
+def test_a_damaged_sources_record_is_rebuilt_not_a_traceback(tmp_path):
+    source = own_source(tmp_path / "src", object_labels())
+    data = tmp_path / "data"
+    run_augment(source, data)
+    for damaged in ([1, 2], {"version": 1, "images": [], "masks": {"cat_00": "x"}},
+                    {"version": 1, "images": {"cat_00": 5}, "masks": {"cat_01": [1, 2]}}):
+        (data / "sources.json").write_text(json.dumps(damaged))
+        assert run_augment(source, data)["remasked"] == []
+        record = json.loads((data / "sources.json").read_text())
+        assert len(record["images"]) == 8 and len(record["masks"]) == 8

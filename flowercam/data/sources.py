@@ -43,8 +43,13 @@ def read_record(data_dir, kind="images") -> dict:
         record = dataset.read_json(path)
     except UserError:
         return {}
-    entries = record.get(kind, {}) if record.get("version") == VERSION else {}
-    return entries if isinstance(entries, dict) else {}
+    if not isinstance(record, dict) or record.get("version") != VERSION:
+        return {}
+    entries = record.get(kind)
+    if not isinstance(entries, dict):
+        return {}
+    # a hand-edited entry that is not [size, mtime_ns, digest] counts as no record (rehashed)
+    return {i: e for i, e in entries.items() if isinstance(e, list) and len(e) == 3}
 
 
 def current(images, old) -> dict:
