@@ -237,3 +237,28 @@ def test_a_damaged_sources_record_is_rebuilt_not_a_traceback(tmp_path):
         assert run_augment(source, data)["remasked"] == []
         record = json.loads((data / "sources.json").read_text())
         assert len(record["images"]) == 8 and len(record["masks"]) == 8
+
+
+def test_a_flower17_source_with_foreign_mask_values_is_refused(oxford_dataset, tmp_path,
+                                                                capsys):
+    """Masks of a Flower-17 source are read with Flower-17's values: others need declaring."""
+    (oxford_dataset / "masks").mkdir()
+    Image.fromarray(object_labels(255)).save(oxford_dataset / "masks" / "image_0001.png")
+    err = one_line_error(capsys, augment, ["--source", oxford_dataset, "--data-dir",
+                                           tmp_path / "data", "--size", SIZE])
+    assert "hold the values 0, 1, 255, not only Flower-17's 0-5" in err
+    run_augment(oxford_dataset, tmp_path / "data", "--mask-values", 1, "--ignore-values", 255)
+    assert masks.resolve_masks(tmp_path / "data").ignore_values == (255,)
+
+
+@pytest.mark.parametrize("values", [[1, 2], "x", {"foreground": [1], "ignore": [0],
+                                                  "background": None, "from": "guessed"}])
+def test_a_damaged_values_record_is_one_line_naming_the_field(tmp_path, values):
+    source = own_source(tmp_path / "src", object_labels())
+    data = tmp_path / "data"
+    run_augment(source, data)
+    index = json.loads((data / "index.json").read_text())
+    index["masks"]["values"] = values
+    (data / "index.json").write_text(json.dumps(index))
+    with pytest.raises(UserError, match=r"index.json: masks.values(.from)? is "):
+        masks.resolve_masks(data, size=SIZE)

@@ -54,15 +54,19 @@ class MaskValues:
     def from_record(cls, record, where) -> "MaskValues":
         """The values of an index.json record; UserError naming the file and the field when it
         is not what augment.py writes (a hand-edited or damaged file)."""
+        if not isinstance(record, dict):
+            raise UserError(f"{where}: masks.values is {record!r}, not a record of values: run "
+                            "augment.py again")
+
         def values(name, optional):
-            value = record.get(name) if isinstance(record, dict) else "?"
+            value = record.get(name)
             if value is None and optional:
                 return None
             if not (isinstance(value, list) and all(type(v) is int for v in value)):
                 raise UserError(f"{where}: masks.values.{name} is {value!r}, not a list of "
                                 "whole numbers: run augment.py again")
             return tuple(value)
-        origin = record.get("from") if isinstance(record, dict) else None
+        origin = record.get("from")
         if origin not in KNOWN_VALUES_FROM:
             raise UserError(f"{where}: masks.values.from is {origin!r}, not one of "
                             f"{', '.join(KNOWN_VALUES_FROM)}: run augment.py again")
@@ -252,6 +256,11 @@ def meaning(seen, folder, declared=None, flowers17=False) -> MaskValues:
             two_values(ignored, folder)
         return declared
     if flowers17:
+        stray = seen - {*FLOWERS17.foreground, *FLOWERS17.ignore, *FLOWERS17.background}
+        if stray:
+            raise UserError(f"the masks in {folder} hold the values {shown(seen)}, not only "
+                            "Flower-17's 0-5: declare what they mean (--mask-values V, "
+                            "--ignore-values W)")
         return FLOWERS17
     two_values(seen, folder)
     nonzero = sorted(seen - {0})
