@@ -31,10 +31,6 @@ def _number(kind, text, ok, what):
     return value
 
 
-def finite_float(text) -> float:
-    return _number(float, text, math.isfinite, "a finite number")
-
-
 def positive_float(text) -> float:
     return _number(float, text, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 

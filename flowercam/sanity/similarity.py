@@ -54,12 +54,6 @@ def _cell(shape):
     return min(HOG_CELL, min(shape) // 2)
 
 
-def hog_similarity(a, b):
-    """Pearson correlation of the HOG descriptors of two maps [H,W] in [0,1]."""
-    cell = _cell(np.shape(a))
-    return pearson(_hog(a, cell), _hog(b, cell))
-
-
 class Reference:
     """The first maps of similarities() ([N,H,W] raw, [N,H,W] in [0,1]) prepared once for many
     comparisons (the sanity checks compare them with every state): their ranks, the ranks of

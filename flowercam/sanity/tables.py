@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from flowercam.core import atomic_write
-from flowercam.metrics import tables
+from flowercam.metrics import tables as metric_tables
 from flowercam.sanity import similarity
 
 BOUND = 0.5
@@ -122,7 +122,7 @@ def markdown(summary):
 
 def write(out_dir, summary):
     """Atomic sanity.json + sanity.md in out_dir -> the cleaned summary."""
-    summary = tables.clean(summary)
+    summary = metric_tables.clean(summary)
     text = json.dumps(summary, indent=1, allow_nan=False)
     atomic_write(Path(out_dir) / "sanity.json", lambda f: f.write(text), mode="w")
     atomic_write(Path(out_dir) / "sanity.md", lambda f: f.write(markdown(summary)), mode="w")
