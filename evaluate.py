@@ -24,11 +24,14 @@ from pathlib import Path
 
 from flowercam import core, dist, flags
 from flowercam.cam import methods
-from flowercam.metrics import config, resume, runner, sanity, sanity_tables
+from flowercam.metrics import config, resume, runner
 from flowercam.metrics.config import MetricsConfig
 from flowercam.refine import methods as refiners
-from flowercam.report import sanity_figures
-from flowercam.train import evaluation, permuted, runs, training
+from flowercam.sanity import checks as sanity
+from flowercam.sanity import figures as sanity_figures
+from flowercam.sanity import permuted
+from flowercam.sanity import tables as sanity_tables
+from flowercam.train import evaluation, runs, training
 
 D = config.default  # the map modes' defaults live in MetricsConfig (each flag's dest is its field)
 ACCURACY_BATCH = 64  # --batch-size of the accuracy mode; the map modes' is MetricsConfig's
@@ -189,12 +192,9 @@ def add_map_choice(parser):
 def add_mask_args(add):
     add("--masks-dir", help="folder of <image stem>.png label masks (resized nearest); "
                             "default: DATA_DIR/masks (augment.py --source) when it exists")
-    add("--mask-values", nargs="+", type=int,
-        help="mask pixel values that are foreground; default: 1 for DATA_DIR/masks (Flower-17), "
-             "else any nonzero")
-    add("--ignore-values", nargs="+", type=int,
-        help="mask pixel values left out of localization; default: 0 5 for DATA_DIR/masks "
-             "(Flower-17: unlabelled), else none")
+    flags.add_mask_values(add, "what the masks' data folder records (augment.py; Flower-17: 1), "
+                               "else the nonzero value of masks holding 0 and one other value",
+                          "the recorded ones (Flower-17: 0 5), else none")
     add("--masked-only", action="store_true",
         help="measure only the images that have a mask (every figure, faithfulness too)")
 

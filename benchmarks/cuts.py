@@ -17,10 +17,11 @@ import time
 
 import torch
 
+from flowercam.cache import features
 from flowercam.core import ArgumentParser, atomic_save_json, run_main
 from flowercam.data import dataset
 from flowercam.model import checkpoints, heads, vgg
-from flowercam.train import features, training
+from flowercam.train import training
 
 
 def get_args_parser():

@@ -29,6 +29,9 @@ class UserError(Exception):
         self.topic = topic
 
 
+NO_DEFAULT = (None, False, argparse.SUPPRESS)  # "(default: None)" says nothing (0 does: is, not ==)
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """The description as written (a script's whole docstring: its sentence and its examples,
     never re-wrapped), and "(default: X)" after a flag's help unless the help already says its
@@ -36,7 +39,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS):
+        if "default" in text.lower() or any(action.default is v for v in NO_DEFAULT):
             return text
         return super()._get_help_string(action)
 

@@ -14,9 +14,9 @@ import os
 
 import torch
 
+from flowercam.cache import features
 from flowercam.data import dataset
 from flowercam.model import heads, normalization, vgg
-from flowercam.train import features
 
 SEED_MAX = 2**63 - 1  # torch.manual_seed's upper bound; numpy takes any non-negative int
 
@@ -29,10 +29,6 @@ def _number(kind, text, ok, what):
     if not ok(value):
         raise argparse.ArgumentTypeError(f"{text!r} must be {what}")
     return value
-
-
-def finite_float(text) -> float:
-    return _number(float, text, math.isfinite, "a finite number")
 
 
 def positive_float(text) -> float:
@@ -61,6 +57,17 @@ HINTS = {
     "masks": "pass --masks-dir DIR, or run augment.py --source with a masks/ folder",
     "model": "pass -d RUN_DIR or --checkpoint FILE.pth",
 }
+
+
+def add_mask_values(add, foreground_default, ignore_default):
+    """--mask-values and --ignore-values (augment.py, evaluate.py): what label values of the masks
+    mean, one meaning per value (flowercam/data/masks.py checks them; docs/masks.md). add:
+    parser.add_argument or an argument group's (evaluate.py records each flag's mode)."""
+    add("--mask-values", nargs="+", type=non_negative_int, metavar="V",
+        help=f"mask pixel values that are foreground; default: {foreground_default}")
+    add("--ignore-values", nargs="+", type=non_negative_int, metavar="W",
+        help=f"mask pixel values left out of localization (neither foreground nor background); "
+             f"default: {ignore_default}")
 
 
 def add_data_dir(parser):

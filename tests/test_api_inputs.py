@@ -36,7 +36,6 @@ def calls(model):
             "feats", lambda x, t=None: compute.compute_maps_from_features(model.head, x, "CAM", t)),
         "maps_from_head": ("feats", lambda x, t=None: compute.maps_from_head(
             model.head, x, "GradCAM", t, (32, 32), compute.resolve_options("GradCAM", {}))),
-        "class_cams": ("feats", lambda x, t=None: compute.class_cams(model.head, x)),
     }
 
 
@@ -81,8 +80,6 @@ def test_targets_are_checked_before_the_forward(model, monkeypatch):
     monkeypatch.setattr(model.backbone, "forward_with", no_forward)
     monkeypatch.setattr(model.head, "forward_maps", no_forward)
     for name, (kind, call) in calls(model).items():
-        if name == "class_cams":  # takes no targets
-            continue
         x = images() if kind == "images" else feats()
         msg = one_line(lambda c=call, x=x: c(x, 1.5), "not whole numbers")
         assert "1.5" in msg and "shape" not in msg, name
@@ -94,5 +91,5 @@ def test_targets_are_checked_before_the_forward(model, monkeypatch):
 def test_good_inputs_still_give_maps(model):
     for name, (kind, call) in calls(model).items():
         x = images() if kind == "images" else feats()
-        out = call(x) if name == "class_cams" else call(x, torch.tensor([0, 2])).maps
+        out = call(x, torch.tensor([0, 2])).maps
         assert torch.isfinite(out).all(), name

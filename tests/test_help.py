@@ -49,3 +49,10 @@ def test_every_default_is_said_once(name):
             assert "(default: None)" not in shown and "(default: False)" not in shown, shown
             if "default" in action.help.lower():
                 assert "(default: " not in shown.replace(action.help % vars(action), ""), shown
+
+
+def test_a_zero_default_is_still_said(capsys):
+    """0 == False in Python: a seed's default 0 must not be taken for "no default"."""
+    with pytest.raises(SystemExit):
+        importlib.import_module("evaluate").get_args_parser().parse_args(["sanity", "--help"])
+    assert "resamples (default: 0)" in flat(capsys.readouterr().out)

@@ -45,7 +45,7 @@ class MetricsConfig:
     precision: str = "fp32"  # scoring forwards only; maps are fp32
     methods: tuple[str, ...] | None = None  # None: every method the head supports
     baselines: tuple[str, ...] = DEFAULT_BASELINES
-    scales: tuple[float, ...] = (1.0,)  # multi-scale aggregation of every map (cams.Aggregation)
+    scales: tuple[float, ...] = (1.0,)  # multi-scale aggregation of every map (compute.Aggregation)
     flip: bool = False  # and of horizontally flipped images
     layers: tuple[str, ...] | None = None  # LayerCAM's layers; None: the report's (pool3, pool4)
     limit: int | None = None
@@ -54,8 +54,9 @@ class MetricsConfig:
     deletion_baseline: str = "zeros"
     target: str = "label"
     masks_dir: str | None = None  # None: DATA_DIR/masks when it exists, else no localization
-    mask_values: tuple[int, ...] | None = None  # None: (1,) for DATA_DIR/masks, else nonzero
-    ignore_values: tuple[int, ...] | None = None  # None: (0, 5) for DATA_DIR/masks, else ()
+    # None: what the masks' folder records (flowercam/data/masks.py: resolve_masks)
+    mask_values: tuple[int, ...] | None = None
+    ignore_values: tuple[int, ...] | None = None
     masked_only: bool = False  # measure only the images that have a mask
     validate_tau_on: str | None = None  # None: "valid" for split_name test; "none": off
     tau_from: str | None = None  # or the validated tau of an earlier run's cam_metrics.json

@@ -15,13 +15,14 @@ import torch
 from tqdm import tqdm
 
 from flowercam import dist
+from flowercam.cache import features
 from flowercam.cam import compute, methods
 from flowercam.core import UserError, fit_name
 from flowercam.data import dataset
 from flowercam.model import checkpoints, normalization, vgg
 from flowercam.report import image_files, render
 from flowercam.report.image_files import arrays_of, expand_images, load_items, save_extras, save_png
-from flowercam.train import evaluation, features, runs
+from flowercam.train import evaluation, runs
 
 NUM_IMAGES = 12
 COLS = 4
@@ -45,7 +46,7 @@ class FigureOptions:
     grid_runs: str | None = None  # grid_runs.json: lets a checkpoint be a configuration name
     agg: compute.Aggregation = compute.Aggregation()  # scales and flips (default: one plain pass)
     outline_masks: str | None = None  # folder of <image stem>.png masks outlined in strip/compare
-    outline_value: int = 1  # the mask value outlined (Flower-17: 1 = flower)
+    outline_value: int | None = None  # the mask value outlined; None: the folder's record
     max_pixels: int = dataset.MAX_PIXELS  # largest --image accepted (dataset.open_rgb)
 
 
