@@ -2,6 +2,7 @@
 
 import math
 
+import metric_helpers as helpers
 import numpy as np
 import pytest
 import torch
@@ -27,9 +28,9 @@ def test_map_equal_to_mask_is_perfect():
     mask = square_mask()
     fg, valid = one(mask)
     maps = mask[None].astype(float)
-    assert formulas.pointing_game(maps, fg, valid) == 100
-    assert formulas.pxap(maps, fg, valid, THR) == pytest.approx(100)
-    miou, thr = formulas.best_iou(maps, fg, valid, THR)
+    assert helpers.pointing_game(maps, fg, valid) == 100
+    assert helpers.pxap(maps, fg, valid, THR) == pytest.approx(100)
+    miou, thr = helpers.best_iou(maps, fg, valid, THR)
     assert miou == pytest.approx(100) and 0 < thr <= 1
 
 
@@ -40,12 +41,12 @@ def test_inverted_map_scores_chance_only():
     frac = mask.mean()
     fg, valid = one(mask)
     maps = 1.0 - mask[None].astype(float)
-    assert formulas.pointing_game(maps, fg, valid) == 0
+    assert helpers.pointing_game(maps, fg, valid) == 0
     tp, fp, n_fg = formulas.threshold_counts(maps, fg, valid, THR)
     ious = formulas.iou_per_threshold(tp, fp, n_fg)
     assert np.all(ious[:, 1:] == 0)
-    assert formulas.best_iou(maps, fg, valid, THR) == pytest.approx((frac * 100, 0.0))
-    assert formulas.pxap(maps, fg, valid, THR) == pytest.approx(frac * 100)
+    assert helpers.best_iou(maps, fg, valid, THR) == pytest.approx((frac * 100, 0.0))
+    assert helpers.pxap(maps, fg, valid, THR) == pytest.approx(frac * 100)
 
 
 @pytest.mark.parametrize("value", [0.0, 0.5, 1.0])
@@ -53,9 +54,9 @@ def test_constant_map_gives_foreground_fraction(value):
     mask = square_mask()
     fg, valid = one(mask)
     maps = np.full((1, 32, 32), value)
-    assert formulas.pxap(maps, fg, valid, THR) == pytest.approx(mask.mean() * 100)
+    assert helpers.pxap(maps, fg, valid, THR) == pytest.approx(mask.mean() * 100)
     # tied peaks share the credit: a flat map points at foreground with the foreground fraction
-    assert formulas.pointing_game(maps, fg, valid) == pytest.approx(mask.mean() * 100)
+    assert helpers.pointing_game(maps, fg, valid) == pytest.approx(mask.mean() * 100)
 
 
 def test_pxap_accumulates_over_the_set():
@@ -67,7 +68,7 @@ def test_pxap_accumulates_over_the_set():
     expected_high = 144 / 160  # recall from image 0 alone at t > 0.5 (precision 1)
     total_fg, total_pix = 160, 2 * 32 * 32 - (1024 - 144)
     ap = expected_high * 1 + (1 - expected_high) * total_fg / total_pix
-    assert formulas.pxap(maps, fg, valid, THR) == pytest.approx(ap * 100)
+    assert helpers.pxap(maps, fg, valid, THR) == pytest.approx(ap * 100)
 
 
 def test_ignore_values_are_ignored():
@@ -79,9 +80,9 @@ def test_ignore_values_are_ignored():
     maps = mask[None].astype(float)
     maps[0, :4, :] = 1.0  # the map fires in the ignored band: no penalty
     maps[0, 0, 0] = 2.0  # and its global peak there does not count either
-    assert formulas.pointing_game(maps, fg, valid) == 100
-    assert formulas.pxap(np.clip(maps, 0, 1), fg, valid, THR) == pytest.approx(100)
-    assert formulas.best_iou(np.clip(maps, 0, 1), fg, valid, THR)[0] == pytest.approx(100)
+    assert helpers.pointing_game(maps, fg, valid) == 100
+    assert helpers.pxap(np.clip(maps, 0, 1), fg, valid, THR) == pytest.approx(100)
+    assert helpers.best_iou(np.clip(maps, 0, 1), fg, valid, THR)[0] == pytest.approx(100)
     # without ignoring, 128 counts as foreground (default: any nonzero)
     fg2, valid2 = one(labels)
     assert fg2[0, :4].all() and valid2.all()
@@ -100,16 +101,16 @@ def test_image_without_foreground_is_skipped_for_pointing_and_iou():
     maps = masks.astype(float)
     hits = formulas.pointing_game_per_image(maps, fg, valid)
     assert hits[0] == 1 and math.isnan(hits[1])
-    assert formulas.best_iou(maps, fg, valid, THR)[0] == pytest.approx(100)
+    assert helpers.best_iou(maps, fg, valid, THR)[0] == pytest.approx(100)
 
 
 def test_average_drop_and_increase():
     y = np.array([0.8, 0.5, 0.4])
-    assert formulas.average_drop(y, y) == 0  # a map of ones leaves the image unchanged
-    assert formulas.increase_in_confidence(y, y) == 0
+    assert helpers.average_drop(y, y) == 0  # a map of ones leaves the image unchanged
+    assert helpers.increase_in_confidence(y, y) == 0
     o = np.array([0.4, 0.6, 0.0])
-    assert formulas.average_drop(y, o) == pytest.approx((50 + 0 + 100) / 3)
-    assert formulas.increase_in_confidence(y, o) == pytest.approx(100 / 3)
+    assert helpers.average_drop(y, o) == pytest.approx((50 + 0 + 100) / 3)
+    assert helpers.increase_in_confidence(y, o) == pytest.approx(100 / 3)
 
 
 def test_auc_trapezoid():
@@ -150,7 +151,7 @@ def test_score_fn_matches_softmax_and_map_of_ones_has_no_drop():
     y = score(images, targets)
     assert torch.all((y > 0) & (y < 1))
     o = score(images * torch.ones(3, 1, 32, 32), targets)
-    assert formulas.average_drop(y.numpy(), o.numpy()) == 0
+    assert helpers.average_drop(y.numpy(), o.numpy()) == 0
 
 
 def test_deletion_perfect_ordering_beats_random():

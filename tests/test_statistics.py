@@ -1,5 +1,6 @@
 """flowercam.metrics.statistics: figures as statistics of resampled images, paired differences."""
 
+import metric_helpers as helpers
 import numpy as np
 import pytest
 
@@ -41,7 +42,7 @@ def test_identical_maps_differ_by_exactly_zero_on_every_figure():
 def test_figures_from_statistics_equal_the_figure_functions():
     a = random_tables(np.random.default_rng(1))
     stats = localization.oracle_stats(a, np.arange(40))
-    assert statistics.figures(stats, 100, 3) == localization.oracle(a, np.arange(40), 100, 3)
+    assert statistics.figures(stats, 100, 3) == helpers.oracle(a, np.arange(40), 100, 3)
 
 
 def test_paired_interval_is_narrower_than_the_unpaired_gap_suggests():

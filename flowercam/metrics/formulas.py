@@ -18,8 +18,6 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
-from flowercam.metrics.config import default_thresholds
-
 # ---------------------------------------------------------------- localization
 
 
@@ -42,9 +40,6 @@ def pointing_game_per_image(maps, fg, valid):
         hits[i] = f[peak].mean()
     return hits
 
-
-def pointing_game(maps, fg, valid):
-    return _nanmean(pointing_game_per_image(maps, fg, valid)) * 100
 
 
 def threshold_counts(maps, fg, valid, thresholds):
@@ -74,10 +69,6 @@ def pxap_from_counts(tp, fp, n_fg):
     return float((np.diff(recall, prepend=0.0) * precision).sum() * 100)
 
 
-def pxap(maps, fg, valid, thresholds=None):
-    thresholds = default_thresholds() if thresholds is None else thresholds
-    return pxap_from_counts(*threshold_counts(maps, fg, valid, thresholds))
-
 
 def iou_per_threshold(tp, fp, n_fg):
     """[N,T] IoU = tp / (fg + fp) per image and threshold; NaN rows: images without foreground."""
@@ -96,11 +87,6 @@ def best_iou_from_ious(ious, thresholds):
     return float(mean[k] * 100), float(thresholds[k])
 
 
-def best_iou(maps, fg, valid, thresholds=None):
-    thresholds = default_thresholds() if thresholds is None else thresholds
-    tp, fp, n_fg = threshold_counts(maps, fg, valid, thresholds)
-    return best_iou_from_ious(iou_per_threshold(tp, fp, n_fg), thresholds)
-
 
 # ---------------------------------------------------------------- faithfulness
 
@@ -114,13 +100,6 @@ def drop_per_image(y, o):
 def increase_per_image(y, o):
     return (np.asarray(o) > np.asarray(y)).astype(np.float64) * 100
 
-
-def average_drop(y, o):
-    return float(drop_per_image(y, o).mean())
-
-
-def increase_in_confidence(y, o):
-    return float(increase_per_image(y, o).mean())
 
 
 def auc(curves):

@@ -1,6 +1,6 @@
 """Localization figures of --cam-metrics from per-image tables, at an oracle and a validated tau.
 
-    python -c "from flowercam.metrics import localization as L; help(L.oracle)"
+    python -c "from flowercam.metrics import localization as L; help(L.oracle_stats)"
 
 Per image i (tau_k = 0, 0.01, ..., 0.99 of the min-max map, T = 100): tp, fp [N,T] pixel counts,
 n_fg [N]; hit [N] pointing game; box_largest / box_all [N,T] best box IoU (largest / any
@@ -17,7 +17,7 @@ import numpy as np
 
 from flowercam.metrics import boxes, formulas
 from flowercam.metrics.config import default_thresholds
-from flowercam.metrics.statistics import Mean, OverRows, figures
+from flowercam.metrics.statistics import Mean, OverRows
 
 THRESHOLDS = default_thresholds()
 DELTA = 0.5  # MaxBoxAcc, Top-1 / GT-known Loc
@@ -81,19 +81,6 @@ def validated_stats(a, idx, taus):
             "max_box_acc": Mean(_at(big, k_acc), {"tau": float(THRESHOLDS[k_acc])}),
             "max_box_acc_v2": Mean(v2, {"tau": [float(THRESHOLDS[k]) for k in k_v2]}),
             **_loc(big, a["correct"][idx], k_acc)}
-
-
-def threshold_free(a, idx, n_boot, seed):
-    """threshold_free_stats as figures with their bootstrap intervals (so are the next two)."""
-    return figures(threshold_free_stats(a, idx), n_boot, seed)
-
-
-def oracle(a, idx, n_boot, seed):
-    return figures(oracle_stats(a, idx), n_boot, seed)
-
-
-def validated(a, idx, taus, n_boot, seed):
-    return figures(validated_stats(a, idx, taus), n_boot, seed)
 
 
 def choose_taus(t):
