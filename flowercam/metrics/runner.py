@@ -27,6 +27,7 @@ from flowercam.metrics import (
     localization,
     maprows,
     measuring,
+    registry,
     resume,
     selection,
     summary,
@@ -145,7 +146,8 @@ def _partial(chosen: Selected, name, cfg, items):
     if dist.world() > 1:
         return None
     key = {"backbone": chosen.model.backbone.backbone_id, "rows": chosen.rows,
-           "ids": [item_id for item_id, _, _ in items]}
+           "ids": [item_id for item_id, _, _ in items],
+           "metrics_version": registry.METRICS_VERSION}  # a changed metric: not resumed
     return resume.Partial(chosen.out_dir, name, resume.run_settings(cfg, chosen.ckpt, key),
                           cfg.resume)
 
