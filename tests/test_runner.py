@@ -126,6 +126,15 @@ def test_batch_size_and_figure_families_are_honoured(synthetic_run, tmp_path, mo
     assert "pxap" in overall and overall["average_drop"]["n"] == 0
 
 
+def test_no_dagger_verdicts_without_bootstrap_intervals(synthetic_run, tmp_path):
+    """--bootstrap 0: no interval, so no † (a bare difference is no test); the header says so."""
+    runner.run(cli(synthetic_run, "--methods", "CAM", "--bootstrap", "0", "--output-dir",
+                   str(tmp_path)))
+    table = (tmp_path / "cam_metrics.md").read_text()
+    assert "| CAM | 3 |" in table and "†" not in table.split("No † verdicts")[1]
+    assert "--bootstrap 0" in table
+
+
 def test_perturb_limit_leaves_other_images_without_curves(synthetic_run, tmp_path):
 
     summary = runner.run(cli(synthetic_run, "--methods", "CAM", "--perturb-limit", "1",

@@ -17,6 +17,7 @@ def random_tables(rng, n=40):
     box = rng.random((n, T))
     return {"tp": tp, "fp": rng.integers(0, 80, (n, T)), "n_fg": n_fg, "box_largest": box,
             "box_all": box, "hit": (rng.random(n) > 0.3).astype(float),
+            "hit_peak": (rng.random(n) > 0.4).astype(float),
             "has_mask": np.ones(n, bool), "correct": rng.random(n) > 0.2}
 
 
@@ -77,9 +78,11 @@ def test_set_statistics_pair_on_the_same_rows_and_mixed_kinds_refuse():
         statistics.difference(a, Mean(values), 10, 0)
 
 
-def test_beats_reads_the_direction_and_falls_back_to_the_value_without_an_interval():
+def test_beats_reads_the_direction_and_gives_no_verdict_without_an_interval():
     below = {"value": -3.0, "ci95": [-5.0, -1.0], "n": 9}
-    assert statistics.beats(below, lower_is_better=True) and not statistics.beats(below)
-    assert statistics.beats({"value": 1.0, "ci95": [None, None], "n": 9})
-    assert not statistics.beats({"value": 1.0, "ci95": [-0.5, 2.0], "n": 9})
-    assert not statistics.beats(None) and not statistics.beats({"value": None, "ci95": [0, 0]})
+    assert statistics.beats(below, lower_is_better=True) is True
+    assert statistics.beats(below) is False
+    assert statistics.beats({"value": 1.0, "ci95": [None, None], "n": 9}) is None  # --bootstrap 0
+    assert statistics.beats({"value": 1.0, "ci95": [-0.5, 2.0], "n": 9}) is False
+    assert statistics.beats(None) is None
+    assert statistics.beats({"value": None, "ci95": [0, 0]}) is None

@@ -29,17 +29,36 @@ def mask_arrays(labels, mask_values=None, ignore_values=()):
     return fg & valid, valid
 
 
-def pointing_game_per_image(maps, fg, valid):
-    """[N] hit of the map's peak on foreground; tied peaks share the credit; NaN: no foreground."""
+POINTING_TOLERANCE = 15  # px at the map's input resolution (Zhang et al. 2018)
+
+
+def pointing_game_per_image(maps, fg, valid, tolerance=POINTING_TOLERANCE):
+    """[N] the published pointing game (Zhang et al. 2018; TorchRay's PointingGame): the map's
+    maximum (the first in raster order among ties) is a hit (1) when a foreground pixel lies
+    closer than `tolerance` px to it, else a miss (0); ignored pixels are never foreground, so a
+    peak on or near one alone is a miss. NaN: no foreground pixel."""
     maps = np.asarray(maps, dtype=np.float64)
     hits = np.full(len(maps), np.nan)
     for i, (m, f, v) in enumerate(zip(maps, fg, valid, strict=True)):
-        if not f.any():
+        ys, xs = np.nonzero(f & v)  # [K] foreground pixels
+        if len(ys) == 0:
             continue
-        peak = v & (m == m[v].max())  # ignored pixels cannot hold the peak
-        hits[i] = f[peak].mean()
+        y, x = np.unravel_index(int(np.argmax(m)), m.shape)
+        hits[i] = float((((ys - y) ** 2 + (xs - x) ** 2) < tolerance**2).any())
     return hits
 
+
+def peak_on_foreground_per_image(maps, fg, valid):
+    """[N] the former, lenient pointing game (pointing_game_peak): the highest map value among
+    the non-ignored pixels, no tolerance; tied peaks share the credit; NaN: no foreground."""
+    maps = np.asarray(maps, dtype=np.float64)
+    hits = np.full(len(maps), np.nan)
+    for i, (m, f, v) in enumerate(zip(maps, fg, valid, strict=True)):
+        if not (f & v).any():
+            continue
+        peak = v & (m == m[v].max())  # ignored pixels cannot hold the peak
+        hits[i] = (f & v)[peak].mean()
+    return hits
 
 
 def threshold_counts(maps, fg, valid, thresholds):
@@ -97,8 +116,13 @@ def drop_per_image(y, o):
     return np.maximum(0.0, y - o) / np.maximum(y, 1e-12) * 100
 
 
-def increase_per_image(y, o):
-    return (np.asarray(o) > np.asarray(y)).astype(np.float64) * 100
+IC_TOLERANCE = 1e-4  # probability units: an increase smaller than this is a tie, not an increase
+
+
+def increase_per_image(y, o, tolerance=IC_TOLERANCE):
+    """Chattopadhyay 2018's increase in confidence, per image in %: 100 when O exceeds Y by more
+    than `tolerance` (float rounding of one score computed in two batches is no increase)."""
+    return (np.asarray(o, np.float64) - np.asarray(y, np.float64) > tolerance) * 100.0
 
 
 

@@ -76,7 +76,7 @@ def _table(rows, columns, with_ci=True, versus=None):
         for c in columns:
             cell = _cell(figs.get(c.key), c.fmt, c.show_tau, with_ci)
             mark = (diffs is not None and c.key in diffs and not label.endswith(BASELINE)
-                    and not statistics.beats(diffs[c.key], c.lower_is_better))  # untested: none
+                    and statistics.beats(diffs[c.key], c.lower_is_better) is False)  # None: no test
             cells.append(cell + (" †" if mark and cell != "-" else ""))
         lines.append("| " + " | ".join([label, str(n), *cells]) + " |")
     return lines
@@ -129,10 +129,15 @@ def _header(summary):
             f"({summary['seconds_per_image']:.2f} s/image, {opts['device']}).",
             f"Values [95% bootstrap interval, {opts['bootstrap']} resamples of the images]. "
             "Baselines are class-agnostic maps, no model: center = Gaussian at the image centre, "
-            "sigma = side/4; full = all ones. † = does not beat the center baseline: the "
-            "paired difference (same images, same resamples) has a 95% interval that does not "
-            "lie above 0 (below 0 for ↓)."
-            + _aggregation(opts)]
+            "sigma = side/4; full = all ones. " + _verdicts(opts) + _aggregation(opts)]
+
+
+def _verdicts(opts):
+    if not opts["bootstrap"]:
+        return ("No † verdicts: without bootstrap resamples (--bootstrap 0) no paired "
+                "difference has an interval to test.")
+    return ("† = does not beat the center baseline: the paired difference (same images, same "
+            "resamples) has a 95% interval that does not lie above 0 (below 0 for ↓).")
 
 
 def _aggregation(opts):
