@@ -101,7 +101,9 @@ def _versus(summary, pick):
 
 
 def _paired_lines(summary):
-    """The paired differences a - b of every pair, at the oracle tau and the validated tau."""
+    """The paired differences a - b of every pair (--compare, every row against center, against
+    the few-shot rows): at the oracle tau, the validated tau, on the tau set's own images, and
+    the pseudo-masks' at each of their taus."""
     pairs = [(label, {"overall": p["difference"]}) for label, p in summary["paired"].items()]
     lines = ["", "## Paired differences", "",
              "a - b on the same images, 95% interval over the same bootstrap resamples for both "
@@ -115,7 +117,14 @@ def _paired_lines(summary):
                      tau_free_columns() + at_tau_columns())
     if tau_set:
         table += ["", "The tau set's mask images at their own oracle tau:", "", *tau_set]
-    return lines + table if table else []  # pseudo-masks alone: their pairs are above
+    for kind, title in PSEUDO_KINDS:
+        pseudo = _table([(label, p["overall"].get("pseudo_masks", {}).get(kind, {}))
+                         for label, p in pairs], registry.columns("pseudo"))
+        if pseudo:
+            table += ["", f"Pseudo-masks, {title[0].lower()}{title[1:]}:", "", *pseudo]
+    if table and table[0] == "":
+        table = table[1:]  # no overall table (pseudo-masks alone): the first title follows
+    return lines + table if table else []
 
 
 def _header(summary):
@@ -204,12 +213,6 @@ def _pseudo_lines(summary):
             lines += ["", f"### {title}", ""]
             lines += _table(_rows(summary, pick), registry.columns("pseudo"),
                             versus=_versus(summary, pick))
-    kind = "validated_tau" if "validated_tau" in summary["localization"] else "oracle_tau"
-    few = [(label, p["difference"].get("pseudo_masks", {}).get(kind, {}))
-           for label, p in (summary.get("paired") or {}).items() if p["b"].startswith("few-shot")]
-    if any(figs for _, figs in few):
-        lines += ["", f"Paired differences against the few-shot baseline ({kind}):", ""]
-        lines += _table(few, registry.columns("pseudo"))
     seconds = summary.get("row_seconds_per_image") or {}
     lines += ["", "Seconds per image (the map, plus its refinement): "
               + ", ".join(f"{row} {s:.2f}" for row, s in seconds.items()) + "."]
