@@ -3,7 +3,7 @@ then every metric of the registry on them (registry.measure), each rank its batc
 torchrun, the finished batches of a partial run read back (resume.py).
 
     python -c "from flowercam.metrics import measuring; help(measuring.measure)"
-    .venv/bin/pytest tests/test_runner.py tests/test_cam_metrics_resume.py -q
+    .venv/bin/pytest tests/test_runner.py tests/test_resume.py -q
 
 runner.py chooses the inputs and writes the files; the maths is in formulas / boxes /
 localization; maps are computed in fp32 (maprows), --precision only changes the scoring forwards.

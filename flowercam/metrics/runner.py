@@ -10,9 +10,11 @@ Writes cam_metrics.json (figures, 95% bootstrap intervals, per class, per image)
 into --output-dir (default: the model directory). run() takes a config.MetricsConfig (evaluate.py
 builds it from the flags). Rows: the map methods and the baselines (center, full, random, sobel:
 metrics/baselines.py; few-shot-N), each plain or refined (--refine; maprows).
-Masks: --masks-dir, else DATA_DIR/masks. The inputs (checkpoint, methods, images, masks) are chosen
-in flowercam.metrics.selection, the batches are measured in measuring (an interrupted run resumes:
-resume.py), the tables are in tables.
+Masks: --masks-dir, else DATA_DIR/masks. run() is a pipeline (docs/metrics.md):
+select (the checkpoint, rows, images and masks: selection) -> maps (each batch's maps of every
+row: maprows) -> metrics (every metric of the registry on them: measuring, registry; an
+interrupted run resumes: resume.py) -> summary (figures, intervals, paired differences: summary)
+-> files (cam_metrics.json and .md: tables). Each stage reads its part of the MetricsConfig.
 """
 
 import dataclasses
