@@ -17,11 +17,11 @@ import torch
 from tqdm import tqdm
 
 from flowercam import dist
+from flowercam.cache import features
 from flowercam.data import dataset
 from flowercam.metrics import formulas, localization, maprows, registry, selection
 from flowercam.metrics.config import MapOptions, PassOptions
 from flowercam.model import vgg
-from flowercam.train import features
 
 
 @dataclasses.dataclass

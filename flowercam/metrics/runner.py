@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from flowercam import dist
+from flowercam.cache import features
 from flowercam.core import UserError
 from flowercam.data import dataset
 from flowercam.metrics import (
@@ -44,7 +45,6 @@ from flowercam.metrics.config import (
     PassOptions,
     SummaryOptions,
 )
-from flowercam.train import features
 
 
 def run(cfg: MetricsConfig, backbone=None):
