@@ -99,8 +99,10 @@ def select(cfg: MetricsConfig, backbone=None) -> Selected:
     out_dir = selection.output_folder(cfg.part(ModelChoice), ckpt)
     methods = selection.resolve_methods(cfg.methods, settings)
     items = _items(cfg.part(ImageChoice), found)
-    few_shot, few_info = fewshot.train_rows(cfg.baselines, model.backbone, cfg.data_dir,
-                                            cfg.split, masks, size, cfg.device)
+    few_shot, few_info = {}, {}
+    if any(b.startswith(fewshot.PREFIX) for b in cfg.baselines):  # classifiers trained on masks
+        few_shot, few_info = fewshot.train_rows(cfg.baselines, model.backbone, cfg.data_dir,
+                                                cfg.split, masks, size, cfg.device)
     rows = maprows.expand([*methods, *cfg.baselines], cfg.refine, methods)
     methods = maprows.expand(methods, cfg.refine, methods)
     selection.check_pairs(cfg.compare, rows)
