@@ -5,10 +5,11 @@ import json
 import sys
 
 import numpy as np
+import torch
 from mask_data import write_masks
 from metrics_run import cli
 
-from flowercam.metrics import registry, runner
+from flowercam.metrics import localization, registry, runner, statistics
 from flowercam.metrics.statistics import Mean
 
 # a metric defined only here: the share of the map's mass, per image, in % (full: 100)
@@ -77,3 +78,49 @@ def test_the_modules_one_cam_metrics_run_touches(synthetic_run, tmp_path):
           f"{sorted(from_metrics)}")
     assert {"flowercam.metrics.runner", "flowercam.metrics.registry"} <= from_metrics
     assert len(from_metrics) <= 27
+
+
+def _batch(n=3, size=16):
+    """A registry.Batch of random maps on random images, a foreground square per image."""
+    rng = np.random.default_rng(0)
+    maps = torch.from_numpy(rng.random((n, size, size), np.float32))
+    pixels = torch.from_numpy(rng.random((n, 3, size, size), np.float32))
+    fg = np.zeros((n, size, size), bool)
+    fg[:, 4:10, 5:12] = True
+    valid = np.ones_like(fg)
+    valid[:, 0] = False
+
+    def score_fn(images, targets):  # a stand-in classifier: the images' mean brightness
+        return images.mean((1, 2, 3))
+    y = score_fn(pixels, None)
+    return registry.Batch(maps, pixels, torch.zeros(n, dtype=torch.long), y, y * 0.5, y * 0.1,
+                          pixels * 0.5, pixels * 0, fg, valid, np.ones(n, bool), True, score_fn,
+                          torch.Generator().manual_seed(0), registry.Scoring(steps=2, seed=0))
+
+
+def _keys(nested):
+    """Every key of a nested dict, at any depth."""
+    out = set()
+    for key, value in nested.items():
+        out |= {key} | (_keys(value) if isinstance(value, dict) else set())
+    return out
+
+
+def test_every_registered_metric_keeps_its_contract():
+    """Each entry's measure gives [B] arrays including those it keeps per image, and its stats
+    give a figure for each of its columns (at the oracle tau when it has one)."""
+    batch = _batch()
+    tables = localization.mask_tables(batch.np_maps, (batch.fg, batch.valid, np.ones(3, bool)))
+    arrays = {**tables, "y": batch.y.double().numpy(), "correct": np.ones(3, bool)}
+    for metric in registry.METRICS:
+        arrays.update(metric.measure(batch))
+    taus = localization.choose_taus(arrays)
+    for metric in registry.METRICS:
+        measured = metric.measure(batch)
+        assert all(len(v) == 3 for v in measured.values()), metric.name
+        assert set(metric.per_image) <= set(measured), metric.name
+        assert metric.table in (None, *registry.TABLES), metric.name
+        figures = statistics.figures(metric.stats(arrays, np.arange(3), taus), 10, 0)
+        assert {c.key for c in metric.columns} <= _keys(figures), metric.name
+        if metric.tau_set is not None:
+            assert statistics.figures(metric.tau_set(arrays, np.arange(3)), 10, 0), metric.name
