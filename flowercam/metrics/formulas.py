@@ -21,14 +21,6 @@ import torchvision.transforms.functional as TF
 # ---------------------------------------------------------------- localization
 
 
-def mask_arrays(labels, mask_values=None, ignore_values=()):
-    """Label image [..., H, W] -> (fg, valid) bool; fg = listed values (None: any nonzero)."""
-    labels = np.asarray(labels)
-    valid = ~np.isin(labels, list(ignore_values))
-    fg = labels != 0 if mask_values is None else np.isin(labels, list(mask_values))
-    return fg & valid, valid
-
-
 POINTING_TOLERANCE = 15  # px at the map's input resolution (Zhang et al. 2018)
 
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from flowercam import dist
 from flowercam.cache import features
-from flowercam.data import dataset
+from flowercam.data import dataset, masks
 from flowercam.metrics import formulas, localization, maprows, registry, selection
 from flowercam.metrics.config import MapOptions, PassOptions
 from flowercam.model import vgg
@@ -83,16 +83,16 @@ def batch_features(model, items, cfg: PassOptions):
     return feats[[row[item_id] for item_id, _, _ in items]].float()
 
 
-def measure_row(maps, inputs: Inputs, masks, keep, p) -> dict:
+def measure_row(maps, inputs: Inputs, mask_arrays, keep, p) -> dict:
     """Per-image arrays of one row on one batch: every metric of the registry that the pass's
     figures ask for (registry.measure) and the mask tables (localization.mask_tables)."""
-    fg, valid, _ = masks
+    fg, valid, _ = mask_arrays  # [B,H,W], [B,H,W], [B]
     batch = registry.Batch(maps, inputs.pixels, inputs.targets, inputs.y, inputs.y_blur,
                            inputs.y_base, inputs.blurred, inputs.baseline, fg, valid, keep,
                            p.faithful, p.score_fn, p.generator,
                            registry.Scoring(p.opts.steps, p.opts.seed))
     return {**registry.measure(batch, p.opts.families),
-            **localization.mask_tables(batch.np_maps, masks)}
+            **localization.mask_tables(batch.np_maps, mask_arrays)}
 
 
 def _batch_feats(model, all_feats, images, start, device):
@@ -134,7 +134,7 @@ def _measure_batch(p, start, images, labels):
     keep = p.perturb[start:start + step]
     feats = _batch_feats(p.model, p.all_feats, images, start, p.opts.device)
     inputs = shared_inputs(p.model, images, labels, feats, keep, p.opts, p.score_fn)
-    mask_arrays = selection.batch_masks(batch, p.masks, p.size)
+    mask_arrays = masks.batch_masks(batch, p.masks, p.size)
     made = maprows.batch_maps(p.model, p.rows, p.few_shot, images, [b[0] for b in batch],
                               inputs.pixels, inputs.targets, inputs.cam_cache, p.map_options)
     figures = {}
@@ -163,7 +163,7 @@ def measure(model, settings, items, rows, opts: PassOptions, map_options: MapOpt
             faithful=True, few_shot=None, partial=None) -> Measured | None:
     """Loop over the items in batches -> Measured (rank 0; None on the other ranks).
 
-    rows: map methods and baselines (config.MAP_BASELINES); masks: selection.MaskSpec or None;
+    rows: map methods and baselines (config.MAP_BASELINES); masks: data.masks.MaskSpec or None;
     faithful False: localization only (no scoring forwards, AD/IC/AUCs NaN); few_shot: the
     trained few-shot-N rows (fewshot.train_rows); partial: a resume.Partial whose batches are
     read back (their measuring time is resumed_seconds) and which gets each new one. Under

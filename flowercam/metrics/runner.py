@@ -24,7 +24,7 @@ from pathlib import Path
 from flowercam import dist
 from flowercam.cache import features
 from flowercam.core import UserError
-from flowercam.data import dataset
+from flowercam.data import dataset, masks
 from flowercam.metrics import (
     fewshot,
     localization,
@@ -82,7 +82,7 @@ class Selected:
     methods: list  # the map-method rows (refined ones too)
     rows: list  # methods and baselines
     items: list  # (item id, path, label) measured
-    masks: object  # selection.MaskSpec the figures read, or None
+    masks: object  # data.masks.MaskSpec the figures read, or None
     few_shot: dict  # {few-shot-N: fewshot.FewShotMap}
     few_info: dict
     tau_read: localization.TauSet | None  # the validated tau read from --tau-from
@@ -124,8 +124,8 @@ def tau_subset(cfg: MetricsConfig, masks) -> str:
 def _masks(images: ImageChoice, families, size):
     """-> (the masks found, those the figures read): only localization and pseudo-masks read
     them; --masked-only still selects the images that have one (faithfulness of those)."""
-    found = selection.resolve_masks(images.data_dir, images.masks_dir, images.mask_values,
-                                    images.ignore_values, size)
+    found = masks.resolve_masks(images.data_dir, images.masks_dir, images.mask_values,
+                                images.ignore_values, size)
     return found, found if {"localization", "pseudo-masks"} & set(families) else None
 
 

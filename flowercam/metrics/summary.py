@@ -30,7 +30,7 @@ class Context:
     seconds: float
     tau_seconds: float
     class_names: list | None
-    masks: object  # selection.MaskSpec or None
+    masks: object  # data.masks.MaskSpec or None
     tau_set: localization.TauSet | None
     methods: list  # the map-method rows (the other rows are baselines)
     few_shot: dict
