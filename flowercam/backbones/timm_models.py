@@ -83,7 +83,10 @@ class TimmBackbone(protocol.Backbone):
             def hook(module, inputs, out):
                 if name == leaf:  # the graph starts here: nothing below records one
                     out = out.detach().requires_grad_()
-                acts[name] = self._as_map(out, grid)
+                acts[name] = act = self._as_map(out, grid)
+                if self.vit:  # the rest of the net reads the map, so gradients reach it
+                    prefix = out[:, :self.model.num_prefix_tokens]
+                    out = torch.cat([prefix, act.flatten(2).transpose(1, 2)], dim=1)
                 return out
             return hook
 
