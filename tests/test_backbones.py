@@ -1,6 +1,7 @@
 """flowercam.backbones: the protocol for VGG16 (today's model/vgg.py, byte for byte on a real
-image), timm's ResNet-50, ConvNeXt-T and ViT-B/16 (seeded random weights, small inputs), the
-registry and weights loading, and EfficientNet-Lite0's offline ImageNet weights on real daisies."""
+image), timm's ResNet-50, ConvNeXt-T, EfficientNet-Lite0 and ViT-B/16 (seeded random weights,
+small inputs), the registry and weights loading, and EfficientNet-Lite0's offline ImageNet
+weights on real daisies."""
 
 import types
 
@@ -20,7 +21,7 @@ from flowercam.data.dataset import load_image
 from flowercam.model import vgg
 from flowercam.sanity import randomise
 
-TIMM = ("resnet50", "convnext_tiny", "vit_base_patch16_224")
+TIMM = ("resnet50", "convnext_tiny", "efficientnet_lite0", "vit_base_patch16_224")
 DAISIES = range(801, 811)  # Flower-17 class 10 (Daisy) is image_0801..image_0880 (README)
 IMAGENET_DAISY = 985
 
@@ -168,8 +169,11 @@ def test_weights_file_and_id(tmp_path):
         registry.load_backbone("no_such_net")
 
 
-def test_offline_without_a_file_is_one_line(monkeypatch):
+def test_offline_without_a_file_is_one_line(monkeypatch, tmp_path):
+    """No file and no network (Hugging Face offline, an empty cache): one line naming the flag."""
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
     with pytest.raises(UserError) as err:
         registry.load_backbone("resnet18")
     message = str(err.value)
@@ -207,6 +211,7 @@ def their_cam(cls, model, layer, x, target, reshape):
 
 @pytest.mark.parametrize(("name", "stage", "height", "width"), [
     ("resnet50", "layer3", 64, 64), ("convnext_tiny", "stages.2", 64, 64),
+    ("efficientnet_lite0", "blocks.4", 64, 64),
     ("vit_base_patch16_224", "blocks.10", 64, 96)])
 def test_gradcam_through_the_protocol_equals_pytorch_grad_cams(timm_backbones, name, stage,
                                                                height, width):
