@@ -3,6 +3,7 @@ image), timm's ResNet-50, ConvNeXt-T, EfficientNet-Lite0 and ViT-B/16 (seeded ra
 small inputs), the registry and weights loading, and EfficientNet-Lite0's offline ImageNet
 weights on real daisies."""
 
+import copy
 import types
 
 import huggingface_hub
@@ -63,9 +64,11 @@ def test_vgg16_cascade_is_the_sanity_checks_blocks():
     for name, modules in backbone.cascade():
         assert [id(m) for m in modules] == [id(m) for m in randomise.layer_modules(model, name)]
     conv = backbone.cascade()[0][1][0]
+    theirs = copy.deepcopy(conv)
+    randomise._reinit(theirs, True, 3)  # the sanity checks' re-initialisation, seed 3
     with protocol.seeded(3):
         backbone.reinit(conv)
-    assert float(conv.bias.abs().sum()) == 0  # torchvision's VGG init: zero bias
+    assert torch.equal(conv.weight, theirs.weight) and torch.equal(conv.bias, theirs.bias)
 
 
 @pytest.mark.parametrize("name", TIMM)
@@ -107,6 +110,23 @@ def test_vit_drops_the_class_token_and_lays_patches_on_the_grid(timm_backbones):
     for name in ("blocks.2", "blocks.10"):  # both maps are on the path to the output
         assert torch.autograd.grad(feats.sum(), acts[name], retain_graph=True)[0].abs().sum() > 0
     assert vit.shapes(224)["features"] == (768, 14, 14)
+
+
+def test_vit_drops_register_tokens_and_uses_its_own_patch_size():
+    """DINOv2 ViT-S/14 with 4 registers (any timm ViT name, generic entry): 1 class + 4 register
+    tokens dropped, patch 14 -> a 42 x 70 input is a 3 x 5 grid; stages equal timm's own
+    forward_intermediates (NCHW, prefix tokens dropped)."""
+    vit = registry.load_backbone("vit_small_patch14_reg4_dinov2", seed=0)
+    assert vit.model.num_prefix_tokens == 5
+    x = rand(1, 3, 42, 70)
+    with torch.no_grad():
+        feats, acts = vit.forward_with(x, ["blocks.0", "blocks.11"], graph=None)
+        tokens = vit.model.forward_features(x)
+        theirs = vit.model.forward_intermediates(x, indices=[0, 11], intermediates_only=True)
+    assert tokens.shape == (1, 5 + 15, 384) and feats.shape == (1, 384, 3, 5)
+    assert torch.equal(feats.flatten(2).transpose(1, 2), tokens[:, 5:])
+    for act, ref in zip(acts.values(), theirs, strict=True):
+        assert torch.equal(act, ref)
 
 
 def test_forward_with_graph_modes(timm_backbones):
