@@ -125,7 +125,7 @@ def get_args_parser():
                                   help="accuracy (default), cam-metrics or sanity; "
                                        "`evaluate.py MODE --help`: its flags")
     add_accuracy_args(modes.add_parser("accuracy", description=ACCURACY,
-                                       help=ACCURACY.split(" ->")[0]))
+                                       help="the default: top-1/3/5 and loss of every epoch"))
     add_cam_metrics_args(modes.add_parser("cam-metrics", description=CAM_METRICS,
                                           help="how good the maps are (also: --cam-metrics)"))
     add_sanity_args(modes.add_parser("sanity", description=SANITY,

@@ -2,7 +2,8 @@
 and the parts of it that each stage of the run reads (MetricsConfig.part).
 
     python -c "from flowercam.metrics.config import MetricsConfig as C; print(C(model_dir='m'))"
-    python evaluate.py --help                # the flags that fill it (defaults from here)
+    python evaluate.py cam-metrics --help    # the flags that fill it (each flag's dest is a field;
+                                             # the defaults are this dataclass's)
 """
 
 import dataclasses
