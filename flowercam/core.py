@@ -35,11 +35,12 @@ NO_DEFAULT = (None, False, argparse.SUPPRESS)  # "(default: None)" says nothing 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """The description as written (a script's whole docstring: its sentence and its examples,
     never re-wrapped), and "(default: X)" after a flag's help unless the help already says its
-    default or there is none to say (None, False)."""
+    default or there is none to say (None, False, an empty list)."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text.lower() or any(action.default is v for v in NO_DEFAULT):
+        empty = isinstance(action.default, (list, tuple)) and not action.default
+        if "default" in text.lower() or empty or any(action.default is v for v in NO_DEFAULT):
             return text
         return super()._get_help_string(action)
 
