@@ -70,8 +70,10 @@ def batch_features(model, items, cfg):
 
 
 def perturbation_aucs(maps, shared, keep, score_fn, cfg, generator):
-    """Deletion and insertion AUC [B] of the images `keep` (bool [B]); NaN for the others."""
+    """Deletion and insertion AUC [B] and curves [B,steps+1] of the images `keep` (bool [B]);
+    NaN for the others."""
     dele, ins = np.full(len(maps), np.nan), np.full(len(maps), np.nan)
+    curves = np.full((2, len(maps), cfg.steps + 1), np.nan)  # deletion, insertion
     if keep.any():
         idx = torch.from_numpy(np.flatnonzero(keep))
         s = {k: v[idx] for k, v in shared.items() if torch.is_tensor(v) and k != "feats"}
@@ -80,7 +82,8 @@ def perturbation_aucs(maps, shared, keep, score_fn, cfg, generator):
         i = formulas.insertion_curve(score_fn, s["pixels"], maps[idx], s["targets"], cfg.steps,
                                     s["blurred"], generator, ends=(s["y_blur"], s["y"]))
         dele[keep], ins[keep] = formulas.auc(d.numpy()), formulas.auc(i.numpy())
-    return dele, ins
+        curves[0, keep], curves[1, keep] = d.numpy(), i.numpy()
+    return dele, ins, curves
 
 
 def measure_method(maps, shared, masks, keep, score_fn, cfg, generator, faithful=True):
@@ -88,9 +91,10 @@ def measure_method(maps, shared, masks, keep, score_fn, cfg, generator, faithful
     the images `keep` when cfg.families has it."""
     nan = np.full(len(maps), np.nan)
     o = score_fn(shared["pixels"] * maps[:, None], shared["targets"]).numpy() if faithful else nan
-    dele, ins = perturbation_aucs(maps, shared, keep & faithful, score_fn, cfg, generator)
+    dele, ins, curves = perturbation_aucs(maps, shared, keep & faithful, score_fn, cfg, generator)
     roads = road.per_image(score_fn, maps, shared, keep, cfg.seed) if "road" in cfg.families else {}
     return {"o": o, "deletion": dele, "insertion": ins, **roads,
+            "deletion_curve": curves[0], "insertion_curve": curves[1],
             **localization.image_tables(maps.numpy(), masks, "localization" in cfg.families)}
 
 

@@ -10,6 +10,8 @@ against the center baseline and for the pairs the user names (--compare): paired
 differences (flowercam.metrics.statistics).
 """
 
+import platform
+
 import numpy as np
 import torch
 
@@ -147,10 +149,44 @@ def _with_tau_set_pairs(pairs_out, tau_set, pairs, cfg):
 
 
 def _per_image(info, measured):
-    """The per-image arrays cam_metrics.json keeps (scores, curves, pointing hits, ROAD)."""
+    """The per-image arrays cam_metrics.json keeps (scores, AUCs, pointing hits, ROAD; iou: the
+    pixel IoU at the row's oracle tau, which ranks the report's gallery)."""
     kept = ("o", "deletion", "insertion", "hit", *road.FIGURES)
-    return {**info, **{m: {k: a[k].tolist() for k in kept if k in a}
-                       for m, a in measured["methods"].items()}}
+    out = {**info}
+    for m, a in measured["methods"].items():
+        out[m] = {k: a[k].tolist() for k in kept if k in a}
+        if "tp" in a and a["has_mask"].any():
+            ious = formulas.iou_per_threshold(a["tp"], a["fp"], a["n_fg"])
+            ious[~a["has_mask"]] = np.nan
+            k = int(np.argmax(np.nanmean(ious, 0))) if not np.isnan(ious).all() else 0
+            out[m]["iou"] = (ious[:, k] * 100).tolist()
+    return out
+
+
+def curves(measured):
+    """{row: {"deletion", "insertion": mean score per step [S+1] over the perturbed images,
+    "precision", "recall": the set-level pixel PR curve behind PxAP, tau high to low}} (the
+    report's plots)."""
+    out = {}
+    for m, a in measured["methods"].items():
+        row = {}
+        for k in ("deletion", "insertion"):
+            c = a.get(f"{k}_curve")
+            if c is not None and np.isfinite(c).all(1).any():
+                row[k] = c[np.isfinite(c).all(1)].mean(0).tolist()
+        if "tp" in a and a["has_mask"].any():
+            has = a["has_mask"]
+            pr = formulas.pr_curve(a["tp"][has], a["fp"][has], a["n_fg"][has])
+            if pr is not None:
+                row["precision"], row["recall"] = pr[0].tolist(), pr[1].tolist()
+        out[m] = row
+    return out
+
+
+def versions():
+    """What wrote the figures (report.html shows it beside the run's settings)."""
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__}
 
 
 def summarise(measured, cfg, context):
@@ -178,7 +214,8 @@ def summarise(measured, cfg, context):
                                 *map(tuple, cfg.compare)]))
     first = next(iter(measured["methods"].values()))
     per_image = _per_image(info, measured)
-    return {"checkpoint": context["checkpoint"], "split": context["split"],
+    return {"checkpoint": context["checkpoint"], "backbone": context["settings"].get("backbone"),
+            "data_dir": str(cfg.data_dir), "versions": versions(), "split": context["split"],
             "subset": context["subset"], "n_images": n, "seconds": context["seconds"],
             "seconds_per_image": context["seconds"] / max(n, 1),
             "row_seconds_per_image": {r: float(np.mean(a["seconds"]))
@@ -191,6 +228,6 @@ def summarise(measured, cfg, context):
             "baselines": {b: rows[b] for b in rows if b not in context["methods"]},
             "paired": _with_tau_set_pairs(paired(measured["methods"], y, taus, pairs,
                                                  cfg.bootstrap, cfg.seed), tau_set, pairs, cfg),
-            "per_image": per_image}
+            "per_image": per_image, "curves": curves(measured)}
 
 
