@@ -203,8 +203,7 @@ def settings_rows(summary, extra=None):
     rows = [("checkpoint", summary.get("checkpoint")),
             ("backbone", summary.get("backbone", "not recorded")),
             ("data", f"{summary.get('data_dir', 'not recorded')}, split {summary.get('split')} "
-                     f"{summary.get('subset')}, {summary.get('n_images', len(summary.get('ids', [])))}"
-                     " images"),
+                     f"{summary.get('subset')}, {summary.get('n_images')} images"),
             ("masks", f"{loc.get('masks_dir')} ({loc.get('masks_from')}): foreground "
                       f"{loc.get('mask_values')}, ignored {loc.get('ignore_values')}; "
                       f"{loc.get('images_with_mask')} images with a mask" if loc else "none"),
