@@ -45,7 +45,8 @@ def test_the_two_scripts_need_no_activated_environment():
         assert "python3 -m venv .venv" in script and "activate" not in script
         assert ".venv/bin/pip install -q -r requirements.txt" in script
     tests = (REPO / "test.sh").read_text()
-    assert all(f".venv/bin/{tool}" in tests for tool in ("ruff", "lint-imports", "python -m pytest"))
+    for tool in ("ruff", "lint-imports", "python -m pytest"):
+        assert f".venv/bin/{tool}" in tests
     assert (REPO / ".ci" / "run").read_text().rstrip().endswith("bash test.sh")  # CI runs it too
     assert "BACKBONE_WEIGHTS" in (REPO / "run.sh").read_text()  # found, not asked for
 
