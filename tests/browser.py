@@ -2,6 +2,8 @@
 broken, errors, a column sorted by a click) and its screenshot.
 
     python tests/browser.py OUT/report.html docs/report_example.png   # the README's picture
+    python -c "import sys; sys.path.insert(0, 'tests'); import browser; \
+print(browser.probe('OUT/report.html'))"
 
 A probe script goes into a copy of the page beside it (so its images resolve), before the page's
 own script: it records every error (a broken image fires one, so does a failed script and
@@ -16,6 +18,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from PIL import Image
 
 PROBE = """<script>
 window.__errors = [];
@@ -97,5 +101,15 @@ def screenshot(page, png, width=1280, height=1600):
     return Path(png)
 
 
+def small_png(png, width=960):
+    """Shrink a screenshot to `width` pixels and 256 colours (a picture small enough to commit)."""
+    with Image.open(png) as image:
+        image.load()
+    small = image.convert("RGB").resize((width, round(image.height * width / image.width)),
+                                        Image.LANCZOS)
+    small.quantize(256).save(png, optimize=True)
+    return Path(png)
+
+
 if __name__ == "__main__":
-    print(screenshot(sys.argv[1], sys.argv[2]))
+    print(small_png(screenshot(sys.argv[1], sys.argv[2], 1280, 1400)))

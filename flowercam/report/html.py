@@ -177,10 +177,9 @@ def paired_table(summary):
 
 def per_class_table(summary):
     """One row per class, per map its pointing, PxAP and AD."""
-    maps = [(name, label, r) for name, label, r in
-            [(m, m, summary["methods"][m]) for m in summary.get("methods", {})] +
-            [(b, b, summary["baselines"][b]) for b in summary.get("baselines", {})]]
-    classes = list(next(iter(maps))[2].get("per_class", {})) if maps else []
+    maps = [(name, name, r) for group in ("methods", "baselines")
+            for name, r in summary.get(group, {}).items()]
+    classes = list(maps[0][2].get("per_class", {})) if maps else []
     keys = [k for k, _ in PER_CLASS
             if any(k in r["per_class"].get(c, {}) for _, _, r in maps for c in classes)]
     if not classes or not keys:
