@@ -144,3 +144,12 @@ def test_grid_py_writes_the_page(tmp_path):
     assert code is None
     page = (results / "report.html").read_text()
     assert 'id="table2"' in page and "loss_curves.png" in page
+
+
+def test_without_its_checkpoint_the_page_says_why_there_is_no_gallery(reported_run, tmp_path):
+    summary = json.loads((reported_run / "cam_metrics.json").read_text())
+    summary["checkpoint"] = str(tmp_path / "gone.pth")
+    (tmp_path / "cam_metrics.json").write_text(json.dumps(summary))
+    page = html.write_report(tmp_path).read_text()
+    assert "gone.pth is not on this machine" in page and 'id="faithfulness"' in page
+    assert "gallery_" not in page

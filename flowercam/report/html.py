@@ -27,6 +27,7 @@ import torch
 
 from flowercam import core
 from flowercam.report import html_images
+from flowercam.train import runs
 
 TEMPLATE = "report_template.html"
 FILES = "report_files"  # the report's own images, beside report.html
@@ -258,7 +259,12 @@ def galleries(summary, out_dir, data_dir, backbone_weights, device):
     paths = [Path(data_dir) / "auged" / f"{i}.jpg" for i in ids]
     if not all(paths[i].is_file() for m in rows for i in _ranked(per_image, m).values()):
         return [], f"no gallery: the images are not in {data_dir}/auged (pass the data folder)"
-    model, settings = html_images.load_gallery_model(checkpoint, backbone_weights, device)
+    # the weights the run read (its config.json) unless given, as evaluate.py resolves them
+    weights = runs.run_defaults(checkpoint, summary.get("split"), backbone_weights)[1]
+    try:
+        model, settings = html_images.load_gallery_model(checkpoint, weights, device)
+    except core.UserError as err:
+        return [], f"no gallery: {err}"
     size = int(settings.get("input_size", 256))
     class_names = settings.get("class_names") or []
 
