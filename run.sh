@@ -17,8 +17,8 @@ SOURCE=()
 [ -d "$SHARED/flowers17" ] && SOURCE=(--source "$SHARED/flowers17")
 "$PY" augment.py "${SOURCE[@]}"
 "$PY" main.py
-"$PY" evaluate.py
-"$PY" evaluate.py --cam-metrics --masked-only --limit 12 --figures localization
-"$PY" inference.py
-RUN=$(ls -td model/TS*/ | head -1)
+RUN=$(ls -td model/TS*/ | head -1)  # the run main.py just made
+"$PY" evaluate.py -d "$RUN"
+"$PY" evaluate.py -d "$RUN" --cam-metrics --masked-only --limit 12 --figures localization
+"$PY" inference.py -m "$RUN"
 echo "done: open ${RUN}report.html (the maps, their figures, the gallery) and output/*.png"
