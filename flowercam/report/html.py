@@ -126,6 +126,8 @@ def metric_table(summary, table_id, caption, columns):
     if not rows:
         return None
     used = [i for i, _ in enumerate(columns) if any(r[2 + i]["text"] != "-" for r in rows)]
+    if not used:  # e.g. --figures localization: no faithfulness figure
+        return None
     headers = ["map", "images"] + [columns[i][1] + (" ↓" if columns[i][3] else " ↑")
                                    for i in used]
     return {"id": table_id, "caption": caption, "headers": headers,
@@ -168,12 +170,14 @@ def paired_table(summary):
             won = beats(difference, lower)
             out.append(cell(difference, fmt, "better" if won else ""))
         rows.append(out)
-    if not rows:
+    used = [i for i, _ in enumerate(columns) if any(r[1 + i]["text"] != "-" for r in rows)]
+    if not rows or not used:
         return None
     return {"id": "paired", "caption": "Paired differences A - B [95% interval]; 'better': A "
             "beats B (the interval excludes 0 on the better side)",
-            "headers": ["A - B"] + [f"{c[1]} {'↓' if c[3] else '↑'}" for c in columns],
-            "rows": rows}
+            "headers": ["A - B"] + [f"{columns[i][1]} {'↓' if columns[i][3] else '↑'}"
+                                    for i in used],
+            "rows": [r[:1] + [r[1 + i] for i in used] for r in rows]}
 
 
 def per_class_table(summary):
@@ -236,8 +240,8 @@ def _figure_text(per_image, row, i, names):
         return values[i] if i < len(values) else None
     label, predicted = per_image["labels"][i], per_image["predicted"][i]
     lines = [f"{per_image['ids'][i]}: {names(label)}, predicted {names(predicted)}",
-             f"score {per_image['y'][i]:.3f}; kept by the map (o) "
-             + ("-" if _missing(get("o")) else f"{get('o'):.3f}")]
+             f"score {per_image['y'][i]:.3f}" + ("" if _missing(get("o")) else
+                                                 f"; kept by the map (o) {get('o'):.3f}")]
     for key, text, fmt in (("iou", "IoU %", "{:.1f}"), ("hit", "pointing hit", "{:.0f}"),
                            ("deletion", "deletion AUC", "{:.3f}"),
                            ("insertion", "insertion AUC", "{:.3f}")):
