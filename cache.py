@@ -8,13 +8,13 @@
 main.py, evaluate.py and grid.py build a missing cache themselves; this command builds one ahead
 (e.g. on a faster machine). Under torchrun the processes share the work (README "Past one
 machine"): torchrun --nproc-per-node 2 cache.py --subset train. The files are described in
-flowercam/train/features.py.
+flowercam/cache/features.py.
 """
 
 from flowercam import core, dist, flags
+from flowercam.cache import features
 from flowercam.data import dataset
 from flowercam.model import vgg
-from flowercam.train import features
 
 
 def get_args_parser():

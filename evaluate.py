@@ -20,11 +20,15 @@ from pathlib import Path
 
 from flowercam import core, dist, flags
 from flowercam.cam import methods
-from flowercam.metrics import config, resume, runner, sanity, sanity_tables
+from flowercam.metrics import config, resume, runner
 from flowercam.metrics.config import MetricsConfig
 from flowercam.refine import methods as refiners
-from flowercam.report import html, sanity_figures
-from flowercam.train import evaluation, permuted, runs, training
+from flowercam.report import html
+from flowercam.sanity import checks as sanity
+from flowercam.sanity import figures as sanity_figures
+from flowercam.sanity import permuted
+from flowercam.sanity import tables as sanity_tables
+from flowercam.train import evaluation, runs, training
 
 D = config.default  # --cam-metrics defaults live in MetricsConfig; flags not given are absent
 ACCURACY_BATCH = 64  # --batch-size of the accuracy mode; the map metrics' is MetricsConfig's

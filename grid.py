@@ -16,10 +16,11 @@ import os
 from pathlib import Path
 
 from flowercam import core, dist, flags
+from flowercam.cache import features
 from flowercam.data import dataset
 from flowercam.model import heads, vgg
 from flowercam.report import grid, html
-from flowercam.train import features, training
+from flowercam.train import training
 
 
 def get_args_parser():

@@ -18,9 +18,10 @@ import shutil
 from pathlib import Path
 
 from flowercam import core, dist, flags
+from flowercam.cache import features
 from flowercam.data import dataset
 from flowercam.model import heads, vgg
-from flowercam.train import features, runs, training
+from flowercam.train import runs, training
 
 EPOCHS = 50  # -e when not given (a new run)
 # what --resume takes from the run's config.json: everything that changes the numbers

@@ -21,8 +21,8 @@ import torch
 
 from flowercam import core, flags
 from flowercam.cam import compute, methods
-from flowercam.cam.reference import load_images, report_loop
 from flowercam.model import heads, vgg
+from tests.cam_reference import load_images, report_loop
 
 
 def shared_dir():

@@ -18,10 +18,11 @@ import time
 
 import torch
 
+from flowercam.cache import features
 from flowercam.core import atomic_save_json, run_main
 from flowercam.data import dataset
 from flowercam.model import checkpoints, heads, vgg
-from flowercam.train import features, training
+from flowercam.train import training
 
 
 def get_args_parser():

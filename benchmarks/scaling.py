@@ -8,7 +8,7 @@ Every case builds a fresh cache of the same --images files (256 px, fp32, batche
 --batch-size, decoding in the main process so that each phase is timed alone) in a temporary
 folder: one process as today (features.feature_cache; torch's default threads, then one
 thread), and torchrun --nproc-per-node 2 (one thread each, torchrun's default) in the shared
-and the gather layout (flowercam/train/cache_shards.py). Each process reports its phases;
+and the gather layout (flowercam/cache/shards.py). Each process reports its phases;
 a case's wall time is rank 0's build, from the first collective to the complete mark.
 """
 
@@ -26,9 +26,9 @@ import torch
 
 from benchmarks.training import shared_items
 from flowercam import core, dist
+from flowercam.cache import features, shards
 from flowercam.core import atomic_save_json
 from flowercam.model import vgg
-from flowercam.train import cache_shards, features
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = (("1 process, default threads", 1, None, "shared"),
@@ -63,11 +63,11 @@ def build_once(args):
             features.feature_cache(items, backbone, folder, "fp32", args.batch_size, 0, size=256)
             phases = {"total": time.perf_counter() - start}
         else:
-            job = cache_shards.Build(npy_path=npy, meta_path=meta, key=key, items=items, size=256,
+            job = shards.Build(npy_path=npy, meta_path=meta, key=key, items=items, size=256,
                                      batch_size=args.batch_size, num_workers=0,
                                      run_batch=features.batch_runner(backbone, "fp32", "cpu"))
-            cache_shards.build(job)
-            phases = dict(cache_shards.PHASES)
+            shards.build(job)
+            phases = dict(shards.PHASES)
         parts = dist.gather({**phases, "threads": torch.get_num_threads()})
         dist.wait_all()  # the folder stays until every rank is done with it
     if parts is not None:

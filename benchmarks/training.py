@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from flowercam import core
+from flowercam.cache import features
 from flowercam.core import UserError, atomic_save_json, run_main
 from flowercam.data import dataset
 from flowercam.model import heads, vgg
-from flowercam.train import features, training
+from flowercam.train import training
 
 NUM_CLASSES = 17
 REPO = Path(__file__).resolve().parents[1]

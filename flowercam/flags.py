@@ -14,9 +14,9 @@ import os
 
 import torch
 
+from flowercam.cache import features
 from flowercam.data import dataset
 from flowercam.model import heads, normalization, vgg
-from flowercam.train import features
 
 SEED_MAX = 2**63 - 1  # torch.manual_seed's upper bound; numpy takes any non-negative int
 
@@ -29,10 +29,6 @@ def _number(kind, text, ok, what):
     if not ok(value):
         raise argparse.ArgumentTypeError(f"{text!r} must be {what}")
     return value
-
-
-def finite_float(text) -> float:
-    return _number(float, text, math.isfinite, "a finite number")
 
 
 def positive_float(text) -> float:

@@ -8,10 +8,10 @@ import pytest
 import torch
 from training_data import make_dataset, random_weights
 
+from flowercam.cache import features
 from flowercam.core import UserError
 from flowercam.data import dataset
 from flowercam.model import vgg
-from flowercam.train import features
 
 
 @pytest.fixture(scope="module")

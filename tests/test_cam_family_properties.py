@@ -2,6 +2,9 @@
 inputs, option checks, every head, the feature-cache path, a driver for every kind (the reference
 checks against pytorch-grad-cam / torchcam: tests/test_cam_family.py)."""
 
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 from training_data import cheap, images, make_model
@@ -87,3 +90,13 @@ def test_every_kind_has_a_driver():
     assert set(drivers.DRIVERS) | {"features"} == set(methods.KINDS)
     assert set(methods.REPORT_METHODS) == {"CAM", "ReCAM", "ReCAM-published", "LayerCAM",
                                            "GradCAM", "GradCAM++", "ScoreCAM"}
+
+
+def test_report_methods_are_named_not_sliced():
+    """evaluate.py's default methods are written out as names, so a method registered early in
+    METHODS cannot silently join them (issue 37: it was tuple(METHODS)[:7])."""
+    tree = ast.parse(Path(methods.__file__).read_text())
+    value = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                 and getattr(node.targets[0], "id", None) == "REPORT_METHODS")
+    names = ast.literal_eval(value)  # raises ValueError unless a literal tuple of names
+    assert names == methods.REPORT_METHODS and set(names) <= set(methods.METHODS)

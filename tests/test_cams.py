@@ -1,12 +1,13 @@
 """Tests for cams.py: identities, Grad-CAM++ alpha, batch independence, errors, real weights."""
 
+import cam_reference
 import numpy as np
 import pytest
 import torch
 from training_data import cheap, images, make_model
 
 from flowercam import core
-from flowercam.cam import compute, methods, reference
+from flowercam.cam import compute, methods
 from flowercam.model import heads, normalization, vgg
 
 C = 17
@@ -23,7 +24,7 @@ def test_spatial_mean_of_raw_cam_is_logit(cam_model, recam_model, kind):
         assert torch.allclose(res.raw_native.mean((1, 2)), res.logits[:, c], atol=1e-5)
     with torch.no_grad():
         feats = model.backbone(x)
-        all_maps = compute.class_cams(model.head, feats, kind)
+        all_maps = cam_reference.class_cams(model.head, feats, kind)
         assert torch.allclose(all_maps.mean((2, 3)), model.head(feats), atol=1e-5)
 
 
@@ -120,7 +121,7 @@ def test_batched_equals_report_loop(method):
     x = images(2, 32, dtype=torch.float64)
     for opts in ({}, {"gradcam_layer": "stage5", "fusion": "max"}):
         batched = compute.compute_maps(model, x, method, **opts)
-        loop = reference.report_loop(model, x, method, **opts)
+        loop = cam_reference.report_loop(model, x, method, **opts)
         assert torch.allclose(batched.maps, loop, atol=1e-9)
 
 
@@ -236,14 +237,14 @@ def test_layercam_layers_match_the_report_loop(layers):
     model = make_model("CAM", dtype=torch.float64)
     x = images(2, 64, dtype=torch.float64)
     batched = compute.compute_maps(model, x, "LayerCAM", layers=layers)
-    loop = reference.report_loop(model, x, "LayerCAM", layers=layers)
+    loop = cam_reference.report_loop(model, x, "LayerCAM", layers=layers)
     assert torch.allclose(batched.maps, loop, atol=1e-9)
     assert batched.options["layers"] == list(layers)
 
 
 @pytest.mark.real
 def test_real_weights_every_method(flowers_jpg, weights_path):
-    x = reference.load_images(flowers_jpg, 3, vgg.INPUT_SIZE)
+    x = cam_reference.load_images(flowers_jpg, 3, vgg.INPUT_SIZE)
     torch.manual_seed(0)
     model = heads.Classifier(vgg.load_backbone(str(weights_path)), heads.ReCAMHead(C)).eval()
     for method in methods.supported("ReCAM"):

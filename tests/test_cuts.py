@@ -8,9 +8,9 @@ import torch
 from training_data import make_dataset, random_weights, run_cli
 
 import grid as grid_cli
+from flowercam.cache import disk, features
 from flowercam.data import dataset
 from flowercam.model import checkpoints, vgg
-from flowercam.train import cache_store, features
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_conv5_3_cache_is_float16_and_keyed_by_cut(tmp_path, backbone):
     assert "cut" not in keys["float32"]  # pool5 keys as before this change: old caches stay valid
     assert keys["float16"]["cut"] == "conv5_3" and keys["float16"]["storage"] == "float16"
     npy = features.cache_paths(data_dir, keys["float16"])[0]
-    assert npy.stat().st_size == cache_store.expected_bytes(keys["float16"])
+    assert npy.stat().st_size == disk.expected_bytes(keys["float16"])
     images = torch.stack([dataset.load_image(path, 64)[0] for _, path, _ in items])
     with torch.no_grad():
         exact = backbone.at("conv5_3")(images)

@@ -22,9 +22,9 @@ import training_data
 import evaluate as evaluate_cli
 import grid as grid_cli
 import inference as inference_cli
+from flowercam.cache import features
 from flowercam.data import dataset
 from flowercam.model import checkpoints, heads, vgg
-from flowercam.train import features
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

@@ -42,6 +42,6 @@ def test_the_architecture_page_is_the_contracts_reading():
     assert (REPO / "docs" / "architecture.md").read_text() == text, \
         "python -m benchmarks.architecture"
     for module in ("flowercam.refine.crf", "flowercam.report.html", "flowercam.metrics.road",
-                   "flowercam.train.cache_shards"):
+                   "flowercam.cache.shards"):
         assert f"`{module}`" in text
     assert "1. `flowercam.flags`" in text and "`flowercam.core`" in text

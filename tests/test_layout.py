@@ -1,7 +1,8 @@
 """The shape of the code: commands at the root, the library in flowercam/, imports one way.
 
 import-linter (pyproject.toml, run by .ci/run) checks the layers inside flowercam; these tests
-check what it cannot see: the root scripts, imports inside functions, and the size rules.
+check what it cannot see: the root scripts, imports inside functions, every module in a layer and
+no re-exports. File and function sizes are a guideline, not a test (docs/contributing.md).
 """
 
 import ast
@@ -67,16 +68,6 @@ def test_commands_have_the_house_shape(path):
     functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert {"get_args_parser", "main"} <= functions
     assert 'if __name__ == "__main__":' in path.read_text()
-
-
-@pytest.mark.parametrize("path", [REPO / f"{s}.py" for s in SCRIPTS] + LIBRARY + BENCHMARKS,
-                         ids=lambda p: str(p.relative_to(REPO)))
-def test_files_and_functions_stay_small(path):
-    source = path.read_text()
-    assert len(source.splitlines()) <= 300
-    long = [f"{n.name}: {n.end_lineno - n.lineno + 1} lines" for n in ast.walk(ast.parse(source))
-            if isinstance(n, ast.FunctionDef) and n.end_lineno - n.lineno + 1 > 40]
-    assert not long
 
 
 def test_importing_the_library_imports_no_script():

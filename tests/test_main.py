@@ -13,9 +13,10 @@ import evaluate as evaluate_cli
 import grid as grid_cli
 import main as main_cli
 from flowercam import core
+from flowercam.cache import features
 from flowercam.model import checkpoints, heads
 from flowercam.report import grid
-from flowercam.train import features, runs, training
+from flowercam.train import runs, training
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,13 @@ refinement keep shape and range, the batch driver and row names."""
 
 import dataclasses
 
+import crf_reference
 import numpy as np
 import pytest
 import torch
 
 from flowercam.core import UserError
-from flowercam.refine import crf, methods, reference, regions
+from flowercam.refine import crf, methods, regions
 
 
 def tiny(size=20, seed=0):
@@ -33,11 +34,12 @@ def test_crf_matches_the_naive_dense_crf(seed):
     after one iteration. (After IRN's 10 the two part on these noisy 20 px images: the exact
     field collapses to background, the lattice keeps the square; README "From maps to masks".)"""
     image, fg_map = tiny(seed=seed)
-    fast, exact = crf.dense_crf(image, fg_map, WEAK), reference.naive_dense_crf(image, fg_map, WEAK)
+    fast = crf.dense_crf(image, fg_map, WEAK)
+    exact = crf_reference.naive_dense_crf(image, fg_map, WEAK)
     assert np.abs(fast - exact).max() < 0.02
     assert not np.allclose(exact, crf.unary_probability(fg_map))  # the pairwise terms acted
     once = dataclasses.replace(crf.IRN, iterations=1)
-    irn_fast, irn_exact = crf.dense_crf(image, fg_map, once), reference.naive_dense_crf(
+    irn_fast, irn_exact = crf.dense_crf(image, fg_map, once), crf_reference.naive_dense_crf(
         image, fg_map, once)
     assert ((irn_fast >= 0.5) == (irn_exact >= 0.5)).mean() >= 0.98
 

@@ -13,9 +13,9 @@ import torch
 from training_data import REPO, make_dataset, make_read_only, random_weights, run_cli
 
 import main as main_cli
+from flowercam.cache import disk, features
 from flowercam.data import dataset
 from flowercam.model import vgg
-from flowercam.train import cache_store, features
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +44,9 @@ def counting(backbone, monkeypatch):
 def test_complete_cache_records_size_and_block_checksums(built):
     *_, npy, meta_path = built
     meta = json.loads(meta_path.read_text())
-    assert meta["npy_bytes"] == npy.stat().st_size == cache_store.expected_bytes(meta["key"])
+    assert meta["npy_bytes"] == npy.stat().st_size == disk.expected_bytes(meta["key"])
     assert meta["key"]["n"] == 12 and meta["dtype"] == "float32" and "cut" not in meta["key"]
-    assert len(meta["crc32"]) == 1 and meta["block_rows"] == cache_store.BLOCK_ROWS
+    assert len(meta["crc32"]) == 1 and meta["block_rows"] == disk.BLOCK_ROWS
 
 
 def test_truncated_cache_is_rebuilt(built, monkeypatch, capsys):
@@ -59,17 +59,17 @@ def test_truncated_cache_is_rebuilt(built, monkeypatch, capsys):
     again = features.feature_cache(items, backbone, data_dir, batch_size=4, num_workers=0)
     err = capsys.readouterr().err.strip().splitlines()
     assert any("wrong size" in line and str(npy) in line for line in err)
-    assert sum(rows) == len(items) and npy.stat().st_size == cache_store.expected_bytes(key)
+    assert sum(rows) == len(items) and npy.stat().st_size == disk.expected_bytes(key)
     torch.testing.assert_close(again, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_changed_bytes_rebuild_only_their_block(built, monkeypatch, capsys):
     """Was: 16 bytes changed in the middle -> trained on them (loss 1.6e24, rc 0)."""
     data_dir, items, backbone, expected, npy, meta_path = built
-    monkeypatch.setattr(cache_store, "BLOCK_ROWS", 4)  # 3 blocks of 4 rows
+    monkeypatch.setattr(disk, "BLOCK_ROWS", 4)  # 3 blocks of 4 rows
     meta = json.loads(meta_path.read_text())  # checksums again, per 4 rows
-    cache_store.save_progress(meta_path, meta["key"], cache_store.done_mask(meta),
-                              cache_store.checksums(npy))
+    disk.save_progress(meta_path, meta["key"], disk.done_mask(meta),
+                              disk.checksums(npy))
     middle = npy.stat().st_size // 2  # inside block 1 (rows 4..7)
     with open(npy, "r+b") as f:
         f.seek(middle)
@@ -99,7 +99,7 @@ def test_complete_cache_is_never_opened_for_writing(built, monkeypatch):
     modes, load = [], np.load
     monkeypatch.setattr(np, "load",
                         lambda *a, **k: modes.append(k.get("mmap_mode")) or load(*a, **k))
-    monkeypatch.setattr(cache_store, "open_for_build", None)  # any build attempt would fail
+    monkeypatch.setattr(disk, "open_for_build", None)  # any build attempt would fail
     again = features.feature_cache(items, backbone, data_dir, batch_size=4, num_workers=0)
     assert torch.equal(again, expected) and modes and set(modes) <= {"r", "c"}
 
@@ -139,7 +139,7 @@ BUILD = """
 import sys, time
 from flowercam.data import dataset
 from flowercam.model import vgg
-from flowercam.train import features
+from flowercam.cache import features
 data_dir, weights = sys.argv[1], sys.argv[2]
 backbone = vgg.load_backbone(weights)
 rows, forward = [], backbone.forward

@@ -13,9 +13,9 @@ from PIL import Image
 from training_data import REPO, make_dataset, make_folder_dataset, random_weights
 
 from flowercam import core
+from flowercam.cache import features
 from flowercam.data import dataset, prepare
 from flowercam.model import vgg
-from flowercam.train import features
 
 
 def run_limited(argv, limit_bytes, cwd):

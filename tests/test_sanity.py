@@ -10,12 +10,12 @@ import torch
 import training_data
 
 import evaluate as evaluate_cli
+from flowercam.cache import features
 from flowercam.cam import compute, methods
 from flowercam.core import UserError
-from flowercam.metrics import sanity, sanity_tables, similarity
 from flowercam.metrics.config import MetricsConfig
-from flowercam.model import checkpoints, heads, randomise, vgg
-from flowercam.train import features, permuted
+from flowercam.model import checkpoints, heads, vgg
+from flowercam.sanity import checks, permuted, randomise, similarity, tables
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,8 @@ def test_similarities_of_hand_made_maps():
     centred = a[0] - 0.5
     assert similarity.spearman(np.abs(centred), np.abs(-centred)) == pytest.approx(1.0)
     assert similarity.spearman(np.ones((8, 8)), a[0, :8, :8]) == 0  # a collapsed map: nothing
-    assert similarity.hog_similarity(np.zeros((32, 32)), np.zeros((32, 32))) == 1
+    flat = np.zeros((1, 32, 32))
+    assert similarity.similarities(flat, flat, flat, flat)["hog"][0] == 1  # no gradients: alike
     summary = similarity.summarise(noise, n_boot=50)
     assert summary["spearman"]["n"] == 3
     assert summary["spearman"]["ci95"][0] <= summary["spearman"]["value"]
@@ -108,11 +109,11 @@ def test_similarities_of_hand_made_maps():
 def test_verdict_rule():
     low = {"value": 0.1, "ci95": [0.0, 0.3]}
     high = {"value": 0.6, "ci95": [0.4, 0.7]}
-    assert sanity_tables.passes({"spearman": low, "spearman_abs": low})
-    assert not sanity_tables.passes({"spearman": low, "spearman_abs": high})
+    assert tables.passes({"spearman": low, "spearman_abs": low})
+    assert not tables.passes({"spearman": low, "spearman_abs": high})
     rows = {"A": {"last": {"spearman": low, "spearman_abs": low},
                   "data": {"spearman": high, "spearman_abs": low}}}
-    assert sanity_tables.verdicts(rows, ["last", "data"])["A"] == {
+    assert tables.verdicts(rows, ["last", "data"])["A"] == {
         "last": True, "data": False, "passes": False}
 
 
@@ -190,12 +191,12 @@ def test_fixed_features_give_the_maps_of_the_full_model(model):
         if row not in methods.supported("CAM"):
             continue
         if row in ("CAM", "GradCAM", "LayerCAM", "ScoreCAM"):  # LayerCAM reads pool3 / pool4
-            assert sanity.class_maps_only(row, cfg) == (row in ("CAM", "GradCAM")), row
-        if not sanity.class_maps_only(row, cfg):
+            assert checks.class_maps_only(row, cfg) == (row in ("CAM", "GradCAM")), row
+        if not checks.class_maps_only(row, cfg):
             continue
-        (raw, maps), feats = sanity.row_maps(model, row, x, None, None, targets, ["a", "b"], cfg,
+        (raw, maps), feats = checks.row_maps(model, row, x, None, None, targets, ["a", "b"], cfg,
                                             0)
         want = compute.compute_maps(model, x, row, targets)
         assert np.allclose(raw, want.raw.numpy(), atol=1e-5) and feats is not None
-        (again, _), _ = sanity.row_maps(model, row, x, None, feats, targets, ["a", "b"], cfg, 0)
+        (again, _), _ = checks.row_maps(model, row, x, None, feats, targets, ["a", "b"], cfg, 0)
         assert np.allclose(again, raw, atol=1e-5)

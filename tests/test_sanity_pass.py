@@ -1,4 +1,4 @@
-"""The sanity checks' shared backbone passes (metrics/sanity_pass.py) give each method's own maps,
+"""The sanity checks' shared backbone passes (sanity/passes.py) give each method's own maps,
 and an interrupted evaluate.py --sanity resumes to the files of a run without a break."""
 
 import json
@@ -12,10 +12,9 @@ import training_data
 import evaluate as evaluate_cli
 from flowercam.cam import compute
 from flowercam.core import UserError
-from flowercam.metrics import sanity, sanity_pass
 from flowercam.metrics.config import MetricsConfig
-from flowercam.model import heads, randomise, vgg
-from flowercam.train import permuted
+from flowercam.model import heads, vgg
+from flowercam.sanity import checks, passes, permuted, randomise
 
 ROWS = ("CAM", "GradCAM", "GradCAM++", "LayerCAM")
 
@@ -32,7 +31,7 @@ def model():
 
 def test_the_prefix_is_the_backbone_cut_short(model):
     x = training_data.images(2, size=64)
-    prefix = sanity_pass.Prefix(model.backbone, x)
+    prefix = passes.Prefix(model.backbone, x)
     assert prefix.ends == [0, 5, 10, 17, 24]
     for k in (17, 5, 24, 10):  # any order: each from the longest known below it
         with torch.no_grad():
@@ -52,18 +51,18 @@ def test_one_pass_per_state_gives_every_methods_own_maps(model, layers):
     cfg = MetricsConfig(baselines=())
     x, targets = training_data.images(2, size=64), torch.tensor([1, 3])
     state = randomise.randomised(model, layers, seed=2)
-    stages = sanity_pass.planned_stages(ROWS, lambda row: sanity._options(row, cfg))
+    stages = passes.planned_stages(ROWS, lambda row: checks._options(row, cfg))
     assert stages == ("pool3", "pool4")  # LayerCAM's, in the order its driver asks
-    prefix = sanity_pass.Prefix(model.backbone, x)  # the trained backbone's
-    at = sanity_pass.random_from(state.backbone, layers)
-    shared = heads.Classifier(sanity_pass.StatePass(state.backbone, prefix, at, stages),
+    prefix = passes.Prefix(model.backbone, x)  # the trained backbone's
+    at = passes.random_from(state.backbone, layers)
+    shared = heads.Classifier(passes.StatePass(state.backbone, prefix, at, stages),
                               state.head)
     feats = None
     for row in ROWS:
-        (raw, maps), feats = sanity.row_maps(shared, row, x, None, feats, targets, ["a", "b"],
+        (raw, maps), feats = checks.row_maps(shared, row, x, None, feats, targets, ["a", "b"],
                                              cfg, 0)
         want = compute.compute_maps(state, x, row, targets, normalize_by="minmax",
-                                    **sanity._options(row, cfg))
+                                    **checks._options(row, cfg))
         assert np.array_equal(raw, want.raw.numpy()), row
         assert np.array_equal(maps, want.maps.numpy()), row
     assert shared.backbone.handed  # LayerCAM got the planned pass
@@ -72,7 +71,7 @@ def test_one_pass_per_state_gives_every_methods_own_maps(model, layers):
 def test_state_pass_runs_the_real_backbone_on_other_inputs(model):
     x = training_data.images(2, size=64)
     other = training_data.images(2, size=64, seed=5)
-    state_pass = sanity_pass.StatePass(model.backbone, sanity_pass.Prefix(model.backbone, x),
+    state_pass = passes.StatePass(model.backbone, passes.Prefix(model.backbone, x),
                                        None, ("pool3",))
     with torch.no_grad():
         assert torch.equal(state_pass(other), model.backbone(other))
@@ -110,14 +109,14 @@ def test_an_interrupted_run_resumes_to_the_files_of_a_run_without_a_break(tmp_pa
     fresh, broken = tmp_path / "fresh", tmp_path / "broken"
     _sanity(_argv(data, weights, run, fresh))
     assert not (fresh / "sanity.partial").exists()  # finished: nothing to resume
-    real_batch, calls = sanity._batch, []
+    real_batch, calls = checks._batch, []
 
     def interrupted(*args):
         calls.append(1)
         if len(calls) > 2:
             raise KeyboardInterrupt  # after 2 of the 3 batches
         return real_batch(*args)
-    monkeypatch.setattr(sanity, "_batch", interrupted)
+    monkeypatch.setattr(checks, "_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _sanity(_argv(data, weights, run, broken))
     partial = broken / "sanity.partial"
@@ -125,7 +124,7 @@ def test_an_interrupted_run_resumes_to_the_files_of_a_run_without_a_break(tmp_pa
                                                                   "batch_00001.pt"]
     with pytest.raises(UserError, match="other settings"):  # another seed: refused
         _sanity(_argv(data, weights, run, broken, "-s", "3"))
-    monkeypatch.setattr(sanity, "_batch", real_batch)
+    monkeypatch.setattr(checks, "_batch", real_batch)
 
     def trained_again(*args):
         raise AssertionError("the saved permuted-label head is reused")

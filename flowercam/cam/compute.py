@@ -35,15 +35,6 @@ def _head_settings(head):
     return {"model_type": head.model_type}
 
 
-def class_cams(head, feats, method="CAM"):
-    """All C class maps in one pass: feats [B,512,h,w] -> [B,C,h,w] (CAM or ReCAM)."""
-    check_method(method, _head_settings(head))
-    with torch.no_grad():
-        rew, maps, _ = head.forward_maps(feats)
-        acts = {"classmaps": maps, "reweighted": rew}
-        return head.cams(acts.get(METHODS[method].default_layers[0], maps))
-
-
 def compute_maps_from_features(head, feats, method, targets=None, size=(256, 256), **options):
     """CAM / ReCAM from backbone features [B,512,h,w] (e.g. the feature cache) -> MapResult."""
     check_method(method, _head_settings(head))

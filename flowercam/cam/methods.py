@@ -212,7 +212,9 @@ def option_names():
     return names
 
 
-REPORT_METHODS = tuple(METHODS)[:7]  # CAM .. ScoreCAM: what evaluate.py measures by default
+# what evaluate.py measures by default: the report's methods, named so that a method registered
+# among them in METHODS does not silently join the defaults
+REPORT_METHODS = ("CAM", "ReCAM", "ReCAM-published", "LayerCAM", "GradCAM", "GradCAM++", "ScoreCAM")
 
 
 def supported(model_type, only=None) -> list[str]:

@@ -45,7 +45,7 @@ class MetricsConfig:
     precision: str = "fp32"  # scoring forwards only; maps are fp32
     methods: tuple[str, ...] | None = None  # None: every method the head supports
     baselines: tuple[str, ...] = DEFAULT_BASELINES
-    scales: tuple[float, ...] = (1.0,)  # multi-scale aggregation of every map (cams.Aggregation)
+    scales: tuple[float, ...] = (1.0,)  # multi-scale aggregation of every map (compute.Aggregation)
     flip: bool = False  # and of horizontally flipped images
     layers: tuple[str, ...] | None = None  # LayerCAM's layers; None: the report's (pool3, pool4)
     limit: int | None = None

@@ -3,7 +3,7 @@
 batches of a partial run read back (resume.py).
 
     python -c "from flowercam.metrics import measuring; help(measuring.measure)"
-    .venv/bin/pytest tests/test_runner.py tests/test_cam_metrics_resume.py -q
+    .venv/bin/pytest tests/test_runner.py tests/test_resume.py -q
 
 runner.py chooses the inputs and writes the files; the maths is in formulas / boxes /
 localization; maps are computed in fp32 (maprows), --precision only changes the scoring forwards.
@@ -17,11 +17,11 @@ import torch
 from tqdm import tqdm
 
 from flowercam import dist
+from flowercam.cache import features
 from flowercam.data import dataset
 from flowercam.metrics import baselines, formulas, localization, maprows, road, selection
 from flowercam.metrics.config import MetricsConfig
 from flowercam.model import vgg
-from flowercam.train import features
 
 
 def shared_inputs(model, images, labels, feats, keep, cfg, score_fn):

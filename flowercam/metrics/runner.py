@@ -19,6 +19,7 @@ import dataclasses
 import time
 
 from flowercam import dist
+from flowercam.cache import features
 from flowercam.core import UserError
 from flowercam.data import dataset
 from flowercam.metrics import (
@@ -33,7 +34,6 @@ from flowercam.metrics import (
     tau_file,
 )
 from flowercam.metrics.config import MetricsConfig
-from flowercam.train import features
 
 
 def tau_set(model, settings, rows, cfg, masks, few_shot=None, resumable=None):

@@ -15,13 +15,14 @@ import torch
 from tqdm import tqdm
 
 from flowercam import dist
+from flowercam.cache import features
 from flowercam.cam import compute, methods
 from flowercam.core import UserError
 from flowercam.data import dataset
 from flowercam.model import checkpoints, normalization, vgg
 from flowercam.report import image_files, render
 from flowercam.report.image_files import arrays_of, expand_images, load_items, save_extras, save_png
-from flowercam.train import evaluation, features, runs
+from flowercam.train import evaluation, runs
 
 NUM_IMAGES = 12
 COLS = 4

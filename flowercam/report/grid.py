@@ -3,7 +3,7 @@
     python grid.py                         # the command; this module is what it runs
     python -c "from flowercam.report import grid; print(grid.configurations([1e-4]))"
 
-A row reports two epochs by the two rules of flowercam.runs: table_epoch (Table 2's) and
+A row reports two epochs by the two rules of flowercam.train.runs: table_epoch (Table 2's) and
 best_checkpoint (the figures'); grid_runs.json names both.
 """
 

@@ -8,11 +8,12 @@ print(e.evaluate_run('model/RUN', 'valid', e.training.SourceOptions()))"
 
 import dataclasses
 
+from flowercam.cache import features
 from flowercam.core import UserError
 from flowercam.data import dataset
 from flowercam.model import checkpoints, vgg
 from flowercam.model.heads import cut_of
-from flowercam.train import features, runs, training
+from flowercam.train import runs, training
 
 
 def load_heads(paths) -> tuple[list, dict]:

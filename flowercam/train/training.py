@@ -1,5 +1,5 @@
 """Training the report's head on the frozen backbone: Adam, cross-entropy, a checkpoint whenever
-the validation loss improves, and the report's overfitting halt (flowercam.runs.overfitting).
+the validation loss improves, and the report's overfitting halt (flowercam.train.runs.overfitting).
 
     python main.py -m CAM -l 1e-4 -e 40      # the command; this module is what it runs
     python -c "from flowercam.train import training; print(training.make_settings('CAM', None, \
@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from flowercam.cache import features
 from flowercam.core import UserError, atomic_write
 from flowercam.data import dataset
 from flowercam.model import checkpoints, heads, normalization, vgg
-from flowercam.train import features, runs
+from flowercam.train import runs
 
 EVAL_BATCH = 256
 

@@ -2,14 +2,14 @@
 ([N,512,7,7] float32 at pool5; [N,512,16,16] float16 at conv5_3, 256 px: STORAGE).
 
     python cache.py --subset train       # the command; this module is what it runs
-    python -c "from flowercam.train import features; print(features.PRECISIONS)"
+    python -c "from flowercam.cache import features; print(features.PRECISIONS)"
 
 Files: data/cache/feats-<hash>.npy (float32 memmap, rows in items order) and feats-<hash>.json
-({"key": ..., "done": "0101...", checksums}; train/cache_store.py): the hash covers dataset,
+({"key": ..., "done": "0101...", checksums}; cache/disk.py): the hash covers dataset,
 image list (ids, file sizes and mtimes), input size, backbone_id, precision and (other than pool5,
 whose keys stay as they were) the cut and storage dtype, so a changed input never reuses stale
 features. Completed batches are flushed, then marked done, so an interrupted
-build resumes where it stopped; a complete cache is verified on open (cache_store.py).
+build resumes where it stopped; a complete cache is verified on open (disk.py).
 """
 
 import contextlib
@@ -25,10 +25,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from flowercam import dist
+from flowercam.cache import disk, shards
 from flowercam.core import UserError, disk_errors
 from flowercam.data import dataset
 from flowercam.model import vgg
-from flowercam.train import cache_shards, cache_store
 
 PRECISIONS = ("fp32", "bf16")
 CACHE_VERSION = 1
@@ -54,7 +54,7 @@ def cache_key(items, backbone_id, data_dir, size, precision, cut=vgg.DEFAULT_CUT
            "images": listing.hexdigest(), "input_size": int(size),
            "backbone": backbone_id, "precision": precision}
     if vgg.check_cut(cut) != vgg.DEFAULT_CUT:  # pool5 keys as before: its caches stay valid
-        key.update(cut=cut, storage=cache_store.STORAGE[cut])
+        key.update(cut=cut, storage=disk.STORAGE[cut])
     return key
 
 
@@ -87,7 +87,7 @@ def worker_errors():
         raise UserError(lines[-1].split("UserError: ", 1)[-1]) from None
 
 
-def _build(store, done, job: cache_shards.Build, on_flush):
+def _build(store, done, job: shards.Build, on_flush):
     """Run the backbone over the rows not done yet, in items order; flush after every batch."""
     todo = np.flatnonzero(~done)
     subset = [job.items[i] for i in todo]
@@ -110,7 +110,7 @@ def _build(store, done, job: cache_shards.Build, on_flush):
 def feature_cache(items, backbone, data_dir, precision="fp32", batch_size=16, num_workers=2,
                   device="cpu", size=None) -> torch.Tensor:
     """[N,512,h,w] features of items at backbone.cut (rows in items order), memory-mapped from
-    data/cache: float32 at pool5, float16 at conv5_3 (cache_store.STORAGE; consumers take
+    data/cache: float32 at pool5, float16 at conv5_3 (disk.STORAGE; consumers take
     .float() per batch).
 
     items: [(item_id, path, label)] as dataset.split_items gives; size None = data/augment.json.
@@ -122,17 +122,17 @@ def feature_cache(items, backbone, data_dir, precision="fp32", batch_size=16, nu
     npy_path, meta_path = cache_paths(data_dir, key)
     autocast(precision, device)  # validates precision before any file is touched
     if not items:
-        return torch.zeros((0, *cache_store.row_layout(key)[0]))
-    job = cache_shards.Build(npy_path=npy_path, meta_path=meta_path, key=key, items=list(items),
+        return torch.zeros((0, *disk.row_layout(key)[0]))
+    job = shards.Build(npy_path=npy_path, meta_path=meta_path, key=key, items=list(items),
                              size=size, batch_size=batch_size, num_workers=num_workers,
                              run_batch=batch_runner(backbone, precision, device))
-    if dist.world() > 1:  # under torchrun: the ranks build it together (cache_shards.py)
+    if dist.world() > 1:  # under torchrun: the ranks build it together (shards.py)
         with worker_errors():
-            return cache_shards.build(job)
-    if not cache_store.check_complete(npy_path, meta_path, key):
-        with cache_store.build_lock(npy_path):
+            return shards.build(job)
+    if not disk.check_complete(npy_path, meta_path, key):
+        with disk.build_lock(npy_path):
             # another process may have finished it while this one waited for the lock
-            if not cache_store.check_complete(npy_path, meta_path, key):
+            if not disk.check_complete(npy_path, meta_path, key):
                 _build_locked(job)
     # "c" = private copy-on-write mapping: writable for torch, never changes the file
     return torch.from_numpy(np.load(npy_path, mmap_mode="c"))
@@ -148,16 +148,16 @@ def batch_runner(backbone, precision, device):
     return run
 
 
-def _build_locked(job: cache_shards.Build):
+def _build_locked(job: shards.Build):
     """Compute the missing rows into the store; record progress (about once a second, and at
     the end), then the checksums once complete."""
     npy_path, meta_path, key = job.npy_path, job.meta_path, job.key
-    store, done = cache_store.open_for_build(npy_path, meta_path, key)
+    store, done = disk.open_for_build(npy_path, meta_path, key)
     last = [0.0]
 
     def on_flush(mask):
         if time.monotonic() - last[0] > 1.0 or mask.all():
-            cache_store.save_progress(meta_path, key, mask)
+            disk.save_progress(meta_path, key, mask)
             last[0] = time.monotonic()
 
     try:
@@ -166,8 +166,8 @@ def _build_locked(job: cache_shards.Build):
     finally:
         store.flush()
         del store
-        cache_store.save_progress(meta_path, key, done)  # keeps every flushed batch
-    cache_store.save_progress(meta_path, key, done, cache_store.checksums(npy_path))
+        disk.save_progress(meta_path, key, done)  # keeps every flushed batch
+    disk.save_progress(meta_path, key, done, disk.checksums(npy_path))
 
 
 def labels_tensor(items) -> torch.Tensor:

@@ -2,7 +2,7 @@
 permuted, so it can only memorise; its maps should have nothing in common with the true head's.
 
     python evaluate.py -d model/RUN --sanity --limit 12      # trains it on the feature cache
-    python -c "from flowercam.train import permuted as p; print(p.permuted_labels( \
+    python -c "from flowercam.sanity import permuted as p; print(p.permuted_labels( \
 [('a_0', '', 0), ('a_1', '', 0), ('b_0', '', 1), ('b_1', '', 1)], seed=3))"
 
 The labels are permuted per source image (every augmented copy keeps its image's new label), so
@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from flowercam.cache import features
 from flowercam.model import heads
-from flowercam.train import features, training
+from flowercam.train import training
 
 
 def source_image(item_id):

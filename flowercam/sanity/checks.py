@@ -6,14 +6,14 @@ model's maps of the same images and classes.
     python evaluate.py -d model/RUN --sanity --limit 12 --methods CAM GradCAM LayerCAM
     python evaluate.py -d model/RUN --sanity --no-independent --output-dir output/sanity
 
-Writes sanity.json / sanity.md (metrics/sanity_tables.py) and, from evaluate.py, the figure and
-the plot (report/sanity_figures.py). States: "cascade:<layer>" = every layer from the top down
-to <layer> re-initialised (model/randomise.py); "independent:<layer>" = that layer only; "data" =
-the permuted-label head (train/permuted.py). Head-only states reuse the feature cache; a
+Writes sanity.json / sanity.md (tables.py) and, from evaluate.py, the figure and
+the plot (figures.py). States: "cascade:<layer>" = every layer from the top down
+to <layer> re-initialised (randomise.py); "independent:<layer>" = that layer only; "data" =
+the permuted-label head (permuted.py). Head-only states reuse the feature cache; a
 randomised backbone runs on the images. Baselines: center, full and sobel ignore the model
 (similarity 1 by construction: what an edge detector scores); random is drawn anew for every
-state, so its similarity is the chance level of each measure. Backbone passes: sanity_pass.py;
-an interrupted run continues from OUT/sanity.partial/: resume.py.
+state, so its similarity is the chance level of each measure. Backbone passes: passes.py;
+an interrupted run continues from OUT/sanity.partial/: metrics/resume.py.
 """
 
 import dataclasses
@@ -24,14 +24,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from flowercam.cache import features
 from flowercam.cam import compute, methods
 from flowercam.core import UserError
 from flowercam.data import dataset
-from flowercam.metrics import baselines, formulas, measuring, resume, selection, similarity
-from flowercam.metrics import sanity_pass as passes
+from flowercam.metrics import baselines, formulas, measuring, resume, selection
 from flowercam.metrics.config import MetricsConfig
-from flowercam.model import heads, randomise, vgg
-from flowercam.train import features, permuted
+from flowercam.model import heads, vgg
+from flowercam.sanity import passes, permuted, randomise, similarity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,7 +251,7 @@ def _joined(r: _Run):
 
 
 def run(cfg: MetricsConfig, opts: SanityOptions, backbone=None):
-    """-> the sanity result (plain dict; "figure": maps for report/sanity_figures.py)."""
+    """-> the sanity result (plain dict; "figure": maps for figures.py)."""
     cfg.check()
     model, settings, ckpt, cfg = selection.open_model(cfg, backbone)
     out_dir = selection.output_folder(cfg, ckpt)

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from flowercam.cam import compute, methods
-from flowercam.model import randomise, vgg
+from flowercam.model import vgg
+from flowercam.sanity import randomise
 
 
 class FixedFeatures(nn.Module):

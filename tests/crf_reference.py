@@ -1,7 +1,7 @@
 """Naive O(N^2) mean-field dense CRF (Kraehenbuehl & Koltun 2011), the tests' reference for
 crf.dense_crf on tiny images (N = H*W pixels; the kernel matrices are N x N).
 
-    python -c "import numpy as np; from flowercam.refine import reference as r; \
+    python -c "import numpy as np; from tests import crf_reference as r; \
 print(r.naive_dense_crf(np.zeros((6, 6, 3), np.uint8), np.eye(6)).round(2))"
 
 Q_l(i) ~ exp(-U_l(i) + sum_m w_m sum_{j != i} kbar_m(i,j) Q_l(j)) (Potts), with the kernels

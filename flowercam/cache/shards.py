@@ -1,5 +1,5 @@
 """The feature cache built by several processes (torchrun): the missing rows are split across
-the ranks in whole batches, and rank 0 alone keeps the record (cache_store.py).
+the ranks in whole batches, and rank 0 alone keeps the record (disk.py).
 
     torchrun --nproc-per-node 2 cache.py --subset train          # features.py calls build()
     FLOWERCAM_CACHE_LAYOUT=gather torchrun --nproc-per-node 2 cache.py --subset valid
@@ -30,9 +30,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from flowercam import dist
+from flowercam.cache import disk
 from flowercam.core import TMP_PREFIX, UserError, disk_errors
 from flowercam.data import dataset
-from flowercam.train import cache_store
 
 LAYOUT_ENV = "FLOWERCAM_CACHE_LAYOUT"
 LAYOUTS = ("shared", "gather")
@@ -94,11 +94,11 @@ def build(job: Build) -> torch.Tensor:
     check_same_items(job.items)
     how = layout(job.npy_path.parent)
     store, done = None, None
-    lock = cache_store.build_lock(job.npy_path) if dist.is_root() else contextlib.nullcontext()
+    lock = disk.build_lock(job.npy_path) if dist.is_root() else contextlib.nullcontext()
     with lock:
-        if dist.is_root() and not cache_store.check_complete(job.npy_path, job.meta_path,
+        if dist.is_root() and not disk.check_complete(job.npy_path, job.meta_path,
                                                              job.key):
-            store, done = cache_store.open_for_build(job.npy_path, job.meta_path, job.key)
+            store, done = disk.open_for_build(job.npy_path, job.meta_path, job.key)
         todo = dist.broadcast(None if done is None else np.flatnonzero(~done))
         if todo is not None:
             if how == "shared" and not dist.is_root():
@@ -142,11 +142,11 @@ def _rounds(job, todo, how, target):
     finally:
         if dist.is_root():
             store.flush()
-            cache_store.save_progress(job.meta_path, job.key, done)  # every recorded row
+            disk.save_progress(job.meta_path, job.key, done)  # every recorded row
     if dist.is_root():
         del store
-        cache_store.save_progress(job.meta_path, job.key, done,
-                                  _timed("write", cache_store.checksums, job.npy_path))
+        disk.save_progress(job.meta_path, job.key, done,
+                                  _timed("write", disk.checksums, job.npy_path))
 
 
 def _compute(job, loader):
@@ -169,7 +169,7 @@ def _record(job, target, got, last):
         done[rows] = True
     store.flush()
     if time.monotonic() - last[0] > 1.0:
-        cache_store.save_progress(job.meta_path, job.key, done)
+        disk.save_progress(job.meta_path, job.key, done)
         last[0] = time.monotonic()
 
 
@@ -178,10 +178,10 @@ def _spread(job) -> np.ndarray:
     start = time.perf_counter()
     n = len(job.items)
     rows = np.load(job.npy_path, mmap_mode="c") if dist.is_root() else None
-    shape, dtype = cache_store.row_layout(job.key)
+    shape, dtype = disk.row_layout(job.key)
     out = rows if dist.is_root() else np.empty((n, *shape), dtype)
-    for i in range(0, n, cache_store.BLOCK_ROWS):
-        block = dist.broadcast(np.ascontiguousarray(rows[i:i + cache_store.BLOCK_ROWS])
+    for i in range(0, n, disk.BLOCK_ROWS):
+        block = dist.broadcast(np.ascontiguousarray(rows[i:i + disk.BLOCK_ROWS])
                                if dist.is_root() else None)
         if not dist.is_root():
             out[i:i + len(block)] = block

@@ -1,7 +1,8 @@
 """The report's per-image loop for the gradient methods: the reference that the batched drivers
-of flowercam/cam/maps.py must reproduce (tests/test_cams.py) and that benchmarks/cams.py times.
+of flowercam/cam/maps.py must reproduce (tests/test_cams.py) and that benchmarks/cams.py times;
+and every class's CAM in one pass (class_cams), the oracle of the CAM identities.
 
-    python -c "from flowercam.cam import reference; help(reference.report_loop)"
+    python -c "from tests import cam_reference; help(cam_reference.report_loop)"
     .venv/bin/pytest tests/test_cams.py -q -k report_loop
 """
 
@@ -52,3 +53,13 @@ def load_images(folder, count, size):
         x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255
         out.append((x - mean) / std)
     return torch.stack(out)
+
+
+def class_cams(head, feats, method="CAM"):
+    """All C class maps in one pass, the oracle of the CAM identities (tests/test_cams.py,
+    tests/test_recam_published.py): feats [B,512,h,w] -> [B,C,h,w] (CAM or ReCAM)."""
+    methods.check_method(method, {"model_type": head.model_type})
+    with torch.no_grad():
+        rew, maps, _ = head.forward_maps(feats)
+        acts = {"classmaps": maps, "reweighted": rew}
+        return head.cams(acts.get(methods.METHODS[method].default_layers[0], maps))

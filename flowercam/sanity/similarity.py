@@ -1,7 +1,7 @@
 """How alike two maps of the same image are (the sanity checks of Adebayo et al. 2018): Spearman
 rank correlation of the maps and of their absolute values, SSIM, and HOG similarity.
 
-    python -c "from flowercam.metrics import similarity as s; import numpy as np; \
+    python -c "from flowercam.sanity import similarity as s; import numpy as np; \
 a = np.random.rand(1, 32, 32); print(s.similarities(a, a, a, a))"
 
 Per image pair: raw maps (signed, before normalisation: the Spearman figures) and min-max
@@ -52,12 +52,6 @@ def _hog(x, cell):
 
 def _cell(shape):
     return min(HOG_CELL, min(shape) // 2)
-
-
-def hog_similarity(a, b):
-    """Pearson correlation of the HOG descriptors of two maps [H,W] in [0,1]."""
-    cell = _cell(np.shape(a))
-    return pearson(_hog(a, cell), _hog(b, cell))
 
 
 class Reference:

@@ -3,7 +3,7 @@ trained model then the cascading randomisation, top layer first; one block per i
 plot of each similarity against the depth of randomisation, one line per method.
 
     python evaluate.py -d model/RUN --sanity --limit 12      # -> sanity_grid.png, sanity_plot.png
-    python -c "from flowercam.report import sanity_figures as s; help(s.grid)"
+    python -c "from flowercam.sanity import figures as s; help(s.grid)"
 
 Takes plain data (the summary and the maps of evaluate.py --sanity), never the metrics package.
 """

@@ -1,6 +1,6 @@
 """The sanity checks' summary, verdict and tables (sanity.json, sanity.md).
 
-    python -c "from flowercam.metrics import sanity_tables as t; print(t.BOUND, t.VERDICT)"
+    python -c "from flowercam.sanity import tables as t; print(t.BOUND, t.VERDICT)"
 
 Verdict (one rule for every method): a method passes a randomisation when the upper end of the
 95% bootstrap interval of its mean Spearman rank correlation with the trained model's maps, of the
@@ -13,7 +13,8 @@ import math
 from pathlib import Path
 
 from flowercam.core import atomic_write
-from flowercam.metrics import similarity, tables
+from flowercam.metrics import tables as metric_tables
+from flowercam.sanity import similarity
 
 BOUND = 0.5
 DECIDING = ("spearman", "spearman_abs")
@@ -121,7 +122,7 @@ def markdown(summary):
 
 def write(out_dir, summary):
     """Atomic sanity.json + sanity.md in out_dir -> the cleaned summary."""
-    summary = tables.clean(summary)
+    summary = metric_tables.clean(summary)
     text = json.dumps(summary, indent=1, allow_nan=False)
     atomic_write(Path(out_dir) / "sanity.json", lambda f: f.write(text), mode="w")
     atomic_write(Path(out_dir) / "sanity.md", lambda f: f.write(markdown(summary)), mode="w")

@@ -2,7 +2,7 @@
 progress/checksum record, and the lock that makes concurrent builders compute every row once.
 
     python cache.py --subset valid      # builds one; this module keeps it whole
-    python -c "from flowercam.train import cache_store as s; print(s.BLOCK_ROWS)"
+    python -c "from flowercam.cache import disk as s; print(s.BLOCK_ROWS)"
 
 data/cache/feats-<hash>.json: {"key", "shape", "dtype", "complete", "done": "0101..", and once
 complete "npy_bytes" (exact file size, from the .npy header) and "crc32" (zlib.crc32 of every

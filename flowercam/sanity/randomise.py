@@ -1,7 +1,7 @@
 """Model-parameter randomisation (Adebayo et al. 2018, "Sanity Checks for Saliency Maps"): a copy
 of a classifier with some layers re-initialised, the caller's model (and any checkpoint) untouched.
 
-    python -c "from flowercam.model import randomise as r; print(r.CASCADE)"
+    python -c "from flowercam.sanity import randomise as r; print(r.CASCADE)"
     python evaluate.py -d model/RUN --sanity --limit 12      # every method, every depth
 
 Layers, top (output) first: the head's classifier layers ("head.fc"; published ReCAM's W_sce is
