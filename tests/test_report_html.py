@@ -153,3 +153,20 @@ def test_without_its_checkpoint_the_page_says_why_there_is_no_gallery(reported_r
     page = html.write_report(tmp_path).read_text()
     assert "gone.pth is not on this machine" in page and 'id="faithfulness"' in page
     assert "gallery_" not in page
+
+
+@pytest.mark.skipif(browser.chromium() is None, reason="no chromium (apt-get install chromium)")
+def test_the_kept_real_runs_pages_render(tmp_path):
+    """The pages of the real runs kept under output/reference (their JSON alone: no gallery)."""
+    for run in ("headline_valid", "sscam_test"):
+        folder = tmp_path / run
+        folder.mkdir()
+        (folder / "cam_metrics.json").write_bytes(
+            (training_data.REPO / "output" / "reference" / run / "cam_metrics.json").read_bytes())
+        facts = browser.probe(html.write_report(folder, gallery=False))
+        assert facts["errors"] == [] and facts["console"] == []
+        assert all(i["loaded"] for i in facts["images"])
+        ids = {t["id"] for t in facts["tables"]}
+        assert {"localization-oracle", "paired", "per-class"} <= ids, ids
+        per_class = next(t for t in facts["tables"] if t["id"] == "per-class")
+        assert per_class["rows"] >= 16  # every class with a masked image
