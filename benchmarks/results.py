@@ -65,9 +65,34 @@ def table(summary, columns):
     return lines
 
 
+# NAME: the benchmark JSON (python -m benchmarks.cams --only costs) under output/reference
+COSTS = {"cuda_costs": "cuda/costs_cuda.json"}
+
+
+def costs_table(path):
+    """Seconds per image of every map method (plain, and aggregated over 4 scales x flip where
+    measured) from a benchmarks.cams costs JSON."""
+    data = json.loads(Path(path).read_text())
+    lines = ["| method | s / image | aggregated s / image |", "|---|---|---|"]
+    for row in data["results"]["costs"]:
+        agg = row.get("aggregate_s_per_image")
+        lines.append(f"| {row['method']} | {row['plain_s_per_image']:.4f} | "
+                     + ("-" if agg is None else f"{agg:.4f}") + " |")
+    return lines + [""]
+
+
 def generated(name, reference=REPO / REFERENCE):
     """The lines of table NAME (and the command line that regenerates it); None when its run
     is not kept."""
+    if name in COSTS:
+        path = Path(reference) / COSTS[name]
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        return costs_table(path)[:-1] + [
+            f"*From `{REFERENCE}/{COSTS[name]}` ({data['args']['device']}, "
+            f"{data['args']['num_images']} images at {data['args']['size']} px, best of "
+            f"{data['args']['repeats']}) by `python -m benchmarks.results`.*"]
     run, columns = TABLES[name]
     path = Path(reference) / run / "cam_metrics.json"
     if not path.is_file():
@@ -82,15 +107,16 @@ def generated(name, reference=REPO / REFERENCE):
 def rewrite(text, reference=REPO / REFERENCE):
     """text with every generated table replaced by what its JSON says -> (new text, names)."""
     out, names = text, []
-    for name in TABLES:
+    for name in [*TABLES, *COSTS]:
         start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
         if start not in out:
             continue
         before, rest = out.split(start, 1)
         after = rest.split(end, 1)[1]
         lines = generated(name, reference) or [
-            f"*Not kept yet: the command above writes `{REFERENCE}/{TABLES[name][0]}/"
-            "cam_metrics.json`; then `python -m benchmarks.results` fills this table.*"]
+            f"*Not kept yet: the command above writes `{REFERENCE}/"
+            f"{COSTS.get(name) or TABLES[name][0] + '/cam_metrics.json'}`; then "
+            "`python -m benchmarks.results` fills this table.*"]
         body = "\n" + "\n".join(lines) + "\n"
         out, names = before + start + body + end + after, names + [name]
     return out, names
