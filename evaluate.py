@@ -130,12 +130,9 @@ def add_baseline_args(add):
 def add_mask_args(add):
     add("--masks-dir", help="folder of <image stem>.png label masks (resized nearest); "
                             "default: DATA_DIR/masks (augment.py --source) when it exists")
-    add("--mask-values", nargs="+", type=int,
-        help="mask pixel values that are foreground; default: 1 for DATA_DIR/masks (Flower-17), "
-             "else any nonzero")
-    add("--ignore-values", nargs="+", type=int,
-        help="mask pixel values left out of localization; default: 0 5 for DATA_DIR/masks "
-             "(Flower-17: unlabelled), else none")
+    flags.add_mask_values(add, "what the masks' data folder records (augment.py; Flower-17: 1), "
+                               "else the nonzero value of masks holding 0 and one other value",
+                          "the recorded ones (Flower-17: 0 5), else none")
     add("--masked-only", action="store_true",
         help="measure only the images that have a mask (every figure, faithfulness too)")
     add("--validate-tau-on", choices=("valid", "test", "none"),

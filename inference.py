@@ -59,8 +59,10 @@ def get_args_parser():
     add("--flip", action="store_true", help="also average the maps of the flipped images")
     add("--outline-masks", metavar="DIR",
         help="draw the outline of DIR/<image stem>.png masks over the strip and --compare maps")
-    add("--outline-value", type=flags.non_negative_int, default=1,
-        help="mask value outlined (Flower-17 masks: 1 = flower; 0 and 5 unlabelled)")
+    add("--outline-value", type=flags.non_negative_int,
+        help="mask value outlined; default: the foreground the masks' folder records "
+             "(augment.py; Flower-17's masks: 1 = flower), else the nonzero value of masks "
+             "holding 0 and one other value")
     flags.add_batch_size(parser, figures.NUM_IMAGES, "images per model call")
     flags.add_data_dir(parser)
     flags.add_output_dir(parser, "output", "the figures")

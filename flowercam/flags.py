@@ -59,6 +59,17 @@ HINTS = {
 }
 
 
+def add_mask_values(add, foreground_default, ignore_default):
+    """--mask-values and --ignore-values (augment.py, evaluate.py): what label values of the masks
+    mean, one meaning per value (flowercam/data/masks.py checks them; docs/masks.md). add:
+    parser.add_argument or an argument group's (evaluate.py records each flag's mode)."""
+    add("--mask-values", nargs="+", type=non_negative_int, metavar="V",
+        help=f"mask pixel values that are foreground; default: {foreground_default}")
+    add("--ignore-values", nargs="+", type=non_negative_int, metavar="W",
+        help=f"mask pixel values left out of localization (neither foreground nor background); "
+             f"default: {ignore_default}")
+
+
 def add_data_dir(parser):
     parser.add_argument("--data-dir", default="data", help="folder prepared by augment.py")
 

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 import training_data
+from mask_data import record_values
 from PIL import Image
 
 import evaluate as evaluate_cli
 from flowercam.core import UserError
 from flowercam.data import dataset, masks
-from flowercam.metrics import fewshot, pseudo, runner, selection
+from flowercam.metrics import fewshot, pseudo, runner
 from flowercam.model import checkpoints, heads, vgg
 
 
@@ -28,6 +29,7 @@ def masked_run(tmp_path_factory):
     (root / "data" / "masks").mkdir()
     for image in dataset.read_index(data)["images"]:
         Image.fromarray(labels).save(root / "data" / "masks" / f"{image['id']}.png")
+    record_values(root / "data")  # Flower-17's values, as augment.py records them
     weights = training_data.random_weights(root / "w.pth")
     backbone = vgg.load_backbone(weights)
     settings = {"model_type": "CAM", "normalize_by": "minmax", "num_classes": 3,
@@ -38,7 +40,7 @@ def masked_run(tmp_path_factory):
 
 
 def spec(data):
-    return selection.resolve_masks(data, size=32)
+    return masks.resolve_masks(data, size=32)
 
 
 def test_the_classifier_reads_training_masks_only(masked_run, monkeypatch):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from flowercam.data import masks as mask_files
 from flowercam.metrics import config, formulas
 
 THR = config.default_thresholds(100)
@@ -19,7 +20,7 @@ def square_mask(size=32, lo=8, hi=20):
 
 
 def one(mask, ignore=()):
-    fg, valid = formulas.mask_arrays(mask[None], ignore_values=ignore)
+    fg, valid = mask_files.mask_arrays(mask[None], ignore_values=ignore)
     return fg, valid
 
 
@@ -61,7 +62,7 @@ def test_constant_map_gives_foreground_fraction(value):
 def test_pxap_accumulates_over_the_set():
     """Counts are summed over images before precision/recall (not averaged per image)."""
     masks = np.stack([square_mask(), square_mask(lo=0, hi=4)])
-    fg, valid = formulas.mask_arrays(masks)
+    fg, valid = mask_files.mask_arrays(masks)
     maps = np.stack([masks[0].astype(float), np.full((32, 32), 0.5)])
     # image 0 perfect at every t in (0, .5]; image 1 flat 0.5: all its pixels count from t <= .5
     expected_high = 144 / 160  # recall from image 0 alone at t > 0.5 (precision 1)
@@ -89,14 +90,14 @@ def test_ignore_values_are_ignored():
 
 def test_mask_values_select_foreground():
     labels = np.array([[0, 1, 2, 3]])
-    fg, valid = formulas.mask_arrays(labels, mask_values=[2, 3], ignore_values=[1])
+    fg, valid = mask_files.mask_arrays(labels, mask_values=[2, 3], ignore_values=[1])
     assert fg.tolist() == [[False, False, True, True]]
     assert valid.tolist() == [[True, False, True, True]]
 
 
 def test_image_without_foreground_is_skipped_for_pointing_and_iou():
     masks = np.stack([square_mask(), np.zeros((32, 32), np.uint8)])
-    fg, valid = formulas.mask_arrays(masks)
+    fg, valid = mask_files.mask_arrays(masks)
     maps = masks.astype(float)
     hits = formulas.pointing_game_per_image(maps, fg, valid)
     assert hits[0] == 1 and math.isnan(hits[1])

@@ -250,7 +250,10 @@ def test_outline_masks_are_drawn_on_the_strip_maps_only(env, tmp_path):
         pixels[64:192, 64:192], pixels[:8] = 1, 5
         Image.fromarray(pixels).save(masks / f"{Path(path).stem.rsplit('_', 1)[0]}.png")
     run(env, tmp_path / "plain", "-m", env["cam"])
-    run(env, tmp_path / "lined", "-m", env["cam"], "--outline-masks", str(masks))
+    with pytest.raises(SystemExit):  # values 0, 1, 5 with nothing saying which is the flower
+        run(env, tmp_path / "lined", "-m", env["cam"], "--outline-masks", str(masks))
+    run(env, tmp_path / "lined", "-m", env["cam"], "--outline-masks", str(masks),
+        "--outline-value", "1")
     name = "CAM_run_CAM_minmax_seed0_strip.png"
     plain = np.array(Image.open(tmp_path / "plain" / name))
     lined = np.array(Image.open(tmp_path / "lined" / name))

@@ -9,7 +9,6 @@ from PIL import Image
 
 from flowercam.core import UserError
 from flowercam.data import masks
-from flowercam.metrics import selection
 from flowercam.report import image_files
 
 SIZE = 16
@@ -57,18 +56,17 @@ def jpeg_named_png(path):
 
 def outline_verdict(folder):
     try:
-        fg = image_files.load_masks(folder, ["x/image_0001.jpg"])[0]
+        fg = image_files.load_masks(folder, ["x/image_0001.jpg"], 1)[0]
     except UserError as err:
         return "error", str(err)
     return "ok", fg
 
 
 def metrics_verdict(folder):
-    spec = selection.resolve_masks("unused", masks_dir=str(folder), mask_values=(1,),
-                                   ignore_values=(0,))
+    spec = masks.resolve_masks("unused", masks_dir=str(folder), mask_values=(1,),
+                               ignore_values=(0,))
     try:
-        fg, valid, has = selection.batch_masks([("image_0001", "x/image_0001.jpg", 0)], spec,
-                                               SIZE)
+        fg, valid, has = masks.batch_masks([("image_0001", "x/image_0001.jpg", 0)], spec, SIZE)
     except UserError as err:
         return "error", str(err)
     return "ok", fg[0]
@@ -97,11 +95,11 @@ def test_values_outside_the_declared_ones_are_refused(tmp_path):
     values = labels()
     values[2, 2] = 7  # a value Flower-17's masks never have
     Image.fromarray(values, mode="L").save(tmp_path / "image_0001.png")
-    spec = selection.MaskSpec(str(tmp_path), (1,), (0, 5), "data folder", SIZE, (2, 3, 4))
+    spec = masks.MaskSpec(str(tmp_path), (1,), (0, 5), "data folder", SIZE, (2, 3, 4))
     with pytest.raises(UserError, match=r"values 7 outside the declared \[0, 1, 2, 3, 4, 5\]"):
-        selection.batch_masks([("image_0001", "x/image_0001.jpg", 0)], spec, SIZE)
+        masks.batch_masks([("image_0001", "x/image_0001.jpg", 0)], spec, SIZE)
     grey(tmp_path / "image_0001.png")  # the same mask without the stray value is read
-    fg = selection.batch_masks([("image_0001", "x/image_0001.jpg", 0)], spec, SIZE)[0]
+    fg = masks.batch_masks([("image_0001", "x/image_0001.jpg", 0)], spec, SIZE)[0]
     assert fg.sum() == 64
 
 

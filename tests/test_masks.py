@@ -27,7 +27,9 @@ def test_augment_copies_masks_at_the_data_size(oxford_dataset, tmp_path):
     settings = prepare.AugmentSettings(copies=1, size=32)
     prepare.prepare(data, settings, oxford_dataset)
     index = json.loads((data / "index.json").read_text())
-    assert index["masks"] == {"dir": "masks", "count": 2, "source": str(oxford_dataset / "masks")}
+    assert index["masks"] == {"dir": "masks", "count": 2, "source": str(oxford_dataset / "masks"),
+                              "values": {"foreground": [1], "ignore": [0, 5],
+                                         "background": [2, 3, 4], "from": "flowers17"}}
     first = np.array(Image.open(data / "masks" / "image_0001.png"))
     assert first.shape == (32, 32) and set(np.unique(first)) == {1, 3}  # labels stay labels
     second = np.array(Image.open(data / "masks" / "image_0082.png"))
@@ -62,8 +64,9 @@ def test_real_flower_masks(shared_dir, tmp_path):
     ids = ["image_0001", "image_0002", "image_0100", "image_1360"]
     found = masks.source_masks(shared_dir / "flowers17", ids)
     assert found, "the shared Flower-17 masks"
-    record = masks.copy_masks(shared_dir / "flowers17", tmp_path, ids, 128)
-    assert record["count"] == len(found)
+    assert masks.is_flowers17_source(shared_dir / "flowers17")
+    record = masks.copy_masks(shared_dir / "flowers17", tmp_path, ids, 128, flowers17=True)
+    assert record["count"] == len(found) and record["values"]["foreground"] == [1]
     for image_id in found:
         labels = np.array(Image.open(tmp_path / "masks" / f"{image_id}.png"))
         assert labels.shape == (128, 128) and set(np.unique(labels)) <= {0, 1, 2, 3, 4, 5}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import training_data
-from mask_data import write_masks
+from mask_data import record_values, write_masks
 from metrics_run import cli, parse
 from PIL import Image
 
@@ -119,7 +119,8 @@ def test_batch_size_and_figure_families_are_honoured(synthetic_run, tmp_path, mo
     monkeypatch.setattr(compute, "maps_reusing", counting)
     masks = write_masks(tmp_path / "masks", ["image_0003", "image_0007_0"])
     summary = runner.run(cli(synthetic_run, "--methods", "CAM", "--batch-size", "2",
-                             "--masks-dir", str(masks), "--figures", "localization",
+                             "--masks-dir", str(masks), "--ignore-values", "128",
+                             "--figures", "localization",
                              "--output-dir", str(tmp_path / "out")))
     assert calls and max(calls) == 2 and sum(calls) == summary["n_images"]
     overall = summary["methods"]["CAM"]["overall"]
@@ -163,6 +164,7 @@ def test_real_masks_through_the_runner(shared_dir, tmp_path):
     for image_id, path in zip(ids, real, strict=False):
         with Image.open(path) as im:
             im.resize((64, 64), Image.NEAREST).save(data / "masks" / f"{image_id}.png")
+    record_values(data)  # Flower-17's values, as augment.py records them
     weights = training_data.random_weights(tmp_path / "w.pth")
     backbone = vgg.load_backbone(weights)
     settings = {"model_type": "CAM", "normalize_by": "minmax", "num_classes": 3,

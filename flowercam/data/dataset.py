@@ -112,12 +112,36 @@ def open_rgb(path, max_pixels=MAX_PIXELS, size=None) -> Image.Image:
             if size and width * height > DRAFT_ABOVE_PIXELS and im.format == "JPEG":
                 im.draft("RGB", (size, size))
             im.load()
-            return ImageOps.exif_transpose(im).convert("RGB")  # phone photos: upright as shown
+            # phone photos: upright as shown
+            return eight_bits(ImageOps.exif_transpose(im)).convert("RGB")
     except FileNotFoundError as err:
         raise UserError(f"image {path} not found: check the path (an augmented copy: "
                         "prepare the data folder again)", topic="data") from err
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise UserError(f"image {path} is unreadable ({err}): replace or remove it") from err
+
+
+HIGH_BIT_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # one grey channel, > 8 bits
+
+
+def eight_bits(image) -> Image.Image:
+    """A grey image of more than 8 bits (16-bit PNG/TIFF, 32-bit int or float) scaled to mode L:
+    Pillow's RGB conversion clips such values at 255 (a 16-bit photo turns white). 16-bit and
+    integer values in 0..65535 are divided by 257 (65535 -> 255); floats in 0..1 are multiplied
+    by 255; any other range is stretched from its minimum to its maximum. Other modes: as is."""
+    if image.mode not in HIGH_BIT_DEPTH:
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+    if image.mode == "F" and low >= 0 and high <= 1:
+        scaled = values * 255
+    elif image.mode != "F" and low >= 0 and high <= 65535:
+        scaled = values / 257
+    else:
+        scaled = (values - low) * (255 / (high - low)) if high > low else values * 0
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
 
 
 def _open_unbounded(path) -> Image.Image:

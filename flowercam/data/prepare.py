@@ -28,7 +28,6 @@ from flowercam.data import dataset, download, masks, sources, splits
 FLOWER17_CLASSES = ["Daffodil", "Snowdrop", "LilyValley", "Bluebell", "Crocus", "Iris",
                     "Tigerlily", "Tulip", "Fritillary", "Sunflower", "Daisy", "ColtsFoot",
                     "Dandelion", "Cowslip", "Buttercup", "Windflower", "Pansy"]
-IMAGES_PER_CLASS = 80  # Oxford layout: image_N belongs to class (N - 1) // 80
 LAYOUT_HINT = "expected DIR/jpg/image_0001.jpg.. (Oxford layout) or DIR/<class name>/*.jpg|png"
 
 
@@ -40,7 +39,7 @@ def scan_oxford(jpg_dir, limit=None):
         number = path.stem[len("image_"):]
         if not number.isdigit():
             continue
-        label = (int(number) - 1) // IMAGES_PER_CLASS
+        label = (int(number) - 1) // masks.FLOWERS17_PER_CLASS
         if label >= len(FLOWER17_CLASSES):
             raise UserError(f"{path} is beyond Flower-17's 1360 images: remove it, or use "
                             "the class-folder layout")
@@ -50,15 +49,33 @@ def scan_oxford(jpg_dir, limit=None):
     return images
 
 
+def check_links(root, entries):
+    """UserError naming the broken symbolic links among entries (target missing, or a loop): they
+    would be skipped without a word."""
+    broken = sorted(os.path.relpath(p, root) for p in entries
+                    if p.is_symlink() and not p.exists())
+    if broken:
+        raise UserError(f"{len(broken)} broken symbolic link(s) in {root} (target missing, or a "
+                        f"link loop): {', '.join(broken[:10])}{' ...' if len(broken) > 10 else ''}"
+                        "; fix or remove them")
+
+
+def class_folders(root) -> list[str]:
+    """The class folder names of root (root/masks/ holds segmentation masks, never a class)."""
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and p.name != masks.FOLDER)
+
+
 def scan_folders(root, limit=None):
     """(class names, images) of an ImageFolder layout: root/<class name>/<image files>."""
-    # root/masks/ holds segmentation masks (flowercam/data/masks.py), never a class
-    classes = sorted(p.name for p in root.iterdir()
-                     if p.is_dir() and not p.name.startswith(".") and p.name != masks.FOLDER)
+    classes = class_folders(root)
+    entries = {name: [p for p in (root / name).iterdir() if not p.name.startswith(".")]
+               for name in classes}
+    check_links(root, [p for p in root.iterdir() if not p.name.startswith(".")]
+                + [p for found in entries.values() for p in found])
     images, empty = [], []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (root / name).iterdir()
-                       if p.is_file() and not p.name.startswith("."))[:limit]
+        files = sorted(p for p in entries[name] if p.is_file())[:limit]
         empty += [] if files else [name]
         images += [{"id": p.stem, "label": label, "source": os.path.abspath(p)} for p in files]
     if classes and empty:
@@ -82,8 +99,13 @@ def scan_source(source, limit=None) -> dict:
         raise UserError(f"source folder {root} not found: {LAYOUT_HINT}")
     jpg_dir = root / "jpg" if (root / "jpg").is_dir() else root
     images = scan_oxford(jpg_dir, limit)
+    if images and jpg_dir == root and class_folders(root):
+        raise UserError(f"{root} holds both Oxford-named images ({Path(images[0]['source']).name}"
+                        f"{' ...' if len(images) > 1 else ''}) and class folders "
+                        f"({', '.join(class_folders(root)[:3])}): move the images into their "
+                        f"class folder, or the Oxford images into {root / 'jpg'}/")
     if images:
-        index = {"dataset": "flowers17", "classes": FLOWER17_CLASSES}
+        index = {"dataset": masks.FLOWERS17_DATASET, "classes": FLOWER17_CLASSES}
     else:
         classes, images = scan_folders(root, limit)
         index = {"dataset": Path(os.path.abspath(root)).name, "classes": classes}
@@ -216,12 +238,17 @@ class AugmentSettings:
 
 
 def prepare(data_dir, settings, source=None, num_workers=1, limit_per_class=None,
-            base_url=download.BASE_URL, max_pixels=dataset.MAX_PIXELS) -> dict:
+            base_url=download.BASE_URL, max_pixels=dataset.MAX_PIXELS,
+            mask_values=None) -> dict:
     """Index, check and augment the images of source into data_dir (resuming an earlier run).
 
+    mask_values: masks.MaskValues the user declared for SOURCE/masks (recorded in index.json;
+    None: those declared by an earlier run, else Flower-17's for Flower-17, else found, see
+    masks.copy_masks).
     -> {"index", "splits", "written" (new files), "out_dir", "redone" (ids whose source changed
-    since the last run: their copies are written anew, data/sources.py)}; data/augment.json
-    says "complete": true only once every file is written."""
+    since the last run: their copies are written anew, data/sources.py), "remasked" (ids whose
+    source mask changed: copied again)}; data/augment.json says "complete": true only once every
+    file is written."""
     data_dir = Path(data_dir)
     index = scan_source(resolve_source(source, data_dir, base_url), limit_per_class)
     info = dataclasses.asdict(settings)
@@ -238,7 +265,11 @@ def prepare(data_dir, settings, source=None, num_workers=1, limit_per_class=None
     # images whose copies are all complete were decoded by an earlier run: check only the others
     verify_images({**index, "images": [index["images"][i] for i in pending]}, num_workers,
                   max_pixels, settings.size)
-    index = write_index(data_dir, index, info, settings.size)
+    mask_stamps, remasked = track_masks(data_dir, index)
+    record = masks.copy_masks(index["source"], data_dir, [im["id"] for im in index["images"]],
+                              settings.size, mask_values or declared_before(data_dir),
+                              masks.is_flowers17_index(index), remasked)
+    index = write_index(data_dir, index, info, record)
     drop_copies(out_dir, sorted(redone), settings.copies)  # after "complete": false
     try:
         written = sum(run_pool(augment_image, [tasks[i] for i in pending], num_workers,
@@ -247,16 +278,40 @@ def prepare(data_dir, settings, source=None, num_workers=1, limit_per_class=None
         core.remove_temporaries(out_dir)
     splits.save_splits(data_dir, split_table)
     os.sync()  # every copy on disk before "complete" says so (one sync, not one per file)
-    sources.save_record(data_dir, stamps)  # after the copies: an interruption redoes them again
+    # after the copies: an interruption redoes them again
+    sources.save_record(data_dir, stamps, mask_stamps)
     atomic_save_json(data_dir / "augment.json", {**info, "complete": True})
     return {"index": index, "splits": split_table, "written": written, "out_dir": out_dir,
-            "redone": sorted(redone)}
+            "redone": sorted(redone), "remasked": remasked}
 
 
-def write_index(data_dir, index, info, size) -> dict:
-    """The masks, index.json, labels.txt and augment.json ("complete": false) -> the index."""
-    record = masks.copy_masks(index["source"], data_dir, [im["id"] for im in index["images"]],
-                              size)
+def track_masks(data_dir, index) -> tuple[dict, list[str]]:
+    """(the sources.json record of the source's masks now, ids whose mask changed since the last
+    run); the copies of masks gone from the source are deleted (they would still be read)."""
+    found = masks.source_masks(index["source"], [im["id"] for im in index["images"]])
+    old = sources.read_record(data_dir, "masks")
+    now = sources.current([{"id": i, "source": str(p)} for i, p in found.items()], old)
+    for image_id in sources.gone(old, now):
+        (Path(data_dir) / masks.FOLDER / f"{image_id}.png").unlink(missing_ok=True)
+    return now, sources.changed(old, now)
+
+
+def declared_before(data_dir):
+    """The mask values an earlier run was given (--mask-values/--ignore-values), so that a rerun
+    without them keeps them; None when there are none."""
+    path = Path(data_dir) / "index.json"
+    if not path.exists():
+        return None
+    record = dataset.read_index(data_dir).get("masks")
+    values = record.get("values") if isinstance(record, dict) else None
+    if isinstance(values, dict) and values.get("from") == "declared":
+        return masks.MaskValues.from_record(values, path)
+    return None
+
+
+def write_index(data_dir, index, info, record) -> dict:
+    """index.json (with the masks' record, when there are masks), labels.txt and augment.json
+    ("complete": false) -> the index."""
     index = {**index, "masks": record} if record else index
     atomic_save_json(data_dir / "index.json", index)
     labels = "".join(name + "\n" for name in index["classes"])

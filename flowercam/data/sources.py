@@ -1,5 +1,6 @@
-"""Which source images changed since the last augment.py run: DATA_DIR/sources.json records each
-image's size, mtime and content hash, so a replaced image gets its copies redone.
+"""Which source images and masks changed since the last augment.py run: DATA_DIR/sources.json
+records each one's size, mtime and content hash, so a replaced image gets its copies redone and a
+replaced mask is copied again (a mask gone from the source is removed from the data folder).
 
     python -c "from flowercam.data import sources; print(sources.stamp('photo.jpg'))"
 
@@ -31,9 +32,10 @@ def digest(path) -> str:
         return hashlib.file_digest(f, "blake2b").hexdigest()[:32]
 
 
-def read_record(data_dir) -> dict:
-    """{image id: [size, mtime_ns, digest]} of the last complete run; {} when there is none (or
-    it is unreadable: then nothing counts as changed, and the record is written anew)."""
+def read_record(data_dir, kind="images") -> dict:
+    """{image id: [size, mtime_ns, digest]} of the last complete run's images (kind "masks": of
+    its source masks); {} when there is none (or it is unreadable: then nothing counts as
+    changed, and the record is written anew)."""
     path = Path(data_dir) / NAME
     if not path.is_file():
         return {}
@@ -41,11 +43,18 @@ def read_record(data_dir) -> dict:
         record = dataset.read_json(path)
     except UserError:
         return {}
-    return record.get("images", {}) if record.get("version") == VERSION else {}
+    if not isinstance(record, dict) or record.get("version") != VERSION:
+        return {}
+    entries = record.get(kind)
+    if not isinstance(entries, dict):
+        return {}
+    # a hand-edited entry that is not [size, mtime_ns, digest] counts as no record (rehashed)
+    return {i: e for i, e in entries.items() if isinstance(e, list) and len(e) == 3}
 
 
 def current(images, old) -> dict:
-    """The record of index images now: the old entry when size and mtime match, else hashed."""
+    """The record of index images (or masks: {"id", "source"} each) now: the old entry when size
+    and mtime match, else hashed."""
     record = {}
     for im in images:
         now = stamp(im["source"])
@@ -59,5 +68,11 @@ def changed(old, new) -> list[str]:
     return [i for i, entry in new.items() if i in old and old[i][2] != entry[2]]
 
 
-def save_record(data_dir, record):
-    atomic_save_json(Path(data_dir) / NAME, {"version": VERSION, "images": record})
+def gone(old, new) -> list[str]:
+    """Ids recorded by the last run that are no longer there."""
+    return sorted(set(old) - set(new))
+
+
+def save_record(data_dir, record, mask_record=None):
+    atomic_save_json(Path(data_dir) / NAME, {"version": VERSION, "images": record,
+                                             "masks": mask_record or {}})

@@ -54,8 +54,9 @@ class MetricsConfig:
     deletion_baseline: str = "zeros"
     target: str = "label"
     masks_dir: str | None = None  # None: DATA_DIR/masks when it exists, else no localization
-    mask_values: tuple[int, ...] | None = None  # None: (1,) for DATA_DIR/masks, else nonzero
-    ignore_values: tuple[int, ...] | None = None  # None: (0, 5) for DATA_DIR/masks, else ()
+    # None: what the masks' folder records (flowercam/data/masks.py: resolve_masks)
+    mask_values: tuple[int, ...] | None = None
+    ignore_values: tuple[int, ...] | None = None
     masked_only: bool = False  # measure only the images that have a mask
     validate_tau_on: str | None = None  # None: "valid" for split_name test; "none": off
     tau_from: str | None = None  # or the validated tau of an earlier run's cam_metrics.json

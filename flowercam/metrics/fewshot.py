@@ -20,7 +20,6 @@ import torch.nn.functional as F
 
 from flowercam.core import UserError
 from flowercam.data import dataset, masks
-from flowercam.metrics import formulas
 
 PREFIX = "few-shot-"  # few-shot-N: N training masks per class
 
@@ -87,7 +86,7 @@ def _training_pixels(backbone, items, spec, size, s, device):
         feats = pixel_features(backbone, image, s)[0].flatten(1).T.cpu()  # [side*side, C]
         labels = masks.resize_labels(masks.read_labels(masks.find_mask(spec.folder, item_id,
                                                                        path)), s.side)
-        fg, valid = formulas.mask_arrays(labels, spec.mask_values, spec.ignore_values)
+        fg, valid = masks.mask_arrays(labels, spec.mask_values, spec.ignore_values)
         where = np.flatnonzero(valid.ravel())
         where = rng.choice(where, min(s.pixels_per_image, len(where)), replace=False)
         xs.append(feats[torch.from_numpy(where)])

@@ -23,14 +23,6 @@ from flowercam.metrics.config import default_thresholds
 # ---------------------------------------------------------------- localization
 
 
-def mask_arrays(labels, mask_values=None, ignore_values=()):
-    """Label image [..., H, W] -> (fg, valid) bool; fg = listed values (None: any nonzero)."""
-    labels = np.asarray(labels)
-    valid = ~np.isin(labels, list(ignore_values))
-    fg = labels != 0 if mask_values is None else np.isin(labels, list(mask_values))
-    return fg & valid, valid
-
-
 def pointing_game_per_image(maps, fg, valid):
     """[N] hit of the map's peak on foreground; tied peaks share the credit; NaN: no foreground."""
     maps = np.asarray(maps, dtype=np.float64)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from flowercam import dist
 from flowercam.cache import features
-from flowercam.data import dataset
+from flowercam.data import dataset, masks
 from flowercam.metrics import baselines, formulas, localization, maprows, road, selection
 from flowercam.metrics.config import MetricsConfig
 from flowercam.model import vgg
@@ -134,7 +134,7 @@ def _measure_batch(p, start, images, labels):
     keep = p.perturb[start:start + step]
     feats = _batch_feats(p.model, p.all_feats, images, start, p.cfg)
     shared = shared_inputs(p.model, images, labels, feats, keep, p.cfg, p.score_fn)
-    mask_arrays = selection.batch_masks(batch, p.masks, p.size)
+    mask_arrays = masks.batch_masks(batch, p.masks, p.size)
 
     def base(name):  # [B,H,W]: a few-shot classifier's, a class-agnostic or a method's map
         if name in p.few_shot:
@@ -160,7 +160,7 @@ def measure(model, settings, items, rows, cfg, masks, faithful=True, few_shot=No
     """Loop over the items in batches -> {"images": per-image info, "methods": {row: arrays},
     "resumed_seconds"}.
 
-    rows: map methods and baselines (config.MAP_BASELINES); masks: selection.MaskSpec or None;
+    rows: map methods and baselines (config.MAP_BASELINES); masks: data.masks.MaskSpec or None;
     faithful False: localization only (no scoring forwards, AD/IC/AUCs NaN); few_shot: the
     trained few-shot-N rows (fewshot.train_rows); partial: a resume.Partial whose batches are
     read back (their measuring time is resumed_seconds) and which gets each new one. Under

@@ -21,7 +21,7 @@ import time
 from flowercam import dist
 from flowercam.cache import features
 from flowercam.core import UserError
-from flowercam.data import dataset
+from flowercam.data import dataset, masks
 from flowercam.metrics import (
     fewshot,
     localization,
@@ -140,6 +140,6 @@ def run(cfg: MetricsConfig, backbone=None):
 def _masks(cfg):
     """-> (the masks found, those the figures read): only localization and pseudo-masks read
     them; --masked-only still selects the images that have one (faithfulness of those)."""
-    found = selection.resolve_masks(cfg.data_dir, cfg.masks_dir, cfg.mask_values,
-                                    cfg.ignore_values, features.input_size(cfg.data_dir))
+    found = masks.resolve_masks(cfg.data_dir, cfg.masks_dir, cfg.mask_values,
+                                cfg.ignore_values, features.input_size(cfg.data_dir))
     return found, found if {"localization", "pseudo-masks"} & set(cfg.families) else None

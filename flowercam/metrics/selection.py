@@ -1,6 +1,6 @@
 """What evaluate.py --cam-metrics measures: the model (open_model), the map methods, the images (a
-sample; a class-balanced subset for deletion/insertion), their foreground masks, and where the
-results go (output_folder).
+sample; a class-balanced subset for deletion/insertion; those with a mask), and where the results
+go (output_folder). The masks and what their values mean: flowercam/data/masks.py.
 
     python -c "from flowercam.metrics import selection as s; \
 print(s.perturb_selection([0, 0, 0, 1, 1, 2], 3, seed=0))"
@@ -16,15 +16,8 @@ from flowercam import core
 from flowercam.cam import methods
 from flowercam.core import UserError
 from flowercam.data import dataset, masks
-from flowercam.metrics import formulas
 from flowercam.model import checkpoints, vgg
 from flowercam.train import evaluation, runs
-
-# Flower-17 masks (../shared/flowers17/masks/README.txt): 1 flower; 0 unlabelled, 5 stray;
-# 2-4 the rest
-FLOWERS17_MASK_VALUES = (1,)
-FLOWERS17_IGNORE_VALUES = (0, 5)
-FLOWERS17_BACKGROUND_VALUES = (2, 3, 4)  # leaves, background, sky
 
 
 def resolve_checkpoint(checkpoint=None, model_dir=None):
@@ -73,76 +66,11 @@ def perturb_selection(labels, limit, seed):
     return keep
 
 
-@dataclasses.dataclass(frozen=True)
-class MaskSpec:
-    """Where the masks are and what their values mean; exact_size: masks must already be that
-    size (the data folder's); background_values None: any value that is not foreground or ignored
-    is background, else a mask with another value is refused (a lossy or foreign mask)."""
-
-    folder: str
-    mask_values: tuple[int, ...] | None  # foreground values; None: any nonzero
-    ignore_values: tuple[int, ...]
-    source: str  # "data folder" or "masks folder"
-    exact_size: int | None = None
-    background_values: tuple[int, ...] | None = None
-
-    def allowed_values(self):
-        """Every declared value, or None when any value is allowed."""
-        if self.background_values is None or self.mask_values is None:
-            return None
-        return {*self.mask_values, *self.ignore_values, *self.background_values}
-
-    def recorded(self) -> dict:
-        """How the masks were read, as cam_metrics.json records it (--tau-from compares it)."""
-        return {"masks_dir": self.folder, "mask_values": self.mask_values,
-                "ignore_values": list(self.ignore_values)}
-
-
-def resolve_masks(data_dir, masks_dir=None, mask_values=None, ignore_values=None, size=None):
-    """-> MaskSpec or None: masks_dir (resized nearest), else DATA_DIR/masks (augment.py
-    --source wrote them at `size` px; Flower-17 values unless given), else no masks."""
-    if masks_dir:
-        if not Path(masks_dir).is_dir():
-            raise UserError(f"masks folder {masks_dir} is not a folder: name the masks' folder")
-        return MaskSpec(str(masks_dir), mask_values, tuple(ignore_values or ()), "masks folder")
-    record = dataset.read_index(data_dir).get("masks") or {}
-    folder = Path(data_dir) / record.get("dir", "masks")
-    if folder.is_dir():
-        flowers17 = mask_values is None and ignore_values is None
-        return MaskSpec(str(folder),
-                        FLOWERS17_MASK_VALUES if mask_values is None else tuple(mask_values),
-                        FLOWERS17_IGNORE_VALUES if ignore_values is None else tuple(ignore_values),
-                        "data folder", size, FLOWERS17_BACKGROUND_VALUES if flowers17 else None)
-    if mask_values is not None or ignore_values is not None:
-        raise UserError(f"mask values were given but there are no masks ({folder} does not "
-                        "exist)", topic="masks")
-    return None
-
-
 def check_masks_match(spec, items, subset):
     """UserError when no image of the subset has a mask (wrong folder or names)."""
     if spec is not None and not any(masks.find_mask(spec.folder, i, p) for i, p, _ in items):
         raise UserError(f"no {subset} image has a mask in {spec.folder} (looked for "
                         f"<image id>.png, e.g. {items[0][0]}.png): pass the right masks folder")
-
-
-def batch_masks(batch_items, spec: MaskSpec | None, size):
-    """-> (fg [B,H,W], valid [B,H,W], has_mask [B] bool); images without a mask: all False."""
-    fg = np.zeros((len(batch_items), size, size), bool)
-    valid, has = fg.copy(), np.zeros(len(batch_items), bool)
-    for i, (item_id, path, _) in enumerate(batch_items):
-        found = masks.find_mask(spec.folder, item_id, path) if spec else None
-        if found is not None:
-            labels = masks.read_labels(found)
-            if spec.exact_size is not None and labels.shape != (size, size):
-                raise UserError(f"mask {found} is {labels.shape[1]}x{labels.shape[0]} px but the "
-                                f"images are {size}x{size}: prepare the data folder again",
-                                topic="data")
-            masks.check_values(labels, spec.allowed_values(), found)
-            labels = masks.resize_labels(labels, size)
-            fg[i], valid[i] = formulas.mask_arrays(labels, spec.mask_values, spec.ignore_values)
-            has[i] = True
-    return fg, valid, has
 
 
 def check_pairs(pairs, rows):

@@ -46,7 +46,7 @@ class FigureOptions:
     grid_runs: str | None = None  # grid_runs.json: lets a checkpoint be a configuration name
     agg: compute.Aggregation = compute.Aggregation()  # scales and flips (default: one plain pass)
     outline_masks: str | None = None  # folder of <image stem>.png masks outlined in strip/compare
-    outline_value: int = 1  # the mask value outlined (Flower-17: 1 = flower)
+    outline_value: int | None = None  # the mask value outlined; None: the folder's record
     max_pixels: int = dataset.MAX_PIXELS  # largest --image accepted (dataset.open_rgb)
 
 

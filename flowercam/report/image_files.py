@@ -113,13 +113,16 @@ def save_extras(files, paths, sizes, arrays, info):
         print(f"wrote {len(paths)} masks{how} to {files.masks_dir}")
 
 
-def load_masks(folder, paths, value=1):
-    """Foreground (labels == value) of each image's mask, read by the one mask reader
-    (flowercam/data/masks.py) -> [bool [h, w] or None when the image has no mask]."""
+def load_masks(folder, paths, value=None):
+    """Foreground of each image's mask, read by the one mask reader (flowercam/data/masks.py)
+    -> [bool [h, w] or None when the image has no mask]. value: the foreground label; None:
+    what the folder's record says (masks.resolve_masks), as evaluate.py reads it."""
     if not os.path.isdir(folder):
         raise UserError(f"mask folder {folder} not found: name a folder of <image stem>.png masks")
+    spec = masks.resolve_masks(None, folder, None if value is None else (value,))
     found = [masks.find_mask(folder, path) for path in paths]
-    out = [None if f is None else masks.read_labels(f) == value for f in found]
+    out = [None if f is None else masks.mask_arrays(masks.read_labels(f), spec.mask_values)[0]
+           for f in found]
     if all(m is None for m in out):
         print(f"no masks in {folder} for these images: no outlines drawn")
     return out

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from flowercam.cache import features
 from flowercam.cam import compute, methods
 from flowercam.core import UserError
-from flowercam.data import dataset
+from flowercam.data import dataset, masks
 from flowercam.metrics import baselines, formulas, measuring, resume, selection
 from flowercam.metrics.config import MetricsConfig
 from flowercam.model import heads, vgg
@@ -235,9 +235,9 @@ def measure(r: _Run, items, feats, partial):
 def _items(cfg):
     every = dataset.split_items(cfg.data_dir, cfg.split_name, cfg.split)
     if cfg.masked_only:
-        masks = selection.resolve_masks(cfg.data_dir, cfg.masks_dir, cfg.mask_values,
-                                        cfg.ignore_values, features.input_size(cfg.data_dir))
-        every = selection.with_masks(every, masks)
+        spec = masks.resolve_masks(cfg.data_dir, cfg.masks_dir, cfg.mask_values,
+                                   cfg.ignore_values, features.input_size(cfg.data_dir))
+        every = selection.with_masks(every, spec)
     items = selection.select_items(every, cfg.limit, cfg.seed)
     if not items:
         raise UserError(f"split {cfg.split} of {cfg.data_dir} has no {cfg.split_name} images")
