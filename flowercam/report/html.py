@@ -275,13 +275,16 @@ def galleries(summary, out_dir, data_dir, backbone_weights, device):
     def names(label):
         return class_names[label] if 0 <= label < len(class_names) else str(label)
     loc = summary.get("localization") or {}
-    masks_dir = loc.get("masks_dir")
+    masks_dir = loc.get("masks_dir")  # as the run named it: relative to where it ran
+    if masks_dir and not Path(masks_dir).is_dir() and (Path(data_dir) / "masks").is_dir():
+        masks_dir = str(Path(data_dir) / "masks")
     out = []
     for row in rows:
         picks = _ranked(per_image, row)
         idx = list(picks.values())
         overall = summary["methods"][row]["overall"]
-        tau = ((overall.get("oracle_tau") or {}).get("miou") or {}).get("tau")
+        tau = (figure_at(overall, ("oracle_tau", "miou")) or figure_at(
+            overall, ("pseudo_masks", "oracle_tau", "fg_iou")) or {}).get("tau")
         heats = html_images.gallery_maps(model, row, [str(paths[i]) for i in idx],
                                          [per_image["targets"][i] for i in idx],
                                          summary.get("options") or {}, size)
