@@ -45,7 +45,9 @@ TABLES = {"headline": ("headline_valid", HEADLINE),
           "localization_test": ("headline_test", validated(LOCALIZATION)),
           "sscam_valid": ("sscam_valid", LOCALIZATION + FAITHFULNESS),
           "sscam_test": ("sscam_test", validated(LOCALIZATION) + FAITHFULNESS),
-          "iscam_valid": ("iscam_valid", LOCALIZATION + FAITHFULNESS)}
+          "iscam_valid": ("iscam_valid", LOCALIZATION + FAITHFULNESS),
+          "faithfulness_valid": ("faithfulness_valid", FAITHFULNESS[:1] + (
+              (("increase_in_confidence",), "IC %", "{:.1f}", False),) + FAITHFULNESS[1:])}
 
 
 def table(summary, columns):
