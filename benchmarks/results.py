@@ -83,6 +83,17 @@ def costs_table(path):
     return lines + [""]
 
 
+def verdict(summary, columns):
+    """One line: per method the figures on which it beats center (paired), and those on none."""
+    beats = {m: [h.split(" %")[0] for path, h, _, lower in columns
+                 if not html.paired_mark(summary, m, path, lower)]
+             for m in summary.get("methods", {})}
+    some = [f"{m} on {', '.join(hs)}" for m, hs in beats.items() if hs]
+    none = [m for m, hs in beats.items() if not hs]
+    return ("*Beats the center baseline: " + ("; ".join(some) or "no map")
+            + (f"; on no figure: {', '.join(none)}" if none else "") + ".*")
+
+
 def generated(name, reference=REPO / REFERENCE):
     """The lines of table NAME (and the command line that regenerates it); None when its run
     is not kept."""
@@ -100,7 +111,8 @@ def generated(name, reference=REPO / REFERENCE):
     if not path.is_file():
         return None
     summary = json.loads(path.read_text())
-    return table(summary, columns) + ["", f"*From `{REFERENCE}/{run}/cam_metrics.json` "
+    said = ["", verdict(summary, columns)] if name == "headline" else []
+    return table(summary, columns) + said + ["", f"*From `{REFERENCE}/{run}/cam_metrics.json` "
                                           f"(`{summary['checkpoint']}`, {summary['subset']}, "
                                           f"{summary['n_images']} images) by `python -m "
                                           "benchmarks.results`.*"]
