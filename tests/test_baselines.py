@@ -1,11 +1,12 @@
 """The maps without a classifier (metrics/baselines.py): seeded noise and the Sobel edge map."""
 
+import metric_helpers as helpers
 import numpy as np
 import pytest
 import torch
 
 from flowercam.data import dataset
-from flowercam.metrics import baselines, formulas, road
+from flowercam.metrics import baselines, road
 from flowercam.model import vgg
 
 
@@ -37,7 +38,7 @@ def test_random_noise_localizes_like_chance():
                                    [str(i) for i in range(20)]).numpy()
     fg = np.zeros((20, 32, 32), bool)
     fg[:, 8:24, 8:24] = True
-    assert formulas.pxap(maps, fg, np.ones_like(fg)) == pytest.approx(25.0, abs=1.5)
+    assert helpers.pxap(maps, fg, np.ones_like(fg)) == pytest.approx(25.0, abs=1.5)
 
 
 def test_center_and_full_keep_their_shapes_and_unknown_names_are_refused():

@@ -3,6 +3,7 @@
 import math
 from pathlib import Path
 
+import metric_helpers as helpers
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -66,13 +67,13 @@ def test_ignored_foreground_makes_no_gt_box():
 def test_predicted_boxes_per_threshold():
     m = np.zeros((6, 8))
     m[1, 1], m[4, 5:7] = 0.5, 1.0
-    pred = B.predicted_boxes(m, [0.0, 0.4, 0.6, 1.0], largest_only=False)
+    pred = helpers.predicted_boxes(m, [0.0, 0.4, 0.6, 1.0], largest_only=False)
     assert pred[0].tolist() == [[0, 0, 7, 5]]
     assert sorted(map(tuple, pred[1].tolist())) == [(1, 1, 1, 1), (5, 4, 6, 4)]
     assert pred[2].tolist() == [[5, 4, 6, 4]] and pred[3].tolist() == [[5, 4, 6, 4]]
-    big = B.predicted_boxes(m, [0.4], largest_only=True)
+    big = helpers.predicted_boxes(m, [0.4], largest_only=True)
     assert big[0].tolist() == [[5, 4, 6, 4]]
-    assert B.predicted_boxes(np.zeros((3, 3)), [0.5])[0].shape == (0, 4)
+    assert helpers.predicted_boxes(np.zeros((3, 3)), [0.5])[0].shape == (0, 4)
 
 
 def reference_boxes(m, thresholds, largest_only):
@@ -103,7 +104,7 @@ def test_fast_and_label_paths_match_regionprops(kind, largest_only):
     q = np.searchsorted(TAUS, m, "right")
     assert (B._level_runs(q, 100 * (h * w // 32 + 256)) is None) == (kind == "big_noise")
     ref = reference_boxes(m, TAUS, largest_only)
-    assert [b.tolist() for b in B.predicted_boxes(m, TAUS, largest_only)] == ref
+    assert [b.tolist() for b in helpers.predicted_boxes(m, TAUS, largest_only)] == ref
     # both internal paths, forced, give the same component table
     fast = B._run_table(*B._level_runs(q, 10**9), h, w)
     slow = B._label_table(m, TAUS)
@@ -113,7 +114,7 @@ def test_fast_and_label_paths_match_regionprops(kind, largest_only):
 
 def test_thresholds_must_increase():
     with pytest.raises(ValueError):
-        B.predicted_boxes(np.zeros((3, 3)), [0.5, 0.2])
+        helpers.predicted_boxes(np.zeros((3, 3)), [0.5, 0.2])
 
 
 def test_box_iou_hand_examples():
@@ -203,7 +204,7 @@ def test_center_map_hand_formula():
 def test_full_map_one_box():
     m = B.full_map(5, 7)
     assert m.shape == (5, 7) and np.all(m == 1.0)
-    assert all(b.tolist() == [[0, 0, 6, 4]] for b in B.predicted_boxes(m, TAUS, True))
+    assert all(b.tolist() == [[0, 0, 6, 4]] for b in helpers.predicted_boxes(m, TAUS, True))
 
 
 # ---------------------------------------------------------------- real masks

@@ -2,6 +2,7 @@
 
 import math
 
+import metric_helpers as helpers
 import numpy as np
 import pytest
 import torch
@@ -28,9 +29,9 @@ def test_map_equal_to_mask_is_perfect():
     mask = square_mask()
     fg, valid = one(mask)
     maps = mask[None].astype(float)
-    assert formulas.pointing_game(maps, fg, valid) == 100
-    assert formulas.pxap(maps, fg, valid, THR) == pytest.approx(100)
-    miou, thr = formulas.best_iou(maps, fg, valid, THR)
+    assert helpers.pointing_game(maps, fg, valid) == 100
+    assert helpers.pxap(maps, fg, valid, THR) == pytest.approx(100)
+    miou, thr = helpers.best_iou(maps, fg, valid, THR)
     assert miou == pytest.approx(100) and 0 < thr <= 1
 
 
@@ -41,12 +42,14 @@ def test_inverted_map_scores_chance_only():
     frac = mask.mean()
     fg, valid = one(mask)
     maps = 1.0 - mask[None].astype(float)
-    assert formulas.pointing_game(maps, fg, valid) == 0
+    # the peak (0, 0) is 11.3 px from the square: a hit at the published 15 px, not at 1 px
+    assert helpers.pointing_game(maps, fg, valid) == 100
+    assert helpers.pointing_game(maps, fg, valid, tolerance=1) == 0
     tp, fp, n_fg = formulas.threshold_counts(maps, fg, valid, THR)
     ious = formulas.iou_per_threshold(tp, fp, n_fg)
     assert np.all(ious[:, 1:] == 0)
-    assert formulas.best_iou(maps, fg, valid, THR) == pytest.approx((frac * 100, 0.0))
-    assert formulas.pxap(maps, fg, valid, THR) == pytest.approx(frac * 100)
+    assert helpers.best_iou(maps, fg, valid, THR) == pytest.approx((frac * 100, 0.0))
+    assert helpers.pxap(maps, fg, valid, THR) == pytest.approx(frac * 100)
 
 
 @pytest.mark.parametrize("value", [0.0, 0.5, 1.0])
@@ -54,9 +57,12 @@ def test_constant_map_gives_foreground_fraction(value):
     mask = square_mask()
     fg, valid = one(mask)
     maps = np.full((1, 32, 32), value)
-    assert formulas.pxap(maps, fg, valid, THR) == pytest.approx(mask.mean() * 100)
-    # tied peaks share the credit: a flat map points at foreground with the foreground fraction
-    assert formulas.pointing_game(maps, fg, valid) == pytest.approx(mask.mean() * 100)
+    assert helpers.pxap(maps, fg, valid, THR) == pytest.approx(mask.mean() * 100)
+    # the peak_on_foreground variant: tied peaks share the credit (the foreground fraction);
+    # the published game takes the first maximum, (0, 0), 11.3 px from the square
+    hits = formulas.peak_on_foreground_per_image(maps, fg, valid)
+    assert hits[0] * 100 == pytest.approx(mask.mean() * 100)
+    assert helpers.pointing_game(maps, fg, valid, tolerance=1) == 0
 
 
 def test_pxap_accumulates_over_the_set():
@@ -68,7 +74,7 @@ def test_pxap_accumulates_over_the_set():
     expected_high = 144 / 160  # recall from image 0 alone at t > 0.5 (precision 1)
     total_fg, total_pix = 160, 2 * 32 * 32 - (1024 - 144)
     ap = expected_high * 1 + (1 - expected_high) * total_fg / total_pix
-    assert formulas.pxap(maps, fg, valid, THR) == pytest.approx(ap * 100)
+    assert helpers.pxap(maps, fg, valid, THR) == pytest.approx(ap * 100)
 
 
 def test_ignore_values_are_ignored():
@@ -79,13 +85,53 @@ def test_ignore_values_are_ignored():
     assert not fg[0, :4].any() and not valid[0, :4].any()
     maps = mask[None].astype(float)
     maps[0, :4, :] = 1.0  # the map fires in the ignored band: no penalty
-    maps[0, 0, 0] = 2.0  # and its global peak there does not count either
-    assert formulas.pointing_game(maps, fg, valid) == 100
-    assert formulas.pxap(np.clip(maps, 0, 1), fg, valid, THR) == pytest.approx(100)
-    assert formulas.best_iou(np.clip(maps, 0, 1), fg, valid, THR)[0] == pytest.approx(100)
+    maps[0, 0, 0] = 2.0  # and its global peak there, 8 px from any flower pixel, is a miss
+    assert helpers.pointing_game(maps, fg, valid, tolerance=1) == 0
+    assert helpers.pxap(np.clip(maps, 0, 1), fg, valid, THR) == pytest.approx(100)
+    assert helpers.best_iou(np.clip(maps, 0, 1), fg, valid, THR)[0] == pytest.approx(100)
     # without ignoring, 128 counts as foreground (default: any nonzero)
     fg2, valid2 = one(labels)
     assert fg2[0, :4].all() and valid2.all()
+
+
+def _peaked(peaks, fg_box=(30, 40, 30, 40), size=64):
+    """A size x size map of zeros with 1 at each peak (y, x), and a foreground square."""
+    maps = np.zeros((1, size, size))
+    for y, x in peaks:
+        maps[0, y, x] = 1.0
+    fg = np.zeros((1, size, size), bool)
+    y0, y1, x0, x1 = fg_box
+    fg[0, y0:y1, x0:x1] = True
+    return maps, fg
+
+
+def test_pointing_game_is_the_published_one():
+    """Zhang et al. 2018: the maximum is a hit within 15 px of the foreground, a miss beyond;
+    the first maximum counts (no shared credit); ignored pixels are never hits."""
+    near, fg = _peaked([(20, 35)])  # 10 px above the square
+    valid = np.ones_like(fg)
+    assert formulas.pointing_game_per_image(near, fg, valid).tolist() == [1.0]
+    assert formulas.peak_on_foreground_per_image(near, fg, valid).tolist() == [0.0]
+    far, _ = _peaked([(10, 35)])  # 20 px above
+    assert formulas.pointing_game_per_image(far, fg, valid).tolist() == [0.0]
+    tied, _ = _peaked([(2, 2), (35, 35)])  # first in raster order: far from the flower
+    assert formulas.pointing_game_per_image(tied, fg, valid).tolist() == [0.0]
+    assert formulas.peak_on_foreground_per_image(tied, fg, valid).tolist() == [0.5]
+    # the peak on an ignored band 20 px away; the best non-ignored pixel is on the flower
+    on_ignored, _ = _peaked([(10, 35)])
+    on_ignored[0, 30:40, 30:40] = 0.5
+    ignored = valid.copy()
+    ignored[0, :15] = False
+    assert formulas.pointing_game_per_image(on_ignored, fg, ignored).tolist() == [0.0]
+    assert formulas.peak_on_foreground_per_image(on_ignored, fg, ignored).tolist() == [1.0]
+    assert math.isnan(formulas.pointing_game_per_image(near, fg & False, valid)[0])  # no flower
+    # ignored pixels near the peak are not foreground, even where the label says flower
+    fg_ignored = fg.copy()
+    fg_ignored[0, 22:30, 35] = True  # a flower stalk reaching up to the peak, but ignored
+    stalk = valid.copy()
+    stalk[0, 22:30, 35] = False
+    assert formulas.pointing_game_per_image(far, fg_ignored, stalk).tolist() == [0.0]
+    assert formulas.pointing_game_per_image(far, fg_ignored, valid).tolist() == [1.0]
 
 
 def test_mask_values_select_foreground():
@@ -101,16 +147,25 @@ def test_image_without_foreground_is_skipped_for_pointing_and_iou():
     maps = masks.astype(float)
     hits = formulas.pointing_game_per_image(maps, fg, valid)
     assert hits[0] == 1 and math.isnan(hits[1])
-    assert formulas.best_iou(maps, fg, valid, THR)[0] == pytest.approx(100)
+    assert helpers.best_iou(maps, fg, valid, THR)[0] == pytest.approx(100)
 
 
 def test_average_drop_and_increase():
     y = np.array([0.8, 0.5, 0.4])
-    assert formulas.average_drop(y, y) == 0  # a map of ones leaves the image unchanged
-    assert formulas.increase_in_confidence(y, y) == 0
+    assert helpers.average_drop(y, y) == 0  # a map of ones leaves the image unchanged
+    assert helpers.increase_in_confidence(y, y) == 0
     o = np.array([0.4, 0.6, 0.0])
-    assert formulas.average_drop(y, o) == pytest.approx((50 + 0 + 100) / 3)
-    assert formulas.increase_in_confidence(y, o) == pytest.approx(100 / 3)
+    assert helpers.average_drop(y, o) == pytest.approx((50 + 0 + 100) / 3)
+    assert helpers.increase_in_confidence(y, o) == pytest.approx(100 / 3)
+
+
+def test_increase_in_confidence_ignores_float_ties():
+    """The `full` map scores the unchanged image: O equals Y up to the rounding of another batch
+    composition (1 vs 2 processes), which must not count as an increase."""
+    y = np.array([0.5, 0.5, 0.5], np.float32)
+    o = y + np.array([3e-8, 0.01, 0.0], np.float32)  # a float-rounding tie, a real increase
+    assert formulas.increase_per_image(y, o).tolist() == [0.0, 100.0, 0.0]
+    assert formulas.increase_per_image(y, y + 1e-6).tolist() == [0.0, 0.0, 0.0]
 
 
 def test_auc_trapezoid():
@@ -151,7 +206,7 @@ def test_score_fn_matches_softmax_and_map_of_ones_has_no_drop():
     y = score(images, targets)
     assert torch.all((y > 0) & (y < 1))
     o = score(images * torch.ones(3, 1, 32, 32), targets)
-    assert formulas.average_drop(y.numpy(), o.numpy()) == 0
+    assert helpers.average_drop(y.numpy(), o.numpy()) == 0
 
 
 def test_deletion_perfect_ordering_beats_random():

@@ -68,7 +68,7 @@ def figures(data, spec):
     for name, maps in (("whole", np.ones(fg.shape)), ("object", fg.astype(float))):
         tp, fp, n_fg = formulas.threshold_counts(maps, fg, valid, thresholds)
         miou = np.nanmean(formulas.iou_per_threshold(tp, fp, n_fg), axis=0).max()
-        out[name] = (formulas.pxap(maps, fg, valid, thresholds), miou)
+        out[name] = (formulas.pxap_from_counts(tp, fp, n_fg), miou)
     return out
 
 

@@ -3,6 +3,7 @@ shapes, constant maps, huge and tiny magnitudes: never NaN, always in range, inp
 
 import functools
 
+import metric_helpers as helpers
 import numpy as np
 import torch
 from hypothesis import given, settings
@@ -108,9 +109,9 @@ def localization_inputs(draw):
 def test_localization_metrics_in_range(inputs):
     maps, fg, valid = inputs
     before = [a.copy() for a in inputs]
-    point = formulas.pointing_game(maps, fg, valid)
-    ap = formulas.pxap(maps, fg, valid)
-    iou, tau = formulas.best_iou(maps, fg, valid)
+    point = helpers.pointing_game(maps, fg, valid)
+    ap = helpers.pxap(maps, fg, valid)
+    iou, tau = helpers.best_iou(maps, fg, valid)
     for value in (point, ap, iou):
         assert np.isfinite(value) and 0 <= value <= 100
     assert tau in config.default_thresholds()
@@ -124,8 +125,8 @@ def test_faithfulness_metrics_in_range(y, o):
     n = min(len(y), len(o))
     y, o = y[:n], o[:n]
     before = y.copy(), o.copy()
-    drop = formulas.average_drop(y, o)
-    increase = formulas.increase_in_confidence(y, o)
+    drop = helpers.average_drop(y, o)
+    increase = helpers.increase_in_confidence(y, o)
     assert np.isfinite(drop) and 0 <= drop <= 100
     assert np.isfinite(increase) and 0 <= increase <= 100
     assert np.array_equal(y, before[0]) and np.array_equal(o, before[1])

@@ -27,7 +27,7 @@ def hand_made(ignored_map=1.0, ignored_fg=False):
     maps = np.zeros((2, 10, 10))
     maps[0, :6], maps[0, 9] = 1.0, ignored_map
     maps[1, 2:4] = 0.7
-    return localization.image_tables(maps, (fg & valid, valid, np.array([True, True])))
+    return localization.mask_tables(maps, (fg & valid, valid, np.array([True, True])))
 
 
 def test_known_figures_on_a_hand_made_mask():

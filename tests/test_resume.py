@@ -2,6 +2,7 @@
 (metrics/resume.py; --sanity's resume is tested in test_sanity_pass.py), and the partial-run
 folder itself: settings check, batches read back as saved, --no-resume."""
 
+import dataclasses
 import json
 import re
 
@@ -13,7 +14,7 @@ from metrics_run import cli
 
 import evaluate as evaluate_cli
 from flowercam.core import UserError
-from flowercam.metrics import measuring, resume
+from flowercam.metrics import measuring, registry, resume, runner
 from flowercam.metrics.config import MetricsConfig
 
 TIMINGS = ("seconds", "seconds_per_image", "row_seconds_per_image", "tau_seconds",
@@ -75,6 +76,30 @@ def test_an_interrupted_cam_metrics_run_resumes_to_the_files_of_a_run_without_a_
     assert run(broken) == 1  # the tau pass's last batch
     assert _untimed(broken) == _untimed(fresh)
     assert not list(broken.glob("*.partial"))
+
+
+def test_a_partial_run_of_another_metrics_version_is_not_resumed(synthetic_run, tmp_path,
+                                                                 monkeypatch):
+    """Batches measured by other metric code (registry.METRICS_VERSION bumped when a metric
+    changes) are refused, never read back as if the current code had measured them."""
+    real_batch, calls = measuring._measure_batch, []
+
+    def stopping(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_batch(*args)
+    monkeypatch.setattr(measuring, "_measure_batch", stopping)
+    cfg = cli(synthetic_run, "--methods", "CAM", "--batch-size", "1", "--output-dir",
+              str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(cfg)
+    assert len(list((tmp_path / "cam_metrics.partial").glob("batch_*.pt"))) == 1
+    monkeypatch.setattr(measuring, "_measure_batch", real_batch)
+    monkeypatch.setattr(registry, "METRICS_VERSION", registry.METRICS_VERSION + 1)
+    with pytest.raises(UserError, match="other settings .*metrics_version"):
+        runner.run(cfg)
+    assert runner.run(dataclasses.replace(cfg, resume=False))["n_images"] == 3
 
 
 def test_no_resume_is_the_config_s_resume_in_both_modes(synthetic_run):

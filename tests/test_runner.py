@@ -127,6 +127,31 @@ def test_batch_size_and_figure_families_are_honoured(synthetic_run, tmp_path, mo
     assert "pxap" in overall and overall["average_drop"]["n"] == 0
 
 
+def test_no_dagger_verdicts_without_bootstrap_intervals(synthetic_run, tmp_path):
+    """--bootstrap 0: no interval, so no † (a bare difference is no test); the header says so."""
+    runner.run(cli(synthetic_run, "--methods", "CAM", "--bootstrap", "0", "--output-dir",
+                   str(tmp_path)))
+    table = (tmp_path / "cam_metrics.md").read_text()
+    assert "| CAM | 3 |" in table and "†" not in table.split("No † verdicts")[1]
+    assert "--bootstrap 0" in table
+
+
+def test_every_paired_figure_is_in_the_markdown_of_a_pseudo_mask_run(synthetic_run, tmp_path):
+    """--figures pseudo-masks: the --compare pair and every pair against center are printed in
+    cam_metrics.md (each figure of the JSON's paired differences), not only in the JSON."""
+    masks = write_masks(tmp_path / "masks", ["image_0003", "image_0007_0", "image_0011"])
+    summary = runner.run(cli(synthetic_run, "--methods", "CAM", "LayerCAM", "--masks-dir",
+                             str(masks), "--ignore-values", "128", "--figures", "pseudo-masks",
+                             "--compare", "LayerCAM", "CAM", "--output-dir", str(tmp_path)))
+    table = (tmp_path / "cam_metrics.md").read_text()
+    paired = table.split("## Paired differences")[1].split("\n## ")[0]
+    assert set(summary["paired"]) == {"CAM - center", "LayerCAM - center", "full - center",
+                                      "LayerCAM - CAM"}
+    for label, pair in summary["paired"].items():
+        figure = pair["difference"]["pseudo_masks"]["oracle_tau"]["fg_iou"]
+        assert f"| {label} | {figure['n']} | {figure['value']:.1f} [" in paired
+
+
 def test_perturb_limit_leaves_other_images_without_curves(synthetic_run, tmp_path):
 
     summary = runner.run(cli(synthetic_run, "--methods", "CAM", "--perturb-limit", "1",

@@ -1,9 +1,10 @@
 """flowercam.metrics.statistics: figures as statistics of resampled images, paired differences."""
 
+import metric_helpers as helpers
 import numpy as np
 import pytest
 
-from flowercam.metrics import localization, statistics
+from flowercam.metrics import localization, registry, statistics
 from flowercam.metrics.statistics import Mean, OverRows
 
 T = len(localization.THRESHOLDS)
@@ -16,14 +17,17 @@ def random_tables(rng, n=40):
     box = rng.random((n, T))
     return {"tp": tp, "fp": rng.integers(0, 80, (n, T)), "n_fg": n_fg, "box_largest": box,
             "box_all": box, "hit": (rng.random(n) > 0.3).astype(float),
+            "hit_peak": (rng.random(n) > 0.4).astype(float),
             "has_mask": np.ones(n, bool), "correct": rng.random(n) > 0.2}
 
 
 def all_stats(a, taus):
     idx = np.arange(len(a["n_fg"]))
-    return {**localization.threshold_free_stats(a, idx),
-            "oracle_tau": localization.oracle_stats(a, idx),
-            "validated_tau": localization.validated_stats(a, idx, taus)}
+    out = {}
+    for metric in registry.METRICS:
+        if metric.family == "localization":  # pointing, PxAP, the box and IoU figures
+            registry.merge(out, metric.stats(a, idx, taus))
+    return out
 
 
 def test_identical_maps_differ_by_exactly_zero_on_every_figure():
@@ -41,7 +45,7 @@ def test_identical_maps_differ_by_exactly_zero_on_every_figure():
 def test_figures_from_statistics_equal_the_figure_functions():
     a = random_tables(np.random.default_rng(1))
     stats = localization.oracle_stats(a, np.arange(40))
-    assert statistics.figures(stats, 100, 3) == localization.oracle(a, np.arange(40), 100, 3)
+    assert statistics.figures(stats, 100, 3) == helpers.oracle(a, np.arange(40), 100, 3)
 
 
 def test_paired_interval_is_narrower_than_the_unpaired_gap_suggests():
@@ -74,9 +78,11 @@ def test_set_statistics_pair_on_the_same_rows_and_mixed_kinds_refuse():
         statistics.difference(a, Mean(values), 10, 0)
 
 
-def test_beats_reads_the_direction_and_falls_back_to_the_value_without_an_interval():
+def test_beats_reads_the_direction_and_gives_no_verdict_without_an_interval():
     below = {"value": -3.0, "ci95": [-5.0, -1.0], "n": 9}
-    assert statistics.beats(below, lower_is_better=True) and not statistics.beats(below)
-    assert statistics.beats({"value": 1.0, "ci95": [None, None], "n": 9})
-    assert not statistics.beats({"value": 1.0, "ci95": [-0.5, 2.0], "n": 9})
-    assert not statistics.beats(None) and not statistics.beats({"value": None, "ci95": [0, 0]})
+    assert statistics.beats(below, lower_is_better=True) is True
+    assert statistics.beats(below) is False
+    assert statistics.beats({"value": 1.0, "ci95": [None, None], "n": 9}) is None  # --bootstrap 0
+    assert statistics.beats({"value": 1.0, "ci95": [-0.5, 2.0], "n": 9}) is False
+    assert statistics.beats(None) is None
+    assert statistics.beats({"value": None, "ci95": [0, 0]}) is None

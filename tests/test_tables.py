@@ -21,7 +21,7 @@ def test_dagger_marks_figures_whose_paired_difference_does_not_beat_center():
     versus = {"A": {"pxap": fig(5.0, -1.0, 9.0), "average_drop": fig(-10.0, -12.0, -8.0)},
               "B": {"pxap": fig(10.0, 2.0, 15.0), "average_drop": fig(10.0, 8.0, 12.0)},
               "center (baseline)": {"pxap": fig(0.0, -1.0, 1.0)}}
-    columns = [c for c in tables.COLUMNS if c[0] in ("pxap", "average_drop")]
+    columns = [c for c in tables.all_columns() if c.key in ("pxap", "average_drop")]
     head, _, a, b, c = tables._table(rows, columns, versus=versus)
     assert cells(head) == ["", "images", "AD % ↓", "PxAP % ↑"]
     assert cells(a) == ["A", "5", "10.0", "65.0 †"]  # interval of +5 reaches below 0
@@ -30,7 +30,7 @@ def test_dagger_marks_figures_whose_paired_difference_does_not_beat_center():
 
 
 def test_cells_show_interval_tau_and_missing_values():
-    columns = [c for c in tables.COLUMNS if c[0] in ("miou", "max_box_acc_v2")]
+    columns = [c for c in tables.all_columns() if c.key in ("miou", "max_box_acc_v2")]
     rows = [("m", {"miou": fig(61.25, 56.7, 65.7, tau=0.27),
                    "max_box_acc_v2": fig(math.nan, tau=[0.1, 0.2, 0.3])})]
     line = tables._table(rows, columns)[-1]
@@ -39,7 +39,7 @@ def test_cells_show_interval_tau_and_missing_values():
 
 
 def test_untested_figures_and_unmeasured_columns_get_no_mark_and_no_column():
-    columns = [c for c in tables.COLUMNS if c[0] in ("pxap", "average_drop")]
+    columns = [c for c in tables.all_columns() if c.key in ("pxap", "average_drop")]
     rows = [("A", {"pxap": fig(65.0), "average_drop": fig(None, n=0)})]
     head, _, a = tables._table(rows, columns, versus={"A": {}})  # no paired pxap: not tested
     assert cells(head) == ["", "images", "PxAP % ↑"]  # no image scored for AD: no column

@@ -79,12 +79,14 @@ def test_a_test_run_reports_its_tau_set_as_a_valid_run_would(synthetic_run, tmp_
     for kind in ("methods", "baselines"):
         for name, row in test[kind].items():
             own = valid[kind][name]["overall"]
-            expected = {**{k: own[k] for k in ("pointing_game", "pxap")}, **own["oracle_tau"]}
+            expected = {**{k: own[k] for k in ("pointing_game", "pointing_game_peak", "pxap")},
+                        **own["oracle_tau"]}
             assert row["overall"]["tau_set_oracle"] == expected
             assert row["overall"]["tau_set_oracle"]["pxap"]["n"] == 3
     for label, pair in test["paired"].items():
         own = valid["paired"][label]["difference"]
-        expected = {**{k: own[k] for k in ("pointing_game", "pxap")}, **own["oracle_tau"]}
+        expected = {**{k: own[k] for k in ("pointing_game", "pointing_game_peak", "pxap")},
+                    **own["oracle_tau"]}
         assert pair["difference"]["tau_set_oracle"] == expected
     text = table.read_text()
     assert "### The tau set (3 mask images of valid) at its own oracle tau" in text

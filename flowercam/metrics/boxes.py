@@ -148,15 +148,6 @@ def _component_table(m, thresholds):
     return _run_table(*runs, *m.shape)
 
 
-def predicted_boxes(m, thresholds=None, largest_only=False):
-    """Map [H,W] -> list over thresholds of boxes [K,4] of the components of (m >= tau)."""
-    thresholds = _thresholds(thresholds, 100)
-    k, boxes, area = _component_table(m, thresholds)
-    cut = np.searchsorted(k, np.arange(len(thresholds) + 1))  # [T+1] slice of each tau
-    per_tau = [(boxes[a:b], area[a:b]) for a, b in zip(cut[:-1], cut[1:], strict=True)]
-    return [_largest(*c) if largest_only else c[0] for c in per_tau]
-
-
 def box_iou(a, b):
     """Inclusive boxes [A,4] x [B,4] -> IoU [A,B] = |a & b| / (|a| + |b| - |a & b|)."""
     a = np.asarray(a, np.int64).reshape(-1, 1, 4)  # [A,1,4]

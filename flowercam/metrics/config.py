@@ -1,4 +1,5 @@
-"""What evaluate.py --cam-metrics measures, as one frozen dataclass (no argparse in the library).
+"""What evaluate.py --cam-metrics measures, as one frozen dataclass (no argparse in the library),
+and the parts of it that each stage of the run reads (MetricsConfig.part).
 
     python -c "from flowercam.metrics.config import MetricsConfig as C; print(C(model_dir='m'))"
     python evaluate.py --help                # the flags that fill it (defaults from here)
@@ -72,6 +73,14 @@ class MetricsConfig:
     resume: bool = True  # continue a partial run of the same settings (resume.py)
 
 
+    def part(self, cls):
+        """The stage record cls (ModelChoice, ImageChoice, ...) filled from this config."""
+        return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
+
+    def recorded(self) -> dict:
+        """The options cam_metrics.json records (its "options")."""
+        return {k: getattr(self, k) for k in RECORDED}
+
     def check(self):
         """UserError when a value is out of range (in the config's own terms)."""
         for name in ("steps", "map_batch_size", "metrics_batch_size"):
@@ -97,6 +106,89 @@ class MetricsConfig:
         if self.validate_tau_on is not None and self.validate_tau_on == self.split_name:
             raise UserError(f"the validated tau cannot be chosen on {self.validate_tau_on}, the "
                             "subset measured (that is the oracle tau): choose the other or none")
+
+
+# the options cam_metrics.json records, in its order
+RECORDED = ("steps", "precision", "target", "deletion_baseline", "bootstrap", "limit",
+            "perturb_limit", "seed", "device", "baselines", "validate_tau_on", "tau_from", "scales",
+            "flip", "layers", "compare", "refine", "refine_workers", "families")
+
+
+# ---------------------------------------------------------------- the parts each stage reads
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelChoice:
+    """Which model (selection.open_model) and where the results go (selection.output_folder)."""
+
+    model_dir: str | None
+    checkpoint: str | None
+    data_dir: str
+    split: int | None
+    backbone_weights: str | None
+    device: str
+    output_dir: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageChoice:
+    """Which images are measured and which masks they are read with (selection)."""
+
+    data_dir: str
+    split: int | None
+    split_name: str
+    limit: int | None
+    seed: int
+    masked_only: bool
+    masks_dir: str | None
+    mask_values: tuple[int, ...] | None
+    ignore_values: tuple[int, ...] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class MapOptions:
+    """How each row's maps are made (maprows, baselines)."""
+
+    device: str
+    target: str
+    scales: tuple[float, ...]
+    flip: bool
+    layers: tuple[str, ...] | None
+    refine: tuple[str, ...]
+    refine_workers: int
+    baselines: tuple[str, ...]
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PassOptions:
+    """What the batch loop of one pass over the images reads (measuring)."""
+
+    data_dir: str
+    split: int | None
+    split_name: str
+    no_cache: bool
+    num_workers: int
+    device: str
+    precision: str
+    target: str
+    map_batch_size: int
+    metrics_batch_size: int
+    steps: int
+    perturb_limit: int
+    deletion_baseline: str
+    families: tuple[str, ...]
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SummaryOptions:
+    """What the summary reads (summary.summarise): intervals, pairs, the figures asked."""
+
+    bootstrap: int
+    seed: int
+    compare: tuple[tuple[str, str], ...]
+    families: tuple[str, ...]
 
 
 def default(name):

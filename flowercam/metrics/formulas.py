@@ -18,25 +18,39 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
-from flowercam.metrics.config import default_thresholds
-
 # ---------------------------------------------------------------- localization
 
 
-def pointing_game_per_image(maps, fg, valid):
-    """[N] hit of the map's peak on foreground; tied peaks share the credit; NaN: no foreground."""
+POINTING_TOLERANCE = 15  # px at the map's input resolution (Zhang et al. 2018)
+
+
+def pointing_game_per_image(maps, fg, valid, tolerance=POINTING_TOLERANCE):
+    """[N] the published pointing game (Zhang et al. 2018; TorchRay's PointingGame): the map's
+    maximum (the first in raster order among ties) is a hit (1) when a foreground pixel lies
+    closer than `tolerance` px to it, else a miss (0); ignored pixels are never foreground, so a
+    peak on or near one alone is a miss. NaN: no foreground pixel."""
     maps = np.asarray(maps, dtype=np.float64)
     hits = np.full(len(maps), np.nan)
     for i, (m, f, v) in enumerate(zip(maps, fg, valid, strict=True)):
-        if not f.any():
+        ys, xs = np.nonzero(f & v)  # [K] foreground pixels
+        if len(ys) == 0:
             continue
-        peak = v & (m == m[v].max())  # ignored pixels cannot hold the peak
-        hits[i] = f[peak].mean()
+        y, x = np.unravel_index(int(np.argmax(m)), m.shape)
+        hits[i] = float((((ys - y) ** 2 + (xs - x) ** 2) < tolerance**2).any())
     return hits
 
 
-def pointing_game(maps, fg, valid):
-    return _nanmean(pointing_game_per_image(maps, fg, valid)) * 100
+def peak_on_foreground_per_image(maps, fg, valid):
+    """[N] the former, lenient pointing game (pointing_game_peak): the highest map value among
+    the non-ignored pixels, no tolerance; tied peaks share the credit; NaN: no foreground."""
+    maps = np.asarray(maps, dtype=np.float64)
+    hits = np.full(len(maps), np.nan)
+    for i, (m, f, v) in enumerate(zip(maps, fg, valid, strict=True)):
+        if not (f & v).any():
+            continue
+        peak = v & (m == m[v].max())  # ignored pixels cannot hold the peak
+        hits[i] = (f & v)[peak].mean()
+    return hits
 
 
 def threshold_counts(maps, fg, valid, thresholds):
@@ -74,10 +88,6 @@ def pxap_from_counts(tp, fp, n_fg):
     return float((np.diff(recall, prepend=0.0) * precision).sum() * 100)
 
 
-def pxap(maps, fg, valid, thresholds=None):
-    thresholds = default_thresholds() if thresholds is None else thresholds
-    return pxap_from_counts(*threshold_counts(maps, fg, valid, thresholds))
-
 
 def iou_per_threshold(tp, fp, n_fg):
     """[N,T] IoU = tp / (fg + fp) per image and threshold; NaN rows: images without foreground."""
@@ -96,11 +106,6 @@ def best_iou_from_ious(ious, thresholds):
     return float(mean[k] * 100), float(thresholds[k])
 
 
-def best_iou(maps, fg, valid, thresholds=None):
-    thresholds = default_thresholds() if thresholds is None else thresholds
-    tp, fp, n_fg = threshold_counts(maps, fg, valid, thresholds)
-    return best_iou_from_ious(iou_per_threshold(tp, fp, n_fg), thresholds)
-
 
 # ---------------------------------------------------------------- faithfulness
 
@@ -111,16 +116,14 @@ def drop_per_image(y, o):
     return np.maximum(0.0, y - o) / np.maximum(y, 1e-12) * 100
 
 
-def increase_per_image(y, o):
-    return (np.asarray(o) > np.asarray(y)).astype(np.float64) * 100
+IC_TOLERANCE = 1e-4  # probability units: an increase smaller than this is a tie, not an increase
 
 
-def average_drop(y, o):
-    return float(drop_per_image(y, o).mean())
+def increase_per_image(y, o, tolerance=IC_TOLERANCE):
+    """Chattopadhyay 2018's increase in confidence, per image in %: 100 when O exceeds Y by more
+    than `tolerance` (float rounding of one score computed in two batches is no increase)."""
+    return (np.asarray(o, np.float64) - np.asarray(y, np.float64) > tolerance) * 100.0
 
-
-def increase_in_confidence(y, o):
-    return float(increase_per_image(y, o).mean())
 
 
 def auc(curves):

@@ -1,9 +1,12 @@
 """Localization figures of --cam-metrics from per-image tables, at an oracle and a validated tau.
 
-    python -c "from flowercam.metrics import localization as L; help(L.oracle)"
+    python -c "from flowercam.metrics import localization as L; help(L.oracle_stats)"
+
+The registry's localization metrics (flowercam.metrics.registry: pointing_game, pxap, boxes) read
+these tables.
 
 Per image i (tau_k = 0, 0.01, ..., 0.99 of the min-max map, T = 100): tp, fp [N,T] pixel counts,
-n_fg [N]; hit [N] pointing game; box_largest / box_all [N,T] best box IoU (largest / any
+n_fg [N]; box_largest / box_all [N,T] best box IoU (largest / any
 component, flowercam.metrics.boxes, Choe et al. 2020); correct [N] top-1 class right.
 Oracle tau: chosen on the images it scores (Choe's Max*; optimistic). Validated tau: chosen on
 another set's mask images (the validation split) and applied unchanged. Every figure is
@@ -13,28 +16,35 @@ figure as a statistic of the resampled rows (flowercam.metrics.statistics), so t
 compared on the same resamples (paired differences).
 """
 
+import dataclasses
+
 import numpy as np
 
 from flowercam.metrics import boxes, formulas
 from flowercam.metrics.config import default_thresholds
-from flowercam.metrics.statistics import Mean, OverRows, figures
+from flowercam.metrics.statistics import Mean, OverRows
 
 THRESHOLDS = default_thresholds()
 DELTA = 0.5  # MaxBoxAcc, Top-1 / GT-known Loc
 DELTAS = (0.3, 0.5, 0.7)  # MaxBoxAccV2
 
 
+@dataclasses.dataclass
+class TauSet:
+    """The subset whose mask images chose the validated tau (runner.tau_set; tau_file)."""
+
+    subset: str
+    n_images: int
+    taus: dict  # {row: localization.choose_taus of the row on that subset}
+    arrays: dict | None = None  # {row: per-image arrays} (None: read from a file)
+    families: tuple[str, ...] = ()  # the figures measured on it
+    resumed_seconds: float = 0.0
+    source: str | None = None  # the cam_metrics.json it was read from (--tau-from)
+
+
 def pixel_ious(a, idx):
     """[n,T] per-image pixel IoU of the rows idx (NaN rows: no foreground)."""
     return formulas.iou_per_threshold(a["tp"][idx], a["fp"][idx], a["n_fg"][idx])
-
-
-def threshold_free_stats(a, idx):
-    """Pointing game (per image) and PxAP (set-level) of the rows idx, as statistics."""
-    tp, fp, n_fg = a["tp"][idx], a["fp"][idx], a["n_fg"][idx]
-    return {"pointing_game": Mean(a["hit"][idx] * 100),
-            "pxap": OverRows(lambda r: formulas.pxap_from_counts(tp[r], fp[r], n_fg[r]),
-                             len(idx), len(idx))}
 
 
 def _at(table, k, delta=DELTA):
@@ -83,19 +93,6 @@ def validated_stats(a, idx, taus):
             **_loc(big, a["correct"][idx], k_acc)}
 
 
-def threshold_free(a, idx, n_boot, seed):
-    """threshold_free_stats as figures with their bootstrap intervals (so are the next two)."""
-    return figures(threshold_free_stats(a, idx), n_boot, seed)
-
-
-def oracle(a, idx, n_boot, seed):
-    return figures(oracle_stats(a, idx), n_boot, seed)
-
-
-def validated(a, idx, taus, n_boot, seed):
-    return figures(validated_stats(a, idx, taus), n_boot, seed)
-
-
 def choose_taus(t):
     """Tau indices chosen on a set's tables t: (IoU, MaxBoxAcc, MaxBoxAccV2 per delta); None if
     the set has no foreground."""
@@ -110,13 +107,15 @@ def choose_taus(t):
     return k_iou, k_acc, k_v2
 
 
-def image_tables(np_maps, masks, with_boxes=True):
-    """Per-image tables of one batch of maps (masks = (fg, valid, has_mask) [B,H,W], [B]):
-    pointing hit, pixel and (with_boxes: the localization figures) box counts per tau."""
+def mask_tables(np_maps, masks):
+    """Per-image pixel tables of one batch of maps (masks = (fg, valid, has_mask) [B,H,W], [B]):
+    tp, fp [B,T] per tau, n_fg, n_valid [B], has_mask [B] (what PxAP, the IoU figures and the
+    pseudo-masks are computed from)."""
     fg, valid, has = masks
     tp, fp, n_fg = formulas.threshold_counts(np_maps, fg, valid, THRESHOLDS)
-    out = {"hit": formulas.pointing_game_per_image(np_maps, fg, valid),  # NaN without a mask
-           "tp": tp, "fp": fp, "n_fg": n_fg, "has_mask": has, "n_valid": valid.sum((1, 2))}
-    if with_boxes:  # connected components at every tau: most of the tables' time
-        out["box_largest"], out["box_all"] = boxes.box_iou_tables(np_maps, fg, valid, THRESHOLDS)
-    return out
+    return {"tp": tp, "fp": fp, "n_fg": n_fg, "has_mask": has, "n_valid": valid.sum((1, 2))}
+
+
+def box_tables(np_maps, fg, valid):
+    """(largest [B,T], all [B,T]) best box IoU per tau (boxes.box_iou_tables)."""
+    return boxes.box_iou_tables(np_maps, fg, valid, THRESHOLDS)

@@ -11,6 +11,8 @@ are its base map's plus its refinement's (the cost of making that pseudo-mask).
 import time
 
 from flowercam.cam import compute, methods
+from flowercam.metrics import baselines
+from flowercam.metrics.config import MapOptions
 from flowercam.refine import methods as refiners
 
 # the baselines refined beside the methods: center (what the image alone adds to a prior); full
@@ -18,15 +20,15 @@ from flowercam.refine import methods as refiners
 REFINED_BASELINES = ("center",)
 
 
-def method_maps(model, method, images, shared, cfg):
-    """[B,H,W] min-max normalised maps at input size (fp32, one call per batch); cfg.scales /
-    cfg.flip aggregate every method over rescaled and flipped images, cfg.layers picks the
-    layers of every method that takes some (methods.layer_options)."""
-    targets = shared["targets"].to(cfg.device)
-    options = methods.layer_options(method, cfg.layers)
-    agg = compute.Aggregation(tuple(cfg.scales), cfg.flip)
-    result = compute.maps_reusing(model, images.to(cfg.device), method, shared, targets, agg,
-                                  normalize_by="minmax", **options)
+def method_maps(model, method, images, targets, cam_cache, opts: MapOptions):
+    """[B,H,W] min-max normalised maps at input size (fp32, one call per batch); opts.scales /
+    opts.flip aggregate every method over rescaled and flipped images, opts.layers picks the
+    layers of every method that takes some (methods.layer_options); cam_cache: the batch's
+    compute.maps_reusing cache (its backbone features)."""
+    options = methods.layer_options(method, opts.layers)
+    agg = compute.Aggregation(tuple(opts.scales), opts.flip)
+    result = compute.maps_reusing(model, images.to(opts.device), method, cam_cache,
+                                  targets.to(opts.device), agg, normalize_by="minmax", **options)
     return result.maps.detach().float().cpu()
 
 
@@ -38,12 +40,24 @@ def expand(rows, refine, methods=()):
             if how == "none" or row in methods or row in REFINED_BASELINES]
 
 
-def batch_maps(rows, base_fn, pixels, workers=0):
+def batch_maps(model, rows, few_shot, images, ids, pixels, targets, cam_cache,
+               opts: MapOptions):
     """{row: (maps [B,H,W] in [0,1], seconds per image)} of one batch, in row order.
 
-    base_fn(name) -> [B,H,W] base map of a method or baseline; pixels [B,3,H,W] in [0,1]: the
-    images the refiners read; workers: refinement worker processes (0: this one).
+    few_shot: {few-shot-N: fewshot.FewShotMap}; images [B,3,H,W] normalised, ids [B], pixels
+    [B,3,H,W] in [0,1] (what the baselines and the refiners read), targets [B].
     """
+    def base_fn(name):  # [B,H,W]: a few-shot classifier's, a class-agnostic or a method's map
+        if name in few_shot:
+            return few_shot[name].maps(model.backbone, images.to(opts.device))
+        if name in opts.baselines:
+            return baselines.baseline_maps(name, pixels, ids, opts.seed)
+        return method_maps(model, name, images, targets, cam_cache, opts)
+    return _refined(rows, base_fn, pixels, opts.refine_workers)
+
+
+def _refined(rows, base_fn, pixels, workers=0):
+    """{row: (maps, seconds per image)}: each base map made once, refined by each refiner."""
     base, out = {}, {}
     for row in rows:
         name, how = refiners.split_row(row)

@@ -4,9 +4,10 @@ the ground truth (ignored pixels left out), per image, at an oracle and a valida
     python evaluate.py -d model/RUN --cam-metrics --figures pseudo-masks --split-name test
     python -c "from flowercam.metrics import pseudo; print(pseudo.FIGURES)"
 
-The tables are flowercam.metrics.tables' (PSEUDO), the summary flowercam.metrics.summary's.
+The columns are the registry's (flowercam.metrics.registry: pseudo_masks), the summary
+flowercam.metrics.summary's.
 
-Per image and tau (tp, fp, n_fg, n_valid of localization.image_tables; fn = n_fg - tp,
+Per image and tau (tp, fp, n_fg, n_valid of localization.mask_tables; fn = n_fg - tp,
 tn = n_valid - n_fg - fp): foreground IoU tp / (tp + fp + fn), background IoU tn / (tn + fn + fp),
 mIoU their mean (the segmentation convention for two classes), precision tp / (tp + fp) (1 when
 nothing is predicted), recall tp / n_fg, F1 2tp / (2tp + fp + fn); images without foreground are
@@ -20,7 +21,7 @@ import math
 import numpy as np
 
 from flowercam.metrics.config import default_thresholds
-from flowercam.metrics.statistics import Mean, OverRows, differences, figures
+from flowercam.metrics.statistics import Mean, OverRows
 
 THRESHOLDS = default_thresholds()
 FIGURES = ("fg_iou", "bg_iou", "miou", "precision", "recall", "f1")
@@ -82,24 +83,3 @@ def stats(a, idx, taus):
     if taus is not None:
         out["validated_tau"] = validated_stats(a, idx, taus[0])
     return out
-
-
-def on_tau_set(tau_set, n_boot, seed):
-    """{row: oracle figures} on the tau set's own mask images (runner.tau_set; there its
-    oracle tau is the validated tau); {} without a tau set."""
-    if not tau_set or "arrays" not in tau_set:
-        return {}
-    return {row: figures(oracle_stats(a, np.flatnonzero(a["has_mask"])), n_boot, seed)
-            for row, a in tau_set["arrays"].items() if "n_valid" in a}
-
-
-def paired_on_tau_set(tau_set, pairs, n_boot, seed):
-    """{"a - b": paired differences of the oracle figures on the tau set's own mask images} for
-    the (a, b) row pairs that both have pseudo-mask figures there; {} without a tau set."""
-    arrays = (tau_set or {}).get("arrays") or {}
-
-    def stats(row):
-        return oracle_stats(arrays[row], np.flatnonzero(arrays[row]["has_mask"]))
-
-    return {f"{a} - {b}": differences(stats(a), stats(b), n_boot, seed) for a, b in pairs
-            if "n_valid" in arrays.get(a, {}) and "n_valid" in arrays.get(b, {})}

@@ -109,14 +109,13 @@ def road_figures(curves):
     return {"road_morf": morf, "road_lerf": lerf, "road_combined": (lerf - morf) / 2}
 
 
-def per_image(score_fn, maps, shared, keep, seed=0):
-    """ROAD figures [B] of the batch's images `keep` (bool [B]; NaN for the others); shared: the
-    runner's batch inputs (pixels, targets)."""
+def per_image(score_fn, maps, pixels, targets, keep, seed=0):
+    """ROAD figures [B] of the batch's images `keep` (bool [B]; NaN for the others): maps
+    [B,H,W], pixels [B,3,H,W] in [0,1], targets [B]."""
     out = {k: np.full(len(maps), np.nan) for k in FIGURES}
     if keep.any():
         idx = torch.from_numpy(np.flatnonzero(keep))
-        curves = road_curves(score_fn, shared["pixels"][idx], maps[idx],
-                             shared["targets"][idx], seed=seed)
+        curves = road_curves(score_fn, pixels[idx], maps[idx], targets[idx], seed=seed)
         for key, values in road_figures(curves).items():
             out[key][keep] = values
     return out

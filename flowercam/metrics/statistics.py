@@ -72,11 +72,12 @@ def differences(stats_a, stats_b, n_boot, seed):
 
 
 def beats(diff, lower_is_better=False):
-    """True when a paired difference's 95% interval lies above 0 (below 0 for a ↓ figure); with
-    no interval (no bootstrap), when the difference itself does."""
+    """True when a paired difference's 95% interval lies above 0 (below 0 for a ↓ figure), False
+    when it does not; None when there is nothing to test: no difference, or no interval (no
+    bootstrap resamples: a bare difference is no verdict)."""
     if not diff or diff.get("value") is None or np.isnan(diff["value"]):
-        return False
+        return None
     lo, hi = diff["ci95"]
-    if lo is None or np.isnan(lo):
-        lo = hi = diff["value"]
-    return hi < 0 if lower_is_better else lo > 0
+    if lo is None or hi is None or np.isnan(lo) or np.isnan(hi):
+        return None
+    return bool(hi < 0 if lower_is_better else lo > 0)

@@ -14,27 +14,29 @@ from pathlib import Path
 import numpy as np
 
 from flowercam.core import atomic_write
-from flowercam.metrics import statistics
+from flowercam.metrics import registry, statistics
 
-# key, table header, format, show its tau; AD/IC/pointing/PxAP/IoU/box figures in %, AUCs in
-# probability units
-FAITHFULNESS = (("average_drop", "AD % ↓", "{:.1f}", False),
-                ("increase_in_confidence", "IC % ↑", "{:.1f}", False),
-                ("deletion_auc", "deletion AUC ↓", "{:.3f}", False),
-                ("insertion_auc", "insertion AUC ↑", "{:.3f}", False),
-                ("road_morf", "ROAD MoRF ↓", "{:.3f}", False),
-                ("road_lerf", "ROAD LeRF ↑", "{:.3f}", False),
-                ("road_combined", "ROAD (LeRF-MoRF)/2 ↑", "{:.3f}", False))
-TAU_FREE = (("pointing_game", "pointing % ↑", "{:.1f}", False),
-            ("pxap", "PxAP % ↑", "{:.1f}", False))
-AT_TAU = (("miou", "IoU % ↑", "{:.1f}", True), ("max_box_acc", "MaxBoxAcc % ↑", "{:.1f}", True),
-          ("max_box_acc_v2", "MaxBoxAccV2 % ↑", "{:.1f}", False),
-          ("top1_loc", "Top-1 Loc % ↑", "{:.1f}", False),
-          ("gt_known_loc", "GT-known Loc % ↑", "{:.1f}", False))
-COLUMNS = FAITHFULNESS + TAU_FREE + AT_TAU
-PSEUDO = (("fg_iou", "fg IoU % ↑", "{:.1f}", True), ("bg_iou", "bg IoU % ↑", "{:.1f}", False),
-          ("miou", "mIoU % ↑", "{:.1f}", False), ("precision", "precision % ↑", "{:.1f}", False),
-          ("recall", "recall % ↑", "{:.1f}", False), ("f1", "F1 % ↑", "{:.1f}", False))
+# The columns come from the registry (registry.columns: each metric's, in registry order):
+# AD/IC/pointing/PxAP/IoU/box figures in %, AUCs in probability units.
+
+
+def faithfulness_columns():
+    return registry.columns("faithfulness")
+
+
+def tau_free_columns():
+    return registry.columns("tau_free")
+
+
+def at_tau_columns():
+    return registry.columns("at_tau")
+
+
+def all_columns():
+    """Every column of the overall tables: faithfulness, tau-free, at a tau."""
+    return faithfulness_columns() + tau_free_columns() + at_tau_columns()
+
+
 PSEUDO_KINDS = (("tau_set_oracle", "The tau set's mask images at their own oracle tau (the "
                                    "validated tau)"),
                 ("oracle_tau", "Oracle tau (chosen on the images scored)"),
@@ -61,20 +63,20 @@ def _cell(figure, fmt, show_tau, with_ci=True):
 def _table(rows, columns, with_ci=True, versus=None):
     """rows: [(label, figures)]; versus: {label: paired differences against center}: a figure
     whose difference does not beat 0 gets a † (baseline rows never do)."""
-    columns = [c for c in columns if any((figs.get(c[0]) or {}).get("n") for _, figs in rows)]
+    columns = [c for c in columns if any((figs.get(c.key) or {}).get("n") for _, figs in rows)]
     if not columns:
         return []
-    head = ["", "images"] + [c[1] for c in columns]
+    head = ["", "images"] + [c.header for c in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, figs in rows:
         # ROAD alone: AD has none; a class without a mask image: no pseudo-mask figure
-        n = max((figs[c[0]]["n"] for c in columns if c[0] in figs), default=0)
+        n = max((figs[c.key]["n"] for c in columns if c.key in figs), default=0)
         diffs = (versus or {}).get(label)
         cells = []
-        for key, header, fmt, show_tau in columns:
-            cell = _cell(figs.get(key), fmt, show_tau, with_ci)
-            mark = (diffs is not None and key in diffs and not label.endswith(BASELINE)
-                    and not statistics.beats(diffs[key], "↓" in header))  # untested: no mark
+        for c in columns:
+            cell = _cell(figs.get(c.key), c.fmt, c.show_tau, with_ci)
+            mark = (diffs is not None and c.key in diffs and not label.endswith(BASELINE)
+                    and statistics.beats(diffs[c.key], c.lower_is_better) is False)  # None: no test
             cells.append(cell + (" †" if mark and cell != "-" else ""))
         lines.append("| " + " | ".join([label, str(n), *cells]) + " |")
     return lines
@@ -99,20 +101,30 @@ def _versus(summary, pick):
 
 
 def _paired_lines(summary):
-    """The paired differences a - b of every pair, at the oracle tau and the validated tau."""
+    """The paired differences a - b of every pair (--compare, every row against center, against
+    the few-shot rows): at the oracle tau, the validated tau, on the tau set's own images, and
+    the pseudo-masks' at each of their taus."""
     pairs = [(label, {"overall": p["difference"]}) for label, p in summary["paired"].items()]
     lines = ["", "## Paired differences", "",
              "a - b on the same images, 95% interval over the same bootstrap resamples for both "
              "maps (the oracle tau is chosen again for each map in every resample).", ""]
     table = _table([(label, {**p["overall"], **_oracle_figures(p)}) for label, p in pairs],
-                   COLUMNS)
-    validated = _table([(label, _validated_figures(p)) for label, p in pairs], AT_TAU)
+                   all_columns())
+    validated = _table([(label, _validated_figures(p)) for label, p in pairs], at_tau_columns())
     if validated:
         table += ["", "Validated tau:", "", *validated]
-    tau_set = _table([(label, _tau_set_figures(p)) for label, p in pairs], TAU_FREE + AT_TAU)
+    tau_set = _table([(label, _tau_set_figures(p)) for label, p in pairs],
+                     tau_free_columns() + at_tau_columns())
     if tau_set:
         table += ["", "The tau set's mask images at their own oracle tau:", "", *tau_set]
-    return lines + table if table else []  # pseudo-masks alone: their pairs are above
+    for kind, title in PSEUDO_KINDS:
+        pseudo = _table([(label, p["overall"].get("pseudo_masks", {}).get(kind, {}))
+                         for label, p in pairs], registry.columns("pseudo"))
+        if pseudo:
+            table += ["", f"Pseudo-masks, {title[0].lower()}{title[1:]}:", "", *pseudo]
+    if table and table[0] == "":
+        table = table[1:]  # no overall table (pseudo-masks alone): the first title follows
+    return lines + table if table else []
 
 
 def _header(summary):
@@ -126,10 +138,15 @@ def _header(summary):
             f"({summary['seconds_per_image']:.2f} s/image, {opts['device']}).",
             f"Values [95% bootstrap interval, {opts['bootstrap']} resamples of the images]. "
             "Baselines are class-agnostic maps, no model: center = Gaussian at the image centre, "
-            "sigma = side/4; full = all ones. † = does not beat the center baseline: the "
-            "paired difference (same images, same resamples) has a 95% interval that does not "
-            "lie above 0 (below 0 for ↓)."
-            + _aggregation(opts)]
+            "sigma = side/4; full = all ones. " + _verdicts(opts) + _aggregation(opts)]
+
+
+def _verdicts(opts):
+    if not opts["bootstrap"]:
+        return ("No † verdicts: without bootstrap resamples (--bootstrap 0) no paired "
+                "difference has an interval to test.")
+    return ("† = does not beat the center baseline: the paired difference (same images, same "
+            "resamples) has a 95% interval that does not lie above 0 (below 0 for ↓).")
 
 
 def _aggregation(opts):
@@ -143,7 +160,7 @@ def _aggregation(opts):
 def _oracle_figures(row):
     """Overall pointing, PxAP and the oracle-tau figures of one row, flat."""
     overall = row["overall"]
-    return {**{k: overall[k] for k in ("pointing_game", "pxap") if k in overall},
+    return {**{c.key: overall[c.key] for c in tau_free_columns() if c.key in overall},
             **overall.get("oracle_tau", {})}
 
 
@@ -168,13 +185,13 @@ def _localization_lines(summary):
              f"(skipped), {loc['images_without_foreground']} with no foreground pixel. Thresholds "
              f"{loc['thresholds']}; boxes: {loc['boxes']}. Top-1 / GT-known Loc at MaxBoxAcc's "
              "tau.", "", f"### Oracle tau: {loc['oracle_tau']}", ""]
-    lines += _table(_rows(summary, _oracle_figures), TAU_FREE + AT_TAU,
+    lines += _table(_rows(summary, _oracle_figures), tau_free_columns() + at_tau_columns(),
                     versus=_versus(summary, _oracle_figures))
     if "validated_tau" in loc:
         lines += ["", f"### Validated tau: {loc['validated_tau']}", ""]
-        lines += _table(_rows(summary, _validated_figures), AT_TAU,
+        lines += _table(_rows(summary, _validated_figures), at_tau_columns(),
                         versus=_versus(summary, _validated_figures))
-        tau_set = _table(_rows(summary, _tau_set_figures), TAU_FREE + AT_TAU,
+        tau_set = _table(_rows(summary, _tau_set_figures), tau_free_columns() + at_tau_columns(),
                          versus=_versus(summary, _tau_set_figures))
         if tau_set:  # the figures a run on that subset would give, without running it
             lines += ["", f"### The tau set ({loc['tau_images']} mask images of "
@@ -194,13 +211,8 @@ def _pseudo_lines(summary):
             return row["overall"].get("pseudo_masks", {}).get(kind, {})
         if any(figs for _, figs in _rows(summary, pick)):
             lines += ["", f"### {title}", ""]
-            lines += _table(_rows(summary, pick), PSEUDO, versus=_versus(summary, pick))
-    kind = "validated_tau" if "validated_tau" in summary["localization"] else "oracle_tau"
-    few = [(label, p["difference"].get("pseudo_masks", {}).get(kind, {}))
-           for label, p in (summary.get("paired") or {}).items() if p["b"].startswith("few-shot")]
-    if any(figs for _, figs in few):
-        lines += ["", f"Paired differences against the few-shot baseline ({kind}):", ""]
-        lines += _table(few, PSEUDO)
+            lines += _table(_rows(summary, pick), registry.columns("pseudo"),
+                            versus=_versus(summary, pick))
     seconds = summary.get("row_seconds_per_image") or {}
     lines += ["", "Seconds per image (the map, plus its refinement): "
               + ", ".join(f"{row} {s:.2f}" for row, s in seconds.items()) + "."]
@@ -210,7 +222,7 @@ def _pseudo_lines(summary):
 def markdown(summary):
     """cam_metrics.md: faithfulness and localization tables with 95% intervals, per class."""
     lines = ["# CAM metrics", "", *_header(summary)]
-    faithfulness = _table(_rows(summary, _overall), FAITHFULNESS,
+    faithfulness = _table(_rows(summary, _overall), faithfulness_columns(),
                           versus=_versus(summary, _overall))
     if faithfulness:  # no image scored (--figures localization, pseudo-masks): no table
         lines += ["", "## Faithfulness", "", *faithfulness]
@@ -230,12 +242,12 @@ def _per_class_lines(summary):
     lines = []
     for label, figs in _rows(summary, lambda f: f["per_class"]):
         table = _table([(c, {**f, **f.get("oracle_tau", {})}) for c, f in figs.items()],
-                       COLUMNS, with_ci=False)
+                       all_columns(), with_ci=False)
         if table:
             lines += ["", f"## {label} per class (oracle tau)", "", *table]
         for kind in ("oracle_tau", "validated_tau"):
             table = _table([(c, f.get("pseudo_masks", {}).get(kind, {}))
-                            for c, f in figs.items()], PSEUDO)
+                            for c, f in figs.items()], registry.columns("pseudo"))
             if table:
                 lines += ["", f"## {label} pseudo-masks per class ({kind.replace('_', ' ')})",
                           "", *table]

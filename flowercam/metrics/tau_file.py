@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from flowercam.core import UserError
-from flowercam.metrics.localization import DELTAS, THRESHOLDS
+from flowercam.metrics.localization import DELTAS, THRESHOLDS, TauSet
 
 SAME_MAPS = ("target", "scales", "flip", "layers")  # options that change a row's maps
 SAME_MASKS = ("masks_dir", "mask_values", "ignore_values")
@@ -94,8 +94,8 @@ def _written(cfg, masks):
 
 
 def read_tau_set(cfg, rows, checkpoint, masks):
-    """The tau set of runner.tau_set read from cfg.tau_from: {"subset", "n_images", "taus": {row:
-    (k_iou, k_acc, k_v2)}, "from"}, without the set's own arrays (so no tau-set tables).
+    """The tau set of runner.tau_set read from cfg.tau_from: a TauSet (taus: {row: (k_iou, k_acc,
+    k_v2)}), without the set's own arrays (so no tau-set tables).
 
     cfg: the run's MetricsConfig (split resolved); rows: every row measured; masks: its MaskSpec."""
     path = cfg.tau_from
@@ -104,5 +104,5 @@ def read_tau_set(cfg, rows, checkpoint, masks):
                         "figures")
     run = _read(path)
     _check_run(path, run, checkpoint, cfg.split, cfg.split_name, _written(cfg, masks))
-    return {"subset": run["subset"], "n_images": run["localization"]["images_with_mask"],
-            "taus": {row: _row_taus(path, run, row) for row in rows}, "from": str(path)}
+    return TauSet(run["subset"], run["localization"]["images_with_mask"],
+                  {row: _row_taus(path, run, row) for row in rows}, source=str(path))
