@@ -56,7 +56,7 @@ def test_evaluate_writes_the_page_beside_its_json(reported_run):
     for part in ('id="faithfulness"', 'id="localization-oracle"', 'id="paired"',
                  'id="per-class"', 'id="sanity-spearman"', "sanity_grid.png", "sanity_plot.png",
                  "curves_perturbation.png", "curves_precision_recall.png",
-                 "gallery_LayerCAM_best_map.png", "LayerCAM - CAM", "option seed"):
+                 "gallery_LayerCAM_best_map.png", "LayerCAM - CAM", "option seed", "peak on fg"):
         assert part in page, part
     for name in ("CAM", "LayerCAM", "GradCAM"):
         for pick in html.GALLERY_PICKS:

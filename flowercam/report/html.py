@@ -40,7 +40,9 @@ FAITHFULNESS = (("average_drop", "AD %", "{:.1f}", True),
                 ("road_morf", "ROAD MoRF", "{:.3f}", True),
                 ("road_lerf", "ROAD LeRF", "{:.3f}", False),
                 ("road_combined", "ROAD combined", "{:.3f}", False))
-TAU_FREE = (("pointing_game", "pointing %", "{:.1f}", False), ("pxap", "PxAP %", "{:.1f}", False))
+TAU_FREE = (("pointing_game", "pointing %", "{:.1f}", False),
+            ("pointing_game_peak", "peak on fg %", "{:.1f}", False),
+            ("pxap", "PxAP %", "{:.1f}", False))
 AT_TAU = (("miou", "IoU %", "{:.1f}", False), ("max_box_acc", "MaxBoxAcc %", "{:.1f}", False),
           ("max_box_acc_v2", "MaxBoxAccV2 %", "{:.1f}", False),
           ("top1_loc", "Top-1 Loc %", "{:.1f}", False),
@@ -242,7 +244,8 @@ def _figure_text(per_image, row, i, names):
     lines = [f"{per_image['ids'][i]}: {names(label)}, predicted {names(predicted)}",
              f"score {per_image['y'][i]:.3f}" + ("" if _missing(get("o")) else
                                                  f"; kept by the map (o) {get('o'):.3f}")]
-    for key, text, fmt in (("iou", "IoU %", "{:.1f}"), ("hit", "pointing hit", "{:.0f}"),
+    for key, text, fmt in (("iou", "IoU %", "{:.1f}"), ("hit", "pointing hit", "{:.2f}"),
+                           ("hit_peak", "peak on fg", "{:.0f}"),
                            ("deletion", "deletion AUC", "{:.3f}"),
                            ("insertion", "insertion AUC", "{:.3f}")):
         if not _missing(get(key)):
