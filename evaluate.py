@@ -121,7 +121,7 @@ def add_baseline_args(add):
              "with center")
     add("--refine", nargs="+", choices=list(refiners.REFINERS),
         help="also score every map refined from its image (rows METHOD+REFINER): dense CRF "
-             "(IRN's settings), random walk from its confident pixels, SLIC superpixel means; "
+             "(IRN's settings), SLIC superpixel means; "
              "none = the plain map; default: none")
     add("--refine-workers", type=flags.non_negative_int,
         help="worker processes for the refinements (0 = this process); default 0")

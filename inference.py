@@ -26,7 +26,7 @@ from flowercam.train import runs
 
 REFINE_HELP = ("refine the map from the image before --pseudo-masks-dir thresholds it at "
                "--mask-threshold; the strip and --compare maps outline it in cyan: dense CRF "
-               "(IRN's settings), random walk from its confident pixels, SLIC superpixel means")
+               "(IRN's settings), SLIC superpixel means")
 
 
 def get_args_parser():

@@ -1,7 +1,9 @@
-"""flowercam.refine: the dense CRF against the naive O(N^2) reference, random walk and superpixel
-refinement keep shape and range, the batch driver and row names."""
+"""flowercam.refine: the dense CRF against the naive O(N^2) reference, superpixel refinement
+keeps shape and range, the batch driver and row names; the colour random walk is gone from the
+commands (docs/refinement.md)."""
 
 import dataclasses
+import importlib
 
 import crf_reference
 import numpy as np
@@ -63,7 +65,7 @@ def test_crf_unary_is_irns_label_unary_at_the_ends():
         crf.dense_crf(np.zeros((4, 5, 3), np.uint8), np.zeros((4, 4)))
 
 
-@pytest.mark.parametrize("name", ["crf", "random-walk", "superpixels"])
+@pytest.mark.parametrize("name", ["crf", "superpixels"])
 def test_refiners_keep_shape_and_range(name):
     image, fg_map = tiny(24)
     out = methods.REFINERS[name](image, fg_map)
@@ -71,14 +73,17 @@ def test_refiners_keep_shape_and_range(name):
     assert out.min() >= 0 and out.max() <= 1
 
 
-def test_random_walk_respects_its_seeds_and_needs_both():
-    image, fg_map = tiny(24)
-    out = regions.random_walk(image, fg_map)
-    labels = regions.seeds(fg_map)
-    assert (out[labels == 2] == 1).all() and (out[labels == 1] == 0).all()
-    assert 0 < (labels == 0).sum() and np.isin(out[labels == 0], [0, 1]).mean() < 1
-    flat = np.full((8, 8), 0.5, np.float32)  # foreground seeds only: nothing to walk between
-    np.testing.assert_array_equal(regions.random_walk(np.zeros((8, 8, 3), np.uint8), flat), flat)
+@pytest.mark.parametrize("script", ["evaluate", "inference"])
+def test_random_walk_is_no_longer_a_refinement(script, capsys):
+    """It flooded every map (docs/refinement.md): --refine random-walk is argparse's one-line
+    invalid choice, exit 2, and a row named LayerCAM+random-walk is no refined row."""
+    parser = importlib.import_module(script).get_args_parser()
+    with pytest.raises(SystemExit) as stop:
+        parser.parse_args(["--refine", "random-walk"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "invalid choice: 'random-walk'" in err
+    assert "random-walk" not in methods.REFINERS and not hasattr(regions, "random_walk")
+    assert methods.split_row("LayerCAM+random-walk") == ("LayerCAM+random-walk", "none")
 
 
 def test_superpixels_average_the_map_inside_regions():
@@ -105,6 +110,6 @@ def test_refine_batch_in_workers_equals_in_process_and_none_is_a_copy():
 
 def test_row_names_round_trip():
     assert methods.row_name("CAM", "crf") == "CAM+crf" and methods.row_name("CAM", "none") == "CAM"
-    assert methods.split_row("LayerCAM+random-walk") == ("LayerCAM", "random-walk")
+    assert methods.split_row("LayerCAM+superpixels") == ("LayerCAM", "superpixels")
     assert methods.split_row("few-shot-5") == ("few-shot-5", "none")
 

@@ -3,7 +3,7 @@ it) and the batch driver (in this process or in worker processes).
 
     python -c "from flowercam.refine import methods as m; print(list(m.REFINERS))"
     python evaluate.py -d model/RUN --cam-metrics --figures pseudo-masks --refine none crf \
-        random-walk superpixels
+        superpixels
 
 A refined row is named METHOD+REFINER (CAM+crf); the plain map is refiner "none".
 """
@@ -22,8 +22,8 @@ def _identity(image, fg_map):
 
 
 # name -> f(image [H,W,3] uint8, map [H,W] in [0,1]) -> map [H,W] in [0,1]
-REFINERS = {"none": _identity, "crf": crf.dense_crf, "random-walk": regions.random_walk,
-            "superpixels": regions.superpixels}
+# (no random walk: a colour walk from the map's seeds floods the image, docs/refinement.md)
+REFINERS = {"none": _identity, "crf": crf.dense_crf, "superpixels": regions.superpixels}
 SEPARATOR = "+"
 
 
