@@ -27,6 +27,7 @@ from flowercam.cam import methods
 from flowercam.metrics import config, resume, runner
 from flowercam.metrics.config import MetricsConfig
 from flowercam.refine import methods as refiners
+from flowercam.report import html
 from flowercam.sanity import checks as sanity
 from flowercam.sanity import figures as sanity_figures
 from flowercam.sanity import permuted
@@ -313,9 +314,17 @@ def run_sanity(args):
                                   sanity_tables.summarise(result, cfg.bootstrap, cfg.seed))
     sanity_figures.write(result["out_dir"], summary, result["figure"], result["figure_paths"])
     resume.discard(result["out_dir"], "sanity")  # finished: nothing left to resume
+    write_page(result["out_dir"], args)
     print(f"{len(summary['ids'])} images x {len(summary['states'])} randomisations in "
           f"{summary['seconds'] / 60:.1f} min -> {result['out_dir']}/sanity.md")
     return summary
+
+
+def write_page(out_dir, args):
+    """OUT/report.html of the run's files (flowercam.report.html), the gallery's maps on the
+    run's device."""
+    page = html.write_report(out_dir, args.data_dir, args.backbone_weights, args.device)
+    print(f"wrote {page}")
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(MetricsConfig))
@@ -338,7 +347,11 @@ def main(args):
     if args.mode == "sanity":
         return run_sanity(args)
     if args.mode == "cam-metrics":
-        return runner.run(metrics_config(args))
+        cfg = metrics_config(args)
+        result = runner.run(cfg)
+        if result is not None:  # rank 0 (torchrun): the page beside cam_metrics.json
+            write_page(cfg.output_dir or Path(result["checkpoint"]).parent, args)
+        return result
     if not args.model_dir:
         args.model_dir = str(runs.latest_run("model"))
         print(f"evaluating the newest run, {args.model_dir}")

@@ -19,7 +19,7 @@ from flowercam import core, dist, flags
 from flowercam.cache import features
 from flowercam.data import dataset
 from flowercam.model import heads, vgg
-from flowercam.report import grid
+from flowercam.report import grid, html
 from flowercam.train import training
 
 
@@ -70,11 +70,12 @@ def main(args):
     if results is None:  # a rank > 0 under torchrun: rank 0 writes the tables
         return None
     grid.write_outputs(args.results_dir, results, args.epochs, args.report_facts)
+    html.write_report(args.results_dir, gallery=False)  # Table 2 and the loss curves as a page
     for row, _ in results:
         print(f"{row['config']:32s} epoch {row['table_epoch']:3d}  top-1 {row['top1']:6.2f}  "
               f"top-3 {row['top3']:6.2f}  top-5 {row['top5']:6.2f}  loss {row['valid_loss']:.4f}")
     print(f"wrote {Path(args.results_dir) / 'table2.md'}, table2.csv, loss_curves.png, "
-          "grid_runs.json")
+          "grid_runs.json, report.html")
     return results
 
 

@@ -7,7 +7,8 @@ import importlib
 import pytest
 
 SCRIPTS = ("augment", "dataloader", "cache", "main", "evaluate", "grid", "inference", "models",
-           "benchmarks.cams", "benchmarks.training", "benchmarks.cuts", "benchmarks.scaling")
+           "benchmarks.cams", "benchmarks.training", "benchmarks.cuts", "benchmarks.scaling",
+           "benchmarks.architecture", "benchmarks.results")
 
 
 def parsers(parser):

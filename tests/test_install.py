@@ -20,6 +20,7 @@ def test_pip_install_then_import_from_elsewhere(tmp_path):
                     "--no-build-isolation", "--target", str(target), str(source)],
                    check=True, capture_output=True, cwd=tmp_path)
     assert (target / "flowercam" / "cam" / "compute.py").is_file()
+    assert (target / "flowercam" / "report" / "report_template.html").is_file()  # report.html's
     assert not (target / "data").exists() and not (target / "model").exists()
     code = ("import flowercam, sys; from flowercam.cam import compute, methods; "
             "print(flowercam.__file__); print(next(iter(methods.METHODS)))")

@@ -69,14 +69,22 @@ def threshold_counts(maps, fg, valid, thresholds):
     return tp, fp, n_fg
 
 
-def pxap_from_counts(tp, fp, n_fg):
-    """Set-level pixel AP in %: sum_n (R_n - R_{n-1}) P_n, thresholds high to low, R_0 = 0."""
+def pr_curve(tp, fp, n_fg):
+    """Set-level (precision [T], recall [T]) of the pixels, thresholds high to low; None
+    without a foreground pixel."""
     tp_sum, fp_sum, pos = tp.sum(0)[::-1], fp.sum(0)[::-1], n_fg.sum()
     if pos == 0:
-        return math.nan
+        return None
     predicted = tp_sum + fp_sum
-    precision = np.where(predicted > 0, tp_sum / np.maximum(predicted, 1), 1.0)
-    recall = tp_sum / pos
+    return np.where(predicted > 0, tp_sum / np.maximum(predicted, 1), 1.0), tp_sum / pos
+
+
+def pxap_from_counts(tp, fp, n_fg):
+    """Set-level pixel AP in %: sum_n (R_n - R_{n-1}) P_n, thresholds high to low, R_0 = 0."""
+    curve = pr_curve(tp, fp, n_fg)
+    if curve is None:
+        return math.nan
+    precision, recall = curve
     return float((np.diff(recall, prepend=0.0) * precision).sum() * 100)
 
 

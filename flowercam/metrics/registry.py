@@ -23,7 +23,7 @@ from flowercam.metrics import formulas, localization, pseudo, road
 from flowercam.metrics.statistics import Mean, OverRows
 
 # the version of what the batches hold: part of every resume key (resume.run_settings)
-METRICS_VERSION = 2  # 2: the published pointing game, IC beyond a tolerance
+METRICS_VERSION = 3  # 2: the published pointing game, IC beyond a tolerance; 3: the curves
 
 TABLES = ("faithfulness", "tau_free", "at_tau", "pseudo")  # the column groups of cam_metrics.md
 
@@ -123,8 +123,10 @@ def _confidence_stats(a, idx, taus):
 
 
 def _measure_curves(batch):
-    """Deletion and insertion AUC [B] of the images batch.keep (NaN for the others)."""
+    """Deletion and insertion AUC [B] and curves [B,steps+1] (report.html plots their means) of
+    the images batch.keep (NaN for the others)."""
     dele, ins = _nan(batch), _nan(batch)
+    curves = np.full((2, len(dele), batch.scoring.steps + 1), np.nan)  # deletion, insertion
     keep = batch.keep & batch.scored
     if keep.any():
         idx = torch.from_numpy(np.flatnonzero(keep))
@@ -136,7 +138,9 @@ def _measure_curves(batch):
                                      batch.blurred[idx], batch.generator,
                                      ends=(batch.y_blur[idx], batch.y[idx]))
         dele[keep], ins[keep] = formulas.auc(d.numpy()), formulas.auc(i.numpy())
-    return {"deletion": dele, "insertion": ins}
+        curves[0, keep], curves[1, keep] = d.numpy(), i.numpy()
+    return {"deletion": dele, "insertion": ins, "deletion_curve": curves[0],
+            "insertion_curve": curves[1]}
 
 
 def _curves_stats(a, idx, taus):

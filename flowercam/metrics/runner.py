@@ -206,7 +206,8 @@ def summarise(chosen: Selected, main: measuring.Measured, tau, start):
         tau.resumed_seconds if tau else 0)
     context = summary.Context(str(chosen.ckpt), cfg.split, cfg.split_name, main.seconds,
                               tau_seconds, chosen.settings.get("class_names"), chosen.masks,
-                              tau, chosen.methods, chosen.few_info, cfg.recorded())
+                              tau, chosen.methods, chosen.few_info, cfg.recorded(),
+                              chosen.settings.get("backbone"), str(cfg.data_dir))
     result = summary.summarise(main, cfg.part(SummaryOptions), context)
     result["summary_seconds"] = time.perf_counter() - measured_until  # bootstrap etc.
     return result

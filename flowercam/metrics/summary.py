@@ -12,11 +12,12 @@ differences (flowercam.metrics.statistics).
 """
 
 import dataclasses
+import platform
 
 import numpy as np
 import torch
 
-from flowercam.metrics import localization, registry, statistics
+from flowercam.metrics import formulas, localization, registry, statistics
 from flowercam.metrics.config import FEW_SHOT_BASELINES, SummaryOptions
 
 
@@ -35,6 +36,8 @@ class Context:
     methods: list  # the map-method rows (the other rows are baselines)
     few_shot: dict
     options: dict  # MetricsConfig.recorded()
+    backbone: str | None = None  # the checkpoint's backbone id (report.html's settings)
+    data_dir: str | None = None  # where the images are (report.html's gallery)
 
 
 def row_stats(arrays, idx, taus, families, tau_arrays=None, tau_families=()):
@@ -99,9 +102,43 @@ def mask_counts(arrays, spec, tau_set):
 
 
 def _per_image(info, rows):
-    """The per-image arrays cam_metrics.json keeps (registry: each metric's per_image)."""
+    """The per-image arrays cam_metrics.json keeps (registry: each metric's per_image; iou: the
+    pixel IoU of each image at the row's oracle tau, which ranks report.html's gallery)."""
     kept = registry.per_image_arrays()
-    return {**info, **{m: {k: a[k].tolist() for k in kept if k in a} for m, a in rows.items()}}
+    out = {**info, **{m: {k: a[k].tolist() for k in kept if k in a} for m, a in rows.items()}}
+    for m, a in rows.items():
+        if "tp" in a and a["has_mask"].any():
+            ious = formulas.iou_per_threshold(a["tp"], a["fp"], a["n_fg"])
+            ious[~a["has_mask"]] = np.nan
+            k = int(np.argmax(np.nanmean(ious, 0))) if not np.isnan(ious).all() else 0
+            out[m]["iou"] = (ious[:, k] * 100).tolist()
+    return out
+
+
+def curves(rows):
+    """{row: {"deletion", "insertion": mean score per step [S+1] over the perturbed images,
+    "precision", "recall": the set-level pixel PR curve behind PxAP, tau high to low}}
+    (report.html's plots)."""
+    out = {}
+    for m, a in rows.items():
+        row = {}
+        for k in ("deletion", "insertion"):
+            c = a.get(f"{k}_curve")
+            if c is not None and np.isfinite(c).all(1).any():
+                row[k] = c[np.isfinite(c).all(1)].mean(0).tolist()
+        if "tp" in a and a["has_mask"].any():
+            has = a["has_mask"]
+            pr = formulas.pr_curve(a["tp"][has], a["fp"][has], a["n_fg"][has])
+            if pr is not None:
+                row["precision"], row["recall"] = pr[0].tolist(), pr[1].tolist()
+        out[m] = row
+    return out
+
+
+def versions():
+    """What wrote the figures (report.html shows it beside the run's settings)."""
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__}
 
 
 def summarise(measured, opts: SummaryOptions, context: Context):
@@ -122,7 +159,8 @@ def summarise(measured, opts: SummaryOptions, context: Context):
     pairs = list(dict.fromkeys([*default_pairs(rows, context.methods),
                                 *map(tuple, opts.compare)]))
     first = next(iter(measured.rows.values()))
-    return {"checkpoint": context.checkpoint, "split": context.split,
+    return {"checkpoint": context.checkpoint, "backbone": context.backbone,
+            "data_dir": context.data_dir, "versions": versions(), "split": context.split,
             "subset": context.subset, "n_images": n, "seconds": context.seconds,
             "seconds_per_image": context.seconds / max(n, 1),
             "row_seconds_per_image": {r: float(np.mean(a["seconds"]))
@@ -135,4 +173,4 @@ def summarise(measured, opts: SummaryOptions, context: Context):
             "methods": {m: rows[m] for m in context.methods},
             "baselines": {b: rows[b] for b in rows if b not in context.methods},
             "paired": paired(everything, pairs, opts),
-            "per_image": _per_image(info, measured.rows)}
+            "per_image": _per_image(info, measured.rows), "curves": curves(measured.rows)}

@@ -1,0 +1,163 @@
+"""The results tables of docs/results.md and README.md, generated from the runs kept under
+output/reference/ (their cam_metrics.json), never copied by hand.
+
+    python -m benchmarks.results            # rewrite every generated table in place
+    python -m benchmarks.results --check    # exit 1 when a table differs from its JSON
+
+A generated table sits between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in a page;
+TABLES says which run and which figures each NAME shows. tests/test_docs.py fails when a table in
+a page differs from what this writes from the JSON.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from flowercam.core import ArgumentParser, atomic_write, run_main
+from flowercam.report import html
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = (REPO / "docs" / "results.md", REPO / "README.md")
+REFERENCE = "output/reference"
+
+# (path under a row's overall figures, header, format, lower is better)
+LOCALIZATION = ((("pointing_game",), "pointing %", "{:.1f}", False),
+                (("pxap",), "PxAP %", "{:.1f}", False),
+                (("oracle_tau", "miou"), "IoU %", "{:.1f}", False),
+                (("oracle_tau", "max_box_acc_v2"), "MaxBoxAccV2 %", "{:.1f}", False),
+                (("oracle_tau", "top1_loc"), "Top-1 Loc %", "{:.1f}", False))
+FAITHFULNESS = ((("average_drop",), "AD %", "{:.1f}", True),
+                (("insertion_auc",), "insertion AUC", "{:.3f}", False),
+                (("deletion_auc",), "deletion AUC", "{:.3f}", True))
+
+
+def validated(columns):
+    """The same columns at the validated tau (a test run: tau chosen on the valid images)."""
+    return tuple(((("validated_tau",) + path[1:]) if path[0] == "oracle_tau" else path, *rest)
+                 for path, *rest in columns)
+
+
+HEADLINE = LOCALIZATION[:4]
+# NAME: (the run folder under output/reference, its columns)
+TABLES = {"headline": ("headline_valid", HEADLINE),
+          "localization_valid": ("headline_valid", LOCALIZATION),
+          "localization_test": ("headline_test", validated(LOCALIZATION)),
+          "sscam_valid": ("sscam_valid", LOCALIZATION + FAITHFULNESS),
+          "sscam_test": ("sscam_test", validated(LOCALIZATION) + FAITHFULNESS),
+          "iscam_valid": ("iscam_valid", LOCALIZATION + FAITHFULNESS),
+          "faithfulness_valid": ("faithfulness_valid", FAITHFULNESS[:1] + (
+              (("increase_in_confidence",), "IC %", "{:.1f}", False),) + FAITHFULNESS[1:])}
+
+
+def table(summary, columns):
+    """Markdown lines: one row per map (methods, then baselines), value [95% interval],
+    † = does not beat the center baseline (paired)."""
+    head = ["map", "images"] + [f"{h} {'↓' if lower else '↑'}" for _, h, _, lower in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for group, suffix in (("methods", ""), ("baselines", " (baseline)")):
+        for name, row in summary.get(group, {}).items():
+            figures = [html.figure_at(row["overall"], path) for path, *_ in columns]
+            n = max((f.get("n", 0) for f in figures if f), default=0)
+            cells = []
+            for f, (path, _, fmt, lower) in zip(figures, columns, strict=True):
+                c = html.cell(f, fmt, html.paired_mark(summary, name, path, lower))
+                cells.append(c["text"] + (f" {c['mark']}" if c["mark"] else ""))
+            lines.append("| " + " | ".join([name + suffix, str(n), *cells]) + " |")
+    return lines
+
+
+# NAME: the benchmark JSON (python -m benchmarks.cams --only costs) under output/reference
+COSTS = {"cuda_costs": "cuda/costs_cuda.json"}
+
+
+def costs_table(path):
+    """Seconds per image of every map method (plain, and aggregated over 4 scales x flip where
+    measured) from a benchmarks.cams costs JSON."""
+    data = json.loads(Path(path).read_text())
+    lines = ["| method | s / image | aggregated s / image |", "|---|---|---|"]
+    for row in data["results"]["costs"]:
+        agg = row.get("aggregate_s_per_image")
+        lines.append(f"| {row['method']} | {row['plain_s_per_image']:.4f} | "
+                     + ("-" if agg is None else f"{agg:.4f}") + " |")
+    return lines + [""]
+
+
+def verdict(summary, columns):
+    """One line: per method the figures on which it beats center (paired), and those on none."""
+    beats = {m: [h.split(" %")[0] for path, h, _, lower in columns
+                 if not html.paired_mark(summary, m, path, lower)]
+             for m in summary.get("methods", {})}
+    some = [f"{m} on {', '.join(hs)}" for m, hs in beats.items() if hs]
+    none = [m for m, hs in beats.items() if not hs]
+    return ("*Beats the center baseline: " + ("; ".join(some) or "no map")
+            + (f"; on no figure: {', '.join(none)}" if none else "") + ".*")
+
+
+def generated(name, reference=REPO / REFERENCE):
+    """The lines of table NAME (and the command line that regenerates it); None when its run
+    is not kept."""
+    if name in COSTS:
+        path = Path(reference) / COSTS[name]
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        return costs_table(path)[:-1] + [
+            f"*From `{REFERENCE}/{COSTS[name]}` ({data['args']['device']}, "
+            f"{data['args']['num_images']} images at {data['args']['size']} px, best of "
+            f"{data['args']['repeats']}) by `python -m benchmarks.results`.*"]
+    run, columns = TABLES[name]
+    path = Path(reference) / run / "cam_metrics.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    said = ["", verdict(summary, columns)] if name == "headline" else []
+    return table(summary, columns) + said + ["", f"*From `{REFERENCE}/{run}/cam_metrics.json` "
+                                          f"(`{summary['checkpoint']}`, {summary['subset']}, "
+                                          f"{summary['n_images']} images) by `python -m "
+                                          "benchmarks.results`.*"]
+
+
+def rewrite(text, reference=REPO / REFERENCE):
+    """text with every generated table replaced by what its JSON says -> (new text, names)."""
+    out, names = text, []
+    for name in [*TABLES, *COSTS]:
+        start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
+        if start not in out:
+            continue
+        before, rest = out.split(start, 1)
+        after = rest.split(end, 1)[1]
+        lines = generated(name, reference) or [
+            f"*Not kept yet: the command above writes `{REFERENCE}/"
+            f"{COSTS.get(name) or TABLES[name][0] + '/cam_metrics.json'}`; then "
+            "`python -m benchmarks.results` fills this table.*"]
+        body = "\n" + "\n".join(lines) + "\n"
+        out, names = before + start + body + end + after, names + [name]
+    return out, names
+
+
+def get_args_parser():
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when a generated table differs from its JSON")
+    return parser
+
+
+def main(args):
+    stale = []
+    for page in PAGES:
+        text = page.read_text()
+        new, names = rewrite(text)
+        if new != text:
+            stale.append(page.name)
+            if not args.check:
+                atomic_write(page, lambda f, new=new: f.write(new), mode="w")
+        print(f"{page.relative_to(REPO)}: {len(names)} tables"
+              + (", out of date" if new != text else ", up to date"))
+    if args.check and stale:
+        print(f"out of date: {', '.join(stale)}: run python -m benchmarks.results")
+        sys.exit(1)
+    return stale
+
+
+if __name__ == "__main__":
+    run_main(main, get_args_parser())

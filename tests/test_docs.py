@@ -1,0 +1,47 @@
+"""The generated pages: docs/results.md's and README.md's tables equal what their kept JSON
+says (python -m benchmarks.results), docs/architecture.md equals the import contracts' reading
+(python -m benchmarks.architecture)."""
+
+import json
+import shutil
+
+import pytest
+from training_data import REPO
+
+from benchmarks import architecture, results
+
+
+@pytest.mark.parametrize("page", results.PAGES, ids=lambda p: p.name)
+def test_every_results_table_equals_its_json(page):
+    text = page.read_text()
+    new, names = results.rewrite(text)
+    assert names, f"{page.name} has no generated table"
+    assert new == text, f"{page.name} differs from output/reference: python -m benchmarks.results"
+
+
+def test_a_changed_figure_is_caught(tmp_path):
+    shutil.copytree(REPO / results.REFERENCE / "sscam_valid", tmp_path / "sscam_valid")
+    path = tmp_path / "sscam_valid" / "cam_metrics.json"
+    summary = json.loads(path.read_text())
+    page = "<!-- results:sscam_valid -->\n<!-- /results:sscam_valid -->\n"
+    made, _ = results.rewrite(page, tmp_path)
+    assert "| SSCAM | 91 | 89.6 [83.0, 95.6] †" in made  # the pointing game, paired with center
+    summary["methods"]["SSCAM"]["overall"]["pointing_game"]["value"] = 12.3
+    path.write_text(json.dumps(summary))
+    again, _ = results.rewrite(made, tmp_path)
+    assert again != made and "| SSCAM | 91 | 12.3 [83.0, 95.6] †" in again
+
+
+def test_a_table_without_its_run_names_the_command(tmp_path):
+    made, _ = results.rewrite("<!-- results:headline -->\n<!-- /results:headline -->", tmp_path)
+    assert "Not kept yet" in made and "headline_valid/cam_metrics.json" in made
+
+
+def test_the_architecture_page_is_the_contracts_reading():
+    text = architecture.page()
+    assert (REPO / "docs" / "architecture.md").read_text() == text, \
+        "python -m benchmarks.architecture"
+    for module in ("flowercam.refine.crf", "flowercam.report.html", "flowercam.metrics.road",
+                   "flowercam.cache.shards"):
+        assert f"`{module}`" in text
+    assert "1. `flowercam.flags`" in text and "`flowercam.core`" in text
