@@ -49,10 +49,20 @@ TABLES = {"headline": ("headline_valid", HEADLINE),
               (("increase_in_confidence",), "IC %", "{:.1f}", False),) + FAITHFULNESS[1:])}
 
 
+def peak_rule(summary):
+    """True for a run measured before the published pointing game (issue 40): its rows have no
+    pointing_game_peak, and their pointing_game is the former rule (the peak's pixel on the
+    foreground, ignored pixels hits, ties split), which today's runs keep as pointing_game_peak."""
+    rows = [r for g in ("methods", "baselines") for r in summary.get(g, {}).values()]
+    return bool(rows) and not any("pointing_game_peak" in r.get("overall", {}) for r in rows)
+
+
 def table(summary, columns):
     """Markdown lines: one row per map (methods, then baselines), value [95% interval],
     † = does not beat the center baseline (paired)."""
-    head = ["map", "images"] + [f"{h} {'↓' if lower else '↑'}" for _, h, _, lower in columns]
+    rename = {"pointing %": "pointing (peak rule) %"} if peak_rule(summary) else {}
+    head = ["map", "images"] + [f"{rename.get(h, h)} {'↓' if lower else '↑'}"
+                                for _, h, _, lower in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for group, suffix in (("methods", ""), ("baselines", " (baseline)")):
         for name, row in summary.get(group, {}).items():
@@ -111,6 +121,10 @@ def generated(name, reference=REPO / REFERENCE):
         return None
     summary = json.loads(path.read_text())
     said = ["", verdict(summary, columns)] if name == "headline" else []
+    if peak_rule(summary) and any(path == ("pointing_game",) for path, *_ in columns):
+        said += ["", "*Pointing (peak rule): this run predates the published pointing game "
+                 "(Zhang et al. 2018, docs/metrics.md); its figure is the former rule, which "
+                 "today's runs report as `pointing_game_peak`.*"]
     return table(summary, columns) + said + ["", f"*From `{REFERENCE}/{run}/cam_metrics.json` "
                                           f"(`{summary['checkpoint']}`, {summary['subset']}, "
                                           f"{summary['n_images']} images) by `python -m "

@@ -45,3 +45,13 @@ def test_the_architecture_page_is_the_contracts_reading():
                    "flowercam.cache.shards"):
         assert f"`{module}`" in text
     assert "1. `flowercam.flags`" in text and "`flowercam.core`" in text
+
+
+def test_a_run_before_the_published_pointing_game_says_its_rule():
+    summary = json.loads((REPO / "output/reference/headline_valid/cam_metrics.json").read_text())
+    old = results.table(summary, results.HEADLINE)[0]
+    for group in ("methods", "baselines"):
+        for row in summary[group].values():
+            row["overall"]["pointing_game_peak"] = row["overall"]["pointing_game"]
+    new = results.table(summary, results.HEADLINE)[0]
+    assert "pointing (peak rule) %" in old and "peak rule" not in new and "pointing %" in new
