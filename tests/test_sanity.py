@@ -35,7 +35,7 @@ def _layer_of(param_name, model):
     if param_name.startswith("head."):
         return ".".join(param_name.split(".")[:2])
     index = int(param_name.split(".")[2])
-    blocks = randomise.block_convs(model.backbone.features)
+    blocks = vgg.block_convs(model.backbone.features)
     return next(b for b, convs in blocks.items() if index in convs)
 
 

@@ -30,14 +30,7 @@ class VGG16(vgg.Backbone, protocol.Backbone):
 
     def block_indices(self):
         """{"block1": [conv indices in .features], ..., "block5": [...]}: split at max pools."""
-        blocks, current = {}, []
-        for i, layer in enumerate(self.features):
-            if isinstance(layer, nn.Conv2d):
-                current.append(i)
-            elif isinstance(layer, nn.MaxPool2d):
-                blocks[f"block{len(blocks) + 1}"] = current
-                current = []
-        return blocks
+        return vgg.block_convs(self.features)
 
     def cascade(self):
         blocks = self.block_indices()

@@ -195,3 +195,16 @@ def load_backbone(weights=None, device="cpu"):
         raise UserError(f"backbone weights {path} do not match VGG16 features ({why}): "
                         "pass a VGG16 state dict") from None
     return backbone.to(device)  # a bad device is its own error, never a weights mismatch
+
+
+def block_convs(features):
+    """VGG16 .features -> {"block1": [conv indices], ..., "block5": [...]}, split at max pools
+    (the blocks of the sanity checks' cascading randomisation)."""
+    blocks, current = {}, []
+    for i, layer in enumerate(features):
+        if isinstance(layer, nn.Conv2d):
+            current.append(i)
+        elif isinstance(layer, nn.MaxPool2d):
+            blocks[f"block{len(blocks) + 1}"] = current
+            current = []
+    return blocks

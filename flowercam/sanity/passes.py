@@ -68,7 +68,7 @@ class Prefix:
 def random_from(backbone, layers):
     """Index of the first re-initialised conv of `layers` (names of randomise.CASCADE) in the
     backbone's features; None when they are all in the head."""
-    blocks = randomise.block_convs(backbone.features)
+    blocks = vgg.block_convs(backbone.features)
     convs = [blocks[name][0] for name in layers if name in randomise.BLOCKS]
     return min(convs, default=None)
 

@@ -18,23 +18,12 @@ import torch
 from torch import nn
 
 from flowercam.core import UserError
+from flowercam.model import vgg
 from flowercam.model.heads import Classifier
 
 HEAD_LAYERS = ("head.fc", "head.conv")
 BLOCKS = ("block5", "block4", "block3", "block2", "block1")
 CASCADE = HEAD_LAYERS + BLOCKS  # top first: the order of the cascading randomisation
-
-
-def block_convs(features):
-    """VGG16 .features -> {"block1": [conv indices], ..., "block5": [...]}, split at max pools."""
-    blocks, current = {}, []
-    for i, layer in enumerate(features):
-        if isinstance(layer, nn.Conv2d):
-            current.append(i)
-        elif isinstance(layer, nn.MaxPool2d):
-            blocks[f"block{len(blocks) + 1}"] = current
-            current = []
-    return blocks
 
 
 def layer_modules(model, name):
@@ -43,7 +32,7 @@ def layer_modules(model, name):
         return [m for m in (model.head.fc, getattr(model.head, "sce", None)) if m is not None]
     if name == "head.conv":
         return [model.head.conv]
-    blocks = block_convs(model.backbone.features)
+    blocks = vgg.block_convs(model.backbone.features)
     if name not in blocks:
         raise UserError(f"unknown layer {name!r} to randomise: use {', '.join(CASCADE)}")
     return [model.backbone.features[i] for i in blocks[name]]
