@@ -90,11 +90,13 @@ def get_args_parser():
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when docs/architecture.md differs from what it would write")
-    parser.add_argument("--output", default=str(PAGE), help="the page to write")
+    parser.add_argument("--output", default=None,
+                        help="the page to write (default: docs/architecture.md of this checkout)")
     return parser
 
 
 def main(args):
+    args.output = args.output or str(PAGE)
     text = page()
     if args.check:
         same = Path(args.output).is_file() and Path(args.output).read_text() == text

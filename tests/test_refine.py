@@ -78,8 +78,9 @@ def test_random_walk_is_no_longer_a_refinement(script, capsys):
     """It flooded every map (docs/refinement.md): --refine random-walk is argparse's one-line
     invalid choice, exit 2, and a row named LayerCAM+random-walk is no refined row."""
     parser = importlib.import_module(script).get_args_parser()
+    mode = ["--cam-metrics"] if script == "evaluate" else []  # --refine is a cam-metrics flag
     with pytest.raises(SystemExit) as stop:
-        parser.parse_args(["--refine", "random-walk"])
+        parser.parse_args([*mode, "--refine", "random-walk"])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "invalid choice: 'random-walk'" in err
     assert "random-walk" not in methods.REFINERS and not hasattr(regions, "random_walk")
