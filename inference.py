@@ -6,7 +6,7 @@ maps of your own images, raw maps (.npz) and pseudo-masks.
         ReCAM-minmax-lr0.0001:ReCAM CAM-lr0.0001:LayerCAM
     python inference.py -m model/RUN --image photos/ --save-maps maps.npz --pseudo-masks-dir masks
     python inference.py -m model/RUN --image photos/ --pseudo-masks-dir masks --refine crf
-    python inference.py --segmenter model/segmenter.pth --image photos/ --pseudo-masks-dir masks \
+    python inference.py --segmenter model/segmenter.pth --image photos/ --pseudo-masks-dir masks \\
         --refine crf                                  # a segment.py model's masks of new images
     python inference.py -m model/RUN -t ScoreCAM --scales 1 0.5 1.5 2 --flip \
         --outline-masks ../shared/flowers17/masks

@@ -9,10 +9,10 @@ mask file is read. The training images are the split's unaugmented copies (copy 
     python segment.py --checkpoint model/reference/CAM_lr0.0001_epoch6.pth --data-dir data
     python segment.py --checkpoint model/RUN/epoch_7.pth --rounds 2 --output model/seg2.pth
     python segment.py --checkpoint model/RUN/epoch_7.pth --limit 20 --rounds 0   # a quick look
-    python evaluate.py --checkpoint model/RUN/epoch_7.pth --cam-metrics --figures pseudo-masks \
+    python evaluate.py --checkpoint model/RUN/epoch_7.pth --cam-metrics --figures pseudo-masks \\
         --segmenter model/segmenter.pth --refine none crf --compare segmenter LayerCAM+crf
-    python inference.py --checkpoint model/RUN/epoch_7.pth --segmenter model/segmenter.pth \
-        --image-dir my_photos --write-masks output/masks
+    python inference.py --segmenter model/segmenter.pth --image my_photos \\
+        --pseudo-masks-dir output/masks --refine crf     # its masks of new images, as PNGs
 
 Writes one checkpoint (--output; atomic) holding the classifier and its settings: backbone name
 and weights id, the CAM checkpoint, the thresholds, the rounds and the seconds each took.
