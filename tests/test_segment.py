@@ -234,6 +234,7 @@ def test_inference_writes_the_segmenter_masks(trained, masked, tmp_path):
     assert len(list((tmp_path / "out").glob("segmenter_*.png"))) == 3
 
 
+@pytest.mark.real
 def test_real_flowers_smoke(flowers_jpg, weights_path, tmp_path):
     """A handful of real Flower-17 images (with their real masks beside, never read), real
     VGG16 weights, a random head: one self-training round end to end at 64 px."""
