@@ -61,9 +61,13 @@ def resumed_args(args):
         raise core.UserError(f"--resume takes a run folder, not the file {run_dir}: pass "
                              f"--resume {run_dir.parent}")
     config = runs.run_config(run_dir)
-    if not config or not all(k in config for k in RESUMED):
-        raise core.UserError(f"{run_dir} is not a run directory of main.py (no usable "
-                             "config.json): pass one, or start a new run")
+    if not config:
+        raise core.UserError(f"{run_dir} is not a run directory of main.py (no "
+                             f"{runs.CONFIG_NAME}): pass one, or start a new run")
+    missing = [k for k in RESUMED if k not in config]
+    if missing:
+        raise core.UserError(f"run config {run_dir / runs.CONFIG_NAME} lacks {missing[0]}: "
+                             "restore it, or start a new run")
     merged = {**vars(args), **{k: config[k] for k in RESUMED},
               "cut": config.get("cut", vgg.DEFAULT_CUT)}  # runs from before the cuts: pool5
     merged["epochs"] = max(config["epochs"], args.epochs or 0)

@@ -2,17 +2,22 @@
 checked when read (one line naming the file and the field); #37: typed checkpoint settings."""
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from mask_data import flowers17_masks
 from training_data import random_weights, run_cli, trained_run
 
 import evaluate as evaluate_cli
+import main as main_cli
+import models as models_cli
 from flowercam.core import UserError
+from flowercam.metrics import measuring
 from flowercam.model import checkpoints, heads, vgg
-from flowercam.train import training
+from flowercam.train import runs, training
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "model" / "reference" / "CAM_lr0.0001_epoch6.pth"
@@ -134,3 +139,235 @@ def test_non_finite_backbone_weights_are_refused(tmp_path):
     torch.save(sd, tmp_path / "w.pth")
     with pytest.raises(UserError, match=f"backbone weights {tmp_path / 'w.pth'} hold non-finite"):
         vgg.load_backbone(str(tmp_path / "w.pth"))
+
+
+# ---------------------------------------------------------------- defect 10: the damaged corpus
+# Every kind of file the toolkit reads back, damaged: wrong types, missing keys, out-of-range
+# numbers, truncation. Each through the real command: one line naming the file, exit 2.
+
+
+def _truncate(path):
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[: len(data) // 2])
+
+
+def _edit_json(path, change):
+    path = Path(path)
+    obj = json.loads(path.read_text())
+    change(obj)
+    path.write_text(json.dumps(obj))
+
+
+CHECKPOINT_CORPUS = {
+    "settings-a-string": lambda c: c.update(settings="CAM"),
+    "settings-none": lambda c: c.update(settings=None),
+    "no-settings": lambda c: c.pop("settings"),
+    "no-model-type": lambda c: c["settings"].pop("model_type"),
+    "input-size-0": lambda c: c["settings"].update(input_size=0),
+    "input-size-negative": lambda c: c["settings"].update(input_size=-64),
+    "num-classes-a-string": lambda c: c["settings"].update(num_classes="3"),
+    "class-names-short": lambda c: c["settings"].update(class_names=["a"]),
+    "cut-unknown": lambda c: c["settings"].update(cut=7),
+    "no-state-dict": lambda c: c.pop("state_dict"),
+    "state-dict-a-list": lambda c: c.update(state_dict=[1, 2]),
+    "weight-an-int-tensor": lambda c: c["state_dict"].update(
+        {"fc.weight": c["state_dict"]["fc.weight"].long()}),
+}
+
+
+@pytest.mark.parametrize("damage", [*CHECKPOINT_CORPUS, "truncated"])
+def test_damaged_checkpoints_are_one_line(tiny, tmp_path, capsys, damage):
+    path = tmp_path / "epoch_1.pth"
+    shutil.copy(tiny["run"] / "epoch_1.pth", path)
+    if damage == "truncated":
+        _truncate(path)
+    else:
+        ckpt = torch.load(path, weights_only=True)
+        CHECKPOINT_CORPUS[damage](ckpt)
+        torch.save(ckpt, path)
+    one_line_exit_2(models_cli, ["--checkpoint", path], capsys, path)
+
+
+CONFIG_CORPUS = {
+    "lr-a-string": lambda c: c.update(lr="abc"),
+    "lr-negative": lambda c: c.update(lr=-1e-4),
+    "lr-zero": lambda c: c.update(lr=0),
+    "epochs-zero": lambda c: c.update(epochs=0),
+    "epochs-a-float": lambda c: c.update(epochs=2.5),
+    "batch-size-a-string": lambda c: c.update(batch_size="8"),
+    "seed-null": lambda c: c.update(seed=None),
+    "split-7": lambda c: c.update(split=7),
+    "data-dir-a-number": lambda c: c.update(data_dir=5),
+    "no-cache-a-string": lambda c: c.update(no_cache="yes"),
+    "precision-unknown": lambda c: c.update(precision="fp8"),
+    "model-type-unknown": lambda c: c.update(model_type="X"),
+    "no-lr": lambda c: c.pop("lr"),
+    "no-split": lambda c: c.pop("split"),
+    "settings-a-string": lambda c: c.update(settings="abc"),
+    "settings-input-size-0": lambda c: c["settings"].update(input_size=0),
+    "a-list": None,
+}
+
+
+@pytest.mark.parametrize("damage", [*CONFIG_CORPUS, "truncated"])
+def test_damaged_run_configs_are_one_line(tiny, tmp_path, capsys, damage):
+    """Was: --resume of a config.json with "lr": "abc" or a negative lr: TypeError in Adam."""
+    run = copy_run(tiny, tmp_path)
+    config = run / "config.json"
+    if damage == "truncated":
+        _truncate(config)
+    elif damage == "a-list":
+        config.write_text("[1, 2]")
+    else:
+        _edit_json(config, CONFIG_CORPUS[damage])
+    one_line_exit_2(main_cli, ["--resume", run], capsys, config)
+    if damage == "no-lr":  # evaluating a run needs no lr
+        return
+    one_line_exit_2(evaluate_cli, ["-d", run, "--data-dir", tiny["data"], "--num-workers", "0"],
+                    capsys, config)
+
+
+def _rows(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def _write_rows(path, rows):
+    Path(path).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+LOG_CORPUS = {
+    "no-valid-loss": lambda rows: rows[1].pop("valid_loss"),
+    "no-train-loss": lambda rows: rows[0].pop("train_loss"),
+    "valid-loss-a-string": lambda rows: rows[1].update(valid_loss="x"),
+    "valid-top1-500": lambda rows: rows[0].update(valid_top1=500),
+    "epoch-zero": lambda rows: rows[0].update(epoch=0),
+    "epoch-a-string": lambda rows: rows[1].update(epoch="2"),
+    "epochs-out-of-order": lambda rows: rows.reverse(),
+    "overfit-a-string": lambda rows: rows[0].update(overfit="no"),
+    "checkpoint-a-path": lambda rows: rows[0].update(checkpoint="../../x.pth"),
+    "a-row-a-list": lambda rows: rows.__setitem__(0, [1]),
+}
+
+
+@pytest.mark.parametrize("damage", [*LOG_CORPUS, "truncated"])
+def test_damaged_training_logs_are_one_line(tiny, tmp_path, capsys, damage):
+    """Was: --resume of a log missing valid_loss on a row: KeyError."""
+    run = copy_run(tiny, tmp_path)
+    log = run / runs.LOG_NAME
+    if damage == "truncated":
+        _truncate(log)
+    else:
+        rows = _rows(log)
+        LOG_CORPUS[damage](rows)
+        _write_rows(log, rows)
+    one_line_exit_2(main_cli, ["--resume", run, "-e", "3"], capsys, log)
+
+
+STATE_CORPUS = {
+    "a-string": lambda s: "abc",
+    "empty": lambda s: {},
+    "epoch-a-string": lambda s: {**s, "epoch": "2"},
+    "epoch-negative": lambda s: {**s, "epoch": -1},
+    "no-optimizer": lambda s: {k: v for k, v in s.items() if k != "optimizer"},
+    "head-of-another-shape": lambda s: {**s, "head": {"conv.weight": torch.zeros(1)}},
+}
+
+
+@pytest.mark.parametrize("damage", [*STATE_CORPUS, "truncated"])
+def test_damaged_resume_states_are_one_line(tiny, tmp_path, capsys, damage):
+    run = copy_run(tiny, tmp_path)
+    state = run / runs.STATE_NAME
+    if damage == "truncated":
+        _truncate(state)
+    else:
+        torch.save(STATE_CORPUS[damage](torch.load(state, weights_only=True)), state)
+    one_line_exit_2(main_cli, ["--resume", run, "-e", "3"], capsys, state)
+
+
+def test_damaged_partial_batches_are_one_line_naming_no_resume(synthetic_run, tmp_path,
+                                                               monkeypatch, capsys):
+    """Was: a damaged cam_metrics.partial/batch_*.pt: OSError / UnpicklingError, the run stuck
+    with no hint of --no-resume."""
+    real_batch, calls = measuring._measure_batch, []
+
+    def stopping(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_batch(*args)
+    argv = [*metrics_argv(synthetic_run), "--methods", "CAM", "--batch-size", "1",
+            "--figures", "localization", "--output-dir", str(tmp_path)]
+    monkeypatch.setattr(measuring, "_measure_batch", stopping)
+    assert run_cli(evaluate_cli, argv)[0] == 130
+    monkeypatch.setattr(measuring, "_measure_batch", real_batch)
+    batch = tmp_path / "cam_metrics.partial" / "batch_00000.pt"
+    good = batch.read_bytes()
+    for damage in (lambda: _truncate(batch), lambda: batch.write_bytes(b"junk" * 10),
+                   lambda: torch.save([1, 2], batch), lambda: batch.write_bytes(b"")):
+        batch.write_bytes(good)
+        damage()
+        err = one_line_exit_2(evaluate_cli, argv, capsys, batch)
+        assert "--no-resume" in err
+    assert run_cli(evaluate_cli, [*argv, "--no-resume"])[0] is None
+
+
+TAU_CORPUS = {
+    "tau-a-string": lambda r: r["methods"]["CAM"]["overall"]["oracle_tau"]["miou"].update(
+        tau="abc"),
+    "tau-2": lambda r: r["methods"]["CAM"]["overall"]["oracle_tau"]["max_box_acc"].update(
+        tau=2.0),
+    "tau-null": lambda r: r["methods"]["CAM"]["overall"]["oracle_tau"]["miou"].update(tau=None),
+    "v2-taus-a-number": lambda r: r["methods"]["CAM"]["overall"]["oracle_tau"][
+        "max_box_acc_v2"].update(tau=0.5),
+    "no-miou": lambda r: r["methods"]["CAM"]["overall"]["oracle_tau"].pop("max_box_acc"),
+    "oracle-a-list": lambda r: r["methods"]["CAM"]["overall"].update(oracle_tau=[1]),
+    "methods-a-list": lambda r: r.update(methods=[1]),
+    "localization-a-string": lambda r: r.update(localization="x"),
+    "images-with-mask-a-string": lambda r: r["localization"].update(images_with_mask="3"),
+    "options-null": lambda r: r.update(options=None),
+}
+
+
+@pytest.mark.parametrize("damage", [*TAU_CORPUS, "truncated", "a-list"])
+def test_damaged_tau_files_are_one_line(synthetic_run, tau_run, tmp_path, capsys, damage):
+    """Was: a --tau-from JSON whose tau is "abc": numpy UFuncNoLoopError."""
+    data, valid = tau_run
+    path = tmp_path / "cam_metrics.json"
+    shutil.copy(valid, path)
+    if damage == "truncated":
+        _truncate(path)
+    elif damage == "a-list":
+        path.write_text("[1]")
+    else:
+        _edit_json(path, TAU_CORPUS[damage])
+    argv = [*metrics_argv(synthetic_run, data), "--methods", "CAM", "--figures", "localization",
+            "--masked-only", "--split-name", "test", "--output-dir", str(tmp_path / "out"),
+            "--tau-from", str(path)]
+    one_line_exit_2(evaluate_cli, argv, capsys, path)
+    assert not (tmp_path / "out" / "cam_metrics.json").exists()
+
+
+@pytest.fixture(scope="module")
+def tau_run(synthetic_run, tmp_path_factory):
+    """(data folder with masks, the cam_metrics.json of a masked valid run) of synthetic_run."""
+    root = tmp_path_factory.mktemp("tau")
+    data = root / "data"
+    shutil.copytree(synthetic_run["data"], data)
+    flowers17_masks(data / "masks", [f"image_{i:04d}" for i in range(1, 12)])
+    argv = [*metrics_argv(synthetic_run, data), "--methods", "CAM", "--figures", "localization",
+            "--masked-only", "--split-name", "valid", "--output-dir", str(root / "valid")]
+    assert run_cli(evaluate_cli, argv)[0] is None
+    return data, root / "valid" / "cam_metrics.json"
+
+
+def metrics_argv(run, data=None):
+    return ["cam-metrics", "-d", str(run["run"]), "--data-dir", str(data or run["data"]),
+            "--backbone-weights", run["weights"], "--steps", "3", "--bootstrap", "20",
+            "--num-workers", "0"]
+
+
+@pytest.mark.parametrize("argv", [["--num-images", "0"], ["--size", "-1"], ["--repeats", "0"]])
+def test_benchmark_counts_are_checked(capsys, argv):
+    """Was: python -m benchmarks.cams --num-images 0: a traceback."""
+    from benchmarks import cams as cams_cli
+    one_line_exit_2(cams_cli, ["--random-backbone", "--synthetic", *argv], capsys, argv[0])

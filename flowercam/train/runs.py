@@ -26,12 +26,21 @@ Two epochs are named, on purpose by two rules:
 import contextlib
 import fcntl
 import json
+import math
 import os
 import re
 import time
 from pathlib import Path
 
-from flowercam.core import UserError, atomic_write, remove_temporaries
+from flowercam.core import (
+    UserError,
+    atomic_write,
+    check_fields,
+    is_int,
+    is_number,
+    remove_temporaries,
+)
+from flowercam.model import heads, normalization, vgg
 from flowercam.model.heads import HeadSettings
 
 OVERFIT_RATIO = 2.0  # an epoch overfits when valid_loss > OVERFIT_RATIO * train_loss
@@ -83,8 +92,29 @@ def discard_after(run_dir, epoch) -> list[dict]:
     return rows
 
 
+def _percent(v):
+    return is_number(v) and (math.isnan(v) or 0 <= v <= 100)
+
+
+# what each epoch row holds (training.run_epoch): checked when the log is read back
+LOG_NEEDS = ("epoch", "train_loss", "valid_loss", "valid_top1")
+LOG_FIELDS = {
+    "epoch": (lambda v: is_int(v) and v >= 1, "an epoch number >= 1"),
+    "train_loss": (is_number, "a number"),
+    "valid_loss": (is_number, "a number"),
+    "valid_top1": (_percent, "a percentage (0 to 100)"),
+    "valid_top3": (_percent, "a percentage (0 to 100)"),
+    "valid_top5": (_percent, "a percentage (0 to 100)"),
+    "seconds": (lambda v: is_number(v) and v >= 0, "a number of seconds >= 0"),
+    "overfit": (lambda v: isinstance(v, bool), "true or false"),
+    "checkpoint": (lambda v: isinstance(v, str) and re.fullmatch(r"epoch_\d+\.pth", v),
+                   "a file name epoch_N.pth"),
+}
+
+
 def read_log(run_dir, missing_ok=False) -> list[dict]:
-    """The rows of run_dir/training_logs.txt; [] when missing and missing_ok."""
+    """The rows of run_dir/training_logs.txt, each checked (LOG_FIELDS); [] when missing and
+    missing_ok. A bad row is one UserError naming the file, the line and the field."""
     path = Path(run_dir) / LOG_NAME
     if not path.is_file():
         if missing_ok:
@@ -100,7 +130,16 @@ def read_log(run_dir, missing_ok=False) -> list[dict]:
         if not isinstance(row, dict) or (line.strip() and "epoch" not in row):
             raise UserError(f"line {number} of {path} is not an epoch row ({line[:40]!r}): "
                             "delete that line, or retrain the run")
-        rows += [row] if line.strip() else []
+        if line.strip():
+            where = f"line {number} of {path}"
+            missing = [k for k in LOG_NEEDS if k not in row]
+            if missing:
+                raise UserError(f"{where} lacks {missing[0]}: restore it, or retrain the run")
+            check_fields(row, LOG_FIELDS, where, "restore it, or retrain the run")
+            rows.append(row)
+    if [row["epoch"] for row in rows] != list(range(1, len(rows) + 1)):
+        raise UserError(f"{path} does not number its epochs 1, 2, ...: restore it, or retrain "
+                        "the run")
     return rows
 
 
@@ -189,6 +228,26 @@ def table_epoch(history) -> dict:
 
 CONFIG_NAME = "config.json"
 CONFIG_NEEDS = ("split", "data_dir")  # what using a run reads from it (main.py writes them all)
+_OPTIONAL_STR = (lambda v: v is None or (isinstance(v, str) and bool(v)), "a path or null")
+# what main.py and grid.py write in config.json: checked when it is read back
+CONFIG_FIELDS = {
+    "split": (lambda v: v in (1, 2, 3) and is_int(v), "1, 2 or 3"),
+    "data_dir": (lambda v: isinstance(v, str) and bool(v), "a folder path"),
+    "lr": (lambda v: is_number(v) and 0 < v < math.inf, "a positive number"),
+    "epochs": (lambda v: is_int(v) and v >= 1, "a positive integer"),
+    "batch_size": (lambda v: is_int(v) and v >= 1, "a positive integer"),
+    "seed": (is_int, "an integer"),
+    "backbone_weights": _OPTIONAL_STR,
+    "precision": (lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
+    "no_cache": (lambda v: isinstance(v, bool), "true or false"),
+    "model_type": (lambda v: v in heads.MODEL_TYPES, f"one of {', '.join(heads.MODEL_TYPES)}"),
+    "normalize_by": (lambda v: v is None or v in normalization.NORMALIZERS,
+                     f"null or one of {', '.join(normalization.NORMALIZERS)}"),
+    "cut": (lambda v: v in vgg.CUTS, f"one of {', '.join(vgg.CUTS)}"),
+    "recam_lambda": (lambda v: is_number(v) and 0 <= v < math.inf, "a number >= 0"),
+    "train_images": (lambda v: is_int(v) and v >= 0, "a count"),
+    "valid_images": (lambda v: is_int(v) and v >= 0, "a count"),
+}
 
 
 def run_config(path) -> dict:
@@ -208,6 +267,10 @@ def run_config(path) -> dict:
     if missing:
         raise UserError(f"run config {config_path} lacks {', '.join(missing)}: restore it, or "
                         "delete it to use the defaults (split 1)")
+    check_fields(config, CONFIG_FIELDS, f"run config {config_path}", "restore it, or start a "
+                 "new run")
+    if "settings" in config:
+        HeadSettings.from_dict(config["settings"], f"run config {config_path} settings")
     return config
 
 
