@@ -20,7 +20,7 @@ from flowercam.cache import features
 from flowercam.data import dataset
 from flowercam.model import heads, vgg
 from flowercam.report import grid, html
-from flowercam.train import training
+from flowercam.train import runs, training
 
 
 def get_args_parser():
@@ -65,8 +65,8 @@ def main(args):
     train_cfg = training.TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                                      seed=args.seed, device=args.device)
     configs = grid.configurations(args.lrs, args.model_types, args.cut)
-    results = grid.run_grid(configs, sources, settings_of, args.output_dir,
-                            train_cfg, vars(args))
+    recorded = {**vars(args), **runs.data_record(args.data_dir, args.split)}
+    results = grid.run_grid(configs, sources, settings_of, args.output_dir, train_cfg, recorded)
     if results is None:  # a rank > 0 under torchrun: rank 0 writes the tables
         return None
     grid.write_outputs(args.results_dir, results, args.epochs, args.report_facts)

@@ -68,15 +68,37 @@ def resumed_args(args):
     if missing:
         raise core.UserError(f"run config {run_dir / runs.CONFIG_NAME} lacks {missing[0]}: "
                              "restore it, or start a new run")
-    merged = {**vars(args), **{k: config[k] for k in RESUMED},
-              "cut": config.get("cut", vgg.DEFAULT_CUT)}  # runs from before the cuts: pool5
+    recorded = {**{k: config[k] for k in RESUMED},
+                "cut": config.get("cut", vgg.DEFAULT_CUT),  # runs from before the cuts: pool5
+                "recam_lambda": config.get("recam_lambda", heads.RECAM_LAMBDA)}
+    refuse_contradictions(args, recorded, run_dir)
+    merged = {**vars(args), **recorded}
     merged["epochs"] = max(config["epochs"], args.epochs or 0)
+    given = None if args.data_dir == DEFAULTS["data_dir"] else args.data_dir
+    merged["data_dir"] = runs.run_data_dir(run_dir, given)  # gone, changed, other: one line
     return argparse.Namespace(**merged)
+
+
+def refuse_contradictions(args, recorded, run_dir):
+    """A flag given with --resume that contradicts the run's recorded value is a UserError
+    naming both: resume continues the run as it was (only -e may grow it; --data-dir may name
+    a copy of its data, checked by runs.run_data_dir). A flag is taken as given when it differs
+    from its default."""
+    for key, value in recorded.items():
+        if key in ("epochs", "data_dir"):
+            continue
+        given = getattr(args, key)
+        if given != DEFAULTS[key] and given != value:
+            flag = "--" + key.replace("_", "-")
+            raise core.UserError(f"{run_dir} was trained with {flag} {value}, not {given}: "
+                                 f"--resume continues it as it was (drop {flag}, or start a new "
+                                 "run)")
 
 
 def new_run(args, settings, sizes) -> Path:
     run_dir = runs.make_run_dir(args.output_dir, settings)
-    config = {k: v for k, v in vars(args).items() if k != "resume"}
+    config = {**{k: v for k, v in vars(args).items() if k != "resume"},
+              **runs.data_record(args.data_dir, args.split)}
     try:
         core.atomic_save_json(run_dir / "config.json", {**config, "settings": settings.to_dict(),
                                                         "train_images": sizes[0],
@@ -135,6 +157,9 @@ def main(args):
     print(f"{len(history)} epochs; the figures' checkpoint (lowest valid loss, not overfitting): "
           f"{best}")
     return run_dir
+
+
+DEFAULTS = vars(get_args_parser().parse_args([]))  # what a flag is when not given
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from mask_data import flowers17_masks
-from training_data import random_weights, run_cli, trained_run
+from training_data import make_dataset, random_weights, run_cli, trained_run
 
 import evaluate as evaluate_cli
 import main as main_cli
@@ -371,3 +371,56 @@ def test_benchmark_counts_are_checked(capsys, argv):
     """Was: python -m benchmarks.cams --num-images 0: a traceback."""
     from benchmarks import cams as cams_cli
     one_line_exit_2(cams_cli, ["--random-backbone", "--synthetic", *argv], capsys, argv[0])
+
+
+# ---------------------------------------------------------------- defect 1: the run's data folder
+
+
+def test_a_run_is_evaluated_and_resumed_on_its_own_data_from_any_folder(tmp_path, monkeypatch,
+                                                                        capsys):
+    """Was: evaluate.py -d RUN used ./data, and a relative recorded path meant another folder
+    from another working directory; --resume trained on another data folder and exited 0."""
+    root = tmp_path / "project"
+    make_dataset(root / "data", per_class=4, copies=2, size=32)
+    weights = random_weights(tmp_path / "w.pth")
+    monkeypatch.chdir(root)
+    code, run = run_cli(main_cli, ["--data-dir", "data", "--backbone-weights", weights,
+                                   "--output-dir", str(tmp_path / "model"), "-e", "1",
+                                   "--num-workers", "0", "--batch-size", "4"])
+    assert code is None
+    config = json.loads((run / "config.json").read_text())
+    assert config["data_dir"] == str(root / "data") and len(config["split_sha256"]) == 64
+    elsewhere = tmp_path / "elsewhere"
+    make_dataset(elsewhere / "data", per_class=2, copies=1, size=32)  # another ./data
+    monkeypatch.chdir(elsewhere)
+    code, result = run_cli(evaluate_cli, ["-d", str(run), "--backbone-weights", weights,
+                                          "--num-workers", "0"])
+    assert code is None and result["images"] == 3  # 1 valid image per class of ITS data
+    code, _ = run_cli(main_cli, ["--resume", str(run), "-e", "2"])
+    assert code is None and len(runs.read_log(run)) == 2
+    assert "training CAM on 12 images" in capsys.readouterr().out  # 4 per class x 2 copies / 2
+
+
+def test_a_changed_gone_or_contradicting_data_folder_is_one_line(tiny, tmp_path, capsys):
+    run = copy_run(tiny, tmp_path)
+    data = tmp_path / "data"
+    shutil.copytree(tiny["data"], data)
+    _edit_json(run / "config.json", lambda c: c.update(data_dir=str(data)))
+    common = ["--backbone-weights", tiny["weights"], "--num-workers", "0"]
+    assert run_cli(evaluate_cli, ["-d", str(run), *common])[0] is None
+    other = tmp_path / "other"
+    make_dataset(other, per_class=4, copies=2, size=32, seed=1)
+    _edit_json(other / "splits.json", lambda s: s["splits"]["1"]["valid"].reverse())
+    one_line_exit_2(evaluate_cli, ["-d", run, "--data-dir", other, *common], capsys, other,
+                    "is not the one")
+    one_line_exit_2(main_cli, ["--resume", run, "--data-dir", other], capsys, other)
+
+    def swap(splits):  # one training image moves to validation
+        part = splits["splits"]["1"]
+        part["train"][0], part["valid"][0] = part["valid"][0], part["train"][0]
+    _edit_json(data / "splits.json", swap)
+    one_line_exit_2(evaluate_cli, ["-d", run, *common], capsys, data, "changed since")
+    one_line_exit_2(main_cli, ["--resume", run], capsys, data, "changed since")
+    shutil.rmtree(data)
+    one_line_exit_2(evaluate_cli, ["-d", run, *common], capsys, data, "is gone")
+    one_line_exit_2(main_cli, ["--resume", run], capsys, data, "is gone")

@@ -25,6 +25,7 @@ Two epochs are named, on purpose by two rules:
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -40,6 +41,7 @@ from flowercam.core import (
     is_number,
     remove_temporaries,
 )
+from flowercam.data import dataset
 from flowercam.model import heads, normalization, vgg
 from flowercam.model.heads import HeadSettings
 
@@ -285,6 +287,47 @@ def run_settings(path) -> HeadSettings | None:
     if "settings" not in config:
         raise UserError(f"run config {config_path} lacks settings: restore it, or start a new run")
     return HeadSettings.from_dict(config["settings"], f"run config {config_path} settings")
+
+
+def split_sha256(data_dir, split) -> str:
+    """The content hash of one split of a data folder (its train/valid/test ids)."""
+    ids = dataset.load_split(data_dir, split)
+    return hashlib.sha256(json.dumps(ids, sort_keys=True).encode()).hexdigest()
+
+
+def data_record(data_dir, split) -> dict:
+    """What a run records of its data (config.json): the folder, absolute, and its split's hash."""
+    return {"data_dir": os.path.abspath(data_dir), "split_sha256": split_sha256(data_dir, split)}
+
+
+def run_data_dir(path, given=None) -> str:
+    """The data folder to use a run (or a checkpoint of it) with: the one it recorded, or `given`
+    (--data-dir) when that holds the same split; a recorded folder gone or changed, or a given
+    one of another split, is a UserError. Runs from before the record: given, else theirs,
+    else data."""
+    config = run_config(path)
+    recorded, digest = config.get("data_dir"), config.get("split_sha256")
+    if digest is None:
+        return given or recorded or "data"
+    source = f"run config {_config_path(path)}"
+    if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        raise UserError(f"{source}: split_sha256 must be a sha256, got {digest!r}: restore it")
+    chosen = recorded if given is None else given
+    if not Path(chosen, "splits.json").is_file():
+        gone = "is gone" if not Path(chosen).exists() else "holds no splits.json"
+        raise UserError(f"data folder {chosen} ({'the run' if given is None else '--data-dir'}"
+                        f"'s) {gone}: restore it, or pass --data-dir to a copy of it")
+    if split_sha256(chosen, config["split"]) != digest:
+        whose = (f"changed since {Path(path)} was trained on it" if given is None else
+                 f"is not the one {Path(path)} was trained on ({recorded})")
+        raise UserError(f"split {config['split']} of {chosen} {whose}: pass --data-dir to the "
+                        "data folder it was trained on")
+    return chosen
+
+
+def _config_path(path):
+    path = Path(path)
+    return (path if path.is_dir() else path.parent) / CONFIG_NAME
 
 
 def run_defaults(path, split=None, backbone_weights=None) -> tuple[int, str | None]:
