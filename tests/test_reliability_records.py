@@ -424,3 +424,31 @@ def test_a_changed_gone_or_contradicting_data_folder_is_one_line(tiny, tmp_path,
     shutil.rmtree(data)
     one_line_exit_2(evaluate_cli, ["-d", run, *common], capsys, data, "is gone")
     one_line_exit_2(main_cli, ["--resume", run], capsys, data, "is gone")
+
+
+# ---------------------------------------------------------------- defect 8: --resume's flags
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["-l", "1e-2"], ["--lr", "0.001", "0.01"]),
+    (["-m", "ReCAM", "-n", "relu"], ["--model-type", "CAM", "ReCAM"]),
+    (["--cut", "conv5_3"], ["--cut", "pool5", "conv5_3"]),
+    (["--batch-size", "2"], ["--batch-size", "4", "2"]),
+    (["-s", "9"], ["--seed"]),
+    (["--split", "2"], ["--split", "1", "2"]),
+    (["--precision", "bf16"], ["--precision", "fp32", "bf16"]),
+    (["--no-cache"], ["--no-cache", "False", "True"]),
+])
+def test_resume_refuses_a_flag_that_contradicts_the_run(tiny, tmp_path, capsys, argv, named):
+    """Was: main.py --resume RUN -l 1e-2 (or -m ReCAM on a CAM run, --cut conv5_3 on a pool5
+    run) exited 0 and trained the run as it was."""
+    run = copy_run(tiny, tmp_path)
+    before = (run / runs.LOG_NAME).read_text()
+    one_line_exit_2(main_cli, ["--resume", run, "-e", "3", *argv], capsys, run, *named)
+    assert (run / runs.LOG_NAME).read_text() == before
+
+
+def test_resume_accepts_more_epochs_and_the_run_s_own_values(tiny, tmp_path):
+    run = copy_run(tiny, tmp_path)
+    code, _ = run_cli(main_cli, ["--resume", str(run), "-e", "3", "-l", "1e-3", "-m", "CAM"])
+    assert code is None and len(runs.read_log(run)) == 3
