@@ -65,7 +65,8 @@ def main(args):
     train_cfg = training.TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                                      seed=args.seed, device=args.device)
     configs = grid.configurations(args.lrs, args.model_types, args.cut)
-    recorded = {**vars(args), **runs.data_record(args.data_dir, args.split)}
+    recorded = {**vars(args), **runs.data_record(args.data_dir, args.split),
+                **runs.weights_record(args.backbone_weights)}
     results = grid.run_grid(configs, sources, settings_of, args.output_dir, train_cfg, recorded)
     if results is None:  # a rank > 0 under torchrun: rank 0 writes the tables
         return None

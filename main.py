@@ -76,16 +76,18 @@ def resumed_args(args):
     merged["epochs"] = max(config["epochs"], args.epochs or 0)
     given = None if args.data_dir == DEFAULTS["data_dir"] else args.data_dir
     merged["data_dir"] = runs.run_data_dir(run_dir, given)  # gone, changed, other: one line
+    merged["backbone_weights"] = runs.run_weights(run_dir, args.backbone_weights)  # likewise
     return argparse.Namespace(**merged)
 
 
 def refuse_contradictions(args, recorded, run_dir):
     """A flag given with --resume that contradicts the run's recorded value is a UserError
-    naming both: resume continues the run as it was (only -e may grow it; --data-dir may name
-    a copy of its data, checked by runs.run_data_dir). A flag is taken as given when it differs
+    naming both: resume continues the run as it was (only -e may grow it; --data-dir and
+    --backbone-weights may name copies of its files, checked by runs.run_data_dir and
+    runs.run_weights). A flag is taken as given when it differs
     from its default."""
     for key, value in recorded.items():
-        if key in ("epochs", "data_dir"):
+        if key in ("epochs", "data_dir", "backbone_weights"):
             continue
         given = getattr(args, key)
         if given != DEFAULTS[key] and given != value:
@@ -98,7 +100,8 @@ def refuse_contradictions(args, recorded, run_dir):
 def new_run(args, settings, sizes) -> Path:
     run_dir = runs.make_run_dir(args.output_dir, settings)
     config = {**{k: v for k, v in vars(args).items() if k != "resume"},
-              **runs.data_record(args.data_dir, args.split)}
+              **runs.data_record(args.data_dir, args.split),
+              **runs.weights_record(args.backbone_weights)}
     try:
         core.atomic_save_json(run_dir / "config.json", {**config, "settings": settings.to_dict(),
                                                         "train_images": sizes[0],

@@ -2,6 +2,7 @@
 checked when read (one line naming the file and the field); #37: typed checkpoint settings."""
 
 import dataclasses
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -9,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from mask_data import flowers17_masks
-from training_data import make_dataset, random_weights, run_cli, trained_run
+from training_data import make_dataset, random_weights, run_cli, synthetic_image, trained_run
 
 import evaluate as evaluate_cli
+import inference as inference_cli
 import main as main_cli
 import models as models_cli
 from flowercam.core import UserError
@@ -452,3 +454,40 @@ def test_resume_accepts_more_epochs_and_the_run_s_own_values(tiny, tmp_path):
     run = copy_run(tiny, tmp_path)
     code, _ = run_cli(main_cli, ["--resume", str(run), "-e", "3", "-l", "1e-3", "-m", "CAM"])
     assert code is None and len(runs.read_log(run)) == 3
+
+
+# ---------------------------------------------------------------- defect 7: the run's weights
+
+
+def test_a_run_finds_its_backbone_weights_again_without_the_variable(tmp_path, monkeypatch,
+                                                                     capsys):
+    """Was: config.json recorded "backbone_weights": null when they came from BACKBONE_WEIGHTS;
+    in a new shell without it, evaluate -d RUN and inference -m RUN tried to download VGG16."""
+    data = make_dataset(tmp_path / "data", per_class=4, copies=2, size=32)
+    weights = Path(random_weights(tmp_path / "w.pth"))
+    monkeypatch.setenv("BACKBONE_WEIGHTS", str(weights))
+    code, run = run_cli(main_cli, ["--data-dir", data, "--output-dir", str(tmp_path / "model"),
+                                   "-e", "1", "--num-workers", "0", "--batch-size", "4"])
+    assert code is None
+    config = json.loads((run / "config.json").read_text())
+    assert config["backbone_weights"] == str(weights)
+    assert config["backbone_weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    monkeypatch.delenv("BACKBONE_WEIGHTS")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-cache"))  # nothing to download
+    code, result = run_cli(evaluate_cli, ["-d", str(run), "--num-workers", "0"])
+    assert code is None and result["images"] == 3
+    image = tmp_path / "photo.png"
+    synthetic_image(1, 0, (40, 30)).save(image)
+    out = tmp_path / "out"
+    code, _ = run_cli(inference_cli, ["-m", str(run), "--image", str(image), "--output-dir",
+                                      str(out), "--num-workers", "0"])
+    assert code is None and any(out.iterdir())
+    code, _ = run_cli(main_cli, ["--resume", str(run), "-e", "2"])
+    assert code is None
+    # the file changed since (the hash tells), or gone: one line naming it
+    torch.save({k: v * 2 for k, v in torch.load(weights, weights_only=True).items()}, weights)
+    for module, argv in ((evaluate_cli, ["-d", run]), (main_cli, ["--resume", run, "-e", "3"]),
+                         (inference_cli, ["-m", run, "--image", image, "--output-dir", out])):
+        one_line_exit_2(module, argv, capsys, weights, "changed since")
+    weights.unlink()
+    one_line_exit_2(evaluate_cli, ["-d", run], capsys, weights, "gone")

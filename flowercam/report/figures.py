@@ -120,7 +120,7 @@ def report(checkpoint, method, opts, files=NO_FILES):
     paths = [path for _, path, _ in items]
     masks = outline_masks(opts, paths)
     images, originals = load_items(paths, size, opts.max_pixels)
-    model, settings = checkpoints.load_model(ckpt, opts.backbone_weights, opts.device)
+    model, settings = checkpoints.load_model(ckpt, run_weights(ckpt, opts), opts.device)
     result = explain(model, settings, images, method, opts.normalize_by, opts.device,
                      agg=opts.agg)
     norm, info = method_info(ckpt, result, settings)
@@ -182,6 +182,11 @@ def image_paths(images, ckpt, opts):
     return [path for _, path, _ in select_items(opts.data_dir, opts.seed, run_split(ckpt))]
 
 
+def run_weights(ckpt, opts):
+    """--backbone-weights, else the file the checkpoint's run recorded (runs.run_weights)."""
+    return runs.run_weights(ckpt, opts.backbone_weights)
+
+
 def run_split(ckpt):
     """The split the checkpoint's run trained on (its config.json), so its validation images
     are never training images; 1 when unknown."""
@@ -192,7 +197,7 @@ def own_images(checkpoint, method, images, opts, files=NO_FILES):
     """Maps of your own images (files or folders), each overlay at the image's own resolution."""
     ckpt, method, settings, size = check_pair(checkpoint, method, opts.grid_runs)
     paths = image_paths(images, ckpt, opts)
-    model, settings = checkpoints.load_model(ckpt, opts.backbone_weights, opts.device)
+    model, settings = checkpoints.load_model(ckpt, run_weights(ckpt, opts), opts.device)
     items, step = [(Path(p).stem, p, 0) for p in paths], opts.batch_size
     starts = dist.shard(range(0, len(items), step))  # under torchrun: every world()-th batch
     loader = dataset.make_loader([it for s in starts for it in items[s:s + step]], step, False,

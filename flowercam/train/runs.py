@@ -330,14 +330,57 @@ def _config_path(path):
     return (path if path.is_dir() else path.parent) / CONFIG_NAME
 
 
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_record(backbone_weights) -> dict:
+    """What a run records of its backbone weights (config.json): the file it read (the flag, else
+    env BACKBONE_WEIGHTS), absolute, and its sha256; both None for torchvision's download."""
+    path = vgg.resolve_backbone_weights(backbone_weights)
+    if path is None or not os.path.isfile(path):
+        return {"backbone_weights": path, "backbone_weights_sha256": None}
+    return {"backbone_weights": os.path.abspath(path), "backbone_weights_sha256": file_sha256(path)}
+
+
+def run_weights(path, given=None) -> str | None:
+    """The backbone weights to use a run with: `given` (--backbone-weights), else the file it
+    recorded, found again by path and checked by its sha256 (a file gone or changed since is a
+    UserError); a given file must be that same file. None: the usual lookup (env, download)."""
+    config = run_config(path)
+    recorded, digest = config.get("backbone_weights"), config.get("backbone_weights_sha256")
+    if digest is None:
+        return given or recorded
+    source = f"run config {_config_path(path)}"
+    if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        raise UserError(f"{source}: backbone_weights_sha256 must be a sha256, got {digest!r}: "
+                        "restore it")
+    if given:
+        if os.path.isfile(given) and file_sha256(given) != digest:
+            raise UserError(f"--backbone-weights {given} is not the file {Path(path)} was "
+                            f"trained with ({recorded}; sha256 differs): pass that one")
+        return given
+    if not os.path.isfile(recorded):
+        raise UserError(f"backbone weights {recorded}, which {Path(path)} was trained with, are "
+                        "gone: restore the file, or pass --backbone-weights to a copy of it")
+    if file_sha256(recorded) != digest:
+        raise UserError(f"backbone weights {recorded} changed since {Path(path)} was trained "
+                        "with them (sha256 differs): restore the file, or pass "
+                        "--backbone-weights to a copy of the original")
+    return recorded
+
+
 def run_defaults(path, split=None, backbone_weights=None) -> tuple[int, str | None]:
     """(split, backbone weights) for using a run or checkpoint: the given values, else those its
     run trained with (config.json), else (no config.json at all) split 1 and the usual weights
     lookup. Evaluating on the run's own split keeps its training images out of the validation
     figures."""
     config = run_config(path)
-    return (int(split or config.get("split") or 1),
-            backbone_weights or config.get("backbone_weights"))
+    return int(split or config.get("split") or 1), run_weights(path, backbone_weights)
 
 
 @contextlib.contextmanager
