@@ -491,3 +491,27 @@ def test_a_run_finds_its_backbone_weights_again_without_the_variable(tmp_path, m
         one_line_exit_2(module, argv, capsys, weights, "changed since")
     weights.unlink()
     one_line_exit_2(evaluate_cli, ["-d", run], capsys, weights, "gone")
+
+
+# ---------------------------------------------------------------- defect 5: --tau-from's match
+
+
+def test_tau_from_matches_the_checkpoint_by_content(synthetic_run, tau_run, tmp_path, capsys):
+    """Was: a checkpoint replaced at the same path kept the old run's thresholds."""
+    data, _ = tau_run
+    run = {**synthetic_run, "run": tmp_path / "run"}
+    shutil.copytree(synthetic_run["run"], run["run"])
+    masked = ["--methods", "CAM", "--figures", "localization", "--masked-only"]
+    valid = [*metrics_argv(run, data), *masked, "--split-name", "valid", "--output-dir",
+             str(tmp_path / "valid")]
+    assert run_cli(evaluate_cli, valid)[0] is None
+    tau = tmp_path / "valid" / "cam_metrics.json"
+    assert len(json.loads(tau.read_text())["checkpoint_sha256"]) == 64
+    test = [*metrics_argv(run, data), *masked, "--split-name", "test", "--tau-from", str(tau)]
+    assert run_cli(evaluate_cli, [*test, "--output-dir", str(tmp_path / "same")])[0] is None
+    for path in run["run"].glob("epoch_*.pth"):  # retrained in place: same paths, new weights
+        ckpt = torch.load(path, weights_only=True)
+        ckpt["state_dict"] = {k: v + 0.01 for k, v in ckpt["state_dict"].items()}
+        torch.save(ckpt, path)
+    one_line_exit_2(evaluate_cli, [*test, "--output-dir", tmp_path / "replaced"], capsys, tau,
+                    "another checkpoint")

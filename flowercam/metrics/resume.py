@@ -11,7 +11,6 @@ run without a break (the batches are the same); only the timings add up.
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from flowercam.core import UserError, atomic_save_json, atomic_write
+from flowercam.model import checkpoints
 
 # MetricsConfig fields that change no batch's figures: how the run is told its checkpoint (the
 # checkpoint itself is hashed), where it writes, what it computes after the batches
@@ -38,7 +38,7 @@ def run_settings(cfg, ckpt, key):
     checkpoint's content and the caller's key (backbone, image ids, rows, ...). No absolute path:
     a partial run committed in a repository continues in any clone of it."""
     fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_BATCHES}
-    return {**fields, "checkpoint_sha256": hashlib.sha256(Path(ckpt).read_bytes()).hexdigest(),
+    return {**fields, "checkpoint_sha256": checkpoints.content_sha256(ckpt),
             "data_dir": os.path.normpath(cfg.data_dir), **key}
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from flowercam.core import UserError, is_int, is_number
 from flowercam.metrics.localization import DELTAS, THRESHOLDS, TauSet
+from flowercam.model.checkpoints import content_sha256
 
 SAME_MAPS = ("target", "scales", "flip", "layers")  # options that change a row's maps
 SAME_MASKS = ("masks_dir", "mask_values", "ignore_values")
@@ -34,11 +35,6 @@ def _read(path):
         raise UserError(f"{path} is not a readable cam_metrics.json ({error})") from None
 
 
-def _same_checkpoint(theirs, ours):
-    try:
-        return Path(theirs).samefile(ours)
-    except (OSError, TypeError):
-        return False
 
 
 def _check_run(path, run, checkpoint, split, subset, options):
@@ -48,9 +44,14 @@ def _check_run(path, run, checkpoint, split, subset, options):
     if not (isinstance(run.get("localization"), dict) and isinstance(run.get("options"), dict)):
         raise UserError(f"{path} has no localization figures: measure them there "
                         "(--figures localization)")
-    if not _same_checkpoint(run.get("checkpoint"), checkpoint):
-        raise UserError(f"{path} measured {run.get('checkpoint')}, not {checkpoint}: "
-                        "use that checkpoint's run")
+    theirs = run.get("checkpoint_sha256")
+    if not isinstance(theirs, str):
+        raise UserError(f"{path} does not record its checkpoint's content (checkpoint_sha256): "
+                        "measure that run again with this version")
+    if theirs != content_sha256(checkpoint):
+        raise UserError(f"{path} measured another checkpoint than {checkpoint} (its content "
+                        f"differs, though it was {run.get('checkpoint')}): use that "
+                        "checkpoint's run")
     if run.get("split") != split or run.get("subset") == subset:
         raise UserError(f"{path} measured {run.get('subset')} of split {run.get('split')}; the "
                         f"tau needs another subset of split {split} than {subset}")

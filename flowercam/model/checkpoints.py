@@ -4,8 +4,10 @@
 print(c.load_checkpoint('RUN/epoch_3.pth')[1])"
 """
 
+import hashlib
 import os
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -15,6 +17,12 @@ from flowercam.model.vgg import MAX_ABS_WEIGHT, load_backbone
 
 CHECKPOINT_FORMAT = "flowercam-head"
 CHECKPOINT_VERSION = 1
+
+
+def content_sha256(path) -> str:
+    """A checkpoint's content hash: what a run made from it (--tau-from's cam_metrics.json, a
+    partial metrics run) is matched by, never its path (a file replaced there is another)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def save_checkpoint(path, head, settings: HeadSettings, **extra):
