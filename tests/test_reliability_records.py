@@ -13,6 +13,7 @@ from mask_data import flowers17_masks
 from training_data import make_dataset, random_weights, run_cli, synthetic_image, trained_run
 
 import evaluate as evaluate_cli
+import grid as grid_cli
 import inference as inference_cli
 import main as main_cli
 import models as models_cli
@@ -515,3 +516,51 @@ def test_tau_from_matches_the_checkpoint_by_content(synthetic_run, tau_run, tmp_
         torch.save(ckpt, path)
     one_line_exit_2(evaluate_cli, [*test, "--output-dir", tmp_path / "replaced"], capsys, tau,
                     "another checkpoint")
+
+
+# ---------------------------------------------------------------- defect 15: grid.py resumes
+
+
+def test_an_interrupted_grid_resumes_without_retraining_into_new_folders(tmp_path, monkeypatch):
+    """Was: an interrupted grid.py left a folder holding only config.json, and a rerun trained
+    every configuration again into new folders."""
+    data = make_dataset(tmp_path / "data", per_class=4, copies=2, size=32)
+    weights = random_weights(tmp_path / "w.pth")
+    model = tmp_path / "model"
+    argv = ["--data-dir", data, "--backbone-weights", weights, "--lrs", "1e-3", "-e", "2",
+            "--model-types", "CAM", "ReCAM", "--output-dir", str(model), "--results-dir",
+            str(tmp_path / "out"), "--num-workers", "0", "--report-facts", str(tmp_path / "no")]
+    calls, train_epoch = [], training.train_epoch
+
+    def stopping(*args):  # Ctrl-C in the second configuration's second epoch
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return train_epoch(*args)
+    monkeypatch.setattr(training, "train_epoch", stopping)
+    assert run_cli(grid_cli, argv)[0] == 130
+    monkeypatch.undo()
+    first = sorted(model.iterdir())
+    assert len(first) == 2 and all(len(runs.read_log(d)) >= 1 for d in first)
+    logs = {d: (d / runs.LOG_NAME).read_bytes() for d in first}
+    calls.clear()
+    code, results = run_cli(grid_cli, argv)
+    assert code is None and len(results) == 4  # CAM + 3 ReCAM normalisers
+    assert sorted(model.iterdir())[:2] == first and len(list(model.iterdir())) == 4
+    assert (first[0] / runs.LOG_NAME).read_bytes() == logs[first[0]]  # finished: kept as is
+    assert len(runs.read_log(first[1])) == 2  # continued after its saved epoch
+    again = sorted(model.iterdir())
+    assert run_cli(grid_cli, argv)[0] is None and sorted(model.iterdir()) == again
+
+
+def test_a_grid_stopped_before_a_first_epoch_leaves_no_folder(tmp_path, monkeypatch):
+    data = make_dataset(tmp_path / "data", per_class=4, copies=2, size=32)
+    argv = ["--data-dir", data, "--backbone-weights", random_weights(tmp_path / "w.pth"),
+            "--lrs", "1e-3", "-e", "1", "--model-types", "CAM", "--output-dir",
+            str(tmp_path / "model"), "--results-dir", str(tmp_path / "out"), "--num-workers", "0"]
+
+    def stop(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(training, "train_epoch", stop)
+    assert run_cli(grid_cli, argv)[0] == 130
+    assert not list((tmp_path / "model").iterdir())
