@@ -100,6 +100,7 @@ def refuse_contradictions(args, recorded, run_dir):
 def new_run(args, settings, sizes) -> Path:
     run_dir = runs.make_run_dir(args.output_dir, settings)
     config = {**{k: v for k, v in vars(args).items() if k != "resume"},
+              "normalize_by": settings.normalize_by,  # the head's (None but for ReCAM)
               **runs.data_record(args.data_dir, args.split),
               **runs.weights_record(args.backbone_weights)}
     try:

@@ -4,6 +4,7 @@ checked when read (one line naming the file and the field); #37: typed checkpoin
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -529,7 +530,7 @@ def test_an_interrupted_grid_resumes_without_retraining_into_new_folders(tmp_pat
     model = tmp_path / "model"
     argv = ["--data-dir", data, "--backbone-weights", weights, "--lrs", "1e-3", "-e", "2",
             "--model-types", "CAM", "ReCAM", "--output-dir", str(model), "--results-dir",
-            str(tmp_path / "out"), "--num-workers", "0", "--report-facts", str(tmp_path / "no")]
+            str(tmp_path / "out"), "--num-workers", "0", "--report-facts", "none"]
     calls, train_epoch = [], training.train_epoch
 
     def stopping(*args):  # Ctrl-C in the second configuration's second epoch
@@ -564,3 +565,39 @@ def test_a_grid_stopped_before_a_first_epoch_leaves_no_folder(tmp_path, monkeypa
     monkeypatch.setattr(training, "train_epoch", stop)
     assert run_cli(grid_cli, argv)[0] == 130
     assert not list((tmp_path / "model").iterdir())
+
+
+# ---------------------------------------------------------------- defect 14: small things
+
+
+def test_report_facts_given_but_missing_is_one_line(tmp_path, capsys):
+    """Was: grid.py --report-facts MISSING turned the report's columns into '-' without a
+    word (and trained the whole grid first)."""
+    missing = tmp_path / "facts.md"
+    one_line_exit_2(grid_cli, ["--report-facts", missing, "--data-dir", tmp_path / "nodata"],
+                    capsys, missing, "not found")
+
+
+def test_config_normalize_by_is_the_head_s(tiny):
+    """Was: config.json had "normalize_by": "minmax" at the top and settings.normalize_by null
+    for a CAM head."""
+    config = json.loads((tiny["run"] / "config.json").read_text())
+    assert config["model_type"] == "CAM"
+    assert config["normalize_by"] is None and config["settings"]["normalize_by"] is None
+
+
+RUN_NAME = re.compile(r"TS\d{8}-\d{6}_(CAM|CAM-paper|ReCAM-published|ReCAM_(minmax|sigmoid|relu))")
+
+
+def test_the_docs_name_runs_as_main_py_writes_them():
+    """Was: the docs' examples named runs TS..._CAM_lr0.0001; main.py writes TS..._CAM (the _lr
+    tag is grid.py's)."""
+    found = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for line in page.read_text().splitlines():
+            if "grid" in line:
+                continue
+            for name in re.findall(r"model/(TS[\w.-]+)", line):
+                found.append(name)
+                assert RUN_NAME.fullmatch(name), f"{page.name}: {name}"
+    assert found
