@@ -61,20 +61,50 @@ def resumed_args(args):
         raise core.UserError(f"--resume takes a run folder, not the file {run_dir}: pass "
                              f"--resume {run_dir.parent}")
     config = runs.run_config(run_dir)
-    if not config or not all(k in config for k in RESUMED):
-        raise core.UserError(f"{run_dir} is not a run directory of main.py (no usable "
-                             "config.json): pass one, or start a new run")
-    merged = {**vars(args), **{k: config[k] for k in RESUMED},
-              "cut": config.get("cut", vgg.DEFAULT_CUT)}  # runs from before the cuts: pool5
+    if not config:
+        raise core.UserError(f"{run_dir} is not a run directory of main.py (no "
+                             f"{runs.CONFIG_NAME}): pass one, or start a new run")
+    missing = [k for k in RESUMED if k not in config]
+    if missing:
+        raise core.UserError(f"run config {run_dir / runs.CONFIG_NAME} lacks {missing[0]}: "
+                             "restore it, or start a new run")
+    recorded = {**{k: config[k] for k in RESUMED},
+                "cut": config.get("cut", vgg.DEFAULT_CUT),  # runs from before the cuts: pool5
+                "recam_lambda": config.get("recam_lambda", heads.RECAM_LAMBDA)}
+    refuse_contradictions(args, recorded, run_dir)
+    merged = {**vars(args), **recorded}
     merged["epochs"] = max(config["epochs"], args.epochs or 0)
+    given = None if args.data_dir == DEFAULTS["data_dir"] else args.data_dir
+    merged["data_dir"] = runs.run_data_dir(run_dir, given)  # gone, changed, other: one line
+    merged["backbone_weights"] = runs.run_weights(run_dir, args.backbone_weights)  # likewise
     return argparse.Namespace(**merged)
+
+
+def refuse_contradictions(args, recorded, run_dir):
+    """A flag given with --resume that contradicts the run's recorded value is a UserError
+    naming both: resume continues the run as it was (only -e may grow it; --data-dir and
+    --backbone-weights may name copies of its files, checked by runs.run_data_dir and
+    runs.run_weights). A flag is taken as given when it differs
+    from its default."""
+    for key, value in recorded.items():
+        if key in ("epochs", "data_dir", "backbone_weights"):
+            continue
+        given = getattr(args, key)
+        if given != DEFAULTS[key] and given != value:
+            flag = "--" + key.replace("_", "-")
+            raise core.UserError(f"{run_dir} was trained with {flag} {value}, not {given}: "
+                                 f"--resume continues it as it was (drop {flag}, or start a new "
+                                 "run)")
 
 
 def new_run(args, settings, sizes) -> Path:
     run_dir = runs.make_run_dir(args.output_dir, settings)
-    config = {k: v for k, v in vars(args).items() if k != "resume"}
+    config = {**{k: v for k, v in vars(args).items() if k != "resume"},
+              "normalize_by": settings.normalize_by,  # the head's (None but for ReCAM)
+              **runs.data_record(args.data_dir, args.split),
+              **runs.weights_record(args.backbone_weights)}
     try:
-        core.atomic_save_json(run_dir / "config.json", {**config, "settings": settings,
+        core.atomic_save_json(run_dir / "config.json", {**config, "settings": settings.to_dict(),
                                                         "train_images": sizes[0],
                                                         "valid_images": sizes[1]})
     except BaseException:
@@ -116,12 +146,12 @@ def main(args):
                                       args.recam_lambda, args.cut)
     if args.resume:
         run_dir = Path(args.resume)
-        if runs.run_config(run_dir).get("settings") != settings:
+        if runs.run_settings(run_dir) != settings:
             raise core.UserError(f"{run_dir} was trained on other data or weights: start a new "
                                  "run")
     else:
         run_dir = new_run(args, settings, (len(train_src), len(valid_src)))
-    print(f"training {settings['model_type']} on {len(train_src)} images -> {run_dir}")
+    print(f"training {settings.model_type} on {len(train_src)} images -> {run_dir}")
     history = train(args, settings, train_src, valid_src, run_dir)
     saved = [row for row in history if "checkpoint" in row]
     if not saved:
@@ -131,6 +161,9 @@ def main(args):
     print(f"{len(history)} epochs; the figures' checkpoint (lowest valid loss, not overfitting): "
           f"{best}")
     return run_dir
+
+
+DEFAULTS = vars(get_args_parser().parse_args([]))  # what a flag is when not given
 
 
 if __name__ == "__main__":

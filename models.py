@@ -22,7 +22,7 @@ def get_args_parser():
 
 def describe(head, settings) -> list[str]:
     lines = [f"backbone: VGG16 features, frozen, {vgg.INPUT_SIZE} px -> {vgg.FEATURE_SHAPE}"]
-    lines += [f"settings: {settings}"]
+    lines += [f"settings: {settings.to_dict()}"]
     for name, tensor in head.state_dict().items():
         lines.append(f"  {name}: {tuple(tensor.shape)}")
     count = sum(t.numel() for t in head.parameters())
@@ -34,8 +34,10 @@ def main(args):
     if args.checkpoint is not None:
         head, settings, _ = checkpoints.load_checkpoint(args.checkpoint)
     else:
-        settings = {"model_type": args.model_type, "num_classes": args.num_classes,
-                    "normalize_by": args.normalize_by}
+        settings = heads.HeadSettings(
+            args.model_type, args.num_classes,
+            normalize_by=args.normalize_by if args.model_type == "ReCAM" else None,
+            recam_lambda=heads.RECAM_LAMBDA if args.model_type == "ReCAM-published" else None)
         head = heads.build_head(settings)
     print("\n".join(describe(head, settings)))
 

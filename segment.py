@@ -90,7 +90,7 @@ def main(args):
     model, head_settings = checkpoints.load_model(args.checkpoint, device=args.device,
                                                   backbone=backbone)
     evaluation.check_data(head_settings, args.data_dir, backbone)
-    methods.check_method(args.method, head_settings)
+    methods.check_method(args.method, head_settings.model_type)
     items = training_items(args.data_dir, split, args.limit, args.seed)
     size = features.input_size(args.data_dir)
     start = time.perf_counter()

@@ -24,9 +24,9 @@ SIZE = 32
 
 
 def _head(root, backbone, classes=training_data.CLASSES, size=SIZE):
-    settings = {"model_type": "CAM", "normalize_by": "minmax", "num_classes": len(classes),
-                "class_names": list(classes), "input_size": size,
-                "backbone": backbone.backbone_id}
+    settings = heads.HeadSettings.from_dict({
+        "model_type": "CAM", "normalize_by": "minmax", "num_classes": len(classes),
+        "class_names": list(classes), "input_size": size, "backbone": backbone.backbone_id})
     checkpoints.save_checkpoint(root / "run" / "epoch_1.pth", heads.build_head(settings), settings)
     return root / "run" / "epoch_1.pth"
 

@@ -223,14 +223,14 @@ def supported(model_type, only=None) -> list[str]:
             and (only is None or n in only)]
 
 
-def check_method(method, settings):
-    """UserError if `method` is unknown or the head described by `settings` cannot give it."""
+def check_method(method, model_type):
+    """UserError if `method` is unknown or a head of `model_type` cannot give it."""
     if method not in METHODS:
         raise UserError(f"unknown CAM method {method!r}: use one of {', '.join(METHODS)}")
     need = METHODS[method].needs_head
-    if need and settings.get("model_type") != need:
+    if need and model_type != need:
         raise UserError(f"method {method} needs a {need} head, this model is "
-                        f"{settings.get('model_type')}: use another method or train with {need}")
+                        f"{model_type}: use another method or train with {need}")
 
 
 def _layers(record, value):

@@ -33,9 +33,9 @@ def resolve_methods(requested, settings):
     (the rest of the CAM family costs up to 600 forwards per image: by name only)."""
     if requested:
         for method in requested:
-            methods.check_method(method, settings)
+            methods.check_method(method, settings.model_type)
         return list(dict.fromkeys(requested))
-    return methods.supported(settings.get("model_type"), methods.REPORT_METHODS)
+    return methods.supported(settings.model_type, methods.REPORT_METHODS)
 
 
 def select_items(items, limit, seed):

@@ -19,6 +19,7 @@ import torch
 
 from flowercam.metrics import formulas, localization, registry, statistics
 from flowercam.metrics.config import FEW_SHOT_BASELINES, SummaryOptions
+from flowercam.model import checkpoints
 from flowercam.refine import methods as refiners
 from flowercam.segment import segmenter
 
@@ -164,7 +165,8 @@ def summarise(measured, opts: SummaryOptions, context: Context):
     pairs = list(dict.fromkeys([*default_pairs(rows, context.methods),
                                 *map(tuple, opts.compare)]))
     first = next(iter(measured.rows.values()))
-    return {"checkpoint": context.checkpoint, "backbone": context.backbone,
+    return {"checkpoint": context.checkpoint, "checkpoint_sha256": checkpoints.content_sha256(
+                context.checkpoint), "backbone": context.backbone,
             "data_dir": context.data_dir, "versions": versions(), "split": context.split,
             "subset": context.subset, "n_images": n, "seconds": context.seconds,
             "seconds_per_image": context.seconds / max(n, 1),

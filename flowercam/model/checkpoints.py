@@ -4,29 +4,39 @@
 print(c.load_checkpoint('RUN/epoch_3.pth')[1])"
 """
 
+import hashlib
 import os
 import warnings
+from pathlib import Path
 
 import torch
 
 from flowercam.core import UserError, atomic_write
-from flowercam.model.heads import Classifier, build_head, cut_of
-from flowercam.model.vgg import load_backbone
+from flowercam.model.heads import Classifier, HeadSettings, build_head, cut_of
+from flowercam.model.vgg import MAX_ABS_WEIGHT, load_backbone
 
 CHECKPOINT_FORMAT = "flowercam-head"
 CHECKPOINT_VERSION = 1
 
 
-def save_checkpoint(path, head, settings, **extra):
-    """Atomic torch.save of {"format", "version", "settings", "state_dict", **extra}."""
+def content_sha256(path) -> str:
+    """A checkpoint's content hash: what a run made from it (--tau-from's cam_metrics.json, a
+    partial metrics run) is matched by, never its path (a file replaced there is another)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def save_checkpoint(path, head, settings: HeadSettings, **extra):
+    """Atomic torch.save of {"format", "version", "settings" (HeadSettings.to_dict),
+    "state_dict", **extra}."""
     state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
     ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-            "settings": dict(settings), "state_dict": state, **extra}
+            "settings": settings.to_dict(), "state_dict": state, **extra}
     atomic_write(path, lambda f: torch.save(ckpt, f))
 
 
 def load_checkpoint(path):
-    """-> (head in eval mode, settings, ckpt dict); UserError if missing, unreadable or not ours."""
+    """-> (head in eval mode, HeadSettings, ckpt dict); UserError if missing, unreadable, not
+    ours, or its settings are wrong (naming the file and the field)."""
     path = os.fspath(path)
     if os.path.isdir(path):
         raise UserError(f"checkpoint {path} is a folder: pass one of its epoch_N.pth files")
@@ -43,9 +53,11 @@ def load_checkpoint(path):
     if ckpt.get("version") != CHECKPOINT_VERSION:
         raise UserError(f"checkpoint {path} has version {ckpt.get('version')!r}, expected "
                         f"{CHECKPOINT_VERSION}: retrain with this version of main.py")
-    settings = ckpt.get("settings") or {}
+    if "settings" not in ckpt:
+        raise UserError(f"checkpoint {path} has no settings: pass a .pth written by main.py")
+    settings = HeadSettings.from_dict(ckpt["settings"], f"checkpoint {path} settings")
     head = build_head(settings)
-    cut_of(settings)  # an unknown cut is refused here, not when the backbone runs
+    _check_weights(path, ckpt.get("state_dict"))
     try:
         head.load_state_dict(ckpt["state_dict"])
     except (KeyError, RuntimeError) as err:
@@ -54,13 +66,29 @@ def load_checkpoint(path):
     return head.eval(), settings, ckpt
 
 
+def _check_weights(path, state):
+    """UserError naming the file and tensor when a weight is not a finite float below
+    MAX_ABS_WEIGHT: such a head gives NaN losses and maps, never a figure."""
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {path} has no state_dict: pass a .pth written by main.py")
+    for name, tensor in state.items():
+        if not (torch.is_tensor(tensor) and tensor.is_floating_point()):
+            raise UserError(f"checkpoint {path} weight {name} is not a float tensor: retrain it")
+        if not torch.isfinite(tensor).all():
+            raise UserError(f"checkpoint {path} holds non-finite weights ({name}): retrain it or "
+                            "use another epoch")
+        if tensor.numel() and tensor.abs().max() > MAX_ABS_WEIGHT:
+            raise UserError(f"checkpoint {path} holds overflowing weights ({name}: |w| > "
+                            f"{MAX_ABS_WEIGHT:g}): retrain it or use another epoch")
+
+
 def load_model(checkpoint_path, backbone_weights=None, device="cpu", backbone=None):
-    """-> (Classifier in eval mode on `device`, settings); `backbone` reuses a loaded one (read
+    """-> (Classifier in eval mode on `device`, HeadSettings); `backbone` reuses a loaded one (read
     at the checkpoint's cut: backbone.at)."""
     head, settings, _ = load_checkpoint(checkpoint_path)
     if backbone is None:
         backbone = load_backbone(backbone_weights, device)
-    trained_on = settings.get("backbone")
+    trained_on = settings.backbone_id
     if trained_on and trained_on != backbone.backbone_id:
         warnings.warn(f"head was trained on backbone {trained_on}, loading it on "
                       f"{backbone.backbone_id}", stacklevel=2)

@@ -25,26 +25,27 @@ EVAL_BATCH = 256
 
 
 def make_settings(model_type, normalize_by, class_names, size, backbone_id,
-                  recam_lambda=None, cut=vgg.DEFAULT_CUT) -> dict:
-    """The settings every checkpoint carries: what evaluate and inference need to rebuild it.
-    recam_lambda (None = heads.RECAM_LAMBDA) is stored for ReCAM-published only; cut (where the
-    head reads the backbone) only when it is not pool5, so pool5 settings are as before."""
+                  recam_lambda=None, cut=vgg.DEFAULT_CUT) -> heads.HeadSettings:
+    """The settings every checkpoint carries, from main.py's flags: normalize_by is kept for
+    ReCAM only, recam_lambda (None = heads.RECAM_LAMBDA) for ReCAM-published only; checked now,
+    before any training."""
     if model_type not in heads.MODEL_TYPES:
         raise UserError(f"unknown model type {model_type!r}: "
                         f"use one of {', '.join(heads.MODEL_TYPES)}")
     if model_type == "ReCAM" and normalize_by not in normalization.NORMALIZERS:
         raise UserError(f"unknown normaliser {normalize_by!r}: "
                         f"use one of {', '.join(normalization.NORMALIZERS)}")
-    settings = {"model_type": model_type,
-                "normalize_by": normalize_by if model_type == "ReCAM" else None,
-                "num_classes": len(class_names), "class_names": list(class_names),
-                "input_size": int(size), "backbone": backbone_id}
+    vgg.check_cut(cut)
+    lam = None
     if model_type == "ReCAM-published":
-        settings["recam_lambda"] = heads.RECAM_LAMBDA if recam_lambda is None else recam_lambda
-        heads.build_head(settings)  # checks recam_lambda now, before any training
-    if vgg.check_cut(cut) != vgg.DEFAULT_CUT:
-        settings["cut"] = cut
-    return settings
+        lam = heads.RECAM_LAMBDA if recam_lambda is None else recam_lambda
+        if not isinstance(lam, (int, float)) or isinstance(lam, bool):
+            raise UserError(f"recam_lambda must be a finite number >= 0, got {lam!r}")
+        lam = float(lam)
+    return heads.HeadSettings(
+        model_type=model_type, num_classes=len(class_names), class_names=tuple(class_names),
+        input_size=int(size), normalize_by=normalize_by if model_type == "ReCAM" else None,
+        recam_lambda=lam, cut=cut, backbone_id=backbone_id)
 
 
 def batch_loss(head, feats, labels, reduction="mean"):
@@ -151,6 +152,9 @@ def _restore(state: TrainState, run_dir):
         return
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
+        epoch = blob["epoch"]
+        if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0):
+            raise ValueError(f"epoch {epoch!r}")
         state.head.load_state_dict(blob["head"])
         state.optimizer.load_state_dict(blob["optimizer"])
         state.order_gen.set_state(blob["order_rng"])
@@ -158,7 +162,7 @@ def _restore(state: TrainState, run_dir):
     except Exception as err:  # damaged or from other settings
         raise UserError(f"cannot resume from {path} ({type(err).__name__}): start a new run "
                         "instead") from None
-    state.history = runs.discard_after(run_dir, int(blob["epoch"]))
+    state.history = runs.discard_after(run_dir, epoch)
 
 
 @dataclasses.dataclass(frozen=True)
