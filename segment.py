@@ -9,6 +9,8 @@ mask file is read. The training images are the split's unaugmented copies (copy 
     python segment.py --checkpoint model/reference/CAM_lr0.0001_epoch6.pth --data-dir data
     python segment.py --checkpoint model/RUN/epoch_7.pth --rounds 2 --output model/seg2.pth
     python segment.py --checkpoint model/RUN/epoch_7.pth --limit 20 --rounds 0   # a quick look
+    python segment.py --checkpoint model/RUN/epoch_7.pth --seeds-cache model/seeds.pt \
+        --sampling half --output model/seg-half.pth    # 2nd run: seeds' maps from the cache
     python evaluate.py --checkpoint model/RUN/epoch_7.pth --cam-metrics --figures pseudo-masks \\
         --segmenter model/segmenter.pth --refine none crf --compare segmenter LayerCAM+crf
     python inference.py --segmenter model/segmenter.pth --image my_photos \\
@@ -56,10 +58,20 @@ def get_args_parser():
                         type=flags.unit_float,
                         help="map at or below this (and not flower): a background label; "
                              "pixels between are ignored")
+    parser.add_argument("--bg-refined-threshold", default=labels.DEFAULT.bg_refined_threshold,
+                        type=flags.unit_float,
+                        help="refined map at or below this (and not flower): a background label "
+                             "too (IRN's background from the CRF; default: the map's only)")
+    parser.add_argument("--sampling", default=labels.DEFAULT.sampling, choices=labels.SAMPLINGS,
+                        help="half: half flower, half background pixels per image, classes "
+                             "weighted equally; labels: in the labels' own class proportion")
+    parser.add_argument("--seeds-cache", default=None,
+                        help="a .pt file of the seeds' maps (at the classifier's side): read "
+                             "when it exists, written otherwise, so runs that change only the "
+                             "labelling or the rounds skip the class maps and their CRF")
     parser.add_argument("--pixels-per-image", type=flags.positive_int,
                         default=segmenter.DEFAULT.classifier.pixels_per_image,
-                        help="labelled pixels sampled per image and round (half flower, half "
-                             "background where there are enough)")
+                        help="labelled pixels sampled per image and round (see --sampling)")
     parser.add_argument("--limit", default=None, type=flags.positive_int,
                         help="train on a seeded sample of this many training images (default: all)")
     flags.add_seed(parser, "the image sample and the sampled pixels")
@@ -82,7 +94,8 @@ def main(args):
     core.check_writable_dir(Path(args.output).parent or Path("."), "--output's folder")
     settings = segmenter.SegmenterSettings(
         pixels.PixelSettings(pixels_per_image=args.pixels_per_image, seed=args.seed),
-        labels.LabelSettings(args.fg_threshold, args.bg_threshold), args.method, args.refine,
+        labels.LabelSettings(args.fg_threshold, args.bg_threshold, args.bg_refined_threshold,
+                             args.sampling), args.method, args.refine,
         args.rounds, args.batch_size)
     settings.check()
     split, weights = runs.run_defaults(args.checkpoint, args.split, args.backbone_weights)
@@ -93,9 +106,20 @@ def main(args):
     methods.check_method(args.method, head_settings.model_type)
     items = training_items(args.data_dir, split, args.limit, args.seed)
     size = features.input_size(args.data_dir)
+    seeds, key = None, None
+    if args.seeds_cache:
+        if Path(args.seeds_cache).is_dir():
+            raise UserError(f"--seeds-cache {args.seeds_cache} is a folder: give a .pt file path")
+        core.check_writable_dir(Path(args.seeds_cache).parent or Path("."),
+                                "--seeds-cache's folder")
+        key = segmenter.seeds_key(settings, backbone, args.checkpoint, args.data_dir, size)
+        seeds = segmenter.load_seeds(args.seeds_cache, key)
+    cached = set(seeds or ())
     start = time.perf_counter()
-    pm, record = segmenter.train(model, items, size, settings, args.device)
+    pm, record = segmenter.train(model, items, size, settings, args.device, seeds=seeds)
     seconds = time.perf_counter() - start
+    if seeds is not None and set(seeds) != cached:
+        segmenter.save_seeds(args.seeds_cache, key, seeds)
     segmenter.save(args.output, pm, settings, backbone, cam_checkpoint=str(args.checkpoint),
                    data_dir=str(args.data_dir), split=split, input_size=size,
                    n_images=len(items), seconds=seconds, **record)

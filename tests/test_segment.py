@@ -147,6 +147,58 @@ def test_confident_labels_ignore_the_band():
     assert sorted(y.tolist()) == [0, 0, 1] and 2 not in picked.tolist()
 
 
+def test_label_variants_refined_background_and_own_proportion():
+    fg_map = np.array([[0.05, 0.3, 0.9, 0.4]])
+    refined = np.array([[0.1, 0.2, 0.8, 0.45]])
+    s = labels.LabelSettings(bg_refined_threshold=0.25)
+    assert labels.confident(fg_map, refined, s).tolist() == [[0, 0, 1, labels.IGNORED]]
+    with pytest.raises(UserError, match="refined background threshold"):
+        labels.LabelSettings(bg_refined_threshold=0.6).check()
+    seeds = np.array([[1] * 10 + [0] * 90 + [labels.IGNORED] * 28], np.uint8)
+    rng = np.random.default_rng(0)
+    _, half = labels.sample(seeds, 20, rng)
+    picked, own = labels.sample(seeds, 100, rng, "labels")
+    assert half.mean() == 0.5 and own.mean() == 0.1 and (picked < 100).all()
+
+
+def test_seed_maps_at_side_give_the_labels_at_side():
+    """The cache keeps the maps at the classifier's side: labelling them there = labelling at
+    the input size and resizing the labels (the same nearest pixels)."""
+    rng = np.random.default_rng(0)
+    m, r = rng.random((37, 37)).astype(np.float32), rng.random((37, 37)).astype(np.float32)
+    full = labels.at_side(labels.confident(m, r), 16)
+    small = labels.confident(segmenter._at_side(m, 16), segmenter._at_side(r, 16))
+    assert np.array_equal(full, small)
+
+
+def test_seeds_cache_is_reused_and_keyed(masked, tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "seeds.pt"
+    code, _ = _segment(masked, tmp_path / "a.pth", "--rounds", "0", "--seeds-cache", str(cache))
+    assert code is None and cache.is_file()
+    first = torch.load(tmp_path / "a.pth", weights_only=True)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the seeds' maps were computed again")
+    monkeypatch.setattr(segmenter, "seed_maps", refuse)
+    stamp = cache.stat().st_mtime_ns
+    code, _ = _segment(masked, tmp_path / "b.pth", "--rounds", "0", "--seeds-cache", str(cache))
+    assert code is None and cache.stat().st_mtime_ns == stamp
+    again = torch.load(tmp_path / "b.pth", weights_only=True)
+    assert torch.equal(first["state"]["weight"], again["state"]["weight"])
+    code, _ = _segment(masked, tmp_path / "c.pth", "--rounds", "0", "--seeds-cache", str(cache),
+                       "--sampling", "labels", "--bg-refined-threshold", "0.3")
+    assert code is None
+    c = torch.load(tmp_path / "c.pth", weights_only=True)
+    assert c["settings"]["thresholds"]["sampling"] == "labels"
+    assert not torch.equal(first["state"]["weight"], c["state"]["weight"])
+    capsys.readouterr()
+    code, _ = _segment(masked, tmp_path / "d.pth", "--rounds", "0", "--seeds-cache", str(cache),
+                       "--refine", "superpixels")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "refiner" in err
+    assert not (tmp_path / "d.pth").exists()
+
+
 def test_checkpoint_round_trip(trained, masked):
     pm, settings = segmenter.load(trained)
     assert settings["backbone_name"] == "vgg16" and settings["rounds"] == 1

@@ -15,17 +15,31 @@ from flowercam.core import UserError
 from flowercam.data import masks
 
 IGNORED = 255
+SAMPLINGS = ("half", "labels")
 
 
 @dataclasses.dataclass(frozen=True)
 class LabelSettings:
     fg_threshold: float = 0.5  # refined map >= this: flower
     bg_threshold: float = 0.15  # map <= this (and refined below fg_threshold): background
+    # refined map <= this (and not flower) is background too (IRN's background from a CRF);
+    # None: the raw map's threshold only
+    bg_refined_threshold: float | None = None
+    # "half": up to n // 2 flower and n // 2 background pixels per image, classes weighted
+    # equally in the fit; "labels": n pixels drawn from the image's labelled ones, in their own
+    # class proportion, unweighted fit (the prior of the labels, not 50%)
+    sampling: str = "half"
 
     def check(self):
         if not 0 <= self.bg_threshold < self.fg_threshold <= 1:
             raise UserError(f"the background threshold {self.bg_threshold} must be below the "
                             f"foreground threshold {self.fg_threshold}, both in [0, 1]")
+        r = self.bg_refined_threshold
+        if r is not None and not 0 <= r < self.fg_threshold:
+            raise UserError(f"the refined background threshold {r} must be in [0, "
+                            f"{self.fg_threshold}) (below the foreground threshold)")
+        if self.sampling not in SAMPLINGS:
+            raise UserError(f"sampling {self.sampling!r} is not one of {', '.join(SAMPLINGS)}")
 
 
 DEFAULT = LabelSettings()
@@ -37,7 +51,10 @@ def confident(fg_map, refined, s: LabelSettings = DEFAULT) -> np.ndarray:
     out = np.full(fg_map.shape, IGNORED, np.uint8)
     fg = refined >= s.fg_threshold
     out[fg] = 1
-    out[~fg & (fg_map <= s.bg_threshold)] = 0
+    bg = fg_map <= s.bg_threshold
+    if s.bg_refined_threshold is not None:
+        bg |= refined <= s.bg_refined_threshold
+    out[~fg & bg] = 0
     return out
 
 
@@ -46,10 +63,15 @@ def at_side(labels, side) -> np.ndarray:
     return masks.resize_labels(labels, side).astype(np.uint8)
 
 
-def sample(labels, n, rng) -> tuple[np.ndarray, np.ndarray]:
-    """(flat indices, targets float32) of up to n // 2 flower and n // 2 background pixels of
-    labels [side,side] (balanced within the image; all of a class that has fewer)."""
+def sample(labels, n, rng, sampling="half") -> tuple[np.ndarray, np.ndarray]:
+    """(flat indices, targets float32) of labels [side,side]: sampling "half", up to n // 2
+    flower and n // 2 background pixels (balanced within the image; all of a class that has
+    fewer); "labels", up to n of the labelled pixels, in their own class proportion."""
     flat = labels.ravel()
+    if sampling == "labels":
+        where = np.flatnonzero(flat != IGNORED)
+        where = rng.choice(where, min(n, len(where)), replace=False)
+        return where, flat[where].astype(np.float32)
     picked = []
     for value in (1, 0):
         where = np.flatnonzero(flat == value)

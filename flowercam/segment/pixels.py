@@ -62,16 +62,17 @@ class PixelMap:
         return up.sigmoid()
 
 
-def fit(x, y, s: PixelSettings = DEFAULT, images=()):
+def fit(x, y, s: PixelSettings = DEFAULT, images=(), balanced=True):
     """Logistic regression of y [P] (1 flower, 0 not) on pixel features x [P,C], both classes
-    weighted equally -> PixelMap."""
+    weighted equally (balanced) or each pixel alike (the labels' own prior) -> PixelMap."""
     if y.sum() == 0 or y.sum() == len(y):
         raise UserError("the pixel classifier's training pixels hold one class only: add images "
                         "with both flower and background")
     x = x.float()
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     z = (x - mean) / std
-    weights = torch.where(y > 0, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
+    weights = (torch.where(y > 0, 0.5 / y.mean(), 0.5 / (1 - y.mean())) if balanced
+               else torch.ones_like(y))
     torch.manual_seed(s.seed)
     w, b = torch.zeros(z.shape[1], requires_grad=True), torch.zeros((), requires_grad=True)
     opt = torch.optim.LBFGS([w, b], max_iter=s.iterations, line_search_fn="strong_wolfe")

@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
 from flowercam.cam import compute, methods
@@ -87,25 +88,47 @@ def _batches(items, n):
         yield items[i:i + n]
 
 
-def _round_pixels(model, items, size, s: SegmenterSettings, current, device, desc, seed_fn):
+def _at_side(fmap, side) -> np.ndarray:
+    """A float map [H,W] -> [side,side] by nearest neighbour: the pixels labels.at_side keeps,
+    so labels.confident of the small maps = labels.at_side of the full-size labels."""
+    fmap = np.asarray(fmap, np.float32)
+    if fmap.shape == (side, side):
+        return fmap
+    return np.array(Image.fromarray(fmap, mode="F").resize((side, side), Image.NEAREST))
+
+
+def _round_pixels(model, items, size, s: SegmenterSettings, current, device, desc, seed_fn,
+                  seeds=None):
     """(x [P,C] float16, y [P]) of one round: each image's confident labels (from the seeds'
-    maps when current is None, else from current's maps), balanced samples of them."""
+    maps when current is None, else from current's maps), sampled (s.thresholds.sampling).
+    seeds: {item id: [2,side,side] float32 (map, refined map)} of the seeds' round; the
+    images found there skip the class maps and the refiner, the others are added to it."""
     rng = np.random.default_rng(s.classifier.seed)
+    side = s.classifier.side
     xs, ys = [], []
     bar = tqdm(total=len(items), desc=desc, unit="img")
     for batch in _batches(items, s.batch_size):
         images = torch.stack([dataset.load_image(p, size)[0] for _, p, _ in batch]).to(device)
         feats = pixels.pixel_features(model.backbone, images, s.classifier).cpu()  # [B,C,s,s]
-        if current is None:
-            targets = torch.tensor([label for _, _, label in batch], device=device)
-            maps = (seed_fn or seed_maps_of(model, s.method))(images, targets, batch)
+        if current is None and seeds is not None and all(i in seeds for i, _, _ in batch):
+            small = [seeds[i].numpy() for i, _, _ in batch]  # [2,side,side] each
         else:
-            maps = F.interpolate(current.logits(feats)[:, None], size=images.shape[-2:],
-                                 mode="bilinear", align_corners=False)[:, 0].sigmoid()
-        refined = refiners.refine_batch(s.refiner, _pixels01(images), maps)
-        for f, m, r in zip(feats, maps.numpy(), refined.numpy(), strict=True):
-            seeds = labels.at_side(labels.confident(m, r, s.thresholds), s.classifier.side)
-            where, y = labels.sample(seeds, s.classifier.pixels_per_image, rng)
+            if current is None:
+                targets = torch.tensor([label for _, _, label in batch], device=device)
+                maps = (seed_fn or seed_maps_of(model, s.method))(images, targets, batch)
+            else:
+                maps = F.interpolate(current.logits(feats)[:, None], size=images.shape[-2:],
+                                     mode="bilinear", align_corners=False)[:, 0].sigmoid()
+            refined = refiners.refine_batch(s.refiner, _pixels01(images), maps)
+            small = [np.stack([_at_side(m, side), _at_side(r, side)])
+                     for m, r in zip(maps.numpy(), refined.numpy(), strict=True)]
+            if current is None and seeds is not None:
+                seeds.update({i: torch.from_numpy(m) for (i, _, _), m in
+                              zip(batch, small, strict=True)})
+        for f, (m, r) in zip(feats, small, strict=True):
+            confident = labels.confident(m, r, s.thresholds)
+            where, y = labels.sample(confident, s.classifier.pixels_per_image, rng,
+                                     s.thresholds.sampling)
             xs.append(f.flatten(1).T[torch.from_numpy(where)].half())  # [n,C]
             ys.append(torch.from_numpy(y))
         bar.update(len(batch))
@@ -113,11 +136,13 @@ def _round_pixels(model, items, size, s: SegmenterSettings, current, device, des
     return torch.cat(xs), torch.cat(ys)
 
 
-def train(model, items, size, s: SegmenterSettings = DEFAULT, device="cpu", seed_fn=None):
+def train(model, items, size, s: SegmenterSettings = DEFAULT, device="cpu", seed_fn=None,
+          seeds=None):
     """(pixels.PixelMap, {"round_seconds": [...], "flower_fraction_of_labels": [...]}) trained
     on the items (id, path, label) with their labels only: round 0 on the seeds, then s.rounds
     self-training rounds. seed_fn: (images [B,3,H,W], targets [B], items) -> the seeds' maps
-    [B,H,W] in [0,1] instead of s.method's (tests: seeds of a known noise)."""
+    [B,H,W] in [0,1] instead of s.method's (tests: seeds of a known noise). seeds: a dict of
+    the seeds' maps at the classifier's side to reuse and fill (load_seeds / save_seeds)."""
     s.check()
     if not items:
         raise UserError("the segmenter has no training images: check the data folder's split")
@@ -125,11 +150,56 @@ def train(model, items, size, s: SegmenterSettings = DEFAULT, device="cpu", seed
     for r in range(s.rounds + 1):
         start = time.perf_counter()
         x, y = _round_pixels(model, items, size, s, current, device,
-                             "segmenter seeds" if r == 0 else f"self-training {r}", seed_fn)
-        current = pixels.fit(x, y, s.classifier, [i for i, _, _ in items])
+                             "segmenter seeds" if r == 0 else f"self-training {r}", seed_fn,
+                             seeds)
+        current = pixels.fit(x, y, s.classifier, [i for i, _, _ in items],
+                             balanced=s.thresholds.sampling == "half")
         seconds.append(time.perf_counter() - start)
         fractions.append(float(y.mean()) if len(y) else float("nan"))
     return current, {"round_seconds": seconds, "flower_fraction_of_labels": fractions}
+
+
+# ---------------------------------------------------------------- the seeds' cache
+
+SEEDS_FORMAT = "flowercam-segmenter-seeds"
+
+
+def seeds_key(s: SegmenterSettings, backbone, cam_checkpoint, data_dir, input_size) -> dict:
+    """What the seeds' maps depend on: a cache made under another key is not reused."""
+    return {"method": s.method, "refiner": s.refiner, "side": s.classifier.side,
+            "backbone": backbone.backbone_id, "cam_checkpoint": os.fspath(cam_checkpoint),
+            "data_dir": os.fspath(data_dir), "input_size": int(input_size)}
+
+
+def load_seeds(path, key) -> dict:
+    """{item id: [2,side,side] float32} of a seeds cache written under the same key; {} when
+    the file does not exist; UserError when it is unreadable or made under another key."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"cannot read seeds cache {path} ({type(err).__name__}): delete it or "
+                        "pass another file") from None
+    if not isinstance(blob, dict) or blob.get("format") != SEEDS_FORMAT:
+        raise UserError(f"{path} is not a segmenter seeds cache: pass another file")
+    if blob.get("key") != key:
+        other = {k: v for k, v in (blob.get("key") or {}).items() if key.get(k) != v}
+        raise UserError(f"seeds cache {path} was made with {other}, this run differs: pass "
+                        "another file or delete it")
+    side = key["side"]
+    maps = blob.get("maps")
+    if not isinstance(maps, dict) or not all(
+            isinstance(t, torch.Tensor) and t.shape == (2, side, side) for t in maps.values()):
+        raise UserError(f"seeds cache {path} holds maps of other shapes: delete it")
+    return {k: t.float() for k, t in maps.items()}
+
+
+def save_seeds(path, key, seeds):
+    """Atomic torch.save of the seeds' maps and their key."""
+    blob = {"format": SEEDS_FORMAT, "key": key, "maps": dict(seeds)}
+    atomic_write(path, lambda f: torch.save(blob, f))
 
 
 # ---------------------------------------------------------------- checkpoint
