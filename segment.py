@@ -61,7 +61,8 @@ def get_args_parser():
     parser.add_argument("--bg-refined-threshold", default=labels.DEFAULT.bg_refined_threshold,
                         type=flags.unit_float,
                         help="refined map at or below this (and not flower): a background label "
-                             "too (IRN's background from the CRF; default: the map's only)")
+                             "too (IRN's background from the CRF map); 0: (nearly) the map's "
+                             "--bg-threshold only")
     parser.add_argument("--sampling", default=labels.DEFAULT.sampling, choices=labels.SAMPLINGS,
                         help="half: half flower, half background pixels per image, classes "
                              "weighted equally; labels: in the labels' own class proportion")

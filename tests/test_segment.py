@@ -141,8 +141,10 @@ def test_noisy_pseudo_labels_train_a_model_that_beats_them(tmp_path):
 
 def test_confident_labels_ignore_the_band():
     fg_map = np.array([[0.05, 0.3, 0.9]])
-    refined = np.array([[0.1, 0.2, 0.8]])
+    refined = np.array([[0.1, 0.4, 0.8]])
     assert labels.confident(fg_map, refined).tolist() == [[0, labels.IGNORED, 1]]
+    raw_only = labels.LabelSettings(bg_refined_threshold=None)
+    assert labels.confident(fg_map, refined * 0.5, raw_only).tolist() == [[0, labels.IGNORED, 1]]
     picked, y = labels.sample(np.array([[1, 0, 255, 0]], np.uint8), 4, np.random.default_rng(0))
     assert sorted(y.tolist()) == [0, 0, 1] and 2 not in picked.tolist()
 
@@ -152,6 +154,9 @@ def test_label_variants_refined_background_and_own_proportion():
     refined = np.array([[0.1, 0.2, 0.8, 0.45]])
     s = labels.LabelSettings(bg_refined_threshold=0.25)
     assert labels.confident(fg_map, refined, s).tolist() == [[0, 0, 1, labels.IGNORED]]
+    raw_only = labels.LabelSettings(bg_refined_threshold=None)
+    assert labels.confident(fg_map, refined, raw_only).tolist() == [
+        [0, labels.IGNORED, 1, labels.IGNORED]]
     with pytest.raises(UserError, match="refined background threshold"):
         labels.LabelSettings(bg_refined_threshold=0.6).check()
     seeds = np.array([[1] * 10 + [0] * 90 + [labels.IGNORED] * 28], np.uint8)

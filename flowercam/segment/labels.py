@@ -22,9 +22,10 @@ SAMPLINGS = ("half", "labels")
 class LabelSettings:
     fg_threshold: float = 0.5  # refined map >= this: flower
     bg_threshold: float = 0.15  # map <= this (and refined below fg_threshold): background
-    # refined map <= this (and not flower) is background too (IRN's background from a CRF);
-    # None: the raw map's threshold only
-    bg_refined_threshold: float | None = None
+    # refined map <= this (and not flower) is background too (IRN's background from a CRF): the
+    # leaves and stems beside the flower that the raw map leaves in the band; None: the raw
+    # map's threshold only. 0.3 chosen on the validation mask images (docs/segmenter.md)
+    bg_refined_threshold: float | None = 0.3
     # "half": up to n // 2 flower and n // 2 background pixels per image, classes weighted
     # equally in the fit; "labels": n pixels drawn from the image's labelled ones, in their own
     # class proportion, unweighted fit (the prior of the labels, not 50%)
