@@ -144,7 +144,9 @@ def test_confident_labels_ignore_the_band():
     refined = np.array([[0.1, 0.4, 0.8]])
     assert labels.confident(fg_map, refined).tolist() == [[0, labels.IGNORED, 1]]
     raw_only = labels.LabelSettings(bg_refined_threshold=None)
-    assert labels.confident(fg_map, refined * 0.5, raw_only).tolist() == [[0, labels.IGNORED, 1]]
+    low = np.array([[0.1, 0.2, 0.8]])  # the refined map low in the band: background by default
+    assert labels.confident(fg_map, low, raw_only).tolist() == [[0, labels.IGNORED, 1]]
+    assert labels.confident(fg_map, low).tolist() == [[0, 0, 1]]
     picked, y = labels.sample(np.array([[1, 0, 255, 0]], np.uint8), 4, np.random.default_rng(0))
     assert sorted(y.tolist()) == [0, 0, 1] and 2 not in picked.tolist()
 
