@@ -61,7 +61,7 @@ def get_args_parser():
     parser.add_argument("--bg-refined-threshold", default=labels.DEFAULT.bg_refined_threshold,
                         type=flags.unit_float,
                         help="refined map at or below this (and not flower): a background label "
-                             "too (IRN's background from the CRF map); 0: (nearly) the map's "
+                             "too (IRN's background from the CRF map); 0: off, the map's "
                              "--bg-threshold only")
     parser.add_argument("--sampling", default=labels.DEFAULT.sampling, choices=labels.SAMPLINGS,
                         help="half: half flower, half background pixels per image, classes "
@@ -95,8 +95,9 @@ def main(args):
     core.check_writable_dir(Path(args.output).parent or Path("."), "--output's folder")
     settings = segmenter.SegmenterSettings(
         pixels.PixelSettings(pixels_per_image=args.pixels_per_image, seed=args.seed),
-        labels.LabelSettings(args.fg_threshold, args.bg_threshold, args.bg_refined_threshold,
-                             args.sampling), args.method, args.refine,
+        labels.LabelSettings(args.fg_threshold, args.bg_threshold,
+                             args.bg_refined_threshold or None, args.sampling),
+        args.method, args.refine,
         args.rounds, args.batch_size)
     settings.check()
     split, weights = runs.run_defaults(args.checkpoint, args.split, args.backbone_weights)

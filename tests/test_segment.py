@@ -193,10 +193,12 @@ def test_seeds_cache_is_reused_and_keyed(masked, tmp_path, monkeypatch, capsys):
     again = torch.load(tmp_path / "b.pth", weights_only=True)
     assert torch.equal(first["state"]["weight"], again["state"]["weight"])
     code, _ = _segment(masked, tmp_path / "c.pth", "--rounds", "0", "--seeds-cache", str(cache),
-                       "--sampling", "labels", "--bg-refined-threshold", "0.3")
+                       "--sampling", "labels", "--bg-refined-threshold", "0")
     assert code is None
     c = torch.load(tmp_path / "c.pth", weights_only=True)
     assert c["settings"]["thresholds"]["sampling"] == "labels"
+    assert c["settings"]["thresholds"]["bg_refined_threshold"] is None  # 0: off
+    assert first["settings"]["thresholds"]["bg_refined_threshold"] == 0.3
     assert not torch.equal(first["state"]["weight"], c["state"]["weight"])
     capsys.readouterr()
     code, _ = _segment(masked, tmp_path / "d.pth", "--rounds", "0", "--seeds-cache", str(cache),

@@ -41,7 +41,7 @@ class SegmenterSettings:
     thresholds: labels.LabelSettings = labels.DEFAULT
     method: str = "LayerCAM"  # the seeds' class maps (of the image's label)
     refiner: str = "crf"  # flowercam.refine.methods.REFINERS
-    rounds: int = 1  # self-training rounds after the fit on the seeds
+    rounds: int = 0  # self-training rounds after the fit on the seeds (0: chosen on validation)
     batch_size: int = 8
 
     def check(self):
