@@ -340,7 +340,10 @@ def _tupled(value):
 def metrics_config(args) -> MetricsConfig:
     """A map mode's parsed flags -> MetricsConfig: every flag's dest is the field it sets (the
     parser's defaults are MetricsConfig's)."""
-    return MetricsConfig(**{k: _tupled(v) for k, v in vars(args).items() if k in FIELDS})
+    given = {k: v for k, v in vars(args).items() if k in FIELDS}
+    if given.get("data_dir") is None:  # not given, and no run to read it from: the default
+        given.pop("data_dir", None)
+    return MetricsConfig(**{k: _tupled(v) for k, v in given.items()})
 
 
 def with_run_data(args):
