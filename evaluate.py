@@ -257,6 +257,10 @@ def add_baseline_args(add):
              "ones), random (seeded uniform noise), sobel (the image's edge magnitude), "
              "few-shot-N (a pixel classifier on N training masks per class); --baselines "
              "alone: none; default: center full")
+    add("--segmenter", metavar="CKPT",
+        help="also score a segment.py checkpoint's masks (rows segmenter and segmenter+REFINER "
+             "of --refine): a pixel classifier trained on the training images' pseudo-masks, "
+             "never on a mask; paired with the largest few-shot-N row")
     add("--compare", nargs=2, action="append", metavar=("A", "B"),
         help="also report the paired bootstrap difference A - B of every figure (maps among "
              "--methods and --baselines; repeat for more pairs); every map is always paired "

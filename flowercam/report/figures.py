@@ -22,6 +22,7 @@ from flowercam.data import dataset
 from flowercam.model import checkpoints, normalization, vgg
 from flowercam.report import image_files, render
 from flowercam.report.image_files import arrays_of, expand_images, load_items, save_extras, save_png
+from flowercam.segment import segmenter
 from flowercam.train import evaluation, runs
 
 NUM_IMAGES = 12
@@ -255,3 +256,29 @@ def with_outlines(tiles, masks, colour=render.OUTLINE_COLOUR):
         return tiles
     return [tile if mask is None else render.draw_outline(tile, mask, colour)
             for tile, mask in zip(tiles, masks, strict=True)]
+
+
+def segmenter_images(segmenter_path, images, opts, files=NO_FILES):
+    """The segmenter's masks (segment.py) of your own images: an overlay of its P(flower) with
+    the mask's outline (refined by files.refine first, >= files.mask_threshold) per image, at the
+    image's own resolution; files.masks_dir gets the masks as PNGs (255 = flower)."""
+    pm, settings = segmenter.load(segmenter_path)
+    paths = expand_images(images, opts.max_pixels)
+    backbone = vgg.load_backbone(opts.backbone_weights, opts.device)
+    segmenter.check_backbone(settings, backbone, segmenter_path)
+    size = int(settings.get("input_size") or vgg.INPUT_SIZE)
+    maps, sizes = [], []
+    for start in tqdm(range(0, len(paths), opts.batch_size), desc="segmenter masks", unit="batch"):
+        chunk = paths[start:start + opts.batch_size]
+        batch = torch.stack([dataset.load_image(p, size, opts.max_pixels)[0] for p in chunk])
+        maps.append(pm.maps(backbone, batch.to(opts.device)))
+    maps = torch.cat(maps).numpy()  # [N,size,size] P(flower)
+    for path, heat in zip(paths, maps, strict=True):
+        original = dataset.load_image(path, size, opts.max_pixels)[1]
+        sizes.append(original.size)
+        mask = image_files.refined(files.refine, path, heat) >= files.mask_threshold
+        tile = render.draw_outline(render.blend(original, heat, opts.alpha, opts.colormap),
+                                   mask, render.REFINED_COLOUR)
+        save_png(render.to_image(tile), Path(opts.output_dir) / fit_name(
+            f"segmenter_{Path(segmenter_path).stem}_{Path(path).stem}", ".png"))
+    save_extras(dataclasses.replace(files, save_maps=None), paths, sizes, {"maps": maps}, {})
