@@ -1,12 +1,13 @@
 """The few-shot baseline rows few-shot-N of --cam-metrics (Choe et al. 2020: a few fully
 annotated images beat weakly supervised localization): a per-pixel foreground classifier (logistic
-regression = a 1x1 conv) on frozen VGG16 activations, trained on the masks of N training-split
-images per class, never on a validation or test mask.
+regression = a 1x1 conv) on the frozen backbone's activations, trained on the masks of N
+training-split images per class, never on a validation or test mask.
 
     python evaluate.py -d model/RUN --cam-metrics --baselines center full few-shot-1 few-shot-5
     python -c "from flowercam.metrics import fewshot; print(fewshot.DEFAULT)"
 
-Features: conv3_3, conv4_3 and conv5_3 (ReLU outputs, 256 + 512 + 512 channels) upsampled
+Features: the backbone's pixel_stages (VGG16: conv3_3, conv4_3 and conv5_3, ReLU outputs,
+256 + 512 + 512 channels; timm: its last three stages) upsampled
 (bilinear) to side x side and standardised; the classifier's P(flower) is upsampled to the input
 size and is the row's map (not min-max normalised: a probability). Training pixels: a seeded
 sample of each mask image's non-ignored pixels, classes weighted equally, L-BFGS.
@@ -26,7 +27,7 @@ PREFIX = "few-shot-"  # few-shot-N: N training masks per class
 
 @dataclasses.dataclass(frozen=True)
 class FewShotSettings:
-    layers: tuple[str, ...] = ("stage3", "stage4", "stage5")
+    layers: tuple[str, ...] | None = None  # None: the backbone's pixel_stages
     side: int = 64  # activations upsampled to side x side
     pixels_per_image: int = 1024  # sampled training pixels of each mask image
     iterations: int = 100  # L-BFGS
@@ -69,8 +70,14 @@ def pick(by_class, n, seed):
             for it in dataset.sample_items(by_class[label], n, seed + label, in_order=True)]
 
 
+def with_layers(backbone, s: FewShotSettings) -> FewShotSettings:
+    """s with its layers named: the backbone's pixel_stages when s gives none."""
+    return s if s.layers else dataclasses.replace(s, layers=tuple(backbone.pixel_stages))
+
+
 def pixel_features(backbone, images, s: FewShotSettings = DEFAULT):
     """images [B,3,H,W] ImageNet-normalised -> [B,C,side,side] activations of s.layers."""
+    s = with_layers(backbone, s)
     with torch.no_grad():
         _, acts = backbone.forward_with(images, s.layers, graph=None)
         return torch.cat([F.interpolate(acts[name], size=(s.side, s.side), mode="bilinear",
@@ -117,6 +124,7 @@ class FewShotMap:
 
 def train(backbone, items, spec, size, s: FewShotSettings = DEFAULT, device="cpu"):
     """Logistic regression on the items' mask pixels (both classes weighted equally)."""
+    s = with_layers(backbone, s)
     x, y = _training_pixels(backbone, items, spec, size, s, device)
     if y.sum() == 0 or y.sum() == len(y):
         raise UserError("the few-shot training masks hold one class only: add masks")

@@ -10,8 +10,7 @@ import warnings
 import torch
 
 from flowercam.core import UserError, atomic_write
-from flowercam.model.heads import Classifier, build_head, cut_of
-from flowercam.model.vgg import load_backbone
+from flowercam.model.heads import Classifier, build_head
 
 CHECKPOINT_FORMAT = "flowercam-head"
 CHECKPOINT_VERSION = 1
@@ -23,6 +22,12 @@ def save_checkpoint(path, head, settings, **extra):
     ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "settings": dict(settings), "state_dict": state, **extra}
     atomic_write(path, lambda f: torch.save(ckpt, f))
+
+
+def in_channels(state_dict):
+    """Channels the saved head reads (its first conv's input; None: not a head's weights)."""
+    weight = state_dict.get("conv.weight") if isinstance(state_dict, dict) else None
+    return int(weight.shape[1]) if torch.is_tensor(weight) and weight.ndim == 4 else None
 
 
 def load_checkpoint(path):
@@ -44,8 +49,7 @@ def load_checkpoint(path):
         raise UserError(f"checkpoint {path} has version {ckpt.get('version')!r}, expected "
                         f"{CHECKPOINT_VERSION}: retrain with this version of main.py")
     settings = ckpt.get("settings") or {}
-    head = build_head(settings)
-    cut_of(settings)  # an unknown cut is refused here, not when the backbone runs
+    head = build_head(settings, in_channels(ckpt.get("state_dict")))
     try:
         head.load_state_dict(ckpt["state_dict"])
     except (KeyError, RuntimeError) as err:
@@ -54,16 +58,20 @@ def load_checkpoint(path):
     return head.eval(), settings, ckpt
 
 
-def load_model(checkpoint_path, backbone_weights=None, device="cpu", backbone=None):
-    """-> (Classifier in eval mode on `device`, settings); `backbone` reuses a loaded one (read
-    at the checkpoint's cut: backbone.at)."""
-    head, settings, _ = load_checkpoint(checkpoint_path)
-    if backbone is None:
-        backbone = load_backbone(backbone_weights, device)
+def cut_of(settings, backbone) -> str:
+    """Where a checkpoint's head reads the backbone: settings "cut" (checked by the backbone),
+    else the backbone's default cut (VGG16's pool5: checkpoints from before the cuts)."""
+    return backbone.check_cut(settings.get("cut") or backbone.default_cut)
+
+
+def attach(head, settings, backbone, device="cpu"):
+    """-> (Classifier of head on backbone (already read at the checkpoint's cut) in eval mode on
+    `device`, settings); a warning line when the weights differ from those it was trained on.
+    flowercam.backbones.registry.load_model loads a checkpoint on its backbone."""
     trained_on = settings.get("backbone")
     if trained_on and trained_on != backbone.backbone_id:
         warnings.warn(f"head was trained on backbone {trained_on}, loading it on "
                       f"{backbone.backbone_id}", stacklevel=2)
-    model = Classifier(backbone.at(cut_of(settings)), head).to(device).eval()
+    model = Classifier(backbone, head).to(device).eval()
     model.settings = settings
     return model, settings

@@ -4,7 +4,8 @@ classifier (frozen backbone + head).
     python -c "from flowercam.model import heads; print(heads.build_head({'model_type': 'CAM', \
 'num_classes': 17}))"
 
-The backbone is flowercam/model/vgg.py, checkpoints flowercam/model/checkpoints.py.
+The backbone is any of flowercam/backbones/ (a head reads its channels), checkpoints
+flowercam/model/checkpoints.py.
 """
 
 import torch
@@ -13,24 +14,25 @@ from torch import nn
 
 from flowercam.core import UserError
 from flowercam.model.normalization import NORMALIZERS, normalize
-from flowercam.model.vgg import DEFAULT_CUT, FEATURE_SHAPE, check_cut
 
 MODEL_TYPES = ("CAM", "ReCAM", "ReCAM-published", "CAM-paper")
+CHANNELS = 512  # a head's input channels when none are given: the default backbone's
 RECAM_LAMBDA = 1.0  # published ReCAM's weight of L_sce: 1 on VOC, 0.1 on COCO (Chen et al. 2022)
 
 
 class CAMHead(nn.Module):
-    """The report's baseCAM head: conv1x1 512->C + ReLU = class maps, GAP, Linear(C,C), no bias."""
+    """The report's baseCAM head: conv1x1 K->C + ReLU = class maps, GAP, Linear(C,C), no bias
+    (K: the backbone's channels, 512 for VGG16)."""
 
     model_type = "CAM"
 
-    def __init__(self, num_classes, in_channels=FEATURE_SHAPE[0]):
+    def __init__(self, num_classes, in_channels=CHANNELS):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, num_classes, kernel_size=1)
         self.fc = nn.Linear(num_classes, num_classes, bias=False)
 
     def class_maps(self, feats):
-        """feats [B,512,h,w] -> class maps [B,C,h,w] (non-negative)."""
+        """feats [B,K,h,w] -> class maps [B,C,h,w] (non-negative)."""
         return F.relu(self.conv(feats))
 
     def classify(self, maps):
@@ -55,7 +57,7 @@ class ReCAMHead(CAMHead):
 
     model_type = "ReCAM"
 
-    def __init__(self, num_classes, normalize_by="minmax", in_channels=FEATURE_SHAPE[0]):
+    def __init__(self, num_classes, normalize_by="minmax", in_channels=CHANNELS):
         super().__init__(num_classes, in_channels)
         if normalize_by not in NORMALIZERS:
             raise UserError(f"unknown ReCAM normalize_by {normalize_by!r}: "
@@ -83,7 +85,7 @@ class PublishedReCAMHead(CAMHead):
 
     model_type = "ReCAM-published"
 
-    def __init__(self, num_classes, recam_lambda=RECAM_LAMBDA, in_channels=FEATURE_SHAPE[0]):
+    def __init__(self, num_classes, recam_lambda=RECAM_LAMBDA, in_channels=CHANNELS):
         super().__init__(num_classes, in_channels)
         if not (isinstance(recam_lambda, (int, float)) and 0 <= recam_lambda < float("inf")):
             raise UserError(f"recam_lambda must be a finite number >= 0, got {recam_lambda!r}")
@@ -99,7 +101,7 @@ class PublishedReCAMHead(CAMHead):
         return torch.einsum("bhw,bchw->bc", cam, maps) / (maps.shape[-2] * maps.shape[-1])
 
     def loss(self, feats, labels, reduction="mean"):
-        """feats [B,512,h,w], labels [B] -> (L_cls + lambda * L_sce, logits [B,C] of W)."""
+        """feats [B,K,h,w], labels [B] -> (L_cls + lambda * L_sce, logits [B,C] of W)."""
         maps = self.class_maps(feats)
         logits = self.classify(maps)
         sce = self.sce(self.reactivated(maps, labels))  # scores of f_y, the true class only
@@ -116,14 +118,14 @@ class PublishedReCAMHead(CAMHead):
 
 
 class PaperCAMHead(CAMHead):
-    """The CAM paper's VGG16 head (Zhou et al., CVPR 2016; read at the conv5_3 cut): conv3x3
-    512->1024 + ReLU = the maps A_k, GAP, Linear(1024,C) with bias; CAM_c = sum_k w_ck A_k, whose
+    """The CAM paper's VGG16 head (Zhou et al., CVPR 2016; read at VGG16's conv5_3 cut): conv3x3
+    K->1024 + ReLU = the maps A_k, GAP, Linear(1024,C) with bias; CAM_c = sum_k w_ck A_k, whose
     spatial mean + b_c is logit c."""
 
     model_type = "CAM-paper"
     WIDTH = 1024
 
-    def __init__(self, num_classes, in_channels=FEATURE_SHAPE[0], width=WIDTH):
+    def __init__(self, num_classes, in_channels=CHANNELS, width=WIDTH):
         nn.Module.__init__(self)
         self.conv = nn.Conv2d(in_channels, width, kernel_size=3, padding=1)
         self.fc = nn.Linear(width, num_classes)
@@ -141,25 +143,21 @@ class Classifier(nn.Module):
         return self.head(self.backbone(images))
 
 
-def cut_of(settings) -> str:
-    """Where a checkpoint's head reads the backbone: settings "cut" (checked), else pool5
-    (checkpoints from before the cuts)."""
-    return check_cut(settings.get("cut") or DEFAULT_CUT)
-
-
-def build_head(settings):
-    """settings dict (a checkpoint's) -> CAMHead, ReCAMHead, PublishedReCAMHead or PaperCAMHead."""
+def build_head(settings, in_channels=None):
+    """settings dict (a checkpoint's) -> CAMHead, ReCAMHead, PublishedReCAMHead or PaperCAMHead
+    reading in_channels (the backbone's channels; None: CHANNELS)."""
     kind = settings.get("model_type")
     num = settings.get("num_classes")
     if kind not in MODEL_TYPES:
         raise UserError(f"unknown model_type {kind!r}: use one of {', '.join(MODEL_TYPES)}")
     if not isinstance(num, int) or num < 1:
         raise UserError(f"num_classes must be a positive integer, got {num!r}")
+    k = in_channels or CHANNELS
     if kind == "CAM":
-        return CAMHead(num)
+        return CAMHead(num, k)
     if kind == "CAM-paper":
-        return PaperCAMHead(num)
+        return PaperCAMHead(num, k)
     if kind == "ReCAM-published":
         lam = settings.get("recam_lambda")
-        return PublishedReCAMHead(num, RECAM_LAMBDA if lam is None else lam)
-    return ReCAMHead(num, settings.get("normalize_by") or "minmax")
+        return PublishedReCAMHead(num, RECAM_LAMBDA if lam is None else lam, k)
+    return ReCAMHead(num, settings.get("normalize_by") or "minmax", k)

@@ -18,17 +18,18 @@ from tqdm import tqdm
 from flowercam.cache import features
 from flowercam.core import UserError, atomic_write
 from flowercam.data import dataset
-from flowercam.model import checkpoints, heads, normalization, vgg
+from flowercam.model import checkpoints, heads, normalization
 from flowercam.train import runs
 
 EVAL_BATCH = 256
 
 
 def make_settings(model_type, normalize_by, class_names, size, backbone_id,
-                  recam_lambda=None, cut=vgg.DEFAULT_CUT) -> dict:
+                  recam_lambda=None, cut=None) -> dict:
     """The settings every checkpoint carries: what evaluate and inference need to rebuild it.
     recam_lambda (None = heads.RECAM_LAMBDA) is stored for ReCAM-published only; cut (where the
-    head reads the backbone) only when it is not pool5, so pool5 settings are as before."""
+    head reads the backbone) only when it is not the backbone's default (None), so VGG16's pool5
+    settings are as before."""
     if model_type not in heads.MODEL_TYPES:
         raise UserError(f"unknown model type {model_type!r}: "
                         f"use one of {', '.join(heads.MODEL_TYPES)}")
@@ -42,7 +43,7 @@ def make_settings(model_type, normalize_by, class_names, size, backbone_id,
     if model_type == "ReCAM-published":
         settings["recam_lambda"] = heads.RECAM_LAMBDA if recam_lambda is None else recam_lambda
         heads.build_head(settings)  # checks recam_lambda now, before any training
-    if vgg.check_cut(cut) != vgg.DEFAULT_CUT:
+    if cut is not None:
         settings["cut"] = cut
     return settings
 
@@ -123,11 +124,12 @@ class TrainState:
     history: list  # the log rows so far
 
 
-def start(settings, run_dir, lr, seed, device, resume=False) -> TrainState:
-    """A fresh seeded head and Adam; resume: as they were after the last saved epoch (the
-    rule in flowercam/train/runs.py: later log rows and checkpoints are discarded and redone)."""
+def start(settings, run_dir, lr, seed, device, resume=False, in_channels=None) -> TrainState:
+    """A fresh seeded head reading in_channels (the backbone's; None: heads.CHANNELS) and Adam;
+    resume: as they were after the last saved epoch (the rule in flowercam/train/runs.py: later
+    log rows and checkpoints are discarded and redone)."""
     torch.manual_seed(seed)
-    head = heads.build_head(settings).to(device)
+    head = heads.build_head(settings, in_channels).to(device)
     # fused Adam: one kernel per step instead of a dozen small ones (the head step is tiny)
     optimizer = torch.optim.Adam(head.parameters(), lr=lr, fused=True)
     state = TrainState(head, optimizer, torch.Generator().manual_seed(seed), [])
@@ -179,7 +181,8 @@ def train(settings, train_src, valid_src, run_dir, cfg: TrainConfig) -> list[dic
     when the validation loss improved, log row, state.pth; overfit halt. -> history.
     A second process training in the same run_dir is refused (runs.training_lock)."""
     with runs.training_lock(run_dir):  # one trainer per run folder
-        state = start(settings, run_dir, cfg.lr, cfg.seed, cfg.device, cfg.resume)
+        state = start(settings, run_dir, cfg.lr, cfg.seed, cfg.device, cfg.resume,
+                      getattr(train_src, "channels", None))
         best = min((row["valid_loss"] for row in state.history), default=float("inf"))
         if state.history and state.history[-1]["overfit"]:
             return state.history  # the run had already stopped
