@@ -60,8 +60,9 @@ def main(args):
 
     def settings_of(config):
         return training.make_settings(config["model_type"], config["normalize_by"], names, size,
-                                      backbone.backbone_id, cut=None if config["cut"] ==
-                                      backbone.default_cut else config["cut"])
+                                      backbone.backbone_id, cut=config["cut"],
+                                      backbone=backbone.key,
+                                      backbone_weights_id=backbone.weights_sha256)
 
     train_cfg = training.TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                                      seed=args.seed, device=args.device)

@@ -76,7 +76,7 @@ def new_run(args, settings, sizes) -> Path:
     run_dir = runs.make_run_dir(args.output_dir, settings)
     config = {k: v for k, v in vars(args).items() if k != "resume"}
     try:
-        core.atomic_save_json(run_dir / "config.json", {**config, "settings": settings,
+        core.atomic_save_json(run_dir / "config.json", {**config, "settings": settings.to_dict(),
                                                         "train_images": sizes[0],
                                                         "valid_images": sizes[1]})
     except BaseException:
@@ -115,16 +115,16 @@ def main(args):
     settings = training.make_settings(args.model_type, args.normalize_by,
                                       dataset.class_names(args.data_dir),
                                       features.input_size(args.data_dir), backbone.backbone_id,
-                                      args.recam_lambda, None if backbone.cut ==
-                                      backbone.default_cut else backbone.cut)
+                                      args.recam_lambda, backbone.cut, backbone.key,
+                                      backbone.weights_sha256)
     if args.resume:
         run_dir = Path(args.resume)
-        if runs.run_config(run_dir).get("settings") != settings:
+        if runs.run_settings(run_dir) != settings:
             raise core.UserError(f"{run_dir} was trained on other data or weights: start a new "
                                  "run")
     else:
         run_dir = new_run(args, settings, (len(train_src), len(valid_src)))
-    print(f"training {settings['model_type']} on {len(train_src)} images -> {run_dir}")
+    print(f"training {settings.model_type} on {len(train_src)} images -> {run_dir}")
     history = train(args, settings, train_src, valid_src, run_dir)
     saved = [row for row in history if "checkpoint" in row]
     if not saved:

@@ -31,7 +31,7 @@ def describe(head, settings, backbone) -> list[str]:
     shapes = backbone.shapes()
     stages = ", ".join(f"{name} {shapes[name]}" for name in backbone.stages)
     lines = [f"backbone: {backbone.key}, frozen, {backbone.input_size} px -> {backbone.cut} "
-             f"{shapes[backbone.cut]}", f"  stages: {stages}", f"settings: {settings}"]
+             f"{shapes[backbone.cut]}", f"  stages: {stages}", f"settings: {settings.to_dict()}"]
     for name, tensor in head.state_dict().items():
         lines.append(f"  {name}: {tuple(tensor.shape)}")
     count = sum(t.numel() for t in head.parameters())
@@ -50,8 +50,11 @@ def main(args):
     else:
         backbone = registry.load_backbone(args.backbone or registry.DEFAULT, seed=0)
         backbone = backbone.at(args.cut or backbone.default_cut)
-        settings = {"model_type": args.model_type, "num_classes": args.num_classes,
-                    "normalize_by": args.normalize_by}
+        settings = heads.HeadSettings(
+            args.model_type, args.num_classes,
+            normalize_by=args.normalize_by if args.model_type == "ReCAM" else None,
+            recam_lambda=heads.RECAM_LAMBDA if args.model_type == "ReCAM-published" else None,
+            cut=backbone.cut, backbone=backbone.key)
         head = heads.build_head(settings, backbone.channels)
     print("\n".join(describe(head, settings, backbone)))
 

@@ -90,7 +90,8 @@ def storage_effect(args) -> dict:
 def step_cost(kind, cut, args, classes=17) -> dict:
     """ms per Adam step of one head on a random batch at cut (256 px), one thread."""
     torch.manual_seed(0)
-    head = heads.build_head({"model_type": kind, "num_classes": classes})
+    head = heads.build_head(heads.HeadSettings.from_dict({"model_type": kind,
+                                                        "num_classes": classes}))
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-4, fused=True)
     feats = torch.rand(args.batch_size, *vgg.feature_shape(cut))
     labels = torch.randint(0, classes, (args.batch_size,))

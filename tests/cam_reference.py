@@ -58,7 +58,7 @@ def load_images(folder, count, size):
 def class_cams(head, feats, method="CAM"):
     """All C class maps in one pass, the oracle of the CAM identities (tests/test_cams.py,
     tests/test_recam_published.py): feats [B,512,h,w] -> [B,C,h,w] (CAM or ReCAM)."""
-    methods.check_method(method, {"model_type": head.model_type})
+    methods.check_method(method, head.model_type)
     with torch.no_grad():
         rew, maps, _ = head.forward_maps(feats)
         acts = {"classmaps": maps, "reweighted": rew}

@@ -16,9 +16,10 @@ def make_synthetic_run(root):
     weights = root / "vgg_random.pth"
     torch.save(vgg16.VGG16().features.state_dict(), weights)
     backbone = vgg16.load(str(weights))
-    settings = {"model_type": "ReCAM", "normalize_by": "minmax", "num_classes": 3,
-                "class_names": list(training_data.CLASSES), "input_size": 32,
-                "backbone": backbone.backbone_id}
+    settings = heads.HeadSettings.from_dict({
+        "model_type": "ReCAM", "normalize_by": "minmax", "num_classes": 3,
+        "class_names": list(training_data.CLASSES), "input_size": 32,
+        "backbone": backbone.backbone_id})
     for epoch in (1, 3):
         checkpoints.save_checkpoint(root / "run" / f"epoch_{epoch}.pth",
                                     heads.build_head(settings), settings, epoch=epoch)

@@ -16,8 +16,7 @@ C = 3
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return heads.Classifier(vgg16.VGG16(), heads.build_head({"model_type": "CAM",
-                                                              "num_classes": C})).eval()
+    return heads.Classifier(vgg16.VGG16(), heads.build_head(heads.HeadSettings("CAM", C))).eval()
 
 
 def images(n=2, size=32):

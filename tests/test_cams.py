@@ -196,8 +196,8 @@ def test_user_errors(cam_model, recam_model):
     with pytest.raises(core.UserError, match="ReCAM head"):
         compute.compute_maps(cam_model, x, "ReCAM")
     with pytest.raises(core.UserError, match="ReCAM head"):
-        methods.check_method("ReCAM", {"model_type": "CAM"})
-    methods.check_method("ReCAM", {"model_type": "ReCAM"})
+        methods.check_method("ReCAM", "CAM")
+    methods.check_method("ReCAM", "ReCAM")
     bad_calls = [("Score-CAM", {}), ("CAM", {"normalise_by": "relu"}),
                  ("LayerCAM", {"layers": ["stage3"], "layer_weights": [0.5, 0.5]}),
                  ("LayerCAM", {"fusion": "mean"}), ("GradCAM", {"gradcam_layer": "fc"})]

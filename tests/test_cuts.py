@@ -85,4 +85,4 @@ def test_grid_trains_new_heads_at_conv5_3_and_records_the_cut(tmp_path):
     assert "| CAM @conv5_3 | 0.001 |" in table and "| CAM-paper @conv5_3 | 0.001 |" in table
     for row, _ in results:
         model, settings = registry.load_model(row["best_checkpoint"], weights)
-        assert settings["cut"] == "conv5_3" and model.backbone.cut == "conv5_3"
+        assert settings.cut == "conv5_3" and model.backbone.cut == "conv5_3"

@@ -52,9 +52,10 @@ def tiny(tmp_path_factory):
     data = training_data.make_dataset(root / "data", per_class=6, copies=2, size=32)
     weights = training_data.random_weights(root / "w.pth")
     backbone = vgg16.load(weights)
-    settings = {"model_type": "ReCAM", "normalize_by": "minmax", "num_classes": 3,
-                "class_names": list(training_data.CLASSES), "input_size": 32,
-                "backbone": backbone.backbone_id}
+    settings = heads.HeadSettings.from_dict({
+        "model_type": "ReCAM", "normalize_by": "minmax", "num_classes": 3,
+        "class_names": list(training_data.CLASSES), "input_size": 32,
+        "backbone": backbone.backbone_id})
     torch.manual_seed(0)
     checkpoints.save_checkpoint(root / "run" / "epoch_1.pth", heads.build_head(settings),
                                 settings, epoch=1)

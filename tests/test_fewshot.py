@@ -33,9 +33,10 @@ def masked_run(tmp_path_factory):
     record_values(root / "data")  # Flower-17's values, as augment.py records them
     weights = training_data.random_weights(root / "w.pth")
     backbone = vgg16.load(weights)
-    settings = {"model_type": "CAM", "normalize_by": "minmax", "num_classes": 3,
-                "class_names": list(training_data.CLASSES), "input_size": 32,
-                "backbone": backbone.backbone_id}
+    settings = heads.HeadSettings.from_dict({
+        "model_type": "CAM", "normalize_by": "minmax", "num_classes": 3,
+        "class_names": list(training_data.CLASSES), "input_size": 32,
+        "backbone": backbone.backbone_id})
     checkpoints.save_checkpoint(root / "run" / "epoch_1.pth", heads.build_head(settings), settings)
     return {"data": data, "weights": weights, "run": root / "run", "backbone": backbone}
 

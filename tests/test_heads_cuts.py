@@ -23,7 +23,7 @@ def backbone():
 
 def tiny(backbone, kind, cut, seed=0):
     torch.manual_seed(seed)
-    head = heads.build_head({"model_type": kind, "num_classes": C})
+    head = heads.build_head(heads.HeadSettings.from_dict({"model_type": kind, "num_classes": C}))
     return heads.Classifier(backbone.at(cut), head).eval()
 
 
@@ -53,7 +53,7 @@ def test_shapes_and_cam_identity(backbone, kind, cut):
 
 
 def test_paper_head_is_the_papers():
-    head = heads.build_head({"model_type": "CAM-paper", "num_classes": 17})
+    head = heads.build_head(heads.HeadSettings("CAM-paper", 17))
     assert isinstance(head, heads.PaperCAMHead) and head.conv.kernel_size == (3, 3)
     assert head.conv.padding == (1, 1) and head.conv.out_channels == 1024
     feats = torch.rand(1, 512, 16, 16)
@@ -64,26 +64,30 @@ def test_paper_head_is_the_papers():
 def test_checkpoint_rebuilds_the_cut(tmp_path, backbone, kind):
     settings = training.make_settings(kind, "minmax", ["a", "b", "c"], 64, backbone.backbone_id,
                                       cut="conv5_3")
-    assert settings["cut"] == "conv5_3"
+    assert settings.cut == "conv5_3"
     model = tiny(backbone, kind, "conv5_3", seed=3)
     path = tmp_path / "epoch_1.pth"
     checkpoints.save_checkpoint(path, model.head, settings, epoch=1)
     torch.load(path, weights_only=True)  # plain types only
     loaded, got = registry.load_model(path, backbone=backbone)
-    assert got["cut"] == "conv5_3" and loaded.backbone.cut == "conv5_3"
+    assert got.cut == "conv5_3" and loaded.backbone.cut == "conv5_3"
     assert type(loaded.head) is type(model.head) and backbone.cut == "pool5"  # no side effect
     x = images()
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
 
 
-def test_pool5_settings_carry_no_cut_and_old_checkpoints_load_at_pool5(tmp_path, backbone):
+def test_old_checkpoints_without_a_cut_load_at_pool5(tmp_path, backbone):
     settings = training.make_settings("CAM", None, ["a", "b", "c"], 64, backbone.backbone_id)
-    assert "cut" not in settings  # the report's settings, as before
+    assert settings.cut == "pool5"
     path = tmp_path / "epoch_1.pth"
-    checkpoints.save_checkpoint(path, heads.build_head(settings), settings)
+    head = heads.build_head(settings)
+    checkpoints.save_checkpoint(path, head, settings)
+    old = {k: v for k, v in settings.to_dict().items() if k != "cut"}  # before the cuts
+    torch.save({**torch.load(path, weights_only=True), "settings": old}, path)
     assert registry.load_model(path, backbone=backbone)[0].backbone.cut == "pool5"
-    checkpoints.save_checkpoint(path, heads.build_head(settings), {**settings, "cut": "pool9"})
+    torch.save({**torch.load(path, weights_only=True),
+                "settings": {**settings.to_dict(), "cut": "pool9"}}, path)
     with pytest.raises(UserError, match="unknown cut 'pool9' of backbone vgg16"):
         registry.load_model(path, backbone=backbone)  # the backbone knows its cuts
 

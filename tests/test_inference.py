@@ -42,9 +42,9 @@ def make_data_dir(data):
 
 
 def make_checkpoint(path, model_type, normalize_by, backbone_id):
-    settings = {"model_type": model_type, "normalize_by": normalize_by,
+    settings = heads.HeadSettings.from_dict({"model_type": model_type, "normalize_by": normalize_by,
                 "num_classes": len(CLASSES), "class_names": CLASSES, "input_size": SIZE,
-                "backbone": backbone_id}
+                "backbone": backbone_id})
     torch.manual_seed(1)
     checkpoints.save_checkpoint(path, heads.build_head(settings), settings, epoch=1)
     return str(path)
@@ -285,7 +285,7 @@ def test_feature_reuse_in_compare_gives_the_same_maps(env, which):
     model, settings = registry.load_model(env[which], env["weights"])
     torch.manual_seed(0)
     images = torch.randn(3, 3, SIZE, SIZE)
-    method = settings["model_type"]
+    method = settings.model_type
     direct = figures.explain(model, settings, images, method, None, "cpu")
     cache = {}
     for _ in range(2):  # the second call takes the cached features

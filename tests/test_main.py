@@ -52,7 +52,7 @@ def test_run_dir_logs_and_checkpoints(setup, tmp_path):
         assert ckpt["format"] == "flowercam-head" and ckpt["settings"]["normalize_by"] == "sigmoid"
         assert set(ckpt["state_dict"]) == {"conv.weight", "conv.bias", "fc.weight"}
         head, settings, _ = checkpoints.load_checkpoint(path)
-        assert settings["backbone"].startswith("vgg16-file-") and settings["num_classes"] == 3
+        assert settings.backbone_id.startswith("vgg16-file-") and settings.num_classes == 3
     assert not list(run_dir.glob(".tmp-*"))
 
 
@@ -63,7 +63,7 @@ def test_published_recam_trains_and_evaluates(setup, tmp_path):
     assert log[-1]["train_loss"] < log[0]["train_loss"]
     head, settings, _ = checkpoints.load_checkpoint(runs.best_checkpoint(run_dir))
     assert isinstance(head, heads.PublishedReCAMHead) and head.recam_lambda == 0.5
-    assert settings["recam_lambda"] == 0.5 and settings["normalize_by"] is None
+    assert settings.recam_lambda == 0.5 and settings.normalize_by is None
     data_dir, _ = setup
     code, result = run_cli(evaluate_cli, ["-d", str(run_dir), "--data-dir", data_dir,
                                           "--num-workers", "0"])
@@ -172,7 +172,7 @@ def test_grid_tables_and_figure(setup, tmp_path):
     assert set(runs) == {"CAM-lr0.001", "ReCAM-minmax-lr0.001", "ReCAM-sigmoid-lr0.001",
                          "ReCAM-relu-lr0.001", "ReCAM-published-lr0.001"}
     published = checkpoints.load_checkpoint(runs["ReCAM-published-lr0.001"]["best_checkpoint"])
-    assert published[1]["recam_lambda"] == heads.RECAM_LAMBDA
+    assert published[1].recam_lambda == heads.RECAM_LAMBDA
     for entry in runs.values():
         checkpoints.load_checkpoint(entry["best_checkpoint"])
         assert Path(entry["run_dir"]).parent == tmp_path / "model"

@@ -207,9 +207,10 @@ def test_evaluate_reads_the_data_folders_masks_as_with_explicit_flags(tmp_path):
     data = tmp_path / "data"
     run_augment(source, data)
     backbone = vgg16.load(random_weights(tmp_path / "w.pth"))
-    settings = {"model_type": "CAM", "normalize_by": "minmax", "num_classes": 2,
-                "class_names": ["cat", "dog"], "input_size": SIZE,
-                "backbone": backbone.backbone_id}
+    settings = heads.HeadSettings.from_dict({
+        "model_type": "CAM", "normalize_by": "minmax", "num_classes": 2,
+        "class_names": ["cat", "dog"], "input_size": SIZE,
+        "backbone": backbone.backbone_id})
     checkpoint = tmp_path / "run" / "epoch_1.pth"
     checkpoints.save_checkpoint(checkpoint, heads.build_head(settings), settings)
     common = {"checkpoint": str(checkpoint), "data_dir": str(data), "split_name": "test",

@@ -33,9 +33,8 @@ def images(n=2, size=64, seed=1):
 
 
 def settings(model_type="CAM", normalize_by=None):
-    return {"model_type": model_type, "normalize_by": normalize_by, "num_classes": C,
-            "class_names": [f"c{i}" for i in range(C)], "input_size": 64,
-            "backbone": vgg.RANDOM_ID}
+    return heads.HeadSettings(model_type, C, tuple(f"c{i}" for i in range(C)), 64,
+                              normalize_by=normalize_by, backbone_id=vgg.RANDOM_ID)
 
 
 def test_backbone_frozen_and_eval_under_train(backbone):
@@ -189,9 +188,9 @@ def test_checkpoint_errors(tmp_path):
     checkpoints.save_checkpoint(tmp_path / "c.pth", heads.CAMHead(5), s)  # 5 classes, settings: 17
     with pytest.raises(core.UserError, match="do not fit"):
         checkpoints.load_checkpoint(tmp_path / "c.pth")
-    for bad in ({**s, "model_type": "X"}, {**s, "num_classes": 0}):
+    for bad in ({**s.to_dict(), "model_type": "X"}, {**s.to_dict(), "num_classes": 0}):
         with pytest.raises(core.UserError):
-            heads.build_head(bad)
+            heads.HeadSettings.from_dict(bad)
 
 
 def test_load_model(tmp_path, backbone, features_file):
@@ -224,8 +223,8 @@ def test_models_command_shows_a_head_and_a_checkpoint(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code is None and "conv.weight: (5, 512, 1, 1)" in out
     assert "trainable parameters: 2590" in out  # 512*5 + 5 + 5*5
-    head = heads.build_head({"model_type": "CAM", "num_classes": 3})
-    checkpoints.save_checkpoint(tmp_path / "c.pth", head, {"model_type": "CAM", "num_classes": 3})
+    head = heads.build_head(heads.HeadSettings("CAM", 3))
+    checkpoints.save_checkpoint(tmp_path / "c.pth", head, heads.HeadSettings("CAM", 3))
     code, _ = run_cli(models_cli, ["--checkpoint", str(tmp_path / "c.pth")])
     assert code is None and "fc.weight: (3, 3)" in capsys.readouterr().out
     code, _ = run_cli(models_cli, ["--checkpoint", str(tmp_path / "nope.pth")])

@@ -53,7 +53,8 @@ def test_normalize_in_unit_range(maps, how):
 def tiny_model(model_type):
     """A random VGG16 + head on 3 classes (built once: hypothesis reuses it across examples)."""
     torch.manual_seed(0)
-    head = heads.build_head({"model_type": model_type, "num_classes": 3})
+    head = heads.build_head(heads.HeadSettings.from_dict({"model_type": model_type,
+                                                        "num_classes": 3}))
     return heads.Classifier(vgg16.VGG16(), head).eval()
 
 

@@ -136,8 +136,8 @@ def settings(lam=0.1):
 
 def test_checkpoint_round_trip(tmp_path):
     s = settings(0.1)
-    assert s["recam_lambda"] == 0.1 and s["normalize_by"] is None
-    assert "recam_lambda" not in training.make_settings("CAM", None, ["a"], 64, "x")
+    assert s.recam_lambda == 0.1 and s.normalize_by is None
+    assert training.make_settings("CAM", None, ["a"], 64, "x").recam_lambda is None
     torch.manual_seed(0)
     head = heads.build_head(s)
     path = tmp_path / "epoch_1.pth"
@@ -147,7 +147,8 @@ def test_checkpoint_round_trip(tmp_path):
     loaded, s2, _ = checkpoints.load_checkpoint(path)
     assert type(loaded) is heads.PublishedReCAMHead and s2 == s and loaded.recam_lambda == 0.1
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in head.state_dict().items())
-    assert heads.build_head({**s, "recam_lambda": None}).recam_lambda == heads.RECAM_LAMBDA
+    older = heads.HeadSettings.from_dict({**s.to_dict(), "recam_lambda": None})
+    assert heads.build_head(older).recam_lambda == heads.RECAM_LAMBDA
 
 
 @pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf"), "1"])
@@ -159,7 +160,7 @@ def test_bad_lambda_is_one_line(bad):
 def test_the_published_method_draws_the_published_map():
     """compute_maps_from_features(head, feats, "ReCAM-published") = relu((W_sce*W)_t . M)."""
     torch.manual_seed(0)
-    head = heads.build_head({"model_type": "ReCAM-published", "num_classes": 4}).eval()
+    head = heads.build_head(heads.HeadSettings("ReCAM-published", 4, recam_lambda=1.0)).eval()
     feats = torch.randn(3, 512, 5, 5)
     res = compute.compute_maps_from_features(head, feats, "ReCAM-published", targets=[0, 2, 3],
                                           size=(5, 5))
@@ -168,6 +169,5 @@ def test_the_published_method_draws_the_published_map():
         expected = head.cams(maps)[torch.arange(3), torch.tensor([0, 2, 3])]
     assert torch.allclose(res.raw_native, expected, atol=1e-6)
     with pytest.raises(core.UserError, match="needs a ReCAM-published head"):
-        compute.compute_maps_from_features(heads.build_head({"model_type": "CAM",
-                                                           "num_classes": 4}), feats,
+        compute.compute_maps_from_features(heads.build_head(heads.HeadSettings("CAM", 4)), feats,
                                         "ReCAM-published")

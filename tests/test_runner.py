@@ -94,8 +94,9 @@ def test_real_smoke_run(weights_path, flowers_jpg, tmp_path):
     backbone = vgg16.load(str(weights_path))
     torch.manual_seed(0)
     names = json.loads((data / "index.json").read_text())["classes"]
-    settings = {"model_type": "CAM", "normalize_by": None, "num_classes": len(names),
-                "class_names": names, "input_size": 128, "backbone": backbone.backbone_id}
+    settings = heads.HeadSettings.from_dict({
+        "model_type": "CAM", "normalize_by": None, "num_classes": len(names),
+        "class_names": names, "input_size": 128, "backbone": backbone.backbone_id})
     checkpoints.save_checkpoint(tmp_path / "run" / "epoch_1.pth", heads.build_head(settings),
                            settings)
     cfg = MetricsConfig(checkpoint=str(tmp_path / "run" / "epoch_1.pth"), limit=3, steps=4,
@@ -193,9 +194,10 @@ def test_real_masks_through_the_runner(shared_dir, tmp_path):
     record_values(data)  # Flower-17's values, as augment.py records them
     weights = training_data.random_weights(tmp_path / "w.pth")
     backbone = vgg16.load(weights)
-    settings = {"model_type": "CAM", "normalize_by": "minmax", "num_classes": 3,
-                "class_names": list(training_data.CLASSES), "input_size": 64,
-                "backbone": backbone.backbone_id}
+    settings = heads.HeadSettings.from_dict({
+        "model_type": "CAM", "normalize_by": "minmax", "num_classes": 3,
+        "class_names": list(training_data.CLASSES), "input_size": 64,
+        "backbone": backbone.backbone_id})
     checkpoints.save_checkpoint(tmp_path / "run" / "epoch_1.pth", heads.build_head(settings),
                            settings)
     cfg = MetricsConfig(checkpoint=str(tmp_path / "run" / "epoch_1.pth"), data_dir=str(data),

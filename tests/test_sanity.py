@@ -77,7 +77,7 @@ def test_cascade_and_layer_streams(model):
 
 
 def test_the_trained_checkpoint_is_never_modified_on_disk(tmp_path):
-    settings = {"model_type": "ReCAM-published", "num_classes": 4, "recam_lambda": 1.0}
+    settings = heads.HeadSettings("ReCAM-published", 4, recam_lambda=1.0)
     path = tmp_path / "epoch_1.pth"
     checkpoints.save_checkpoint(path, heads.build_head(settings), settings)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -142,7 +142,7 @@ def test_the_permuted_label_head_cannot_beat_chance_on_a_seeded_tiny_set():
         return feats, labels
 
     (train_x, train_y), (valid_x, valid_y) = sample(12), sample(12)
-    settings = {"model_type": "CAM", "num_classes": classes}
+    settings = heads.HeadSettings("CAM", classes)
     valid = features.CachedSource(valid_x, valid_y)
     cfg = permuted.PermutedConfig(epochs=40, lr=1e-2, batch_size=16)
     _, truth = permuted.train_permuted(settings, train_x, train_y, valid, cfg)

@@ -72,6 +72,7 @@ def load(weights=None, device="cpu") -> timm_models.TimmBackbone:
     model.reset_classifier(0)  # a backbone: the head is the toolkit's
     backbone = timm_models.TimmBackbone(model, ARCH)
     backbone.entry_name = NAME  # the registry's efficientnet_lite0, in TF's architecture
+    backbone.weights_sha256 = protocol.file_sha256(path)
     return backbone.to(device)
 
 

@@ -67,6 +67,7 @@ class Backbone(nn.Module, ABC):
     cut: str
     backbone_id: str
     entry_name: str | None = None  # its registry name when not its name (see key)
+    weights_sha256: str | None = None  # of the weights file it was loaded from (None: none)
     min_size: int = 32  # the smallest input side the network takes
     capabilities: frozenset = frozenset()  # of "conv_biases", "prefix" (see the module doc)
 

@@ -54,8 +54,8 @@ def load_backbone(name=DEFAULT, weights=None, device="cpu", seed=None) -> protoc
 
 
 def name_of(settings) -> str:
-    """The registry name of the backbone a checkpoint's head was trained on."""
-    return DEFAULT
+    """The registry name of the backbone a checkpoint's head was trained on (HeadSettings)."""
+    return settings.backbone
 
 
 def check_fits(name, head, backbone, source="checkpoint"):

@@ -193,6 +193,9 @@ def load(name, weights=None, device="cpu") -> TimmBackbone:
     if weights:
         model = create(name)
         load_state_dict(model, protocol.read_state_dict(weights, name), name, weights)
+        backbone = TimmBackbone(model, name)
+        backbone.weights_sha256 = protocol.file_sha256(weights)
+        return backbone.to(device)
     else:
         try:
             model = create(name, pretrained=True)

@@ -110,6 +110,8 @@ def load(weights=None, device="cpu") -> VGG16:
     (offline: one UserError line). The same weights and backbone_id as vgg.load_backbone."""
     loaded = vgg.load_backbone(weights, device="cpu")
     backbone = VGG16(loaded.features.state_dict(), loaded.backbone_id)
+    path = vgg.resolve_backbone_weights(weights)
+    backbone.weights_sha256 = protocol.file_sha256(path) if path else None
     return backbone.to(device)
 
 

@@ -34,10 +34,6 @@ def postprocess(maps, threshold=0.3, gain=1.5):
     return torch.where(maps < threshold, torch.zeros_like(maps), maps * gain).clamp(max=1.0)
 
 
-def _head_settings(head):
-    return {"model_type": head.model_type}
-
-
 IMAGE_CHANNELS = 3  # RGB: every backbone's input
 
 
@@ -74,7 +70,7 @@ def _check_call(x, what, head, targets):
 
 def compute_maps_from_features(head, feats, method, targets=None, size=(256, 256), **options):
     """CAM / ReCAM from backbone features [B,C,h,w] (e.g. the feature cache) -> MapResult."""
-    check_method(method, _head_settings(head))
+    check_method(method, head.model_type)
     _check_call(feats, "feats", head, targets)
     if not METHODS[method].from_features:
         raise UserError(f"{method} needs gradients through the images: use compute_maps on images"
@@ -160,7 +156,7 @@ def compute_maps(model, images, method, targets=None, scales=(1.0,), flip=False,
     scales, flip: see Aggregation (default one plain pass; else options gain scales and flip).
     options: see methods.option_names() (normalize_by, layers, layer_weights, fusion, ...).
     """
-    check_method(method, _head_settings(model.head), model.backbone)
+    check_method(method, model.head.model_type, model.backbone)
     _check_call(images, "images", model.head, targets)
     opts = resolve_options(method, options, model.backbone)
     agg = Aggregation(_check_scales(scales, images.shape[-2:], min_size(model.backbone)),
@@ -194,7 +190,7 @@ def maps_reusing(model, images, method, shared, targets=None, agg=PLAIN, **optio
     feature cache, or filled here on first need) serve a features-kind method in one plain pass;
     any other method or aggregation runs compute_maps. -> MapResult on the images' device.
     """
-    check_method(method, _head_settings(model.head), model.backbone)
+    check_method(method, model.head.model_type, model.backbone)
     _check_call(images, "images", model.head, targets)
     if not (agg.plain and head_only(method, resolve_options(method, options, model.backbone))):
         return compute_maps(model, images, method, targets, **agg.kwargs(), **options)

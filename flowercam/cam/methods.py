@@ -258,15 +258,15 @@ def supported(model_type, only=None, backbone=None) -> list[str]:
             and applies(n, spec) and (only is None or n in only)]
 
 
-def check_method(method, settings, backbone=None):
-    """UserError if `method` is unknown, the head described by `settings` cannot give it, or
-    the backbone (None: not checked) lacks what it needs."""
+def check_method(method, model_type, backbone=None):
+    """UserError if `method` is unknown, a head of `model_type` cannot give it, or the backbone
+    (None: not checked) lacks what it needs."""
     if method not in METHODS:
         raise UserError(f"unknown CAM method {method!r}: use one of {', '.join(METHODS)}")
     need = METHODS[method].needs_head
-    if need and settings.get("model_type") != need:
+    if need and model_type != need:
         raise UserError(f"method {method} needs a {need} head, this model is "
-                        f"{settings.get('model_type')}: use another method or train with {need}")
+                        f"{model_type}: use another method or train with {need}")
     if backbone is not None and not applies(method, layer_spec(backbone)):
         name = getattr(getattr(backbone, "real", backbone), "name", "?")
         raise UserError(f"method {method} needs a backbone with "

@@ -170,7 +170,7 @@ def measure(model, settings, items, rows, opts: PassOptions, map_options: MapOpt
     torchrun each rank measures every world()-th batch; rank 0 returns them all in order, the
     others None.
     """
-    size = int(settings.get("input_size", dataset.DEFAULT_SIZE))
+    size = settings.input_size
     step = opts.map_batch_size
     p = _Pass(model, items, rows, opts, map_options, masks, size,
               formulas.make_score_fn(model, protocol.INPUT_MEAN, protocol.INPUT_STD, opts.precision,

@@ -45,6 +45,7 @@ from flowercam.metrics.config import (
     PassOptions,
     SummaryOptions,
 )
+from flowercam.model import heads
 
 
 def run(cfg: MetricsConfig, backbone=None):
@@ -76,7 +77,7 @@ class Selected:
 
     cfg: MetricsConfig  # split, backbone weights and the tau subset resolved
     model: object
-    settings: dict
+    settings: heads.HeadSettings
     ckpt: Path
     out_dir: Path
     methods: list  # the map-method rows (refined ones too)
@@ -205,9 +206,9 @@ def summarise(chosen: Selected, main: measuring.Measured, tau, start):
     tau_seconds = measured_until - start - main.seconds + main.resumed_seconds + (
         tau.resumed_seconds if tau else 0)
     context = summary.Context(str(chosen.ckpt), cfg.split, cfg.split_name, main.seconds,
-                              tau_seconds, chosen.settings.get("class_names"), chosen.masks,
+                              tau_seconds, chosen.settings.class_names, chosen.masks,
                               tau, chosen.methods, chosen.few_info, cfg.recorded(),
-                              chosen.settings.get("backbone"), str(cfg.data_dir))
+                              chosen.settings.backbone_id, str(cfg.data_dir))
     result = summary.summarise(main, cfg.part(SummaryOptions), context)
     result["summary_seconds"] = time.perf_counter() - measured_until  # bootstrap etc.
     return result

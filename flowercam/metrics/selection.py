@@ -34,9 +34,9 @@ def resolve_methods(requested, settings, backbone=None):
     image: by name only)."""
     if requested:
         for method in requested:
-            methods.check_method(method, settings, backbone)
+            methods.check_method(method, settings.model_type, backbone)
         return list(dict.fromkeys(requested))
-    return methods.supported(settings.get("model_type"), methods.REPORT_METHODS, backbone)
+    return methods.supported(settings.model_type, methods.REPORT_METHODS, backbone)
 
 
 def select_items(items, limit, seed):

@@ -10,17 +10,18 @@ import warnings
 import torch
 
 from flowercam.core import UserError, atomic_write
-from flowercam.model.heads import Classifier, build_head
+from flowercam.model.heads import Classifier, HeadSettings, build_head
 
 CHECKPOINT_FORMAT = "flowercam-head"
 CHECKPOINT_VERSION = 1
 
 
-def save_checkpoint(path, head, settings, **extra):
-    """Atomic torch.save of {"format", "version", "settings", "state_dict", **extra}."""
+def save_checkpoint(path, head, settings: HeadSettings, **extra):
+    """Atomic torch.save of {"format", "version", "settings" (HeadSettings.to_dict),
+    "state_dict", **extra}."""
     state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
     ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-            "settings": dict(settings), "state_dict": state, **extra}
+            "settings": settings.to_dict(), "state_dict": state, **extra}
     atomic_write(path, lambda f: torch.save(ckpt, f))
 
 
@@ -31,7 +32,8 @@ def in_channels(state_dict):
 
 
 def load_checkpoint(path):
-    """-> (head in eval mode, settings, ckpt dict); UserError if missing, unreadable or not ours."""
+    """-> (head in eval mode, HeadSettings, ckpt dict); UserError if missing, unreadable, not
+    ours, or its settings are wrong (naming the file and the field)."""
     path = os.fspath(path)
     if os.path.isdir(path):
         raise UserError(f"checkpoint {path} is a folder: pass one of its epoch_N.pth files")
@@ -48,7 +50,9 @@ def load_checkpoint(path):
     if ckpt.get("version") != CHECKPOINT_VERSION:
         raise UserError(f"checkpoint {path} has version {ckpt.get('version')!r}, expected "
                         f"{CHECKPOINT_VERSION}: retrain with this version of main.py")
-    settings = ckpt.get("settings") or {}
+    if "settings" not in ckpt:
+        raise UserError(f"checkpoint {path} has no settings: pass a .pth written by main.py")
+    settings = HeadSettings.from_dict(ckpt["settings"], f"checkpoint {path} settings")
     head = build_head(settings, in_channels(ckpt.get("state_dict")))
     try:
         head.load_state_dict(ckpt["state_dict"])
@@ -58,17 +62,17 @@ def load_checkpoint(path):
     return head.eval(), settings, ckpt
 
 
-def cut_of(settings, backbone) -> str:
-    """Where a checkpoint's head reads the backbone: settings "cut" (checked by the backbone),
-    else the backbone's default cut (VGG16's pool5: checkpoints from before the cuts)."""
-    return backbone.check_cut(settings.get("cut") or backbone.default_cut)
+def cut_of(settings: HeadSettings, backbone) -> str:
+    """Where a checkpoint's head reads the backbone: its cut (checked by the backbone), else the
+    backbone's default cut (VGG16's pool5: checkpoints from before the cuts)."""
+    return backbone.check_cut(settings.cut or backbone.default_cut)
 
 
-def attach(head, settings, backbone, device="cpu"):
+def attach(head, settings: HeadSettings, backbone, device="cpu"):
     """-> (Classifier of head on backbone (already read at the checkpoint's cut) in eval mode on
-    `device`, settings); a warning line when the weights differ from those it was trained on.
-    flowercam.backbones.registry.load_model loads a checkpoint on its backbone."""
-    trained_on = settings.get("backbone")
+    `device`, HeadSettings); a warning line when the weights differ from those it was trained
+    on. flowercam.backbones.registry.load_model loads a checkpoint on its backbone."""
+    trained_on = settings.backbone_id
     if trained_on and trained_on != backbone.backbone_id:
         warnings.warn(f"head was trained on backbone {trained_on}, loading it on "
                       f"{backbone.backbone_id}", stacklevel=2)

@@ -1,12 +1,16 @@
 """The trainable heads (the report's CAM and ReCAM, ReCAM as published, the CAM paper's) and the
 classifier (frozen backbone + head).
 
-    python -c "from flowercam.model import heads; print(heads.build_head({'model_type': 'CAM', \
-'num_classes': 17}))"
+    python -c "from flowercam.model import heads; print(heads.build_head(heads.HeadSettings('CAM', \
+17)))"
 
 The backbone is any of flowercam/backbones/ (a head reads its channels), checkpoints
 flowercam/model/checkpoints.py.
 """
+
+import dataclasses
+import math
+import re
 
 import torch
 import torch.nn.functional as F
@@ -143,21 +147,133 @@ class Classifier(nn.Module):
         return self.head(self.backbone(images))
 
 
-def build_head(settings, in_channels=None):
-    """settings dict (a checkpoint's) -> CAMHead, ReCAMHead, PublishedReCAMHead or PaperCAMHead
-    reading in_channels (the backbone's channels; None: CHANNELS)."""
-    kind = settings.get("model_type")
-    num = settings.get("num_classes")
-    if kind not in MODEL_TYPES:
-        raise UserError(f"unknown model_type {kind!r}: use one of {', '.join(MODEL_TYPES)}")
-    if not isinstance(num, int) or num < 1:
-        raise UserError(f"num_classes must be a positive integer, got {num!r}")
-    k = in_channels or CHANNELS
-    if kind == "CAM":
+def build_head(settings: "HeadSettings", in_channels=None):
+    """HeadSettings -> CAMHead, ReCAMHead, PublishedReCAMHead or PaperCAMHead reading in_channels
+    (the backbone's channels, Backbone.channels; None: CHANNELS)."""
+    num, k = settings.num_classes, in_channels or CHANNELS
+    if settings.model_type == "CAM":
         return CAMHead(num, k)
-    if kind == "CAM-paper":
+    if settings.model_type == "CAM-paper":
         return PaperCAMHead(num, k)
-    if kind == "ReCAM-published":
-        lam = settings.get("recam_lambda")
-        return PublishedReCAMHead(num, RECAM_LAMBDA if lam is None else lam, k)
-    return ReCAMHead(num, settings.get("normalize_by") or "minmax", k)
+    if settings.model_type == "ReCAM-published":
+        return PublishedReCAMHead(num, settings.recam_lambda, k)
+    return ReCAMHead(num, settings.normalize_by, k)
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadSettings:
+    """What every checkpoint carries to rebuild its head and classifier; every field is always
+    present and checked (types and ranges) when made or read back (from_dict).
+
+    normalize_by is ReCAM's normaliser (None for the other heads), recam_lambda
+    ReCAM-published's weight of L_sce (None for the others); cut is where the head reads the
+    backbone (None: its default cut, e.g. for checkpoints from before the cuts; checked by the
+    backbone when the model loads); backbone is the registry name of the architecture
+    (flowercam/backbones/registry.py), backbone_id the loaded weights' id (keys the
+    feature cache; None: unknown) and backbone_weights_id the sha256 of the weights file the run
+    used (None: unknown, or torchvision's download)."""
+
+    model_type: str
+    num_classes: int
+    class_names: tuple[str, ...] | None = None  # None: a checkpoint from before the names
+    input_size: int = 256  # augment.py's default size
+    normalize_by: str | None = None
+    recam_lambda: float | None = None
+    cut: str | None = None
+    backbone: str = "vgg16"  # what every checkpoint from before the backbones was trained on
+    backbone_id: str | None = None
+    backbone_weights_id: str | None = None
+
+    def __post_init__(self):
+        _check(self)
+
+    def to_dict(self) -> dict:
+        """Plain types only (what torch.load(weights_only=True) and JSON read back)."""
+        out = dataclasses.asdict(self)
+        out["class_names"] = None if self.class_names is None else list(self.class_names)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw, source="checkpoint settings") -> "HeadSettings":
+        """A checkpoint's or config.json's settings -> HeadSettings; UserError naming `source` and
+        the field when it is not a dict or a field is wrong. Older dicts miss keys: the defaults
+        fill them (ReCAM: minmax; ReCAM-published: RECAM_LAMBDA; cut: the backbone's default),
+        and before backbone_id existed their "backbone" held the weights' id."""
+        if not isinstance(raw, dict):
+            raise UserError(f"{source} is a {type(raw).__name__}, not a mapping: pass a file "
+                            "written by main.py")
+        unknown = sorted(str(k) for k in raw if k not in _FIELDS)
+        if unknown:
+            raise UserError(f"{source} has unknown field {unknown[0]!r}: pass a file written by "
+                            "main.py")
+        values = dict(raw)
+        if "backbone_id" not in values and "backbone" in values:  # before backbone_id
+            values["backbone_id"] = values.pop("backbone")
+        kind = values.get("model_type")
+        if kind == "ReCAM" and values.get("normalize_by") is None:
+            values["normalize_by"] = "minmax"
+        if kind == "ReCAM-published" and values.get("recam_lambda") is None:
+            values["recam_lambda"] = RECAM_LAMBDA
+        if kind != "ReCAM":
+            values.pop("normalize_by", None)  # older non-ReCAM dicts: null or unused
+        if values.get("cut") is None:
+            values.pop("cut", None)
+        for key in ("model_type", "num_classes"):
+            if key not in values:
+                raise UserError(f"{source} lacks {key}: pass a file written by main.py")
+        if isinstance(values.get("class_names"), list):
+            values["class_names"] = tuple(values["class_names"])
+        if isinstance(values.get("recam_lambda"), int) and not isinstance(
+                values["recam_lambda"], bool):
+            values["recam_lambda"] = float(values["recam_lambda"])
+        try:
+            return cls(**values)
+        except UserError as err:
+            raise UserError(f"{source}: {err}") from None
+
+
+_FIELDS = ("model_type", "num_classes", "class_names", "input_size", "normalize_by",
+           "recam_lambda", "cut", "backbone", "backbone_id", "backbone_weights_id")
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check(s: HeadSettings):
+    """Every field's type and range; UserError naming the field."""
+    def bad(field, want):
+        return UserError(f"{field} must be {want}, got {getattr(s, field)!r}")
+    if s.model_type not in MODEL_TYPES:
+        raise bad("model_type", f"one of {', '.join(MODEL_TYPES)}")
+    if not _is_int(s.num_classes) or not 1 <= s.num_classes <= 100_000:
+        raise bad("num_classes", "a positive integer")
+    if s.class_names is not None and not (
+            isinstance(s.class_names, tuple) and len(s.class_names) == s.num_classes
+            and all(isinstance(n, str) for n in s.class_names)):
+        raise bad("class_names", f"a list of {s.num_classes} names (num_classes) or null")
+    if not _is_int(s.input_size) or not 16 <= s.input_size <= 4096:
+        raise bad("input_size", "an integer number of pixels from 16 to 4096")
+    if s.model_type == "ReCAM":
+        if s.normalize_by not in NORMALIZERS:
+            raise bad("normalize_by", f"one of {', '.join(NORMALIZERS)} for ReCAM")
+    elif s.normalize_by is not None:
+        raise bad("normalize_by", f"null for {s.model_type} (ReCAM's normaliser only)")
+    if s.model_type == "ReCAM-published":
+        lam = s.recam_lambda
+        if not (isinstance(lam, float) and math.isfinite(lam) and lam >= 0):
+            raise bad("recam_lambda", "a finite number >= 0 for ReCAM-published")
+    elif s.recam_lambda is not None:
+        raise bad("recam_lambda", f"null for {s.model_type} (ReCAM-published's weight only)")
+    if s.cut is not None and not (isinstance(s.cut, str) and s.cut):
+        raise bad("cut", "a cut of the backbone (e.g. pool5) or null")
+    if not isinstance(s.backbone, str) or not s.backbone:
+        raise bad("backbone", "a backbone name")
+    if s.backbone_id is not None and not isinstance(s.backbone_id, str):
+        raise bad("backbone_id", "a string or null")
+    if s.backbone_weights_id is not None and not (
+            isinstance(s.backbone_weights_id, str) and _SHA256.fullmatch(s.backbone_weights_id)):
+        raise bad("backbone_weights_id", "a sha256 (64 hex digits) or null")

@@ -87,9 +87,9 @@ def check_pair(spec_ckpt, method, grid_runs=None):
     """Checks done before the backbone loads -> (ckpt path, method, settings, input size)."""
     ckpt = resolve_checkpoint(spec_ckpt, grid_runs)
     settings = checkpoints.load_checkpoint(ckpt)[1]
-    method = method or settings["model_type"]
-    methods.check_method(method, settings)  # e.g. ReCAM on a CAM head: one line
-    return ckpt, method, settings, int(settings.get("input_size", dataset.DEFAULT_SIZE))
+    method = method or settings.model_type
+    methods.check_method(method, settings.model_type)  # e.g. ReCAM on a CAM head: one line
+    return ckpt, method, settings, settings.input_size
 
 
 def explain(model, settings, images, method, override, device, shared=None, agg=compute.PLAIN):
@@ -97,7 +97,7 @@ def explain(model, settings, images, method, override, device, shared=None, agg=
     else minmax. A `shared` dict lets CAM/ReCAM reuse backbone features of the same images
     (one plain pass only: `agg` with scales or flips runs compute_maps)."""
     # a method tied to a head type (ReCAM) maps with that head's own normaliser by default
-    own = settings.get("normalize_by") if methods.METHODS[method].needs_head else None
+    own = settings.normalize_by if methods.METHODS[method].needs_head else None
     norm = override or own
     options = {"normalize_by": norm} if norm else {}
     shared = {} if shared is None else shared
@@ -109,7 +109,7 @@ def method_info(ckpt, result, settings):
     """-> (normaliser used, the method's settings as saved in the npz)."""
     norm = result.options.get("normalize_by", "none")
     return norm, {"checkpoint": str(ckpt), "method": result.method, "normalize_by": norm,
-                  "options": result.options, "model_settings": settings}
+                  "options": result.options, "model_settings": settings.to_dict()}
 
 
 def report(checkpoint, method, opts, files=NO_FILES):
@@ -128,7 +128,7 @@ def report(checkpoint, method, opts, files=NO_FILES):
     heat = compute.postprocess(result.maps).numpy()
     tiles, heats, overlays = render.panels(originals, heat, size,
                                            opts.colormap, opts.alpha)
-    names = settings.get("class_names") or dataset.class_names(opts.data_dir)
+    names = settings.class_names or dataset.class_names(opts.data_dir)
     lines, correct = render.labelled_captions(result.logits.numpy(), [i[2] for i in items], names)
     run = run_name(ckpt)
     tag = agg_tag(opts.agg)
@@ -212,7 +212,7 @@ def own_images(checkpoint, method, images, opts, files=NO_FILES):
     arrays = arrays_of(results)
     norm, info = method_info(ckpt, results[0], settings)
     heat = compute.postprocess(torch.from_numpy(arrays["maps"])).numpy()
-    names = settings.get("class_names") or [str(i) for i in range(arrays["logits"].shape[1])]
+    names = settings.class_names or [str(i) for i in range(arrays["logits"].shape[1])]
     sizes = []
     for path, h, logits in zip(paths, heat, arrays["logits"], strict=True):
         original = dataset.load_image(path, size, opts.max_pixels)[1]

@@ -94,8 +94,8 @@ def run_grid(configs, sources, settings_of, output_dir, train_cfg, config_extra)
     for config in dist.shard(configs):
         settings = settings_of(config)
         run_dir = runs.make_run_dir(output_dir, settings, tag=f"lr{config['lr']:g}")
-        core.atomic_save_json(run_dir / "config.json", {**config_extra, **config,
-                                                        "settings": settings, "grid": True})
+        core.atomic_save_json(run_dir / "config.json", {**config_extra, **config, "grid": True,
+                                                        "settings": settings.to_dict()})
         cfg = dataclasses.replace(train_cfg, lr=config["lr"])
         history = training.train(settings, train_src, valid_src, run_dir, cfg)
         results.append((summarize(config, history, run_dir), history))

@@ -272,8 +272,8 @@ def galleries(summary, out_dir, data_dir, backbone_weights, device):
         model, settings = html_images.load_gallery_model(checkpoint, weights, device)
     except core.UserError as err:
         return [], f"no gallery: {err}"
-    size = int(settings.get("input_size", 256))
-    class_names = settings.get("class_names") or []
+    size = settings.input_size
+    class_names = settings.class_names or []
 
     def names(label):
         return class_names[label] if 0 <= label < len(class_names) else str(label)

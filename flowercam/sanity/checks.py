@@ -92,7 +92,7 @@ def data_randomised(model, cfg: MetricsConfig, opts: SanityOptions, partial):
         right = (head(valid.feats).argmax(1) == valid.labels).float().cpu().numpy() * 100
     top1, ci, n = formulas.mean_ci(right, cfg.bootstrap, cfg.seed)
     facts = {"valid_top1": top1, "valid_top1_ci95": list(ci), "valid_images": n,
-             "chance": 100 / model.settings["num_classes"], "seconds": time.perf_counter() - start,
+             "chance": 100 / model.settings.num_classes, "seconds": time.perf_counter() - start,
              "train_top1_permuted": history[-1]["train_top1"], "history": history,
              "config": dataclasses.asdict(opts.trainer)}
     partial.save_state("permuted", {"facts": json.dumps(facts), "state_dict": {

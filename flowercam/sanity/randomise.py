@@ -71,7 +71,7 @@ def randomised(model: Classifier, layers, seed=0) -> Classifier:
     touches_backbone = any(name not in HEAD_LAYERS for name in layers)
     backbone = copy.deepcopy(model.backbone) if touches_backbone else model.backbone
     new = Classifier(backbone, copy.deepcopy(model.head)).eval()
-    new.settings = dict(getattr(model, "settings", {}))
+    new.settings = getattr(model, "settings", None)  # HeadSettings: frozen, shared
     with torch.no_grad():
         for name in layers:
             offset = order.index(name)

@@ -34,11 +34,11 @@ def check_classes(settings, data_dir):
     the wrong classes. UserError naming the first few that differ; a checkpoint without names
     (older versions) is checked by count."""
     names = dataset.class_names(data_dir)
-    trained = settings.get("class_names")
-    if trained is None and settings.get("num_classes") == len(names):
+    trained = settings.class_names
+    if trained is None and settings.num_classes == len(names):
         return
     if trained is None or len(trained) != len(names):
-        raise UserError(f"checkpoint has {settings.get('num_classes')} classes but {data_dir} has "
+        raise UserError(f"checkpoint has {settings.num_classes} classes but {data_dir} has "
                         f"{len(names)}: use the data folder it was trained on")
     differ = [(i, a, b) for i, (a, b) in enumerate(zip(trained, names, strict=True)) if a != b]
     if differ:
@@ -52,11 +52,11 @@ def check_data(settings, data_dir, backbone):
     """The checkpoint must fit the data and backbone it is evaluated with."""
     check_classes(settings, data_dir)
     size = features.input_size(data_dir)
-    if settings.get("input_size", size) != size:
-        raise UserError(f"checkpoint was trained at {settings.get('input_size')} px but {data_dir} "
+    if settings.input_size != size:
+        raise UserError(f"checkpoint was trained at {settings.input_size} px but {data_dir} "
                         f"holds {size} px images: pass the --data-dir it was trained on")
-    if settings.get("backbone") and settings["backbone"] != backbone.backbone_id:
-        raise UserError(f"checkpoint was trained on backbone {settings['backbone']}, got "
+    if settings.backbone_id and settings.backbone_id != backbone.backbone_id:
+        raise UserError(f"checkpoint was trained on backbone {settings.backbone_id}, got "
                         f"{backbone.backbone_id}: pass the --backbone-weights it was trained with")
 
 
@@ -82,6 +82,6 @@ def evaluate_run(model_dir, subset, opts: training.SourceOptions, backbone_weigh
         rows.append({"epoch": epoch, "checkpoint": path.name, **scores})
         print(f"epoch {epoch:3d}: loss {scores['loss']:.4f}  top-1 {scores['top1']:.2f}  "
               f"top-3 {scores['top3']:.2f}  top-5 {scores['top5']:.2f}")
-    return {"model_type": settings["model_type"], "normalize_by": settings.get("normalize_by"),
+    return {"model_type": settings.model_type, "normalize_by": settings.normalize_by,
             "split": split, "split_name": subset, "images": len(source),
             "precision": opts.precision, "epochs": rows}

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from flowercam.core import UserError, atomic_write, remove_temporaries
+from flowercam.model.heads import HeadSettings
 
 OVERFIT_RATIO = 2.0  # an epoch overfits when valid_loss > OVERFIT_RATIO * train_loss
 LOG_NAME = "training_logs.txt"
@@ -45,8 +46,8 @@ def overfitting(row) -> bool:
 
 def make_run_dir(output_dir, settings, tag="") -> Path:
     """New output_dir/TS<timestamp>_<type>[_<normaliser>][_<tag>]/ (suffix -2, -3.. if taken)."""
-    name = f"TS{time.strftime('%Y%m%d-%H%M%S')}_{settings['model_type']}"
-    name += f"_{settings['normalize_by']}" if settings.get("normalize_by") else ""
+    name = f"TS{time.strftime('%Y%m%d-%H%M%S')}_{settings.model_type}"
+    name += f"_{settings.normalize_by}" if settings.normalize_by else ""
     name += f"_{tag}" if tag else ""
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     for n in range(1, 1000):
@@ -208,6 +209,19 @@ def run_config(path) -> dict:
         raise UserError(f"run config {config_path} lacks {', '.join(missing)}: restore it, or "
                         "delete it to use the defaults (split 1)")
     return config
+
+
+def run_settings(path) -> HeadSettings | None:
+    """The HeadSettings a run recorded in its config.json (None: no config.json); a wrong one is
+    a UserError naming the file and the field."""
+    config = run_config(path)
+    if not config:
+        return None
+    path = Path(path)
+    config_path = (path if path.is_dir() else path.parent) / CONFIG_NAME
+    if "settings" not in config:
+        raise UserError(f"run config {config_path} lacks settings: restore it, or start a new run")
+    return HeadSettings.from_dict(config["settings"], f"run config {config_path} settings")
 
 
 def run_defaults(path, split=None, backbone_weights=None) -> tuple[int, str | None]:

@@ -25,27 +25,29 @@ EVAL_BATCH = 256
 
 
 def make_settings(model_type, normalize_by, class_names, size, backbone_id,
-                  recam_lambda=None, cut=None) -> dict:
-    """The settings every checkpoint carries: what evaluate and inference need to rebuild it.
-    recam_lambda (None = heads.RECAM_LAMBDA) is stored for ReCAM-published only; cut (where the
-    head reads the backbone) only when it is not the backbone's default (None), so VGG16's pool5
-    settings are as before."""
+                  recam_lambda=None, cut=None, backbone="vgg16",
+                  backbone_weights_id=None) -> heads.HeadSettings:
+    """The settings every checkpoint carries, from main.py's flags: normalize_by is kept for
+    ReCAM only, recam_lambda (None = heads.RECAM_LAMBDA) for ReCAM-published only; cut (None:
+    the backbone's default), the backbone's registry name, its weights id (backbone_id) and the
+    sha256 of its weights file (None: a download); checked now, before any training."""
     if model_type not in heads.MODEL_TYPES:
         raise UserError(f"unknown model type {model_type!r}: "
                         f"use one of {', '.join(heads.MODEL_TYPES)}")
     if model_type == "ReCAM" and normalize_by not in normalization.NORMALIZERS:
         raise UserError(f"unknown normaliser {normalize_by!r}: "
                         f"use one of {', '.join(normalization.NORMALIZERS)}")
-    settings = {"model_type": model_type,
-                "normalize_by": normalize_by if model_type == "ReCAM" else None,
-                "num_classes": len(class_names), "class_names": list(class_names),
-                "input_size": int(size), "backbone": backbone_id}
+    lam = None
     if model_type == "ReCAM-published":
-        settings["recam_lambda"] = heads.RECAM_LAMBDA if recam_lambda is None else recam_lambda
-        heads.build_head(settings)  # checks recam_lambda now, before any training
-    if cut is not None:
-        settings["cut"] = cut
-    return settings
+        lam = heads.RECAM_LAMBDA if recam_lambda is None else recam_lambda
+        if not isinstance(lam, (int, float)) or isinstance(lam, bool):
+            raise UserError(f"recam_lambda must be a finite number >= 0, got {lam!r}")
+        lam = float(lam)
+    return heads.HeadSettings(
+        model_type=model_type, num_classes=len(class_names), class_names=tuple(class_names),
+        input_size=int(size), normalize_by=normalize_by if model_type == "ReCAM" else None,
+        recam_lambda=lam, cut=cut, backbone=backbone, backbone_id=backbone_id,
+        backbone_weights_id=backbone_weights_id)
 
 
 def batch_loss(head, feats, labels, reduction="mean"):
