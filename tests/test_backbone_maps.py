@@ -109,10 +109,19 @@ def close(ours_map, theirs, tol=1e-5):
 def test_maps_equal_pytorch_grad_cams(models, name, method, cls):
     model, (stage, _, _) = models[name], CASES[name]
     x, targets = images(name), [1, 3]
-    theirs = their_map(cls, model, stage, x, targets)
-    if method in ("EigenCAM", "EigenGradCAM"):  # ours: the sign fixed (eigen.fix_sign)
-        theirs = eigen.fix_sign(theirs.flatten(1)).view_as(theirs)
-    close(ours(model, x, method, targets, stage), F.relu(theirs))
+    # pytorch-grad-cam's Grad-CAM++ adds 1e-6 to alpha's denominator, which tiny random-model
+    # gradients would not swamp: the linear layer scaled (so the gradients) for it
+    gain = 1e3 if method == "GradCAM++" else 1.0
+    with torch.no_grad():
+        model.head.fc.weight.mul_(gain)
+    try:
+        theirs = their_map(cls, model, stage, x, targets)
+        if method in ("EigenCAM", "EigenGradCAM"):  # ours: the sign fixed (eigen.fix_sign)
+            theirs = eigen.fix_sign(theirs.flatten(1)).view_as(theirs)
+        close(ours(model, x, method, targets, stage), F.relu(theirs))
+    finally:
+        with torch.no_grad():
+            model.head.fc.weight.div_(gain)
 
 
 @pytest.mark.parametrize(("method", "cls"), [("AblationCAM", AblationCAM),

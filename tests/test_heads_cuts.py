@@ -78,13 +78,15 @@ def test_checkpoint_rebuilds_the_cut(tmp_path, backbone, kind):
 
 
 def test_old_checkpoints_without_a_cut_load_at_pool5(tmp_path, backbone):
-    settings = training.make_settings("CAM", None, ["a", "b", "c"], 64, backbone.backbone_id)
+    settings = training.make_settings("CAM", None, ["a", "b", "c"], 64, backbone.backbone_id,
+                                      cut="pool5")
     assert settings.cut == "pool5"
     path = tmp_path / "epoch_1.pth"
     head = heads.build_head(settings)
     checkpoints.save_checkpoint(path, head, settings)
     old = {k: v for k, v in settings.to_dict().items() if k != "cut"}  # before the cuts
     torch.save({**torch.load(path, weights_only=True), "settings": old}, path)
+    assert checkpoints.load_checkpoint(path)[1].cut is None  # the backbone's default
     assert registry.load_model(path, backbone=backbone)[0].backbone.cut == "pool5"
     torch.save({**torch.load(path, weights_only=True),
                 "settings": {**settings.to_dict(), "cut": "pool9"}}, path)

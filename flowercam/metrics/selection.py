@@ -91,7 +91,7 @@ def open_model(cfg, backbone=None):
     split, weights = runs.run_defaults(ckpt, cfg.split, cfg.backbone_weights)
     cfg = dataclasses.replace(cfg, split=split, backbone_weights=weights)
     model, settings = registry.load_model(ckpt, weights, cfg.device, backbone)
-    evaluation.check_data(settings, cfg.data_dir, backbone)
+    evaluation.check_data(settings, cfg.data_dir, model.backbone)
     return model, settings, ckpt, cfg
 
 
