@@ -6,15 +6,15 @@ weights. The checkpoints record the backbone; meeting another backbone is one li
 
 import json
 
+import pytest
+import torch
+from training_data import run_cli
+
 import augment
 import cache as cache_cli
 import evaluate
 import inference
 import main as main_cli
-import pytest
-import torch
-from training_data import run_cli
-
 from flowercam.backbones import efficientnet_lite0, protocol, registry, timm_models
 from flowercam.model import checkpoints
 

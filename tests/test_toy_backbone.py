@@ -5,14 +5,14 @@ maps (gradient, activation and ablation methods, LayerCAM at its own stages), is
 
 import json
 
-import evaluate
-import main as main_cli
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from training_data import make_dataset, run_cli
 
+import evaluate
+import main as main_cli
 from flowercam.backbones import protocol, registry
 from flowercam.cam import compute, methods
 from flowercam.sanity import randomise
