@@ -141,7 +141,7 @@ def add_run_choice(parser, model_default):
         help=f"run directory of main.py (epoch_N.pth files); {model_default}")
     add("--split-name", default="valid", choices=("valid", "test"), help="subset to evaluate on")
     flags.add_split(parser, from_run=True)
-    flags.add_data_dir(parser)
+    flags.add_data_dir(parser, from_run=True)
     flags.add_backbone_weights(parser, from_run=True)
     add("--no-cache", action="store_true", help="run the backbone instead of the feature cache")
     flags.add_num_workers(parser)
@@ -259,6 +259,10 @@ def add_baseline_args(add):
              "ones), random (seeded uniform noise), sobel (the image's edge magnitude), "
              "few-shot-N (a pixel classifier on N training masks per class); --baselines "
              "alone: none; default: center full")
+    add("--segmenter", metavar="CKPT",
+        help="also score a segment.py checkpoint's masks (rows segmenter and segmenter+REFINER "
+             "of --refine): a pixel classifier trained on the training images' pseudo-masks, "
+             "never on a mask; paired with the largest few-shot-N row")
     add("--compare", nargs=2, action="append", metavar=("A", "B"),
         help="also report the paired bootstrap difference A - B of every figure (maps among "
              "--methods and --baselines; repeat for more pairs); every map is always paired "
@@ -342,10 +346,27 @@ def _tupled(value):
 def metrics_config(args) -> MetricsConfig:
     """A map mode's parsed flags -> MetricsConfig: every flag's dest is the field it sets (the
     parser's defaults are MetricsConfig's)."""
-    return MetricsConfig(**{k: _tupled(v) for k, v in vars(args).items() if k in FIELDS})
+    given = {k: v for k, v in vars(args).items() if k in FIELDS}
+    if given.get("data_dir") is None:  # not given, and no run to read it from: the default
+        given.pop("data_dir", None)
+    return MetricsConfig(**{k: _tupled(v) for k, v in given.items()})
+
+
+def with_run_data(args):
+    """args with data_dir resolved (runs.run_data_dir): the folder the run was trained on unless
+    --data-dir names one holding the same split; the run is -d's, --checkpoint's or the newest."""
+    named = getattr(args, "checkpoint", None) or args.model_dir
+    if not named and args.data_dir is not None:
+        return args
+    run = named if named else runs.latest_run("model")
+    if named and not Path(named).exists():
+        return argparse.Namespace(**{**vars(args), "data_dir": args.data_dir or "data"})
+    data_dir = runs.run_data_dir(run, args.data_dir)
+    return argparse.Namespace(**{**vars(args), "data_dir": data_dir})
 
 
 def main(args):
+    args = with_run_data(args)
     if args.mode == "sanity":
         return run_sanity(args)
     if args.mode == "cam-metrics":

@@ -20,7 +20,9 @@ from flowercam.cache import features
 from flowercam.data import dataset
 from flowercam.model import heads
 from flowercam.report import grid, html
-from flowercam.train import training
+from flowercam.train import runs, training
+
+REPORT_FACTS = "../shared/report-facts.md"
 
 
 def get_args_parser():
@@ -43,13 +45,31 @@ def get_args_parser():
     flags.add_split(parser)
     flags.add_precision(parser)
     flags.add_num_workers(parser)
-    add("--report-facts", default=os.environ.get("FLOWERCAM_REPORT_FACTS",
-                                                 "../shared/report-facts.md"),
-        help="the report's facts file: its Table 2 goes beside ours (skipped when missing)")
+    add("--report-facts", default=None,
+        help="the report's facts file: its Table 2 goes beside ours (none: not); default: env "
+             f"FLOWERCAM_REPORT_FACTS, else {REPORT_FACTS} (said and skipped when missing)")
     return parser
 
 
+def report_facts(given):
+    """The facts file to put beside Table 2, or None: a given one must exist (one line); the
+    default, when missing, is said and skipped."""
+    if given == "none":
+        return None
+    if given is not None:
+        if not os.path.isfile(given):
+            raise core.UserError(f"--report-facts {given} not found: pass the report's facts "
+                                 "file, or --report-facts none")
+        return given
+    path = os.environ.get("FLOWERCAM_REPORT_FACTS") or REPORT_FACTS
+    if not os.path.isfile(path):
+        print(f"no report facts file at {path}: Table 2 without the report's columns")
+        return None
+    return path
+
+
 def main(args):
+    facts = report_facts(args.report_facts)  # before any training
     core.check_writable_dir(args.output_dir)
     core.check_writable_dir(args.results_dir, "--results-dir")
     backbone = flags.load_backbone(args)
@@ -67,11 +87,12 @@ def main(args):
     train_cfg = training.TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                                      seed=args.seed, device=args.device)
     configs = grid.configurations(args.lrs, args.model_types, backbone.cut, backbone.default_cut)
-    results = grid.run_grid(configs, sources, settings_of, args.output_dir,
-                            train_cfg, vars(args))
+    recorded = {**vars(args), **runs.data_record(args.data_dir, args.split),
+                **runs.weights_record(args.backbone_weights)}
+    results = grid.run_grid(configs, sources, settings_of, args.output_dir, train_cfg, recorded)
     if results is None:  # a rank > 0 under torchrun: rank 0 writes the tables
         return None
-    grid.write_outputs(args.results_dir, results, args.epochs, args.report_facts)
+    grid.write_outputs(args.results_dir, results, args.epochs, facts)
     html.write_report(args.results_dir, gallery=False)  # Table 2 and the loss curves as a page
     for row, _ in results:
         print(f"{row['config']:32s} epoch {row['table_epoch']:3d}  top-1 {row['top1']:6.2f}  "

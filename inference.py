@@ -6,6 +6,8 @@ maps of your own images, raw maps (.npz) and pseudo-masks.
         ReCAM-minmax-lr0.0001:ReCAM CAM-lr0.0001:LayerCAM
     python inference.py -m model/RUN --image photos/ --save-maps maps.npz --pseudo-masks-dir masks
     python inference.py -m model/RUN --image photos/ --pseudo-masks-dir masks --refine crf
+    python inference.py --segmenter model/segmenter.pth --image photos/ --pseudo-masks-dir masks \\
+        --refine crf                                  # a segment.py model's masks of new images
     python inference.py -m model/RUN -t ScoreCAM --scales 1 0.5 1.5 2 --flip \
         --outline-masks ../shared/flowers17/masks
 
@@ -41,6 +43,10 @@ def get_args_parser():
     flags.add_seed(parser, "the 12 validation images")
     add("--compare", nargs="+", metavar="CKPT:METHOD[:NORM]",
         help="comparison figure of these pairs on the seeded images (or --image)")
+    add("--segmenter", metavar="CKPT",
+        help="draw a segment.py model's masks of the --image files instead of a head's maps "
+             "(P(flower) overlaid, the mask outlined in cyan; --pseudo-masks-dir writes them, "
+             "--refine and --mask-threshold apply)")
     add("--grid-runs", help="grid_runs.json: lets CKPT be a configuration name")
     add("--image", nargs="+", metavar="PATH", help="your own image files or folders")
     add("--save-maps", metavar="FILE.npz", help="also save raw and normalised maps")
@@ -72,6 +78,9 @@ def get_args_parser():
 
 
 def check_args(args):
+    if args.segmenter and (args.checkpoint or args.compare or not args.image or args.save_maps):
+        raise UserError("--segmenter draws the masks of --image files on its own: drop "
+                        "-m/--compare/--save-maps and give --image FILES_OR_FOLDERS")
     if args.compare and args.checkpoint:
         raise UserError("give either -m/--checkpoint CKPT (with -t METHOD) or --compare PAIRS")
     if args.compare and (args.save_maps or args.pseudo_masks_dir):
@@ -99,6 +108,10 @@ def main(args):
     opts = figure_options(args)
     files = image_files.MapFiles(save_maps=args.save_maps, masks_dir=args.pseudo_masks_dir,
                                  mask_threshold=args.mask_threshold, refine=args.refine)
+    if args.segmenter:
+        if not dist.is_root():  # one pass over the images: rank 0 alone
+            return None
+        return figures.segmenter_images(args.segmenter, args.image, opts, files)
     if args.compare:
         if not dist.is_root():  # one figure: rank 0 alone
             return None

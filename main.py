@@ -62,19 +62,49 @@ def resumed_args(args):
         raise core.UserError(f"--resume takes a run folder, not the file {run_dir}: pass "
                              f"--resume {run_dir.parent}")
     config = runs.run_config(run_dir)
-    if not config or not all(k in config for k in RESUMED):
-        raise core.UserError(f"{run_dir} is not a run directory of main.py (no usable "
-                             "config.json): pass one, or start a new run")
-    merged = {**vars(args), **{k: config[k] for k in RESUMED},
-              "cut": config.get("cut"),  # None: the backbone's default (runs before the cuts)
-              "backbone": config.get("backbone") or registry.DEFAULT}  # runs before --backbone
+    if not config:
+        raise core.UserError(f"{run_dir} is not a run directory of main.py (no "
+                             f"{runs.CONFIG_NAME}): pass one, or start a new run")
+    missing = [k for k in RESUMED if k not in config]
+    if missing:
+        raise core.UserError(f"run config {run_dir / runs.CONFIG_NAME} lacks {missing[0]}: "
+                             "restore it, or start a new run")
+    recorded = {**{k: config[k] for k in RESUMED},
+                "cut": config.get("cut"),  # None: the backbone's default (runs before the cuts)
+                "backbone": config.get("backbone") or registry.DEFAULT,  # runs before --backbone
+                "recam_lambda": config.get("recam_lambda", heads.RECAM_LAMBDA)}
+    refuse_contradictions(args, recorded, run_dir)
+    merged = {**vars(args), **recorded}
     merged["epochs"] = max(config["epochs"], args.epochs or 0)
+    given = None if args.data_dir == DEFAULTS["data_dir"] else args.data_dir
+    merged["data_dir"] = runs.run_data_dir(run_dir, given)  # gone, changed, other: one line
+    merged["backbone_weights"] = runs.run_weights(run_dir, args.backbone_weights)  # likewise
     return argparse.Namespace(**merged)
+
+
+def refuse_contradictions(args, recorded, run_dir):
+    """A flag given with --resume that contradicts the run's recorded value is a UserError
+    naming both: resume continues the run as it was (only -e may grow it; --data-dir and
+    --backbone-weights may name copies of its files, checked by runs.run_data_dir and
+    runs.run_weights). A flag is taken as given when it differs
+    from its default."""
+    for key, value in recorded.items():
+        if key in ("epochs", "data_dir", "backbone_weights"):
+            continue
+        given = getattr(args, key)
+        if given != DEFAULTS[key] and given != value:
+            flag = "--" + key.replace("_", "-")
+            raise core.UserError(f"{run_dir} was trained with {flag} {value}, not {given}: "
+                                 f"--resume continues it as it was (drop {flag}, or start a new "
+                                 "run)")
 
 
 def new_run(args, settings, sizes) -> Path:
     run_dir = runs.make_run_dir(args.output_dir, settings)
-    config = {k: v for k, v in vars(args).items() if k != "resume"}
+    config = {**{k: v for k, v in vars(args).items() if k != "resume"},
+              "normalize_by": settings.normalize_by,  # the head's (None but for ReCAM)
+              **runs.data_record(args.data_dir, args.split),
+              **runs.weights_record(args.backbone_weights)}
     try:
         core.atomic_save_json(run_dir / "config.json", {**config, "settings": settings.to_dict(),
                                                         "train_images": sizes[0],
@@ -134,6 +164,9 @@ def main(args):
     print(f"{len(history)} epochs; the figures' checkpoint (lowest valid loss, not overfitting): "
           f"{best}")
     return run_dir
+
+
+DEFAULTS = vars(get_args_parser().parse_args([]))  # what a flag is when not given
 
 
 if __name__ == "__main__":

@@ -196,8 +196,8 @@ def get_args_parser():
     parser.add_argument("--images-dir", default=None,
                         help="Flower-17 jpg folder (default ../shared/flowers17/jpg)")
     parser.add_argument("--synthetic", action="store_true", help="random images instead")
-    parser.add_argument("--num-images", type=int, default=12, help="batch size")
-    parser.add_argument("--size", type=int, default=256, help="input size (px)")
+    parser.add_argument("--num-images", type=flags.positive_int, default=12, help="batch size")
+    parser.add_argument("--size", type=flags.positive_int, default=256, help="input size (px)")
     parser.add_argument("--methods", nargs="+", choices=list(methods.METHODS),
                         default=["CAM", "LayerCAM", "GradCAM", "GradCAM++"], help="CAM methods")
     parser.add_argument("--scales", nargs="+", type=float, default=[1.0, 0.5, 1.5, 2.0],
@@ -205,7 +205,8 @@ def get_args_parser():
     parser.add_argument("--aggregate", nargs="+", default=["CAM", "LayerCAM"],
                         choices=list(methods.METHODS), help="costs: methods also timed aggregated")
     flags.add_device(parser)
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs; the best is kept")
+    parser.add_argument("--repeats", type=flags.positive_int, default=1,
+                        help="timed runs; the best is kept")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random head")
     parser.add_argument("--output", default=None, help="also write the rows to this JSON file")
     return parser

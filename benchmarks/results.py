@@ -37,6 +37,11 @@ def validated(columns):
                  for path, *rest in columns)
 
 
+# the pseudo-mask figures at the validated tau (a test run: tau chosen on the valid images)
+PSEUDO = tuple((("pseudo_masks", "validated_tau", key), header, "{:.1f}", False)
+               for key, header in (("fg_iou", "fg IoU %"), ("miou", "mIoU %"), ("f1", "F1 %"),
+                                   ("precision", "precision %"), ("recall", "recall %")))
+
 HEADLINE = LOCALIZATION[:4]
 # NAME: (the run folder under output/reference, its columns)
 TABLES = {"headline": ("headline_valid", HEADLINE),
@@ -45,6 +50,7 @@ TABLES = {"headline": ("headline_valid", HEADLINE),
           "sscam_valid": ("sscam_valid", LOCALIZATION + FAITHFULNESS),
           "sscam_test": ("sscam_test", validated(LOCALIZATION) + FAITHFULNESS),
           "iscam_valid": ("iscam_valid", LOCALIZATION + FAITHFULNESS),
+          "segment_test": ("segment_test", PSEUDO),
           "faithfulness_valid": ("faithfulness_valid", FAITHFULNESS[:1] + (
               (("increase_in_confidence",), "IC %", "{:.1f}", False),) + FAITHFULNESS[1:])}
 
@@ -73,6 +79,51 @@ def table(summary, columns):
                 c = html.cell(f, fmt, html.paired_mark(summary, name, path, lower))
                 cells.append(c["text"] + (f" {c['mark']}" if c["mark"] else ""))
             lines.append("| " + " | ".join([name + suffix, str(n), *cells]) + " |")
+    return lines
+
+
+# NAME: (the run folder, its columns, the row whose paired differences it lists)
+PAIRED = {"segment_test_paired": ("segment_test", PSEUDO[:3], "segmenter")}
+
+
+def paired_table(summary, columns, row):
+    """Markdown lines: each paired difference A - B whose A is `row` or `row`+REFINER, value
+    [95% interval]; * = the interval excludes 0."""
+    head = ["A - B", "images"] + [f"{h} (A - B)" for _, h, _, _ in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, pair in summary.get("paired", {}).items():
+        if pair["a"] != row and not pair["a"].startswith(f"{row}+"):
+            continue
+        cells, n = [], 0
+        for path, *_ in columns:
+            f = html.figure_at(pair["difference"], path) or {}
+            n = max(n, f.get("n", 0) or 0)
+            lo, hi = f.get("ci95") or (None, None)
+            sure = lo is not None and hi is not None and (lo > 0 or hi < 0)
+            cells.append(html.cell({k: v for k, v in f.items() if k != "tau"}, "{:+.1f}")["text"]
+                         + (" *" if sure else ""))
+        lines.append("| " + " | ".join([name, str(n), *cells]) + " |")
+    return lines
+
+
+# NAME: (the run folder, one figure, the rows shown per class)
+PER_CLASS = {"segment_test_classes": ("segment_test", PSEUDO[0], (
+    "LayerCAM+crf", "few-shot-1", "few-shot-5", "segmenter", "segmenter+crf"))}
+
+
+def class_table(summary, column, rows):
+    """Markdown lines: one line per class, one column per row (its figure [95% interval])."""
+    path, header, fmt, _ = column
+    found = {r: g[r] for g in (summary.get("methods", {}), summary.get("baselines", {}))
+             for r in rows if r in g}
+    lines = ["| class | " + " | ".join(f"{r} {header}" for r in found) + " |",
+             "|---|" + "---|" * len(found)]
+    classes = next(iter(found.values()), {}).get("per_class", {})
+    for name in classes:
+        cells = [html.cell({k: v for k, v in (html.figure_at(found[r]["per_class"].get(name),
+                                                                path) or {}).items()
+                            if k != "tau"}, fmt)["text"] for r in found]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
     return lines
 
 
@@ -115,11 +166,24 @@ def generated(name, reference=REPO / REFERENCE):
             f"*From `{REFERENCE}/{COSTS[name]}` ({data['args']['device']}, "
             f"{data['args']['num_images']} images at {data['args']['size']} px, best of "
             f"{data['args']['repeats']}) by `python -m benchmarks.results`.*"]
-    run, columns = TABLES[name]
+    if name in PER_CLASS:
+        run, column, rows = PER_CLASS[name]
+        path = Path(reference) / run / "cam_metrics.json"
+        if not path.is_file():
+            return None
+        return class_table(json.loads(path.read_text()), column, rows) + [
+            "", f"*Per class (about 6 mask images each) from `{REFERENCE}/{run}/cam_metrics.json` "
+            "by `python -m benchmarks.results`.*"]
+    run, columns, *row = TABLES.get(name) or PAIRED[name]
     path = Path(reference) / run / "cam_metrics.json"
     if not path.is_file():
         return None
     summary = json.loads(path.read_text())
+    if row:
+        return paired_table(summary, columns, row[0]) + [
+            "", f"*Paired differences (same images, same resamples; * = the 95% interval "
+            f"excludes 0) from `{REFERENCE}/{run}/cam_metrics.json` by `python -m "
+            "benchmarks.results`.*"]
     said = ["", verdict(summary, columns)] if name == "headline" else []
     if peak_rule(summary) and any(path == ("pointing_game",) for path, *_ in columns):
         said += ["", "*Pointing (peak rule): this run predates the published pointing game "
@@ -134,7 +198,7 @@ def generated(name, reference=REPO / REFERENCE):
 def rewrite(text, reference=REPO / REFERENCE):
     """text with every generated table replaced by what its JSON says -> (new text, names)."""
     out, names = text, []
-    for name in [*TABLES, *COSTS]:
+    for name in [*TABLES, *PAIRED, *PER_CLASS, *COSTS]:
         start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
         if start not in out:
             continue
@@ -142,7 +206,8 @@ def rewrite(text, reference=REPO / REFERENCE):
         after = rest.split(end, 1)[1]
         lines = generated(name, reference) or [
             f"*Not kept yet: the command above writes `{REFERENCE}/"
-            f"{COSTS.get(name) or TABLES[name][0] + '/cam_metrics.json'}`; then "
+            f"{COSTS.get(name) or (TABLES | PAIRED | PER_CLASS)[name][0] + '/cam_metrics.json'}`; "
+            "then "
             "`python -m benchmarks.results` fills this table.*"]
         body = "\n" + "\n".join(lines) + "\n"
         out, names = before + start + body + end + after, names + [name]

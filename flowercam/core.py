@@ -57,6 +57,24 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
+def is_number(value) -> bool:
+    """An int or float read from JSON (not a bool, which Python counts as an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_fields(record, specs, source, advice):
+    """Every field of `record` (a dict read back from disk) that specs names must pass its check
+    (specs: {field: (check(value) -> bool, what it must be)}); else one UserError naming `source`,
+    the field and `advice`. A field missing from record is left to the caller."""
+    for field, (check, want) in specs.items():
+        if field in record and not check(record[field]):
+            raise UserError(f"{source}: {field} must be {want}, got {record[field]!r}: {advice}")
+
+
 def run_main(main, parser, argv=None, hints=None):
     """Parse arguments and run main(args); user errors become one line on stderr and exit code 2,
     with the command's advice for the error's topic appended (hints: {topic: advice})."""

@@ -71,8 +71,14 @@ def add_mask_values(add, foreground_default, ignore_default):
              f"default: {ignore_default}")
 
 
-def add_data_dir(parser):
-    parser.add_argument("--data-dir", default="data", help="folder prepared by augment.py")
+def add_data_dir(parser, from_run=False):
+    """from_run: None when not given (the run's recorded folder is used: runs.run_data_dir)."""
+    if from_run:
+        parser.add_argument("--data-dir", default=None,
+                            help="folder prepared by augment.py; default: the one the run was "
+                            "trained on (its config.json), else data")
+    else:
+        parser.add_argument("--data-dir", default="data", help="folder prepared by augment.py")
 
 
 def add_output_dir(parser, default, what):

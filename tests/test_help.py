@@ -6,7 +6,8 @@ import importlib
 
 import pytest
 
-SCRIPTS = ("augment", "dataloader", "cache", "main", "evaluate", "grid", "inference", "models",
+SCRIPTS = ("augment", "dataloader", "cache", "main", "evaluate", "grid", "inference", "segment",
+           "models",
            "benchmarks.cams", "benchmarks.training", "benchmarks.cuts", "benchmarks.scaling",
            "benchmarks.architecture", "benchmarks.results")
 

@@ -40,7 +40,7 @@ def imported_modules(path, inside_functions=False):
 
 def test_the_root_holds_the_design_cards_commands():
     expected = {"augment", "dataloader", "models", "main", "evaluate", "inference", "grid",
-                "cache"}
+                "cache", "segment"}
     assert set(SCRIPTS) == expected
     assert (REPO / "inference_commands.bat").is_file()
     assert (REPO / "inference_commands.sh").is_file()

@@ -9,7 +9,7 @@ import main as main_cli
 
 # docs pages other engineers write (issue 39), linked from the README before they land: drop
 # each name here once its page is on main
-OTHERS_DOCS = {"docs/usage.md", "docs/reliability.md"}
+OTHERS_DOCS = {"docs/usage.md"}
 
 
 def python_block(path, title):

@@ -20,7 +20,7 @@ import inference as inference_cli
 import main as main_cli
 from flowercam.backbones import vgg16
 from flowercam.data import prepare
-from flowercam.model import vgg
+from flowercam.model import heads, vgg
 from flowercam.train import evaluation, runs
 
 SEVENTEEN = tuple(prepare.FLOWER17_CLASSES)
@@ -91,8 +91,8 @@ def test_inference_three_classes_on_seventeen(run, tmp_path, capsys):
 
 def test_check_classes_accepts_the_same_and_old_checkpoints(run):
     _, data_dir, _, _ = run
-    evaluation.check_classes({"class_names": ["Red", "Green", "Blue"]}, data_dir)
-    evaluation.check_classes({"num_classes": 3}, data_dir)  # no names stored: the count
+    evaluation.check_classes(heads.HeadSettings("CAM", 3, ("Red", "Green", "Blue")), data_dir)
+    evaluation.check_classes(heads.HeadSettings("CAM", 3), data_dir)  # no names: the count
 
 
 # ---------------------------------------------------------------- 2: the run's config

@@ -15,7 +15,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the scripts live at the repo root
 
-COMMANDS = ("augment", "dataloader", "cache", "main", "grid", "evaluate", "inference", "models")
+COMMANDS = ("augment", "dataloader", "cache", "main", "grid", "evaluate", "inference", "segment",
+            "models")
 BENCHMARKS = ("benchmarks.cams", "benchmarks.training", "benchmarks.cuts", "benchmarks.scaling",
               "benchmarks.architecture", "benchmarks.results")
 WIDTH = "100"  # argparse wraps --help to $COLUMNS

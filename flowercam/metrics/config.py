@@ -70,6 +70,7 @@ class MetricsConfig:
     seed: int = 0
     refine: tuple[str, ...] = ("none",)  # flowercam.refine.methods.REFINERS; none = plain map
     refine_workers: int = 0  # refinement worker processes (0: in this process)
+    segmenter: str | None = None  # a segment.py checkpoint: rows segmenter (and +REFINER)
     output_dir: str | None = None  # None: the checkpoint's folder
     resume: bool = True  # continue a partial run of the same settings (resume.py)
 
@@ -112,7 +113,7 @@ class MetricsConfig:
 # the options cam_metrics.json records, in its order
 RECORDED = ("steps", "precision", "target", "deletion_baseline", "bootstrap", "limit",
             "perturb_limit", "seed", "device", "baselines", "validate_tau_on", "tau_from", "scales",
-            "flip", "layers", "compare", "refine", "refine_workers", "families")
+            "flip", "layers", "compare", "refine", "refine_workers", "families", "segmenter")
 
 
 # ---------------------------------------------------------------- the parts each stage reads

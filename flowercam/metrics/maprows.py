@@ -14,10 +14,12 @@ from flowercam.cam import compute, methods
 from flowercam.metrics import baselines
 from flowercam.metrics.config import MapOptions
 from flowercam.refine import methods as refiners
+from flowercam.segment import segmenter
 
-# the baselines refined beside the methods: center (what the image alone adds to a prior); full
-# is all ones (nothing to refine) and the few-shot rows are trained on masks (scored plain)
-REFINED_BASELINES = ("center",)
+# the rows refined beside the methods: center (what the image alone adds to a prior) and the
+# segmenter (its own maps refined, as its training labels were); full is all ones (nothing to
+# refine) and the few-shot rows are trained on masks (scored plain)
+REFINED_BASELINES = ("center", segmenter.ROW)
 
 
 def method_maps(model, method, images, targets, cam_cache, opts: MapOptions):
@@ -44,8 +46,8 @@ def batch_maps(model, rows, few_shot, images, ids, pixels, targets, cam_cache,
                opts: MapOptions):
     """{row: (maps [B,H,W] in [0,1], seconds per image)} of one batch, in row order.
 
-    few_shot: {few-shot-N: fewshot.FewShotMap}; images [B,3,H,W] normalised, ids [B], pixels
-    [B,3,H,W] in [0,1] (what the baselines and the refiners read), targets [B].
+    few_shot: {few-shot-N or segmenter: segment.pixels.PixelMap}; images [B,3,H,W] normalised,
+    ids [B], pixels [B,3,H,W] in [0,1] (what the baselines and the refiners read), targets [B].
     """
     def base_fn(name):  # [B,H,W]: a few-shot classifier's, a class-agnostic or a method's map
         if name in few_shot:

@@ -124,7 +124,7 @@ class _Pass:  # what every batch of one measure() call shares
     perturb: np.ndarray
     all_feats: object
     faithful: bool
-    few_shot: dict  # {few-shot-N: fewshot.FewShotMap}
+    few_shot: dict  # {few-shot-N: segment.pixels.PixelMap}
 
 
 def _measure_batch(p, start, images, labels):

@@ -11,7 +11,6 @@ run without a break (the batches are the same); only the timings add up.
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from flowercam.core import UserError, atomic_save_json, atomic_write
+from flowercam.model import checkpoints
 
 # MetricsConfig fields that change no batch's figures: how the run is told its checkpoint (the
 # checkpoint itself is hashed), where it writes, what it computes after the batches
@@ -38,7 +38,7 @@ def run_settings(cfg, ckpt, key):
     checkpoint's content and the caller's key (backbone, image ids, rows, ...). No absolute path:
     a partial run committed in a repository continues in any clone of it."""
     fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_BATCHES}
-    return {**fields, "checkpoint_sha256": hashlib.sha256(Path(ckpt).read_bytes()).hexdigest(),
+    return {**fields, "checkpoint_sha256": checkpoints.content_sha256(ckpt),
             "data_dir": os.path.normpath(cfg.data_dir), **key}
 
 
@@ -103,7 +103,20 @@ class Partial:
         path = self._batch_path(index)
         if not path.exists():
             return None
-        return _arrays(torch.load(path, map_location="cpu", weights_only=True))
+        return _arrays(self._load(path, (dict, tuple)))  # sanity's dicts, measuring's tuples
+
+    def _load(self, path, kind):
+        """torch.load of a file this folder wrote; damaged (truncated, foreign, not a `kind`):
+        one UserError naming it and --no-resume."""
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            why = None if isinstance(saved, kind) else f"a {type(saved).__name__}"
+        except Exception as err:
+            why = type(err).__name__
+        if why:
+            raise UserError(f"{path} of the unfinished {self.what} run is damaged ({why}): rerun "
+                            "with --no-resume to start it afresh", topic="partial")
+        return saved
 
     def batches(self) -> list:
         """The finished batches 0, 1, ... up to the first missing one."""
@@ -119,7 +132,7 @@ class Partial:
     def state(self, name):
         """The STATE saved by save_state (tensors as saved), or None."""
         path = self.folder / f"{name}.pt"
-        return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+        return self._load(path, object) if path.exists() else None
 
     def save_state(self, name, obj):
         atomic_write(self.folder / f"{name}.pt", lambda f: torch.save(obj, f))

@@ -46,6 +46,7 @@ from flowercam.metrics.config import (
     SummaryOptions,
 )
 from flowercam.model import heads
+from flowercam.segment import segmenter
 
 
 def run(cfg: MetricsConfig, backbone=None):
@@ -84,8 +85,9 @@ class Selected:
     rows: list  # methods and baselines
     items: list  # (item id, path, label) measured
     masks: object  # data.masks.MaskSpec the figures read, or None
-    few_shot: dict  # {few-shot-N: fewshot.FewShotMap}
+    few_shot: dict  # {few-shot-N or segmenter: segment.pixels.PixelMap}: the learned rows
     few_info: dict
+    segmenter_info: dict | None  # the segmenter's checkpoint and settings (None: no such row)
     tau_read: localization.TauSet | None  # the validated tau read from --tau-from
 
 
@@ -104,12 +106,24 @@ def select(cfg: MetricsConfig, backbone=None) -> Selected:
     if any(b.startswith(fewshot.PREFIX) for b in cfg.baselines):  # classifiers trained on masks
         few_shot, few_info = fewshot.train_rows(cfg.baselines, model.backbone, cfg.data_dir,
                                                 cfg.split, masks, size, cfg.device)
-    rows = maprows.expand([*methods, *cfg.baselines], cfg.refine, methods)
+    seg_info = None
+    if cfg.segmenter is not None:  # a model trained on pseudo-masks (segment.py), never a mask
+        few_shot[segmenter.ROW], seg_info = open_segmenter(cfg.segmenter, model.backbone)
+    rows = maprows.expand([*methods, *cfg.baselines, *([segmenter.ROW] if seg_info else [])],
+                          cfg.refine, methods)
     methods = maprows.expand(methods, cfg.refine, methods)
     selection.check_pairs(cfg.compare, rows)
     read = tau_file.read_tau_set(cfg, rows, ckpt, masks) if cfg.tau_from else None
     return Selected(cfg, model, settings, ckpt, out_dir, methods, rows, items, masks, few_shot,
-                    few_info, read)
+                    few_info, seg_info, read)
+
+
+def open_segmenter(path, backbone):
+    """(segment.pixels.PixelMap, {"checkpoint": path, **its settings}) of a segment.py
+    checkpoint, refused when it was trained on another backbone's features."""
+    pm, settings = segmenter.load(path)
+    segmenter.check_backbone(settings, backbone, path)
+    return pm, {"checkpoint": str(path), **settings}
 
 
 def tau_subset(cfg: MetricsConfig, masks) -> str:
@@ -208,7 +222,8 @@ def summarise(chosen: Selected, main: measuring.Measured, tau, start):
     context = summary.Context(str(chosen.ckpt), cfg.split, cfg.split_name, main.seconds,
                               tau_seconds, chosen.settings.class_names, chosen.masks,
                               tau, chosen.methods, chosen.few_info, cfg.recorded(),
-                              chosen.settings.backbone_id, str(cfg.data_dir))
+                              chosen.settings.backbone_id, str(cfg.data_dir),
+                              chosen.segmenter_info)
     result = summary.summarise(main, cfg.part(SummaryOptions), context)
     result["summary_seconds"] = time.perf_counter() - measured_until  # bootstrap etc.
     return result

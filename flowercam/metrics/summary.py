@@ -19,6 +19,9 @@ import torch
 
 from flowercam.metrics import formulas, localization, registry, statistics
 from flowercam.metrics.config import FEW_SHOT_BASELINES, SummaryOptions
+from flowercam.model import checkpoints
+from flowercam.refine import methods as refiners
+from flowercam.segment import segmenter
 
 
 @dataclasses.dataclass
@@ -38,6 +41,7 @@ class Context:
     options: dict  # MetricsConfig.recorded()
     backbone: str | None = None  # the checkpoint's backbone id (report.html's settings)
     data_dir: str | None = None  # where the images are (report.html's gallery)
+    segmenter: dict | None = None  # the segmenter row's checkpoint and settings
 
 
 def row_stats(arrays, idx, taus, families, tau_arrays=None, tau_families=()):
@@ -74,10 +78,12 @@ def paired(stats, pairs, opts: SummaryOptions):
 
 
 def default_pairs(rows, methods):
-    """Every row against center, and every method row against the largest few-shot baseline."""
+    """Every row against center, and every method and segmenter row against the largest few-shot
+    baseline."""
     versus = [(r, "center") for r in rows if r != "center"] if "center" in rows else []
     few = [r for r in FEW_SHOT_BASELINES if r in rows][-1:]
-    return versus + [(m, few[0]) for m in methods if few]
+    learned = [r for r in rows if refiners.split_row(r)[0] == segmenter.ROW]
+    return versus + [(m, few[0]) for m in [*methods, *learned] if few]
 
 
 def mask_counts(arrays, spec, tau_set):
@@ -159,13 +165,15 @@ def summarise(measured, opts: SummaryOptions, context: Context):
     pairs = list(dict.fromkeys([*default_pairs(rows, context.methods),
                                 *map(tuple, opts.compare)]))
     first = next(iter(measured.rows.values()))
-    return {"checkpoint": context.checkpoint, "backbone": context.backbone,
+    return {"checkpoint": context.checkpoint, "checkpoint_sha256": checkpoints.content_sha256(
+                context.checkpoint), "backbone": context.backbone,
             "data_dir": context.data_dir, "versions": versions(), "split": context.split,
             "subset": context.subset, "n_images": n, "seconds": context.seconds,
             "seconds_per_image": context.seconds / max(n, 1),
             "row_seconds_per_image": {r: float(np.mean(a["seconds"]))
                                       for r, a in measured.rows.items() if "seconds" in a},
             "few_shot": context.few_shot or {},
+            **({"segmenter": context.segmenter} if context.segmenter else {}),
             "tau_seconds": context.tau_seconds,
             "torch_threads": torch.get_num_threads(), "options": context.options,
             "thresholds": 100,

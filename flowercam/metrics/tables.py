@@ -205,7 +205,8 @@ def _pseudo_lines(summary):
     lines = ["", "## Pseudo-masks", "", "The binary mask map >= tau against the mask (ignored "
              "pixels left out), per-image means; one tau per row, the one that maximises the mean "
              "foreground IoU. Rows METHOD+REFINER: the map refined from the image "
-             "(flowercam.refine); few-shot-N: trained on N training-split masks per class."]
+             "(flowercam.refine); few-shot-N: trained on N training-split masks per class; "
+             "segmenter: trained on the training images' pseudo-masks (segment.py), no mask."]
     for kind, title in PSEUDO_KINDS:
         def pick(row, kind=kind):
             return row["overall"].get("pseudo_masks", {}).get(kind, {})

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from flowercam.core import UserError
+from flowercam.core import UserError, is_int, is_number
 from flowercam.metrics.localization import DELTAS, THRESHOLDS, TauSet
+from flowercam.model.checkpoints import content_sha256
 
 SAME_MAPS = ("target", "scales", "flip", "layers")  # options that change a row's maps
 SAME_MASKS = ("masks_dir", "mask_values", "ignore_values")
@@ -34,21 +35,23 @@ def _read(path):
         raise UserError(f"{path} is not a readable cam_metrics.json ({error})") from None
 
 
-def _same_checkpoint(theirs, ours):
-    try:
-        return Path(theirs).samefile(ours)
-    except (OSError, TypeError):
-        return False
 
 
 def _check_run(path, run, checkpoint, split, subset, options):
     """UserError naming the first way the file's run cannot stand for the tau set."""
-    if "localization" not in run or "options" not in run:
+    if not isinstance(run, dict):
+        raise UserError(f"{path} is a {type(run).__name__}, not a cam_metrics.json mapping")
+    if not (isinstance(run.get("localization"), dict) and isinstance(run.get("options"), dict)):
         raise UserError(f"{path} has no localization figures: measure them there "
                         "(--figures localization)")
-    if not _same_checkpoint(run.get("checkpoint"), checkpoint):
-        raise UserError(f"{path} measured {run.get('checkpoint')}, not {checkpoint}: "
-                        "use that checkpoint's run")
+    theirs = run.get("checkpoint_sha256")
+    if not isinstance(theirs, str):
+        raise UserError(f"{path} does not record its checkpoint's content (checkpoint_sha256): "
+                        "measure that run again with this version")
+    if theirs != content_sha256(checkpoint):
+        raise UserError(f"{path} measured another checkpoint than {checkpoint} (its content "
+                        f"differs, though it was {run.get('checkpoint')}): use that "
+                        "checkpoint's run")
     if run.get("split") != split or run.get("subset") == subset:
         raise UserError(f"{path} measured {run.get('subset')} of split {run.get('split')}; the "
                         f"tau needs another subset of split {split} than {subset}")
@@ -67,6 +70,9 @@ def _check_run(path, run, checkpoint, split, subset, options):
 
 
 def _index(path, row, tau):
+    if not is_number(tau) or not 0 <= tau <= 1:
+        raise UserError(f"{path}: row {row}'s tau must be a number from 0 to 1, got {tau!r}: "
+                        "measure that run again")
     k = int(np.argmin(np.abs(THRESHOLDS - tau)))
     if abs(THRESHOLDS[k] - tau) > 1e-9:
         raise UserError(f"{path}: row {row}'s tau {tau} is not on the threshold grid")
@@ -75,16 +81,25 @@ def _index(path, row, tau):
 
 def _row_taus(path, run, row):
     """(k_iou, k_acc, k_v2) of one row, from its oracle tau in the file."""
-    found = {**run.get("methods", {}), **run.get("baselines", {})}.get(row)
-    oracle = ((found or {}).get("overall") or {}).get("oracle_tau")
-    if not oracle or "miou" not in oracle:
+    found = {**_mapping(run.get("methods")), **_mapping(run.get("baselines"))}.get(row)
+    oracle = _mapping(_mapping(found).get("overall")).get("oracle_tau")
+    if not isinstance(oracle, dict) or "miou" not in oracle:
         raise UserError(f"{path} has no localization figures of {row}: measure it there too")
-    v2 = oracle["max_box_acc_v2"]["tau"]
-    if len(v2) != len(DELTAS):
-        raise UserError(f"{path}: row {row} has {len(v2)} MaxBoxAccV2 taus, not {len(DELTAS)}")
-    return (_index(path, row, oracle["miou"]["tau"]),
-            _index(path, row, oracle["max_box_acc"]["tau"]),
+    try:
+        v2 = oracle["max_box_acc_v2"]["tau"]
+        taus = oracle["miou"]["tau"], oracle["max_box_acc"]["tau"]
+    except (KeyError, TypeError):
+        raise UserError(f"{path}: row {row}'s oracle_tau lacks miou, max_box_acc or "
+                        "max_box_acc_v2 taus: measure that run again") from None
+    if not isinstance(v2, list) or len(v2) != len(DELTAS):
+        raise UserError(f"{path}: row {row}'s MaxBoxAccV2 taus must be a list of {len(DELTAS)}, "
+                        f"got {v2!r}: measure that run again")
+    return (_index(path, row, taus[0]), _index(path, row, taus[1]),
             [_index(path, row, t) for t in v2])
+
+
+def _mapping(value):
+    return value if isinstance(value, dict) else {}
 
 
 def _written(cfg, masks):
@@ -104,5 +119,9 @@ def read_tau_set(cfg, rows, checkpoint, masks):
                         "figures")
     run = _read(path)
     _check_run(path, run, checkpoint, cfg.split, cfg.split_name, _written(cfg, masks))
-    return TauSet(run["subset"], run["localization"]["images_with_mask"],
+    count = run["localization"].get("images_with_mask")
+    if not (is_int(count) and count >= 1):
+        raise UserError(f"{path}: localization.images_with_mask must be a positive count, got "
+                        f"{count!r}: measure that run again")
+    return TauSet(run["subset"], count,
                   {row: _row_taus(path, run, row) for row in rows}, source=str(path))

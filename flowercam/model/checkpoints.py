@@ -4,16 +4,25 @@
 print(c.load_checkpoint('RUN/epoch_3.pth')[1])"
 """
 
+import hashlib
 import os
 import warnings
+from pathlib import Path
 
 import torch
 
 from flowercam.core import UserError, atomic_write
 from flowercam.model.heads import Classifier, HeadSettings, build_head
+from flowercam.model.vgg import MAX_ABS_WEIGHT
 
 CHECKPOINT_FORMAT = "flowercam-head"
 CHECKPOINT_VERSION = 1
+
+
+def content_sha256(path) -> str:
+    """A checkpoint's content hash: what a run made from it (--tau-from's cam_metrics.json, a
+    partial metrics run) is matched by, never its path (a file replaced there is another)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def save_checkpoint(path, head, settings: HeadSettings, **extra):
@@ -54,12 +63,29 @@ def load_checkpoint(path):
         raise UserError(f"checkpoint {path} has no settings: pass a .pth written by main.py")
     settings = HeadSettings.from_dict(ckpt["settings"], f"checkpoint {path} settings")
     head = build_head(settings, in_channels(ckpt.get("state_dict")))
+    _check_weights(path, ckpt.get("state_dict"))
     try:
         head.load_state_dict(ckpt["state_dict"])
     except (KeyError, RuntimeError) as err:
         raise UserError(f"checkpoint {path} weights do not fit its settings "
                         f"({str(err).splitlines()[0]}): retrain it") from None
     return head.eval(), settings, ckpt
+
+
+def _check_weights(path, state):
+    """UserError naming the file and tensor when a weight is not a finite float below
+    MAX_ABS_WEIGHT: such a head gives NaN losses and maps, never a figure."""
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {path} has no state_dict: pass a .pth written by main.py")
+    for name, tensor in state.items():
+        if not (torch.is_tensor(tensor) and tensor.is_floating_point()):
+            raise UserError(f"checkpoint {path} weight {name} is not a float tensor: retrain it")
+        if not torch.isfinite(tensor).all():
+            raise UserError(f"checkpoint {path} holds non-finite weights ({name}): retrain it or "
+                            "use another epoch")
+        if tensor.numel() and tensor.abs().max() > MAX_ABS_WEIGHT:
+            raise UserError(f"checkpoint {path} holds overflowing weights ({name}: |w| > "
+                            f"{MAX_ABS_WEIGHT:g}): retrain it or use another epoch")
 
 
 def cut_of(settings: HeadSettings, backbone) -> str:

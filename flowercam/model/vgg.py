@@ -31,6 +31,9 @@ STAGES = {"stage3": 15, "stage4": 22, "stage5": 29, "pool3": 16, "pool4": 23}
 # conv5_3 = relu5_3's output, no pool5 (the CAM paper's cut: 14x14 at 224 px, 16x16 at 256 px)
 CUTS = ("pool5", "conv5_3")
 DEFAULT_CUT = "pool5"
+# the largest |weight| a backbone or head file may hold: ImageNet VGG16's is 38.4, the report's
+# CAM head's 0.38; far beyond (e.g. weights x1e38) activations and logits overflow to inf/NaN
+MAX_ABS_WEIGHT = 1e6
 _CUT_END = {"pool5": 31, "conv5_3": 30}  # layers of vgg16().features run for each cut
 
 
@@ -80,6 +83,11 @@ def _features_state_dict(path):
     if not isinstance(sd, dict):
         raise UserError(f"backbone weights {path} is not a state dict: pass a VGG16 state dict")
     sd = {k.removeprefix("features."): v for k, v in sd.items() if not k.startswith("classifier.")}
+    for name, tensor in sd.items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not (
+                torch.isfinite(tensor).all() and tensor.abs().max() <= MAX_ABS_WEIGHT):
+            raise UserError(f"backbone weights {path} hold non-finite or overflowing weights "
+                            f"({name}): pass the VGG16 weights file unchanged")
     return sd
 
 

@@ -23,6 +23,7 @@ from flowercam.data import dataset
 from flowercam.model import checkpoints, normalization
 from flowercam.report import image_files, render
 from flowercam.report.image_files import arrays_of, expand_images, load_items, save_extras, save_png
+from flowercam.segment import segmenter
 from flowercam.train import evaluation, runs
 
 NUM_IMAGES = 12
@@ -121,7 +122,7 @@ def report(checkpoint, method, opts, files=NO_FILES):
     paths = [path for _, path, _ in items]
     masks = outline_masks(opts, paths)
     images, originals = load_items(paths, size, opts.max_pixels)
-    model, settings = registry.load_model(ckpt, opts.backbone_weights, opts.device)
+    model, settings = registry.load_model(ckpt, run_weights(ckpt, opts), opts.device)
     result = explain(model, settings, images, method, opts.normalize_by, opts.device,
                      agg=opts.agg)
     norm, info = method_info(ckpt, result, settings)
@@ -186,6 +187,11 @@ def image_paths(images, ckpt, opts):
     return [path for _, path, _ in select_items(opts.data_dir, opts.seed, run_split(ckpt))]
 
 
+def run_weights(ckpt, opts):
+    """--backbone-weights, else the file the checkpoint's run recorded (runs.run_weights)."""
+    return runs.run_weights(ckpt, opts.backbone_weights)
+
+
 def run_split(ckpt):
     """The split the checkpoint's run trained on (its config.json), so its validation images
     are never training images; 1 when unknown."""
@@ -196,7 +202,7 @@ def own_images(checkpoint, method, images, opts, files=NO_FILES):
     """Maps of your own images (files or folders), each overlay at the image's own resolution."""
     ckpt, method, settings, size = check_pair(checkpoint, method, opts.grid_runs)
     paths = image_paths(images, ckpt, opts)
-    model, settings = registry.load_model(ckpt, opts.backbone_weights, opts.device)
+    model, settings = registry.load_model(ckpt, run_weights(ckpt, opts), opts.device)
     items, step = [(Path(p).stem, p, 0) for p in paths], opts.batch_size
     starts = dist.shard(range(0, len(items), step))  # under torchrun: every world()-th batch
     loader = dataset.make_loader([it for s in starts for it in items[s:s + step]], step, False,
@@ -254,3 +260,29 @@ def with_outlines(tiles, masks, colour=render.OUTLINE_COLOUR):
         return tiles
     return [tile if mask is None else render.draw_outline(tile, mask, colour)
             for tile, mask in zip(tiles, masks, strict=True)]
+
+
+def segmenter_images(segmenter_path, images, opts, files=NO_FILES):
+    """The segmenter's masks (segment.py) of your own images: an overlay of its P(flower) with
+    the mask's outline (refined by files.refine first, >= files.mask_threshold) per image, at the
+    image's own resolution; files.masks_dir gets the masks as PNGs (255 = flower)."""
+    pm, settings = segmenter.load(segmenter_path)
+    paths = expand_images(images, opts.max_pixels)
+    backbone = registry.load_backbone("vgg16", opts.backbone_weights, opts.device)  # its stages
+    segmenter.check_backbone(settings, backbone, segmenter_path)
+    size = int(settings.get("input_size") or dataset.DEFAULT_SIZE)
+    maps, sizes = [], []
+    for start in tqdm(range(0, len(paths), opts.batch_size), desc="segmenter masks", unit="batch"):
+        chunk = paths[start:start + opts.batch_size]
+        batch = torch.stack([dataset.load_image(p, size, opts.max_pixels)[0] for p in chunk])
+        maps.append(pm.maps(backbone, batch.to(opts.device)))
+    maps = torch.cat(maps).numpy()  # [N,size,size] P(flower)
+    for path, heat in zip(paths, maps, strict=True):
+        original = dataset.load_image(path, size, opts.max_pixels)[1]
+        sizes.append(original.size)
+        mask = image_files.refined(files.refine, path, heat) >= files.mask_threshold
+        tile = render.draw_outline(render.blend(original, heat, opts.alpha, opts.colormap),
+                                   mask, render.REFINED_COLOUR)
+        save_png(render.to_image(tile), Path(opts.output_dir) / fit_name(
+            f"segmenter_{Path(segmenter_path).stem}_{Path(path).stem}", ".png"))
+    save_extras(dataclasses.replace(files, save_maps=None), paths, sizes, {"maps": maps}, {})

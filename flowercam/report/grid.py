@@ -8,6 +8,7 @@ best_checkpoint (the figures'); grid_runs.json names both.
 """
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -89,18 +90,58 @@ def run_grid(configs, sources, settings_of, output_dir, train_cfg, config_extra)
     Under torchrun each rank trains every world()-th configuration (dist.shard); rank 0 gets
     every result in configuration order, the other ranks None.
     """
-    train_src, valid_src = sources
     results = []
     for config in dist.shard(configs):
         settings = settings_of(config)
-        run_dir = runs.make_run_dir(output_dir, settings, tag=f"lr{config['lr']:g}")
-        core.atomic_save_json(run_dir / "config.json", {**config_extra, **config, "grid": True,
-                                                        "settings": settings.to_dict()})
-        cfg = dataclasses.replace(train_cfg, lr=config["lr"])
-        history = training.train(settings, train_src, valid_src, run_dir, cfg)
+        record = {**config_extra, **config, "grid": True, "epochs": train_cfg.epochs,
+                  "batch_size": train_cfg.batch_size, "seed": train_cfg.seed,
+                  "settings": settings.to_dict()}
+        run_dir = earlier_run(output_dir, record)
+        if run_dir is None:
+            run_dir = runs.make_run_dir(output_dir, settings, tag=f"lr{config['lr']:g}")
+            core.atomic_save_json(run_dir / "config.json", record)
+        history = runs.read_log(run_dir, missing_ok=True)
+        if not finished(history, train_cfg.epochs):
+            cfg = dataclasses.replace(train_cfg, lr=config["lr"], resume=True)
+            history = _train(settings, sources, run_dir, cfg)
         results.append((summarize(config, history, run_dir), history))
     parts = dist.gather(results)
     return None if parts is None else dist.unshard(parts)
+
+
+# what makes an earlier grid run folder this configuration's (config.json): a rerun of an
+# interrupted grid continues it (or keeps it when finished), never trains it again elsewhere
+GRID_KEYS = ("config", "settings", "lr", "epochs", "batch_size", "seed", "split",
+             "split_sha256", "backbone_weights_sha256", "precision", "cut")
+
+
+def earlier_run(output_dir, record) -> Path | None:
+    """The run folder of output_dir an earlier grid.py made for this very configuration (equal
+    on GRID_KEYS), or None."""
+    for path in sorted(Path(output_dir).glob(f"*/{runs.CONFIG_NAME}")):
+        try:
+            config = runs.run_config(path.parent)
+        except core.UserError:
+            continue  # a damaged folder is not taken for this configuration's
+        if config.get("grid") and all(config.get(k) == record.get(k) for k in GRID_KEYS):
+            return path.parent
+    return None
+
+
+def finished(history, epochs) -> bool:
+    """All epochs run, or halted by the overfit rule (training.train's two ends)."""
+    return len(history) >= epochs or bool(history and history[-1].get("overfit"))
+
+
+def _train(settings, sources, run_dir, cfg):
+    """training.train resumed from run_dir's state (none: from the start); a configuration
+    stopped before its first epoch leaves no folder behind, as main.py does."""
+    try:
+        return training.train(settings, *sources, run_dir, cfg)  # locks run_dir
+    except BaseException:
+        if not runs.read_log(run_dir, missing_ok=True):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def write_outputs(results_dir, results, epochs, report_facts=None):

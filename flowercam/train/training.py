@@ -155,6 +155,9 @@ def _restore(state: TrainState, run_dir):
         return
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
+        epoch = blob["epoch"]
+        if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0):
+            raise ValueError(f"epoch {epoch!r}")
         state.head.load_state_dict(blob["head"])
         state.optimizer.load_state_dict(blob["optimizer"])
         state.order_gen.set_state(blob["order_rng"])
@@ -162,7 +165,7 @@ def _restore(state: TrainState, run_dir):
     except Exception as err:  # damaged or from other settings
         raise UserError(f"cannot resume from {path} ({type(err).__name__}): start a new run "
                         "instead") from None
-    state.history = runs.discard_after(run_dir, int(blob["epoch"]))
+    state.history = runs.discard_after(run_dir, epoch)
 
 
 @dataclasses.dataclass(frozen=True)

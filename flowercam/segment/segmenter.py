@@ -1,0 +1,205 @@
+"""The segmenter: a per-pixel foreground model trained from image-level labels alone. The second
+stage of weakly supervised segmentation (IRN, ReCAM, PSA): the class maps of every training
+image (LayerCAM by default, of its labelled class), refined from the image (dense CRF), give
+confident pixel labels (flowercam.segment.labels); the pixel classifier of the few-shot rows
+(flowercam.segment.pixels) learns from them; each self-training round relabels the images with
+the model's own refined maps and fits again. No mask file is ever read.
+
+    python segment.py --checkpoint model/reference/CAM_lr0.0001_epoch6.pth --data-dir data
+    python -c "from flowercam.segment import segmenter; print(segmenter.DEFAULT)"
+
+The checkpoint (save / load) holds the classifier's tensors and the settings (backbone name and
+weights id, the CAM checkpoint, the label thresholds, the rounds and their seconds); it loads
+with weights_only=True and is validated on read.
+"""
+
+import dataclasses
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from flowercam.cam import compute, methods
+from flowercam.core import UserError, atomic_write
+from flowercam.data import dataset
+from flowercam.model import vgg
+from flowercam.refine import methods as refiners
+from flowercam.segment import labels, pixels
+
+FORMAT = "flowercam-segmenter"
+VERSION = 1
+ROW = "segmenter"  # its row in evaluate.py --cam-metrics (segmenter+crf refined)
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmenterSettings:
+    classifier: pixels.PixelSettings = pixels.PixelSettings(pixels_per_image=256)
+    thresholds: labels.LabelSettings = labels.DEFAULT
+    method: str = "LayerCAM"  # the seeds' class maps (of the image's label)
+    refiner: str = "crf"  # flowercam.refine.methods.REFINERS
+    rounds: int = 1  # self-training rounds after the fit on the seeds
+    batch_size: int = 8
+
+    def check(self):
+        self.thresholds.check()
+        refiners.check([self.refiner])
+        if self.rounds < 0:
+            raise UserError(f"rounds must be >= 0 (0: the fit on the seeds only), got "
+                            f"{self.rounds}")
+        if self.batch_size < 1 or self.classifier.pixels_per_image < 2:
+            raise UserError("batch_size must be >= 1 and pixels_per_image >= 2")
+
+
+DEFAULT = SegmenterSettings()
+
+
+def backbone_name(backbone) -> str:
+    """The registry name of a backbone (vgg16 for model/vgg.py's, whose ids are vgg16-...)."""
+    return getattr(backbone, "name", None) or backbone.backbone_id.split("-", 1)[0]
+
+
+def _pixels01(images):
+    """ImageNet-normalised [B,3,H,W] -> [B,3,H,W] in [0,1] (what the refiners read)."""
+    mean = torch.tensor(vgg.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(vgg.IMAGENET_STD).view(1, 3, 1, 1)
+    return (images.cpu() * std + mean).clamp(0, 1)
+
+
+def seed_maps(model, method, images, targets):
+    """The class maps [B,H,W] in [0,1] (min-max) of targets [B] on images [B,3,H,W], as
+    evaluate.py's rows make them (the method's default layers)."""
+    opts = methods.layer_options(method, None)
+    result = compute.maps_reusing(model, images, method, {}, targets, normalize_by="minmax",
+                                  **opts)
+    return result.maps.detach().float().cpu()
+
+
+def seed_maps_of(model, method):
+    """The default seeds: (images, targets, items) -> seed_maps of the method."""
+    return lambda images, targets, items: seed_maps(model, method, images, targets)
+
+
+def _batches(items, n):
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def _round_pixels(model, items, size, s: SegmenterSettings, current, device, desc, seed_fn):
+    """(x [P,C] float16, y [P]) of one round: each image's confident labels (from the seeds'
+    maps when current is None, else from current's maps), balanced samples of them."""
+    rng = np.random.default_rng(s.classifier.seed)
+    xs, ys = [], []
+    bar = tqdm(total=len(items), desc=desc, unit="img")
+    for batch in _batches(items, s.batch_size):
+        images = torch.stack([dataset.load_image(p, size)[0] for _, p, _ in batch]).to(device)
+        feats = pixels.pixel_features(model.backbone, images, s.classifier).cpu()  # [B,C,s,s]
+        if current is None:
+            targets = torch.tensor([label for _, _, label in batch], device=device)
+            maps = (seed_fn or seed_maps_of(model, s.method))(images, targets, batch)
+        else:
+            maps = F.interpolate(current.logits(feats)[:, None], size=images.shape[-2:],
+                                 mode="bilinear", align_corners=False)[:, 0].sigmoid()
+        refined = refiners.refine_batch(s.refiner, _pixels01(images), maps)
+        for f, m, r in zip(feats, maps.numpy(), refined.numpy(), strict=True):
+            seeds = labels.at_side(labels.confident(m, r, s.thresholds), s.classifier.side)
+            where, y = labels.sample(seeds, s.classifier.pixels_per_image, rng)
+            xs.append(f.flatten(1).T[torch.from_numpy(where)].half())  # [n,C]
+            ys.append(torch.from_numpy(y))
+        bar.update(len(batch))
+    bar.close()
+    return torch.cat(xs), torch.cat(ys)
+
+
+def train(model, items, size, s: SegmenterSettings = DEFAULT, device="cpu", seed_fn=None):
+    """(pixels.PixelMap, {"round_seconds": [...], "flower_fraction_of_labels": [...]}) trained
+    on the items (id, path, label) with their labels only: round 0 on the seeds, then s.rounds
+    self-training rounds. seed_fn: (images [B,3,H,W], targets [B], items) -> the seeds' maps
+    [B,H,W] in [0,1] instead of s.method's (tests: seeds of a known noise)."""
+    s.check()
+    if not items:
+        raise UserError("the segmenter has no training images: check the data folder's split")
+    current, seconds, fractions = None, [], []
+    for r in range(s.rounds + 1):
+        start = time.perf_counter()
+        x, y = _round_pixels(model, items, size, s, current, device,
+                             "segmenter seeds" if r == 0 else f"self-training {r}", seed_fn)
+        current = pixels.fit(x, y, s.classifier, [i for i, _, _ in items])
+        seconds.append(time.perf_counter() - start)
+        fractions.append(float(y.mean()) if len(y) else float("nan"))
+    return current, {"round_seconds": seconds, "flower_fraction_of_labels": fractions}
+
+
+# ---------------------------------------------------------------- checkpoint
+
+
+def _settings_record(s: SegmenterSettings) -> dict:
+    out = dataclasses.asdict(s)
+    out["classifier"]["layers"] = list(s.classifier.layers)
+    return out
+
+
+def save(path, pm: pixels.PixelMap, s: SegmenterSettings, backbone, **extra):
+    """Atomic torch.save of the classifier's tensors and its settings (backbone name and id)."""
+    ckpt = {"format": FORMAT, "version": VERSION,
+            "settings": {**_settings_record(s), "backbone_name": backbone_name(backbone),
+                         "backbone": backbone.backbone_id, **extra},
+            "state": {"mean": pm.mean.clone(), "std": pm.std.clone(),
+                      "weight": pm.weight.clone(), "bias": pm.bias.clone()},
+            "images": list(pm.images)}
+    atomic_write(path, lambda f: torch.save(ckpt, f))
+
+
+def _pixel_settings(record, path):
+    try:
+        s = pixels.PixelSettings(**{**record, "layers": tuple(record["layers"])})
+    except (TypeError, KeyError):
+        raise UserError(f"{path}: its pixel settings {record!r} are not a segmenter's: train it "
+                        "again with segment.py") from None
+    if not (s.layers and all(isinstance(n, str) for n in s.layers) and isinstance(s.side, int)
+            and s.side > 0):
+        raise UserError(f"{path}: layers {s.layers!r} / side {s.side!r} are not valid: train it "
+                        "again with segment.py")
+    return s
+
+
+def load(path) -> tuple[pixels.PixelMap, dict]:
+    """-> (pixels.PixelMap, settings); UserError when missing, unreadable or not a segmenter."""
+    path = os.fspath(path)
+    again = "pass a .pth written by segment.py"
+    if not os.path.isfile(path):
+        raise UserError(f"segmenter {path} not found: {again}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"cannot read segmenter {path} ({type(err).__name__}): {again}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"{path} is not a segmenter checkpoint: {again}")
+    if ckpt.get("version") != VERSION:
+        raise UserError(f"segmenter {path} has version {ckpt.get('version')!r}, expected "
+                        f"{VERSION}: train it again with this segment.py")
+    settings, state = ckpt.get("settings"), ckpt.get("state")
+    if not isinstance(settings, dict) or not isinstance(state, dict):
+        raise UserError(f"{path} has no settings or weights: {again}")
+    s = _pixel_settings(settings.get("classifier") or {}, path)
+    tensors = [state.get(k) for k in ("mean", "std", "weight", "bias")]
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise UserError(f"{path} lacks some of mean, std, weight, bias: {again}")
+    mean, std, weight, bias = (t.float() for t in tensors)
+    c = weight.shape[0] if weight.ndim == 1 else -1
+    if c < 1 or mean.shape != (c,) or std.shape != (c,) or bias.shape != ():
+        raise UserError(f"{path}: weights of shapes {[tuple(t.shape) for t in tensors]} do not "
+                        "make one classifier: train it again with segment.py")
+    if not all(torch.isfinite(t).all() for t in (mean, std, weight, bias)) or (std <= 0).any():
+        raise UserError(f"{path} holds NaN, Inf or non-positive spreads: train it again")
+    return pixels.PixelMap(mean, std, weight, bias, s, list(ckpt.get("images") or [])), settings
+
+
+def check_backbone(settings, backbone, path):
+    """UserError when the segmenter was trained on other backbone features than backbone's."""
+    if settings.get("backbone") != backbone.backbone_id:
+        raise UserError(f"segmenter {path} was trained on backbone {settings.get('backbone')}, "
+                        f"this run reads {backbone.backbone_id}: pass the backbone weights it "
+                        "was trained with, or train it on these")
