@@ -177,10 +177,12 @@ def add_map_choice(parser):
     add("--methods", nargs="+", choices=list(methods.METHODS),
         help="map methods to measure; none given: the report's methods the head supports "
              f"({', '.join(methods.REPORT_METHODS)})")
-    add("--layers", nargs="+", choices=methods.LAYERS,
-        help="LayerCAM's layers; default: pool3 pool4 classmaps (the report's, after pooling); "
-             "stage3 stage4 classmaps = the LayerCAM paper's, before pooling; one layer (e.g. "
-             "stage5) is also the layer of every one-layer method (Grad-CAM, Ablation-CAM, ...)")
+    add("--layers", nargs="+",
+        help="LayerCAM's layers: the backbone's stages and classmaps (docs/backbones.md); "
+             "default: its map stages and classmaps (VGG16: pool3 pool4 classmaps, the report's, "
+             "after pooling; stage3 stage4 classmaps = the LayerCAM paper's, before pooling); "
+             "one layer (e.g. stage5) is also the layer of every one-layer method (Grad-CAM, "
+             "Ablation-CAM, ...)")
     add("--target", choices=config.TARGETS, help="the class each map explains")
     add("--limit", type=flags.positive_int, help="measure a seeded random N images of the split")
     add("--batch-size", dest="map_batch_size", type=flags.positive_int,
@@ -344,7 +346,10 @@ def _tupled(value):
 def metrics_config(args) -> MetricsConfig:
     """A map mode's parsed flags -> MetricsConfig: every flag's dest is the field it sets (the
     parser's defaults are MetricsConfig's)."""
-    return MetricsConfig(**{k: _tupled(v) for k, v in vars(args).items() if k in FIELDS})
+    given = {k: v for k, v in vars(args).items() if k in FIELDS}
+    if given.get("data_dir") is None:  # not given, and no run to read it from: the default
+        given.pop("data_dir", None)
+    return MetricsConfig(**{k: _tupled(v) for k, v in given.items()})
 
 
 def with_run_data(args):

@@ -18,7 +18,7 @@ from pathlib import Path
 from flowercam import core, dist, flags
 from flowercam.cache import features
 from flowercam.data import dataset
-from flowercam.model import heads, vgg
+from flowercam.model import heads
 from flowercam.report import grid, html
 from flowercam.train import runs, training
 
@@ -41,7 +41,7 @@ def get_args_parser():
     flags.add_data_dir(parser)
     flags.add_output_dir(parser, "model", "the run directories")
     add("--results-dir", default="output", help="where table2.md/.csv and loss_curves.png go")
-    flags.add_backbone_weights(parser)
+    flags.add_backbone(parser)
     flags.add_split(parser)
     flags.add_precision(parser)
     flags.add_num_workers(parser)
@@ -72,7 +72,7 @@ def main(args):
     facts = report_facts(args.report_facts)  # before any training
     core.check_writable_dir(args.output_dir)
     core.check_writable_dir(args.results_dir, "--results-dir")
-    backbone = vgg.load_backbone(args.backbone_weights, args.device).at(args.cut)
+    backbone = flags.load_backbone(args)
     # the grid always trains on the shared cache
     opts = training.SourceOptions.pick(vars(args), no_cache=False)
     sources = training.make_sources(opts, backbone)
@@ -80,11 +80,13 @@ def main(args):
 
     def settings_of(config):
         return training.make_settings(config["model_type"], config["normalize_by"], names, size,
-                                      backbone.backbone_id, cut=config["cut"])
+                                      backbone.backbone_id, cut=config["cut"],
+                                      backbone=backbone.key,
+                                      backbone_weights_id=backbone.weights_sha256)
 
     train_cfg = training.TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                                      seed=args.seed, device=args.device)
-    configs = grid.configurations(args.lrs, args.model_types, args.cut)
+    configs = grid.configurations(args.lrs, args.model_types, backbone.cut, backbone.default_cut)
     recorded = {**vars(args), **runs.data_record(args.data_dir, args.split),
                 **runs.weights_record(args.backbone_weights)}
     results = grid.run_grid(configs, sources, settings_of, args.output_dir, train_cfg, recorded)

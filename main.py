@@ -18,9 +18,10 @@ import shutil
 from pathlib import Path
 
 from flowercam import core, dist, flags
+from flowercam.backbones import registry
 from flowercam.cache import features
 from flowercam.data import dataset
-from flowercam.model import heads, vgg
+from flowercam.model import heads
 from flowercam.train import runs, training
 
 EPOCHS = 50  # -e when not given (a new run)
@@ -43,7 +44,7 @@ def get_args_parser():
     flags.add_device(parser)
     flags.add_data_dir(parser)
     flags.add_output_dir(parser, "model", "run directories")
-    flags.add_backbone_weights(parser)
+    flags.add_backbone(parser)
     flags.add_split(parser)
     flags.add_cut(parser)
     flags.add_precision(parser)
@@ -69,7 +70,8 @@ def resumed_args(args):
         raise core.UserError(f"run config {run_dir / runs.CONFIG_NAME} lacks {missing[0]}: "
                              "restore it, or start a new run")
     recorded = {**{k: config[k] for k in RESUMED},
-                "cut": config.get("cut", vgg.DEFAULT_CUT),  # runs from before the cuts: pool5
+                "cut": config.get("cut"),  # None: the backbone's default (runs before the cuts)
+                "backbone": config.get("backbone") or registry.DEFAULT,  # runs before --backbone
                 "recam_lambda": config.get("recam_lambda", heads.RECAM_LAMBDA)}
     refuse_contradictions(args, recorded, run_dir)
     merged = {**vars(args), **recorded}
@@ -136,14 +138,15 @@ def main(args):
             pass
     else:
         core.check_writable_dir(args.output_dir)
-    backbone = vgg.load_backbone(args.backbone_weights, args.device).at(args.cut)
+    backbone = flags.load_backbone(args)
     train_src, valid_src = training.make_sources(training.SourceOptions.pick(vars(args)), backbone)
     if not dist.is_root():  # under torchrun the ranks share the cache build; rank 0 trains
         return None
     settings = training.make_settings(args.model_type, args.normalize_by,
                                       dataset.class_names(args.data_dir),
                                       features.input_size(args.data_dir), backbone.backbone_id,
-                                      args.recam_lambda, args.cut)
+                                      args.recam_lambda, backbone.cut, backbone.key,
+                                      backbone.weights_sha256)
     if args.resume:
         run_dir = Path(args.resume)
         if runs.run_settings(run_dir) != settings:

@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 
 from flowercam import core, flags
+from flowercam.backbones import registry
 from flowercam.cache import features
 from flowercam.cam import methods
 from flowercam.core import UserError
 from flowercam.data import dataset
-from flowercam.model import checkpoints, vgg
 from flowercam.refine import methods as refiners
 from flowercam.segment import labels, pixels, segmenter
 from flowercam.train import evaluation, runs
@@ -101,10 +101,11 @@ def main(args):
         args.rounds, args.batch_size)
     settings.check()
     split, weights = runs.run_defaults(args.checkpoint, args.split, args.backbone_weights)
-    backbone = vgg.load_backbone(weights, args.device)
-    model, head_settings = checkpoints.load_model(args.checkpoint, device=args.device,
-                                                  backbone=backbone)
-    evaluation.check_data(head_settings, args.data_dir, backbone)
+    # the segmenter's pixel features are VGG16's stages (flowercam/segment/pixels.py)
+    backbone = registry.load_backbone("vgg16", weights, args.device)
+    model, head_settings = registry.load_model(args.checkpoint, device=args.device,
+                                               backbone=backbone)
+    evaluation.check_data(head_settings, args.data_dir, model.backbone)
     methods.check_method(args.method, head_settings.model_type)
     items = training_items(args.data_dir, split, args.limit, args.seed)
     size = features.input_size(args.data_dir)

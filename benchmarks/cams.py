@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 from flowercam import core, flags
+from flowercam.backbones import registry
 from flowercam.cam import compute, methods
-from flowercam.model import heads, vgg
+from flowercam.model import heads
 from tests.cam_reference import load_images, report_loop
 
 
@@ -61,11 +62,12 @@ def show(row):
 
 def build_model(args):
     torch.manual_seed(args.seed)
-    if args.random_backbone:
-        backbone = vgg.Backbone()
+    if args.random_backbone:  # VGG16: as vgg16.VGG16() under the seed above
+        backbone = registry.load_backbone(args.backbone, seed=args.seed)
     else:
-        backbone = vgg.load_backbone(args.backbone_weights)
-    model = heads.Classifier(backbone, heads.ReCAMHead(17, "minmax")).to(args.device).eval()
+        backbone = registry.load_backbone(args.backbone, args.backbone_weights)
+    head = heads.ReCAMHead(17, "minmax", backbone.channels)
+    model = heads.Classifier(backbone, head).to(args.device).eval()
     return model, backbone.backbone_id
 
 
@@ -133,6 +135,9 @@ def bench_layout(args):
     """VGG16's convolutions on one batch laid out NCHW and channels-last (what vgg.channels_last
     gives the backbone on the CPU and CUDA): images per second of each, and how far apart they
     are."""
+    if args.backbone != "vgg16":
+        raise core.UserError(f"--only layout times VGG16's own layers, not {args.backbone}: "
+                             "drop --backbone")
     model, backbone_id = build_model(args)
     images, features, outs, rows = bench_images(args), model.backbone.features, {}, []
     print(f"{backbone_id} features, {len(images)} images {args.size}px on {args.device}, "
@@ -182,16 +187,17 @@ def get_args_parser():
                         help="benchmarks to run (costs: plain vs aggregated vs Score-CAM; "
                         "layout: the backbone NCHW vs channels-last; devices: the CPU vs "
                         "--device)")
+    parser.add_argument("--backbone", default=registry.DEFAULT, metavar="NAME",
+                        help="the backbone (flowercam/backbones/registry.py; layout: vgg16 only)")
     parser.add_argument("--backbone-weights", default=None,
-                        help="VGG16 state dict (else env BACKBONE_WEIGHTS, else torchvision)")
+                        help="its state dict (vgg16: else env BACKBONE_WEIGHTS, else torchvision)")
     parser.add_argument("--random-backbone", action="store_true",
-                        help="random-init VGG16 (timing only, no weights file needed)")
+                        help="random-init backbone (timing only, no weights file needed)")
     parser.add_argument("--images-dir", default=None,
                         help="Flower-17 jpg folder (default ../shared/flowers17/jpg)")
     parser.add_argument("--synthetic", action="store_true", help="random images instead")
     parser.add_argument("--num-images", type=flags.positive_int, default=12, help="batch size")
-    parser.add_argument("--size", type=flags.positive_int, default=vgg.INPUT_SIZE,
-                        help="input size (px)")
+    parser.add_argument("--size", type=flags.positive_int, default=256, help="input size (px)")
     parser.add_argument("--methods", nargs="+", choices=list(methods.METHODS),
                         default=["CAM", "LayerCAM", "GradCAM", "GradCAM++"], help="CAM methods")
     parser.add_argument("--scales", nargs="+", type=float, default=[1.0, 0.5, 1.5, 2.0],

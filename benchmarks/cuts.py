@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from flowercam.backbones import vgg16
 from flowercam.cache import features
 from flowercam.core import ArgumentParser, atomic_save_json, run_main
 from flowercam.data import dataset
@@ -66,7 +67,7 @@ def probe_head(rows, classes, epochs):
 
 def storage_effect(args) -> dict:
     """float16 conv5_3 -> derived pool5 vs the float32 pool5 path, features and top-1."""
-    backbone = vgg.load_backbone(args.backbone_weights)
+    backbone = vgg16.load(args.backbone_weights)
     pool5_dir = args.pool5_data_dir or args.data_dir
     exact = {s: cached(pool5_dir, s, backbone) for s in ("valid", "test")}
     fine = {s: cached(args.data_dir, s, backbone.at("conv5_3")) for s in ("valid", "test")}

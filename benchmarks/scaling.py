@@ -26,9 +26,9 @@ import torch
 
 from benchmarks.training import shared_items
 from flowercam import core, dist
+from flowercam.backbones import vgg16
 from flowercam.cache import features, shards
 from flowercam.core import atomic_save_json
-from flowercam.model import vgg
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = (("1 process, default threads", 1, None, "shared"),
@@ -52,7 +52,7 @@ def get_args_parser():
 def build_once(args):
     """One build in this process (under torchrun: with the other ranks) -> phases per rank."""
     items = shared_items(args.shared, args.images)
-    backbone = vgg.load_backbone(str(Path(args.shared) / "weights" /
+    backbone = vgg16.load(str(Path(args.shared) / "weights" /
                                      "vgg16_imagenet_features.pth"))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(dist.broadcast(tmp))  # rank 0's folder (one machine: shared)

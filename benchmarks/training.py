@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from flowercam import core
+from flowercam.backbones import vgg16
 from flowercam.cache import features
 from flowercam.core import UserError, atomic_save_json, run_main
 from flowercam.data import dataset
-from flowercam.model import heads, vgg
+from flowercam.model import heads
 from flowercam.train import training
 
 NUM_CLASSES = 17
@@ -150,7 +151,7 @@ def main(args):
     if args.child:
         return child_train(args)
     weights = args.backbone_weights or Path(args.shared) / "weights" / "vgg16_imagenet_features.pth"
-    backbone = vgg.load_backbone(weights)
+    backbone = vgg16.load(weights)
     items = shared_items(args.shared, max(args.images, args.steps * 8))
     result = {"torch_threads": torch.get_num_threads(), "precision": args.precision,
               "backbone": bench_backbone(items[:args.images], backbone, args),

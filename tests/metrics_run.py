@@ -5,7 +5,8 @@ import torch
 import training_data
 
 import evaluate as evaluate_cli
-from flowercam.model import checkpoints, heads, vgg
+from flowercam.backbones import vgg16
+from flowercam.model import checkpoints, heads
 
 
 def make_synthetic_run(root):
@@ -13,8 +14,8 @@ def make_synthetic_run(root):
     data = training_data.make_dataset(root / "data", per_class=4, copies=1, size=32)
     torch.manual_seed(0)
     weights = root / "vgg_random.pth"
-    torch.save(vgg.Backbone().features.state_dict(), weights)
-    backbone = vgg.load_backbone(str(weights))
+    torch.save(vgg16.VGG16().features.state_dict(), weights)
+    backbone = vgg16.load(str(weights))
     settings = heads.HeadSettings.from_dict({
         "model_type": "ReCAM", "normalize_by": "minmax", "num_classes": 3,
         "class_names": list(training_data.CLASSES), "input_size": 32,

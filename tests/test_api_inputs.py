@@ -5,9 +5,10 @@ non-finite pixels or features, a wrong dtype or shape and non-integer targets ar
 import pytest
 import torch
 
+from flowercam.backbones import vgg16
 from flowercam.cam import compute
 from flowercam.core import UserError
-from flowercam.model import heads, vgg
+from flowercam.model import heads
 
 C = 3
 
@@ -15,7 +16,7 @@ C = 3
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return heads.Classifier(vgg.Backbone(), heads.build_head(heads.HeadSettings("CAM", C))).eval()
+    return heads.Classifier(vgg16.VGG16(), heads.build_head(heads.HeadSettings("CAM", C))).eval()
 
 
 def images(n=2, size=32):

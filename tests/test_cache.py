@@ -8,10 +8,10 @@ import pytest
 import torch
 from training_data import make_dataset, random_weights
 
+from flowercam.backbones import vgg16
 from flowercam.cache import features
 from flowercam.core import UserError
 from flowercam.data import dataset
-from flowercam.model import vgg
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def _counting(backbone, monkeypatch, fail_at=None):
 
 def test_cache_equals_backbone_and_is_reused(data_dir, weights, monkeypatch):
     items = dataset.split_items(data_dir, "train")
-    backbone = vgg.load_backbone(weights[0])
+    backbone = vgg16.load(weights[0])
     feats = features.feature_cache(items, backbone, data_dir, batch_size=5, num_workers=2)
     assert feats.shape == (len(items), 512, 7, 7) and feats.dtype == torch.float32
     images = torch.stack([dataset.load_image(path, 32)[0] for _, path, _ in items])
@@ -59,11 +59,11 @@ def test_cache_equals_backbone_and_is_reused(data_dir, weights, monkeypatch):
 
 def test_key_changes_with_weights_images_precision(data_dir, weights):
     items = dataset.split_items(data_dir, "train")
-    a, b = vgg.load_backbone(weights[0]), vgg.load_backbone(weights[1])
+    a, b = vgg16.load(weights[0]), vgg16.load(weights[1])
     assert a.backbone_id != b.backbone_id
 
     def path(items, backbone, precision="fp32"):
-        key = features.cache_key(items, backbone.backbone_id, data_dir, 32, precision)
+        key = features.cache_key(items, backbone, data_dir, 32, precision)
         return features.cache_paths(data_dir, key)[0]
 
     base = path(items, a)
@@ -81,7 +81,7 @@ def test_key_changes_with_weights_images_precision(data_dir, weights):
 
 def test_interrupted_build_resumes(data_dir, weights, monkeypatch):
     items = dataset.split_items(data_dir, "train")  # 12 items, batches of 3
-    backbone = vgg.load_backbone(weights[0])
+    backbone = vgg16.load(weights[0])
     _counting(backbone, monkeypatch, fail_at=3)
     with pytest.raises(KeyboardInterrupt):
         features.feature_cache(items, backbone, data_dir, batch_size=3, num_workers=0)
@@ -101,7 +101,7 @@ def test_interrupted_build_resumes(data_dir, weights, monkeypatch):
 def test_corrupt_image_is_one_line_error(data_dir, weights):
     items = dataset.split_items(data_dir, "train")
     Path(items[5][1]).write_bytes(b"not a jpeg")
-    backbone = vgg.load_backbone(weights[0])
+    backbone = vgg16.load(weights[0])
     with pytest.raises(UserError) as err:
         features.feature_cache(items, backbone, data_dir, batch_size=4, num_workers=2)
     assert "\n" not in str(err.value) and str(err.value).startswith(f"image {items[5][1]}")
@@ -109,7 +109,7 @@ def test_corrupt_image_is_one_line_error(data_dir, weights):
 
 def test_bf16_close_to_fp32(data_dir, weights):
     items = dataset.split_items(data_dir, "valid")
-    backbone = vgg.load_backbone(weights[0])
+    backbone = vgg16.load(weights[0])
     fp32 = features.feature_cache(items, backbone, data_dir, "fp32", num_workers=0)
     bf16 = features.feature_cache(items, backbone, data_dir, "bf16", num_workers=0)
     assert bf16.dtype == torch.float32
@@ -118,7 +118,7 @@ def test_bf16_close_to_fp32(data_dir, weights):
 
 
 def test_bad_precision_and_empty(data_dir, weights):
-    backbone = vgg.load_backbone(weights[0])
+    backbone = vgg16.load(weights[0])
     with pytest.raises(UserError, match="precision"):
         features.feature_cache(dataset.split_items(data_dir, "valid"), backbone, data_dir, "fp8")
     assert features.feature_cache([], backbone, data_dir).shape == (0, 512, 7, 7)

@@ -10,8 +10,9 @@ import torch
 from training_data import cheap, images, make_model
 
 from flowercam import core
+from flowercam.backbones import vgg16
 from flowercam.cam import compute, drivers, methods
-from flowercam.model import heads, vgg
+from flowercam.model import heads
 
 C = 17
 NEW = ["HiResCAM", "GradCAMElementWise", "XGradCAM", "EigenGradCAM", "ShapleyCAM", "FinerCAM",
@@ -62,7 +63,7 @@ def test_options_are_checked():
 def test_every_new_method_runs_on_every_head_and_the_published_recam():
     x = images(1, 32)
     torch.manual_seed(0)
-    published = heads.Classifier(vgg.Backbone(), heads.PublishedReCAMHead(C)).eval()
+    published = heads.Classifier(vgg16.VGG16(), heads.PublishedReCAMHead(C)).eval()
     for model in (make_model("CAM"), make_model("ReCAM"), published):
         for method in NEW:
             assert method in methods.supported(model.head.model_type)

@@ -7,6 +7,7 @@ import torch
 from training_data import cheap, images, make_model
 
 from flowercam import core
+from flowercam.backbones import vgg16
 from flowercam.cam import compute, methods
 from flowercam.model import heads, normalization, vgg
 
@@ -217,7 +218,7 @@ def test_layercam_options(recam_model):
 
 def test_layercam_default_layers_are_the_reports_post_pool_stages():
     torch.manual_seed(0)
-    backbone = vgg.Backbone()
+    backbone = vgg16.VGG16()
     x = torch.randn(1, 3, 256, 256)
     layers = ["stage3", "pool3", "stage4", "pool4"]
     _, acts = backbone.forward_with(x, layers)
@@ -227,12 +228,16 @@ def test_layercam_default_layers_are_the_reports_post_pool_stages():
         want = torch.nn.functional.max_pool2d(acts[f"stage{n}"].detach(), 2)
         assert torch.equal(acts[f"pool{n}"].detach(), want)
     opts = methods.resolve_options("LayerCAM", {})
-    assert opts["layers"] == ["pool3", "pool4", "classmaps"] == list(methods.REPORT_LAYERS)
-    pre = methods.resolve_options("LayerCAM", {"layers": methods.PRE_POOL_LAYERS})
+    assert opts["layers"] == list(REPORT_LAYERS)
+    pre = methods.resolve_options("LayerCAM", {"layers": PRE_POOL_LAYERS})
     assert opts["layer_weights"] == pre["layer_weights"] == [0.4, 0.4, 0.2]
 
 
-@pytest.mark.parametrize("layers", [methods.PRE_POOL_LAYERS, methods.REPORT_LAYERS])
+REPORT_LAYERS = ("pool3", "pool4", "classmaps")  # VGG16's LayerCAM default, the report's
+PRE_POOL_LAYERS = ("stage3", "stage4", "classmaps")  # the LayerCAM paper's convention
+
+
+@pytest.mark.parametrize("layers", [PRE_POOL_LAYERS, REPORT_LAYERS])
 def test_layercam_layers_match_the_report_loop(layers):
     model = make_model("CAM", dtype=torch.float64)
     x = images(2, 64, dtype=torch.float64)
@@ -246,7 +251,7 @@ def test_layercam_layers_match_the_report_loop(layers):
 def test_real_weights_every_method(flowers_jpg, weights_path):
     x = cam_reference.load_images(flowers_jpg, 3, vgg.INPUT_SIZE)
     torch.manual_seed(0)
-    model = heads.Classifier(vgg.load_backbone(str(weights_path)), heads.ReCAMHead(C)).eval()
+    model = heads.Classifier(vgg16.load(str(weights_path)), heads.ReCAMHead(C)).eval()
     for method in methods.supported("ReCAM"):
         res = compute.compute_maps(model, x, method, **cheap(method))
         assert res.maps.shape == res.raw.shape == (3, 256, 256) and res.logits.shape == (3, C)
@@ -257,7 +262,7 @@ def test_real_weights_every_method(flowers_jpg, weights_path):
 
 def test_gradient_methods_work_inside_no_grad():
     torch.manual_seed(0)
-    model = heads.Classifier(vgg.Backbone(), heads.CAMHead(3)).eval()
+    model = heads.Classifier(vgg16.VGG16(), heads.CAMHead(3)).eval()
     images = torch.randn(2, 3, 32, 32)
     expected = compute.compute_maps(model, images, "GradCAM").maps
     with torch.no_grad():

@@ -8,14 +8,15 @@ import torch
 from training_data import make_dataset, random_weights, run_cli
 
 import grid as grid_cli
+from flowercam.backbones import registry, vgg16
 from flowercam.cache import disk, features
 from flowercam.data import dataset
-from flowercam.model import checkpoints, vgg
+from flowercam.model import vgg
 
 
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory):
-    return vgg.load_backbone(random_weights(tmp_path_factory.mktemp("w") / "a.pth", seed=0))
+    return vgg16.load(random_weights(tmp_path_factory.mktemp("w") / "a.pth", seed=0))
 
 
 def test_cut_shapes_and_shared_layers(backbone):
@@ -83,5 +84,5 @@ def test_grid_trains_new_heads_at_conv5_3_and_records_the_cut(tmp_path):
     table = (out / "table2.md").read_text()
     assert "| CAM @conv5_3 | 0.001 |" in table and "| CAM-paper @conv5_3 | 0.001 |" in table
     for row, _ in results:
-        model, settings = checkpoints.load_model(row["best_checkpoint"], weights)
+        model, settings = registry.load_model(row["best_checkpoint"], weights)
         assert settings.cut == "conv5_3" and model.backbone.cut == "conv5_3"

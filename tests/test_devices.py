@@ -12,8 +12,9 @@ import pytest
 import torch
 from training_data import cheap, images, make_model
 
+from flowercam.backbones import vgg16
 from flowercam.cam import compute, methods, noise
-from flowercam.model import heads, vgg
+from flowercam.model import heads
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -37,7 +38,7 @@ def test_noise_is_the_same_on_cuda():
 
 def _models():
     torch.manual_seed(0)
-    published = heads.Classifier(vgg.Backbone(), heads.PublishedReCAMHead(17)).eval()
+    published = heads.Classifier(vgg16.VGG16(), heads.PublishedReCAMHead(17)).eval()
     return [make_model("CAM"), make_model("ReCAM"), published]
 
 

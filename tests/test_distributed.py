@@ -22,9 +22,10 @@ import training_data
 import evaluate as evaluate_cli
 import grid as grid_cli
 import inference as inference_cli
+from flowercam.backbones import vgg16
 from flowercam.cache import features
 from flowercam.data import dataset
-from flowercam.model import checkpoints, heads, vgg
+from flowercam.model import checkpoints, heads
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -50,7 +51,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
     data = training_data.make_dataset(root / "data", per_class=6, copies=2, size=32)
     weights = training_data.random_weights(root / "w.pth")
-    backbone = vgg.load_backbone(weights)
+    backbone = vgg16.load(weights)
     settings = heads.HeadSettings.from_dict({
         "model_type": "ReCAM", "normalize_by": "minmax", "num_classes": 3,
         "class_names": list(training_data.CLASSES), "input_size": 32,

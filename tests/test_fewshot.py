@@ -12,10 +12,11 @@ from mask_data import record_values
 from PIL import Image
 
 import evaluate as evaluate_cli
+from flowercam.backbones import vgg16
 from flowercam.core import UserError
 from flowercam.data import dataset, masks
 from flowercam.metrics import fewshot, pseudo, runner
-from flowercam.model import checkpoints, heads, vgg
+from flowercam.model import checkpoints, heads
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def masked_run(tmp_path_factory):
         Image.fromarray(labels).save(root / "data" / "masks" / f"{image['id']}.png")
     record_values(root / "data")  # Flower-17's values, as augment.py records them
     weights = training_data.random_weights(root / "w.pth")
-    backbone = vgg.load_backbone(weights)
+    backbone = vgg16.load(weights)
     settings = heads.HeadSettings.from_dict({
         "model_type": "CAM", "normalize_by": "minmax", "num_classes": 3,
         "class_names": list(training_data.CLASSES), "input_size": 32,

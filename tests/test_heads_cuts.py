@@ -4,6 +4,7 @@ map method (plain and aggregated) on a tiny seeded model."""
 import pytest
 import torch
 
+from flowercam.backbones import registry, vgg16
 from flowercam.cam import ablation, compute, fullgrad, methods
 from flowercam.core import UserError
 from flowercam.model import checkpoints, heads, vgg
@@ -17,7 +18,7 @@ MANY_PASSES = ("SSCAM", "ISCAM")  # Score-CAM variants with several masked forwa
 @pytest.fixture(scope="module")
 def backbone():
     torch.manual_seed(0)
-    return vgg.Backbone()
+    return vgg16.VGG16()
 
 
 def tiny(backbone, kind, cut, seed=0):
@@ -68,7 +69,7 @@ def test_checkpoint_rebuilds_the_cut(tmp_path, backbone, kind):
     path = tmp_path / "epoch_1.pth"
     checkpoints.save_checkpoint(path, model.head, settings, epoch=1)
     torch.load(path, weights_only=True)  # plain types only
-    loaded, got = checkpoints.load_model(path, backbone=backbone)
+    loaded, got = registry.load_model(path, backbone=backbone)
     assert got.cut == "conv5_3" and loaded.backbone.cut == "conv5_3"
     assert type(loaded.head) is type(model.head) and backbone.cut == "pool5"  # no side effect
     x = images()
@@ -77,18 +78,20 @@ def test_checkpoint_rebuilds_the_cut(tmp_path, backbone, kind):
 
 
 def test_old_checkpoints_without_a_cut_load_at_pool5(tmp_path, backbone):
-    settings = training.make_settings("CAM", None, ["a", "b", "c"], 64, backbone.backbone_id)
+    settings = training.make_settings("CAM", None, ["a", "b", "c"], 64, backbone.backbone_id,
+                                      cut="pool5")
     assert settings.cut == "pool5"
     path = tmp_path / "epoch_1.pth"
     head = heads.build_head(settings)
     checkpoints.save_checkpoint(path, head, settings)
     old = {k: v for k, v in settings.to_dict().items() if k != "cut"}  # before the cuts
     torch.save({**torch.load(path, weights_only=True), "settings": old}, path)
-    assert checkpoints.load_model(path, backbone=backbone)[0].backbone.cut == "pool5"
+    assert checkpoints.load_checkpoint(path)[1].cut is None  # the backbone's default
+    assert registry.load_model(path, backbone=backbone)[0].backbone.cut == "pool5"
     torch.save({**torch.load(path, weights_only=True),
                 "settings": {**settings.to_dict(), "cut": "pool9"}}, path)
-    with pytest.raises(UserError, match="settings: cut must be one of pool5, conv5_3"):
-        checkpoints.load_checkpoint(path)
+    with pytest.raises(UserError, match="unknown cut 'pool9' of backbone vgg16"):
+        registry.load_model(path, backbone=backbone)  # the backbone knows its cuts
 
 
 def _check(result, model, method, n, size, plain=True):

@@ -12,8 +12,9 @@ from PIL import Image
 
 import inference as inference_cli
 from flowercam import core
+from flowercam.backbones import registry, vgg16
 from flowercam.cam import methods
-from flowercam.model import checkpoints, heads, vgg
+from flowercam.model import checkpoints, heads
 from flowercam.report import figures
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,8 +56,8 @@ def env(tmp_path_factory):
     make_data_dir(root / "data")
     torch.manual_seed(0)
     weights = root / "backbone.pth"
-    torch.save(vgg.Backbone().features.state_dict(), weights)
-    backbone_id = vgg.load_backbone(str(weights)).backbone_id
+    torch.save(vgg16.VGG16().features.state_dict(), weights)
+    backbone_id = vgg16.load(str(weights)).backbone_id
     cam = make_checkpoint(root / "model" / "CAM_run" / "best.pth", "CAM", None, backbone_id)
     recam = make_checkpoint(root / "model" / "ReCAM_run" / "best.pth", "ReCAM", "minmax",
                             backbone_id)
@@ -281,7 +282,7 @@ def test_refined_mask_outline_is_drawn_on_the_strip_overlays(env, tmp_path):
 
 @pytest.mark.parametrize("which", ["cam", "recam"])
 def test_feature_reuse_in_compare_gives_the_same_maps(env, which):
-    model, settings = checkpoints.load_model(env[which], env["weights"])
+    model, settings = registry.load_model(env[which], env["weights"])
     torch.manual_seed(0)
     images = torch.randn(3, 3, SIZE, SIZE)
     method = settings.model_type

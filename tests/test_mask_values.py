@@ -13,11 +13,12 @@ from training_data import make_dataset, make_folder_dataset, random_weights
 import augment
 import evaluate
 from flowercam import core
+from flowercam.backbones import vgg16
 from flowercam.core import UserError
 from flowercam.data import dataset, masks
 from flowercam.metrics import formulas, runner
 from flowercam.metrics.config import MetricsConfig
-from flowercam.model import checkpoints, heads, vgg
+from flowercam.model import checkpoints, heads
 from flowercam.report import image_files
 
 SIZE = 32
@@ -205,7 +206,7 @@ def test_evaluate_reads_the_data_folders_masks_as_with_explicit_flags(tmp_path):
     source = own_source(tmp_path / "src", object_labels())
     data = tmp_path / "data"
     run_augment(source, data)
-    backbone = vgg.load_backbone(random_weights(tmp_path / "w.pth"))
+    backbone = vgg16.load(random_weights(tmp_path / "w.pth"))
     settings = heads.HeadSettings.from_dict({
         "model_type": "CAM", "normalize_by": "minmax", "num_classes": 2,
         "class_names": ["cat", "dog"], "input_size": SIZE,

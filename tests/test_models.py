@@ -9,6 +9,7 @@ from training_data import run_cli
 
 import models as models_cli
 from flowercam import core
+from flowercam.backbones import registry, vgg16
 from flowercam.model import checkpoints, heads, normalization, vgg
 
 C = 17  # Flower-17
@@ -17,7 +18,7 @@ C = 17  # Flower-17
 @pytest.fixture(scope="module")
 def backbone():
     torch.manual_seed(0)
-    return vgg.Backbone()
+    return vgg16.VGG16()
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def test_load_backbone_file_variants(tmp_path, backbone, variant):
         sd = {"state_dict": sd}
     path = tmp_path / "w.pth"
     torch.save(sd, path)
-    loaded = vgg.load_backbone(str(path))
+    loaded = vgg16.load(str(path))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     assert loaded.backbone_id == f"vgg16-file-{digest}"
     x = images()
@@ -102,24 +103,24 @@ def test_backbone_weights_env(monkeypatch, features_file):
     monkeypatch.setenv("BACKBONE_WEIGHTS", str(features_file))
     assert vgg.resolve_backbone_weights(None) == str(features_file)
     assert vgg.resolve_backbone_weights("x.pth") == "x.pth"
-    assert vgg.load_backbone().backbone_id.startswith("vgg16-file-")
+    assert vgg16.load().backbone_id.startswith("vgg16-file-")
 
 
 def test_load_backbone_bad_files(tmp_path, backbone):
     with pytest.raises(core.UserError, match="not found"):
-        vgg.load_backbone(str(tmp_path / "nope.pth"))
+        vgg16.load(str(tmp_path / "nope.pth"))
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
     with pytest.raises(core.UserError, match="cannot read"):
-        vgg.load_backbone(str(tmp_path / "junk.pth"))
+        vgg16.load(str(tmp_path / "junk.pth"))
     sd = dict(backbone.features.state_dict())
     sd.pop("28.bias")
     torch.save(sd, tmp_path / "short.pth")
     with pytest.raises(core.UserError, match="do not match"):
-        vgg.load_backbone(str(tmp_path / "short.pth"))
+        vgg16.load(str(tmp_path / "short.pth"))
     sd["28.bias"] = torch.zeros(3)
     torch.save(sd, tmp_path / "shape.pth")
     with pytest.raises(core.UserError, match="do not match"):
-        vgg.load_backbone(str(tmp_path / "shape.pth"))
+        vgg16.load(str(tmp_path / "shape.pth"))
 
 
 def test_cam_head_mean_of_cam_is_logit(backbone):
@@ -198,7 +199,7 @@ def test_load_model(tmp_path, backbone, features_file):
     head = heads.build_head(s)
     checkpoints.save_checkpoint(tmp_path / "m.pth", head, s)
     with pytest.warns(UserWarning, match="trained on backbone"):
-        model, s2 = checkpoints.load_model(tmp_path / "m.pth", backbone_weights=str(features_file))
+        model, s2 = registry.load_model(tmp_path / "m.pth", backbone_weights=str(features_file))
     assert s2 == s and not model.training
     x = images()
     with torch.no_grad():

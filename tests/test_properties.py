@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from training_data import cheap
 
+from flowercam.backbones import vgg16
 from flowercam.cam import compute, methods
 from flowercam.metrics import config, formulas
-from flowercam.model import heads, normalization, vgg
+from flowercam.model import heads, normalization
 
 FAST = settings(max_examples=30, deadline=None)
 SCALES = [0.0, 1e-30, 1e-6, 1.0, 1e6, 1e30]  # 0: constant maps
@@ -54,7 +55,7 @@ def tiny_model(model_type):
     torch.manual_seed(0)
     head = heads.build_head(heads.HeadSettings.from_dict({"model_type": model_type,
                                                         "num_classes": 3}))
-    return heads.Classifier(vgg.Backbone(), head).eval()
+    return heads.Classifier(vgg16.VGG16(), head).eval()
 
 
 def check_result(result, batch, size):

@@ -13,9 +13,9 @@ import torch
 from training_data import REPO, make_dataset, make_read_only, random_weights, run_cli
 
 import main as main_cli
+from flowercam.backbones import vgg16
 from flowercam.cache import disk, features
 from flowercam.data import dataset
-from flowercam.model import vgg
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def built(tmp_path, weights):
     """(data_dir, items, backbone, features as built, npy path, meta path): 12 train rows."""
     data_dir = make_dataset(tmp_path / "data", per_class=4, copies=2, size=32)
     items = dataset.split_items(data_dir, "train")
-    backbone = vgg.load_backbone(weights)
+    backbone = vgg16.load(weights)
     feats = features.feature_cache(items, backbone, data_dir, batch_size=4, num_workers=0)
     (npy,) = (Path(data_dir) / "cache").glob("*.npy")
     return data_dir, items, backbone, feats.clone(), npy, npy.with_suffix(".json")
@@ -107,7 +107,7 @@ def test_complete_cache_is_never_opened_for_writing(built, monkeypatch):
 def test_read_only_data_folder_trains(tmp_path, weights, monkeypatch, capsys):
     """Was: a read-only data folder with a complete cache -> PermissionError traceback."""
     data_dir = make_dataset(tmp_path / "data", per_class=4, copies=2, size=32)
-    backbone = vgg.load_backbone(weights)
+    backbone = vgg16.load(weights)
     for subset in ("train", "valid"):
         features.feature_cache(dataset.split_items(data_dir, subset), backbone, data_dir,
                                num_workers=0)
@@ -141,7 +141,7 @@ from flowercam.data import dataset
 from flowercam.model import vgg
 from flowercam.cache import features
 data_dir, weights = sys.argv[1], sys.argv[2]
-backbone = vgg.load_backbone(weights)
+backbone = vgg16.load(weights)
 rows, forward = [], backbone.forward
 def slow(x):  # slow enough that the two builds overlap
     rows.append(len(x)); time.sleep(0.2); return forward(x)
@@ -165,7 +165,7 @@ def test_two_concurrent_builders_compute_each_row_once(tmp_path, weights):
     shared_bytes = npy.read_bytes()
     alone = make_dataset(tmp_path / "alone", per_class=4, copies=2, size=32)
     items = dataset.split_items(alone, "train")
-    features.feature_cache(items, vgg.load_backbone(weights), alone, batch_size=2,
+    features.feature_cache(items, vgg16.load(weights), alone, batch_size=2,
                            num_workers=0)
     (npy_alone,) = (Path(alone) / "cache").glob("*.npy")
     assert npy_alone.read_bytes() == shared_bytes

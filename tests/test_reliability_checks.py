@@ -18,6 +18,7 @@ from training_data import (
 import evaluate as evaluate_cli
 import inference as inference_cli
 import main as main_cli
+from flowercam.backbones import vgg16
 from flowercam.data import prepare
 from flowercam.model import heads, vgg
 from flowercam.train import evaluation, runs
@@ -216,7 +217,7 @@ def test_a_device_error_is_not_called_a_weights_mismatch(run, monkeypatch):
 
     monkeypatch.setattr(vgg.Backbone, "to", no_driver)
     with pytest.raises(RuntimeError, match="NVIDIA"):
-        vgg.load_backbone(run[2], "cuda")
+        vgg16.load(run[2], "cuda")
 
 
 # ---------------------------------------------------------------- 8, 9, 10: paths

@@ -13,9 +13,9 @@ from PIL import Image
 from training_data import REPO, make_dataset, make_folder_dataset, random_weights
 
 from flowercam import core
+from flowercam.backbones import vgg16
 from flowercam.cache import features
 from flowercam.data import dataset, prepare
-from flowercam.model import vgg
 
 
 def run_limited(argv, limit_bytes, cwd):
@@ -95,7 +95,7 @@ def cached(tmp_path_factory):
     root = tmp_path_factory.mktemp("disk")
     data_dir = make_dataset(root / "data", per_class=4, copies=2, size=32)
     weights = random_weights(root / "w.pth")
-    backbone = vgg.load_backbone(weights)
+    backbone = vgg16.load(weights)
     for subset in ("train", "valid"):
         features.feature_cache(dataset.split_items(data_dir, subset), backbone, data_dir,
                                num_workers=0)

@@ -519,6 +519,31 @@ def test_tau_from_matches_the_checkpoint_by_content(synthetic_run, tau_run, tmp_
                     "another checkpoint")
 
 
+def test_a_tau_file_without_a_checkpoint_hash_is_matched_by_path_and_says_so(
+        synthetic_run, tau_run, tmp_path, capsys):
+    """Runs measured before checkpoint_sha256 was recorded (the kept ones under
+    output/reference/) still give their tau to the checkpoint they name, with a warning line; one
+    that names another file is refused."""
+    data, _ = tau_run
+    masked = ["--methods", "CAM", "--figures", "localization", "--masked-only"]
+    valid = [*metrics_argv(synthetic_run, data), *masked, "--split-name", "valid",
+             "--output-dir", str(tmp_path / "valid")]
+    assert run_cli(evaluate_cli, valid)[0] is None
+    tau = tmp_path / "valid" / "cam_metrics.json"
+    old = json.loads(tau.read_text())
+    del old["checkpoint_sha256"]
+    tau.write_text(json.dumps(old))
+    test = [*metrics_argv(synthetic_run, data), *masked, "--split-name", "test", "--tau-from",
+            str(tau)]
+    capsys.readouterr()
+    assert run_cli(evaluate_cli, [*test, "--output-dir", str(tmp_path / "old")])[0] is None
+    assert "records no checkpoint hash" in capsys.readouterr().err
+    old["checkpoint"] = str(tmp_path / "elsewhere.pth")
+    tau.write_text(json.dumps(old))
+    one_line_exit_2(evaluate_cli, [*test, "--output-dir", tmp_path / "other"], capsys, tau,
+                    "names another file")
+
+
 # ---------------------------------------------------------------- defect 15: grid.py resumes
 
 

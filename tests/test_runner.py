@@ -13,12 +13,13 @@ from metrics_run import cli, parse
 from PIL import Image
 
 import evaluate as evaluate_cli
+from flowercam.backbones import vgg16
 from flowercam.cam import compute
 from flowercam.core import UserError
 from flowercam.data import prepare
 from flowercam.metrics import runner
 from flowercam.metrics.config import MetricsConfig
-from flowercam.model import checkpoints, heads, vgg
+from flowercam.model import checkpoints, heads
 from flowercam.train import runs
 
 
@@ -90,7 +91,7 @@ def test_real_smoke_run(weights_path, flowers_jpg, tmp_path):
     data = tmp_path / "data"
     prepare.prepare(data, prepare.AugmentSettings(copies=1, size=128), flowers_jpg.parent,
                     num_workers=1, limit_per_class=4)
-    backbone = vgg.load_backbone(str(weights_path))
+    backbone = vgg16.load(str(weights_path))
     torch.manual_seed(0)
     names = json.loads((data / "index.json").read_text())["classes"]
     settings = heads.HeadSettings.from_dict({
@@ -192,7 +193,7 @@ def test_real_masks_through_the_runner(shared_dir, tmp_path):
             im.resize((64, 64), Image.NEAREST).save(data / "masks" / f"{image_id}.png")
     record_values(data)  # Flower-17's values, as augment.py records them
     weights = training_data.random_weights(tmp_path / "w.pth")
-    backbone = vgg.load_backbone(weights)
+    backbone = vgg16.load(weights)
     settings = heads.HeadSettings.from_dict({
         "model_type": "CAM", "normalize_by": "minmax", "num_classes": 3,
         "class_names": list(training_data.CLASSES), "input_size": 64,

@@ -10,6 +10,7 @@ import torch
 import training_data
 
 import evaluate as evaluate_cli
+from flowercam.backbones import registry, vgg16
 from flowercam.cache import features
 from flowercam.cam import compute, methods
 from flowercam.core import UserError
@@ -39,7 +40,10 @@ def _layer_of(param_name, model):
     return next(b for b, convs in blocks.items() if index in convs)
 
 
-@pytest.mark.parametrize("layer", randomise.CASCADE)
+CASCADE = ("head.fc", "head.conv", "block5", "block4", "block3", "block2", "block1")  # VGG16's
+
+
+@pytest.mark.parametrize("layer", CASCADE)
 def test_randomising_a_layer_changes_exactly_that_layer_and_not_the_model(model, layer):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     new = randomise.randomised(model, [layer], seed=0)
@@ -48,15 +52,16 @@ def test_randomising_a_layer_changes_exactly_that_layer_and_not_the_model(model,
         assert changed == (_layer_of(name, model) == layer), name
         assert torch.equal(model.state_dict()[name], before[name])  # the caller's model: as it was
     assert (new.backbone is model.backbone) == (layer in randomise.HEAD_LAYERS)
-    if layer in randomise.BLOCKS:
+    assert randomise.cascade_layers(model.backbone) == CASCADE
+    if layer not in randomise.HEAD_LAYERS:
         assert new.backbone.backbone_id != model.backbone.backbone_id  # never the trained cache
         assert not any(p.requires_grad for p in new.backbone.parameters())
 
 
 def test_cascade_and_layer_streams(model):
-    assert randomise.cascade(3) == ("head.fc", "head.conv", "block5")
+    assert randomise.cascade(3, model.backbone) == ("head.fc", "head.conv", "block5")
     with pytest.raises(UserError):
-        randomise.cascade(8)
+        randomise.cascade(8, model.backbone)
     with pytest.raises(UserError):
         randomise.randomised(model, ["block6"])
     both = randomise.randomised(model, ["head.fc", "block5"], seed=4)
@@ -77,11 +82,11 @@ def test_the_trained_checkpoint_is_never_modified_on_disk(tmp_path):
     checkpoints.save_checkpoint(path, heads.build_head(settings), settings)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     torch.manual_seed(0)
-    loaded, _ = checkpoints.load_model(path, backbone=vgg.Backbone())
-    new = randomise.randomised(loaded, list(randomise.CASCADE[:3]))
+    loaded, _ = registry.load_model(path, backbone=vgg16.VGG16())
+    new = randomise.randomised(loaded, list(CASCADE[:3]))
     assert not torch.equal(new.head.sce.weight, loaded.head.sce.weight)  # W_sce goes with fc
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
-    again, _ = checkpoints.load_model(path, backbone=vgg.Backbone())
+    again, _ = registry.load_model(path, backbone=vgg16.VGG16())
     assert torch.equal(again.head.fc.weight, loaded.head.fc.weight)
 
 
@@ -193,8 +198,9 @@ def test_fixed_features_give_the_maps_of_the_full_model(model):
         if row not in methods.supported("CAM"):
             continue
         if row in ("CAM", "GradCAM", "LayerCAM", "ScoreCAM"):  # LayerCAM reads pool3 / pool4
-            assert checks.class_maps_only(row, cfg) == (row in ("CAM", "GradCAM")), row
-        if not checks.class_maps_only(row, cfg):
+            only = checks.class_maps_only(row, cfg, model.backbone)
+            assert only == (row in ("CAM", "GradCAM")), row
+        if not checks.class_maps_only(row, cfg, model.backbone):
             continue
         (raw, maps), feats = checks.row_maps(model, row, x, None, None, targets, ["a", "b"], cfg,
                                             0)

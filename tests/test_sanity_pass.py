@@ -44,14 +44,16 @@ def test_the_prefix_is_the_backbone_cut_short(model):
 
 
 @pytest.mark.parametrize("layers", [(), ("head.fc", "head.conv", "block5"), ("block5",),
-                                    ("block3",), ("head.fc", "head.conv") + randomise.BLOCKS])
+                                    ("block3",), ("head.fc", "head.conv", "block5", "block4",
+                                                  "block3", "block2", "block1")])
 def test_one_pass_per_state_gives_every_methods_own_maps(model, layers):
     """The sanity path (Prefix + StatePass + FixedFeatures, the methods in METHODS order) against
     compute_maps of each method on the randomised model alone: bit-identical maps."""
     cfg = MetricsConfig(baselines=())
     x, targets = training_data.images(2, size=64), torch.tensor([1, 3])
     state = randomise.randomised(model, layers, seed=2)
-    stages = passes.planned_stages(ROWS, lambda row: checks._options(row, cfg))
+    stages = passes.planned_stages(ROWS, lambda row: checks._options(row, cfg),
+                                   model.backbone)
     assert stages == ("pool3", "pool4")  # LayerCAM's, in the order its driver asks
     prefix = passes.Prefix(model.backbone, x)  # the trained backbone's
     at = passes.random_from(state.backbone, layers)

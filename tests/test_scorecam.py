@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from flowercam import core
+from flowercam.backbones import vgg16
 from flowercam.cam import compute, methods, scorecam
-from flowercam.model import heads, vgg
+from flowercam.model import heads
 
 C = 17
 
@@ -81,7 +82,7 @@ def test_weights_match_pytorch_grad_cams_formula_where_definitions_coincide():
 
 def make_model(seed=0, dtype=torch.float64):
     torch.manual_seed(seed)
-    return heads.Classifier(vgg.Backbone(), heads.CAMHead(C)).eval().to(dtype)
+    return heads.Classifier(vgg16.VGG16(), heads.CAMHead(C)).eval().to(dtype)
 
 
 def test_batch_independence_and_any_chunking():

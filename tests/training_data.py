@@ -13,7 +13,8 @@ from PIL import Image, ImageDraw
 
 import main as main_cli
 from flowercam import core, flags
-from flowercam.model import heads, vgg
+from flowercam.backbones import vgg16
+from flowercam.model import heads
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("Red", "Green", "Blue")
@@ -110,7 +111,7 @@ def trained_run(root, epochs, copies, *flags) -> tuple[str, str, Path]:
 def random_weights(path, seed=0) -> str:
     """A seeded random VGG16 features state dict saved at path (its backbone_id is a file hash)."""
     torch.manual_seed(seed)
-    torch.save(vgg.Backbone().features.state_dict(), path)
+    torch.save(vgg16.VGG16().features.state_dict(), path)
     return str(path)
 
 
@@ -125,7 +126,7 @@ def run_cli(module, argv):
 def make_model(kind="CAM", normalize_by="minmax", dtype=torch.float32, seed=0, classes=17):
     """A seeded random VGG16 + a CAM or ReCAM head on `classes` classes, in eval mode."""
     torch.manual_seed(seed)
-    backbone = vgg.Backbone()
+    backbone = vgg16.VGG16()
     head = heads.CAMHead(classes) if kind == "CAM" else heads.ReCAMHead(classes, normalize_by)
     return heads.Classifier(backbone, head).eval().to(dtype)
 

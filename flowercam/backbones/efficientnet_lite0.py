@@ -70,7 +70,10 @@ def load(weights=None, device="cpu") -> timm_models.TimmBackbone:
         return timm_models.load(NAME, path, device)
     model = imagenet_model(sd)
     model.reset_classifier(0)  # a backbone: the head is the toolkit's
-    return timm_models.TimmBackbone(model, ARCH).to(device)
+    backbone = timm_models.TimmBackbone(model, ARCH)
+    backbone.entry_name = NAME  # the registry's efficientnet_lite0, in TF's architecture
+    backbone.weights_sha256 = protocol.file_sha256(path)
+    return backbone.to(device)
 
 
 def random(seed=0, device="cpu") -> timm_models.TimmBackbone:

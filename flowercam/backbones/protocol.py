@@ -14,6 +14,14 @@ A backbone is an nn.Module, frozen (no parameter requires grad) and always in ev
   cascade() -> ((block, [modules]), ...)   the randomisation cascade, top (output) block first
   reinit(module)                  a module of the cascade re-initialised (the caller seeds)
   shapes(size) -> {stage or cut: (C,h,w)}  from one dry run at size x size
+  channels, min_size, storage    the cut's channels (a head's input), the smallest input side,
+                                 the cache's numpy dtype of the cut's rows
+  map_stages, pixel_stages       LayerCAM's default stages (with the class maps), the few-shot
+                                 baseline's; fusion_stage_sets: stages fused 0.4/0.4/0.2
+  capabilities                   "conv_biases" (FullGrad), "prefix" (the sanity prefixes)
+  forward_replacing(x, stage, act) -> the cut's features with the stage's output replaced
+  forward_keeping_biases(x) -> (feats, [(conv, its output z)])   FullGrad ("conv_biases")
+  prefix_ends, run_prefix, stage_end, block_start, layout        the sanity prefixes ("prefix")
 """
 
 import contextlib
@@ -28,7 +36,11 @@ import torch
 from torch import nn
 
 from flowercam.core import UserError
+from flowercam.model.vgg import IMAGENET_MEAN, IMAGENET_STD
 
+# the toolkit's images are normalised with ImageNet's mean and std (flowercam/data/dataset.py);
+# a backbone trained with other statistics converts them in its forward (an affine map)
+INPUT_MEAN, INPUT_STD = IMAGENET_MEAN, IMAGENET_STD
 GRAPHS = ("stages", "input", None)  # forward_with's graph modes (see Backbone.forward_with)
 
 
@@ -54,6 +66,45 @@ class Backbone(nn.Module, ABC):
     default_cut: str
     cut: str
     backbone_id: str
+    entry_name: str | None = None  # its registry name when not its name (see key)
+    weights_sha256: str | None = None  # of the weights file it was loaded from (None: none)
+    min_size: int = 32  # the smallest input side the network takes
+    capabilities: frozenset = frozenset()  # of "conv_biases", "prefix" (see the module doc)
+
+    @property
+    def key(self) -> str:
+        """The registry name it was loaded by (recorded in checkpoints as their backbone)."""
+        return self.entry_name or self.name
+
+    @property
+    def channels(self) -> int:
+        """Channels of forward's output at the cut: a head's input."""
+        return self.shapes(self.min_size)[self.cut][0]
+
+    @property
+    def map_stages(self) -> tuple[str, ...]:
+        """The stages LayerCAM fuses with the class maps by default: the two before the last."""
+        return tuple(self.stages)[-3:-1]
+
+    @property
+    def fusion_stage_sets(self) -> tuple[tuple[str, ...], ...]:
+        """Stage pairs that, with the class maps, LayerCAM fuses 0.4/0.4/0.2 by default."""
+        return (self.map_stages,)
+
+    @property
+    def pixel_stages(self) -> tuple[str, ...]:
+        """The stages the few-shot baseline's per-pixel classifier reads: the last three."""
+        return tuple(self.stages)[-3:]
+
+    def storage(self, cut=None) -> str:
+        """numpy dtype of the feature cache's rows at `cut` (default: this view's)."""
+        return "float32"
+
+    def cache_fields(self, size) -> dict:
+        """What the feature cache key holds besides the weights id, input size and images: the
+        cut, the rows' storage and shape (C, h, w) at size x size inputs."""
+        return {"cut": self.cut, "storage": self.storage(),
+                "row_shape": list(self.shapes(size)[self.cut])}
 
     def train(self, mode=True):
         # frozen feature extractor: stays in eval mode even when a parent calls .train()
@@ -108,6 +159,41 @@ class Backbone(nn.Module, ABC):
         start: x is the output of the first `start` layers, not the images (a prefix reused by
         the sanity checks); a backbone without prefixes accepts only 0.
         """
+
+    @abstractmethod
+    def forward_replacing(self, x, stage, act):
+        """forward(x) with the output of `stage` replaced by act [B,K,h,w] (the images x only
+        give what act does not: a ViT's class token): the rest of the network after the stage,
+        as Ablation-CAM runs it. No graph is needed."""
+
+    def forward_keeping_biases(self, x):
+        """-> (forward(x) with a graph from x, [(conv with a bias, its output z)] in network
+        order): FullGrad's bias terms. Only a backbone with "conv_biases" in capabilities."""
+        raise UserError(f"backbone {self.name} does not give its conv biases' outputs: FullGrad "
+                        "needs a backbone whose convolutions carry biases (vgg16)")
+
+    # the sanity prefixes: a backbone with "prefix" runs from a stored partial pass
+    def prefix_ends(self) -> list[int]:
+        """Where a stored prefix can end (0 = the images)."""
+        return [0]
+
+    def run_prefix(self, h, start, end):
+        """The layers start..end on a prefix h ending at start."""
+        if start == end:
+            return h
+        raise ValueError(f"backbone {self.name} has no prefixes ({start}..{end})")
+
+    def stage_end(self, name) -> int:
+        """The longest prefix a pass reading `name` can start from."""
+        return 0
+
+    def block_start(self, block) -> int:
+        """The longest prefix below the first module of cascade block `block`."""
+        return 0
+
+    def layout(self, x):
+        """The images as the network lays them out in memory (prefix 0)."""
+        return x
 
     @abstractmethod
     def cascade(self):

@@ -12,6 +12,7 @@ import timm
 
 from flowercam.backbones import efficientnet_lite0, protocol, timm_models, vgg16
 from flowercam.core import UserError
+from flowercam.model import checkpoints
 
 DEFAULT = "vgg16"  # the report's backbone
 BACKBONES = {
@@ -21,6 +22,11 @@ BACKBONES = {
     "convnext_tiny": timm_models.entry("convnext_tiny"),
     "vit_base_patch16_224": timm_models.entry("vit_base_patch16_224"),
 }
+
+
+def default_class() -> type[protocol.Backbone]:
+    """The default backbone's class: what it tells without weights (stages, map_stages, ...)."""
+    return vgg16.VGG16
 
 
 def names() -> tuple[str, ...]:
@@ -45,3 +51,34 @@ def load_backbone(name=DEFAULT, weights=None, device="cpu", seed=None) -> protoc
     if seed is not None:
         return line.random(seed, device)
     return line.load(weights, device)
+
+
+def name_of(settings) -> str:
+    """The registry name of the backbone a checkpoint's head was trained on (HeadSettings)."""
+    return settings.backbone
+
+
+def check_fits(name, head, backbone, source="checkpoint"):
+    """A head trained on backbone `name` must meet that backbone, with as many channels as its
+    input: else one UserError line (never a silent mix)."""
+    if backbone.key != name:
+        raise UserError(f"{source} was trained on backbone {name}, not {backbone.key}: pass "
+                        f"--backbone {name} (and its --backbone-weights) or retrain")
+    first = next(m for m in head.modules() if hasattr(m, "in_channels"))
+    if first.in_channels != backbone.channels:
+        raise UserError(f"{source} reads {first.in_channels} channels, backbone {name} gives "
+                        f"{backbone.channels} at {backbone.cut}: retrain it on this backbone")
+
+
+def load_model(checkpoint_path, backbone_weights=None, device="cpu", backbone=None):
+    """-> (Classifier in eval mode on `device`, settings) of a checkpoint: its head on the
+    backbone it was trained on, loaded here (backbone_weights: a local file; None = that
+    backbone's default, see load_backbone) unless `backbone` gives one (read at the checkpoint's
+    cut: backbone.at). Another backbone than the checkpoint's is one UserError line."""
+    head, settings, _ = checkpoints.load_checkpoint(checkpoint_path)
+    name = name_of(settings)
+    if backbone is None:
+        backbone = load_backbone(name, backbone_weights, device)
+    view = backbone.at(checkpoints.cut_of(settings, backbone))
+    check_fits(name, head, view, f"checkpoint {checkpoint_path}")
+    return checkpoints.attach(head, settings, view, device)

@@ -55,6 +55,17 @@ class TimmBackbone(protocol.Backbone):
         self.eval()
         self.backbone_id = backbone_id or protocol.state_dict_id(name, model)
 
+    @property
+    def channels(self):
+        return int(self.model.num_features)
+
+    @property
+    def min_size(self):
+        """The patch size (ViT) or the network's total stride: one cell of its grid."""
+        if self.vit:
+            return max(self.model.patch_embed.patch_size)
+        return int(self.model.feature_info[-1]["reduction"])
+
     def _as_map(self, out, grid):
         """A stage's output as [B,C,h,w]: a ViT's tokens [B,P+h*w,C] lose the P class/register
         tokens and are laid out row by row (timm's patch order) on the h x w grid."""
@@ -66,8 +77,20 @@ class TimmBackbone(protocol.Backbone):
     def _grid(self, x):
         return tuple(self.model.patch_embed.dynamic_feat_size(x.shape[-2:])) if self.vit else None
 
+    def model_input(self, x):
+        """Images normalised with the toolkit's mean/std -> with the model's own (the identity
+        when they are the same, e.g. ImageNet's)."""
+        if (self.mean, self.std) == (protocol.INPUT_MEAN, protocol.INPUT_STD):
+            return x
+        shape = (1, -1, 1, 1)
+        scale = torch.tensor(protocol.INPUT_STD, dtype=x.dtype, device=x.device).view(shape)
+        shift = torch.tensor(protocol.INPUT_MEAN, dtype=x.dtype, device=x.device).view(shape)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(shape)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(shape)
+        return (x * scale + shift - mean) / std
+
     def forward(self, x):
-        return self._as_map(self.model.forward_features(x), self._grid(x))
+        return self._as_map(self.model.forward_features(self.model_input(x)), self._grid(x))
 
     def forward_with(self, x, layers, graph="stages", start=0):
         self.check_stages(layers)
@@ -100,6 +123,24 @@ class TimmBackbone(protocol.Backbone):
             for h in hooks:
                 h.remove()
         return feats, {name: acts[name] for name in layers}
+
+    def forward_replacing(self, x, stage, act):
+        """One forward of the images x with the stage's output replaced by act: the layers
+        below it run again (a timm model has no generic split); a ViT keeps x's own class and
+        register tokens beside act's patch tokens."""
+        self.check_stages([stage])
+
+        def replace(module, inputs, out):
+            if not self.vit:
+                return act.to(out.dtype)
+            prefix = out[:, :self.model.num_prefix_tokens]
+            return torch.cat([prefix, act.flatten(2).transpose(1, 2).to(out.dtype)], dim=1)
+
+        hook = self.model.get_submodule(stage).register_forward_hook(replace)
+        try:
+            return self.forward(x)
+        finally:
+            hook.remove()
 
     def cascade(self):
         """Every module with parameters of its own, in the model's order, goes to the first stage
@@ -152,6 +193,9 @@ def load(name, weights=None, device="cpu") -> TimmBackbone:
     if weights:
         model = create(name)
         load_state_dict(model, protocol.read_state_dict(weights, name), name, weights)
+        backbone = TimmBackbone(model, name)
+        backbone.weights_sha256 = protocol.file_sha256(weights)
+        return backbone.to(device)
     else:
         try:
             model = create(name, pretrained=True)

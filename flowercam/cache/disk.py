@@ -1,4 +1,4 @@
-"""The feature cache on disk: a .npy of [N,512,h,w] rows (shape and dtype from its key), its
+"""The feature cache on disk: a .npy of [N,C,h,w] rows (shape and dtype from its key), its
 progress/checksum record, and the lock that makes concurrent builders compute every row once.
 
     python cache.py --subset valid      # builds one; this module keeps it whole
@@ -23,21 +23,20 @@ from pathlib import Path
 
 import numpy as np
 
+from flowercam.backbones.vgg16 import VGG16
 from flowercam.core import UserError, atomic_save_json, disk_errors
-from flowercam.model import vgg
 
 BLOCK_ROWS = 256  # rows per checksum: a damaged block costs 256 backbone rows to rebuild
-# numpy dtype of a cut's rows: conv5_3 is 5.2x pool5's size, so 16 bits (float16, not bfloat16:
-# relu5_3 outputs are >= 0 and far below float16's 65504, float16 keeps 3 more mantissa bits, and
-# numpy has no bfloat16); README "Finer maps" measures what it changes
-STORAGE = {"pool5": "float32", "conv5_3": "float16"}
 
 
 def row_layout(key) -> tuple[tuple, np.dtype]:
-    """(row shape, numpy dtype) of a cache key's rows: (512,7,7) float32 at pool5, whose keys
-    carry no cut (features.cache_key)."""
-    cut = key.get("cut", vgg.DEFAULT_CUT)
-    return vgg.feature_shape(cut, key["input_size"]), np.dtype(key.get("storage", "float32"))
+    """(row shape, numpy dtype) of a cache key's rows: its row_shape (Backbone.cache_fields);
+    a key without one is VGG16's (keys from before the protocol: pool5 carries no cut)."""
+    if "row_shape" in key:
+        shape = tuple(int(n) for n in key["row_shape"])
+    else:
+        shape = VGG16.row_shape(key.get("cut", VGG16.default_cut), key["input_size"])
+    return shape, np.dtype(key.get("storage", "float32"))
 
 
 def read_meta(meta_path, key) -> dict | None:
@@ -142,7 +141,7 @@ def check_complete(npy_path, meta_path, key) -> bool:
 
 
 def open_for_build(npy_path, meta_path, key):
-    """(memmap r+ [N,512,h,w], done mask) to build into: resumes an interrupted build, keeps the
+    """(memmap r+ [N,C,h,w], done mask) to build into: resumes an interrupted build, keeps the
     intact rows of a damaged one, else a fresh preallocated file (a full disk fails here, as
     one line, rather than as a crash when the mapping is written)."""
     meta = read_meta(meta_path, key)

@@ -1,15 +1,16 @@
 """Feature cache: the frozen backbone's output at its cut of every image, computed once
-([N,512,7,7] float32 at pool5; [N,512,16,16] float16 at conv5_3, 256 px: STORAGE).
+([N,512,7,7] float32 at VGG16's pool5; [N,512,16,16] float16 at conv5_3, 256 px; other
+backbones: Backbone.cache_fields).
 
     python cache.py --subset train       # the command; this module is what it runs
     python -c "from flowercam.cache import features; print(features.PRECISIONS)"
 
 Files: data/cache/feats-<hash>.npy (float32 memmap, rows in items order) and feats-<hash>.json
 ({"key": ..., "done": "0101...", checksums}; cache/disk.py): the hash covers dataset,
-image list (ids, file sizes and mtimes), input size, backbone_id, precision and (other than pool5,
-whose keys stay as they were) the cut and storage dtype, so a changed input never reuses stale
-features. Completed batches are flushed, then marked done, so an interrupted
-build resumes where it stopped; a complete cache is verified on open (disk.py).
+image list (ids, file sizes and mtimes), input size, backbone_id, precision and the backbone's
+cache_fields (cut, storage dtype, row shape; VGG16's pool5 keys stay as they were), so a changed
+input never reuses stale features. Completed batches are flushed, then marked done, so an
+interrupted build resumes where it stopped; a complete cache is verified on open (disk.py).
 """
 
 import contextlib
@@ -25,10 +26,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from flowercam import dist
+from flowercam.backbones import protocol
 from flowercam.cache import disk, shards
 from flowercam.core import UserError, disk_errors
 from flowercam.data import dataset
-from flowercam.model import vgg
 
 PRECISIONS = ("fp32", "bf16")
 CACHE_VERSION = 1
@@ -36,11 +37,13 @@ CACHE_VERSION = 1
 
 def input_size(data_dir) -> int:
     """Image size augment.py wrote (data/augment.json "size"); the backbone input size."""
-    return int(dataset.read_augment_info(data_dir).get("size", vgg.INPUT_SIZE))
+    return int(dataset.read_augment_info(data_dir).get("size", dataset.DEFAULT_SIZE))
 
 
-def cache_key(items, backbone_id, data_dir, size, precision, cut=vgg.DEFAULT_CUT) -> dict:
-    """Everything the features depend on; a change in any of it gives another cache file."""
+def cache_key(items, backbone: protocol.Backbone, data_dir, size, precision) -> dict:
+    """Everything the features depend on; a change in any of it gives another cache file: the
+    images, the input size, the precision, the backbone's weights id (its name first) and what
+    its cache_fields say (cut, storage, row shape)."""
     try:
         dataset_name = dataset.read_index(data_dir).get("dataset", "")
     except UserError:
@@ -52,9 +55,8 @@ def cache_key(items, backbone_id, data_dir, size, precision, cut=vgg.DEFAULT_CUT
         listing.update(f"{item_id}|{os.path.basename(path)}|{stamp}\n".encode())
     key = {"version": CACHE_VERSION, "dataset": dataset_name, "n": len(items),
            "images": listing.hexdigest(), "input_size": int(size),
-           "backbone": backbone_id, "precision": precision}
-    if vgg.check_cut(cut) != vgg.DEFAULT_CUT:  # pool5 keys as before: its caches stay valid
-        key.update(cut=cut, storage=disk.STORAGE[cut])
+           "backbone": backbone.backbone_id, "precision": precision}
+    key.update(backbone.cache_fields(int(size)))
     return key
 
 
@@ -99,7 +101,7 @@ def _build(store, done, job: shards.Build, on_flush):
     with bar, worker_errors():
         for images, _ in loader:
             rows = todo[start:start + len(images)]
-            store[rows] = job.run_batch(images)  # [B,512,h,w] float32, stored as the key says
+            store[rows] = job.run_batch(images)  # [B,C,h,w] float32, stored as the key says
             store.flush()  # data on disk before the done mask says so
             done[rows] = True
             on_flush(done)
@@ -109,16 +111,16 @@ def _build(store, done, job: shards.Build, on_flush):
 
 def feature_cache(items, backbone, data_dir, precision="fp32", batch_size=16, num_workers=2,
                   device="cpu", size=None) -> torch.Tensor:
-    """[N,512,h,w] features of items at backbone.cut (rows in items order), memory-mapped from
-    data/cache: float32 at pool5, float16 at conv5_3 (disk.STORAGE; consumers take
-    .float() per batch).
+    """[N,C,h,w] features of items at backbone.cut (rows in items order), memory-mapped from
+    data/cache, stored as the backbone's storage says (VGG16: float32 at pool5, float16 at
+    conv5_3; consumers take .float() per batch).
 
     items: [(item_id, path, label)] as dataset.split_items gives; size None = data/augment.json.
     Builds what is missing or damaged (resuming an interrupted build; one builder at a time),
     returns a read-only copy-on-write mapping (a complete cache is never opened for writing).
     """
     size = input_size(data_dir) if size is None else int(size)
-    key = cache_key(items, backbone.backbone_id, data_dir, size, precision, backbone.cut)
+    key = cache_key(items, backbone, data_dir, size, precision)
     npy_path, meta_path = cache_paths(data_dir, key)
     autocast(precision, device)  # validates precision before any file is touched
     if not items:
@@ -139,7 +141,7 @@ def feature_cache(items, backbone, data_dir, precision="fp32", batch_size=16, nu
 
 
 def batch_runner(backbone, precision, device):
-    """images [B,3,H,W] -> their float32 features as numpy [B,512,h,w] (every build's rows)."""
+    """images [B,3,H,W] -> their float32 features as numpy [B,C,h,w] (every build's rows)."""
     def run(images):
         with torch.inference_mode():
             with autocast(precision, device):
@@ -176,19 +178,20 @@ def labels_tensor(items) -> torch.Tensor:
 
 
 class CachedSource:
-    """Features from the cache: batches are rows of one [N,512,h,w] tensor (no backbone), as
+    """Features from the cache: batches are rows of one [N,C,h,w] tensor (no backbone), as
     float32 whatever the storage."""
 
     def __init__(self, feats, labels, device="cpu"):
         # on an accelerator the whole tensor moves once; on CPU it stays memory-mapped
         self.feats = feats.to(device)
         self.labels = labels.to(device)
+        self.channels = int(feats.shape[1])  # what a head trained on them reads
 
     def __len__(self):
         return len(self.labels)
 
     def batches(self, order, batch_size):
-        """(feats [B,512,h,w], labels [B]) for consecutive chunks of the index tensor order."""
+        """(feats [B,C,h,w], labels [B]) for consecutive chunks of the index tensor order."""
         order = order.to(self.labels.device)
         for idx in order.split(batch_size):
             yield self.feats.index_select(0, idx).float(), self.labels.index_select(0, idx)
@@ -200,6 +203,7 @@ class BackboneSource:
     def __init__(self, items, backbone, size, precision="fp32", num_workers=2, device="cpu"):
         self.items, self.backbone, self.size = list(items), backbone, size
         self.precision, self.num_workers, self.device = precision, num_workers, device
+        self.channels = backbone.channels
 
     def __len__(self):
         return len(self.items)

@@ -5,27 +5,30 @@ when that channel of the layer is set to zero.
     .venv/bin/pytest tests/test_cam_family.py -q -k ablation
 
 w_k = (y_t - y_t^k) / y_t (the paper's Eq. 3, as pytorch-grad-cam), y_t^k: the target logit with
-A_k zeroed; map relu(sum_k w_k A_k). Only the layers after the ablated one run again: the head alone
-for the class maps (17 channels), the backbone's layers up to the head's cut (pool5: VGG16's last
-max pool; conv5_3: none) + the head for stage5 (512 channels). Every layer here follows a ReLU,
-so zero is the ablation value (pytorch-grad-cam's too, when min(A) = 0).
+A_k zeroed; map relu(sum_k w_k A_k). The network after the ablated layer runs again: the head alone
+for the class maps (17 channels), the backbone's forward_replacing (the rest of the backbone up to
+the head's cut: VGG16 runs only the layers after the stage) + the head for a backbone stage. Zero
+is the ablation value, as pytorch-grad-cam's.
 """
 
 import torch
 from tqdm import tqdm
 
-from flowercam.model import vgg
 
-
-def downstream(model, layer):
-    """The rest of the network after `layer`, up to the head's cut: activations [N,K,h,w] ->
-    logits [N,C], the model's own (at conv5_3 no pool5 runs)."""
+def downstream(model, layer, x=None):
+    """The rest of the network after `layer`, up to the head's cut: (activations [N,K,h,w], the
+    rows of the images x [B,3,H,W] they belong to [N]) -> logits [N,C], the model's own.
+    x: the images (a backbone that cannot split its network reruns them with the stage's output
+    replaced); rows None = the first N images."""
     head = model.head
     if layer == "classmaps":
         reweight = getattr(head, "reweight", None)  # the report's ReCAM re-weights the class maps
-        return lambda maps: head.classify(reweight(maps)[0] if reweight else maps)
-    rest = model.backbone.cut_layers()[vgg.STAGES[layer] + 1:]
-    return lambda acts: head(model.backbone.readout(rest(acts)))
+        return lambda maps, rows=None: head.classify(reweight(maps)[0] if reweight else maps)
+
+    def rest(acts, rows=None):
+        images = None if x is None else (x[:len(acts)] if rows is None else x[rows])
+        return head(model.backbone.forward_replacing(images, layer, acts))
+    return rest
 
 
 def ablation_weights(model, x, acts, targets, opts, layer, progress=True):
@@ -34,7 +37,7 @@ def ablation_weights(model, x, acts, targets, opts, layer, progress=True):
     The B*K ablated copies go through the rest of the network opts["scorecam_batch"] at a time
     (any image/channel mix). A zero target logit gives zero weights (never NaN)."""
     batch, channels = acts.shape[:2]
-    rest = downstream(model, layer)
+    rest = downstream(model, layer, x)
     batch_size = opts["scorecam_batch"]
     with torch.no_grad():
         full = rest(acts).gather(1, targets[:, None])[:, 0]  # [B] y_t
@@ -46,7 +49,7 @@ def ablation_weights(model, x, acts, targets, opts, layer, progress=True):
             b, k = pair // channels, pair % channels
             copies = acts[b].clone()
             copies[torch.arange(len(pair), device=acts.device), k] = 0
-            ablated[pair] = rest(copies).gather(1, targets[b][:, None])[:, 0]
+            ablated[pair] = rest(copies, b).gather(1, targets[b][:, None])[:, 0]
     drop = full[:, None] - ablated.view(batch, channels)
     safe = torch.where(full != 0, full, torch.ones_like(full))[:, None]
     return torch.where(full[:, None] != 0, drop / safe, torch.zeros_like(drop))

@@ -1,10 +1,12 @@
-"""Class activation maps of a frozen-VGG16 Classifier: CAM, ReCAM, LayerCAM, Grad-CAM(++), ScoreCAM.
+"""Class activation maps of a Classifier (a frozen backbone + a head): CAM, ReCAM, LayerCAM,
+Grad-CAM(++), ScoreCAM and the rest of flowercam/cam/methods.py.
 
     python -c "from flowercam.cam import methods; print(list(methods.METHODS))"
     .venv/bin/pytest tests/test_cams.py -q
     BACKBONE_WEIGHTS=../shared/weights/vgg16_imagenet_features.pth python -m benchmarks.cams
 
-Notebook use:  model, settings = checkpoints.load_model("model/RUN/epoch_7.pth", "../shared/...")
+Notebook use:  from flowercam.backbones import registry  # loads a checkpoint on its backbone
+               model, settings = registry.load_model("model/RUN/epoch_7.pth", "../shared/...")
                res = compute.compute_maps(model, images, "LayerCAM")  # .raw .maps .logits .targets
                compute.compute_maps(model, images, "CAM", scales=(1, 0.5, 1.5, 2), flip=True)
 The methods are records in flowercam/cam/methods.py; one pass of one is run by maps.py;
@@ -67,7 +69,7 @@ def _check_call(x, what, head, targets):
 
 
 def compute_maps_from_features(head, feats, method, targets=None, size=(256, 256), **options):
-    """CAM / ReCAM from backbone features [B,512,h,w] (e.g. the feature cache) -> MapResult."""
+    """CAM / ReCAM from backbone features [B,C,h,w] (e.g. the feature cache) -> MapResult."""
     check_method(method, head.model_type)
     _check_call(feats, "feats", head, targets)
     if not METHODS[method].from_features:
@@ -95,18 +97,20 @@ class Aggregation:
         return tuple(self.scales) == (1.0,) and not self.flip
 
 
-MIN_SIZE = 32  # VGG16's five 2x2 max pools need at least 32 px
+def min_size(backbone) -> int:
+    """The smallest input side the backbone takes (a stand-in reading one: its .real's)."""
+    return getattr(getattr(backbone, "real", backbone), "min_size", 1)
 
 
-def _check_scales(scales, size):
+def _check_scales(scales, size, smallest=32):
     scales = tuple(float(s) for s in scales)
     if not scales or len(set(scales)) != len(scales) or not all(
             math.isfinite(s) and s > 0 for s in scales):
         raise UserError(f"scales {list(scales)} must be distinct finite numbers > 0, e.g. 1 0.5 2")
     for s in scales:
-        if min(round(size[0] * s), round(size[1] * s)) < MIN_SIZE:
+        if min(round(size[0] * s), round(size[1] * s)) < smallest:
             raise UserError(f"scale {s:g} makes {size[0]}x{size[1]} images smaller than "
-                            f"{MIN_SIZE} px, VGG16's minimum: use larger scales")
+                            f"{smallest} px, the backbone's minimum: use larger scales")
     return scales
 
 
@@ -152,10 +156,11 @@ def compute_maps(model, images, method, targets=None, scales=(1.0,), flip=False,
     scales, flip: see Aggregation (default one plain pass; else options gain scales and flip).
     options: see methods.option_names() (normalize_by, layers, layer_weights, fusion, ...).
     """
-    check_method(method, model.head.model_type)
+    check_method(method, model.head.model_type, model.backbone)
     _check_call(images, "images", model.head, targets)
-    opts = resolve_options(method, options)
-    agg = Aggregation(_check_scales(scales, images.shape[-2:]), bool(flip))
+    opts = resolve_options(method, options, model.backbone)
+    agg = Aggregation(_check_scales(scales, images.shape[-2:], min_size(model.backbone)),
+                      bool(flip))
     x = images.to(model.head.fc.weight.device)
     result = image_maps(model, x, method, targets, opts)
     if not agg.plain:
@@ -181,13 +186,13 @@ def head_only(method, opts):
 def maps_reusing(model, images, method, shared, targets=None, agg=PLAIN, **options):
     """compute_maps of images [B,3,H,W], reusing backbone features where they are enough.
 
-    shared: a dict for the calls on the same images; its "feats" ([B,512,h,w]: rows of the
+    shared: a dict for the calls on the same images; its "feats" ([B,C,h,w]: rows of the
     feature cache, or filled here on first need) serve a features-kind method in one plain pass;
     any other method or aggregation runs compute_maps. -> MapResult on the images' device.
     """
-    check_method(method, model.head.model_type)
+    check_method(method, model.head.model_type, model.backbone)
     _check_call(images, "images", model.head, targets)
-    if not (agg.plain and head_only(method, resolve_options(method, options))):
+    if not (agg.plain and head_only(method, resolve_options(method, options, model.backbone))):
         return compute_maps(model, images, method, targets, **agg.kwargs(), **options)
     cut = model.backbone.cut
     # features of another cut (figures.py shares one dict across models) are not this model's
@@ -200,11 +205,11 @@ def maps_reusing(model, images, method, shared, targets=None, agg=PLAIN, **optio
         return compute_maps_from_features(model.head, shared["feats"], method, targets,
                                           size=size, **options).to(images.device)
     return maps_from_head(model.head, shared["feats"], method, targets, size,
-                          resolve_options(method, options)).to(images.device)
+                          resolve_options(method, options, model.backbone)).to(images.device)
 
 
 def maps_from_head(head, feats, method, targets, size, opts):
-    """A head_only method on backbone features [B,512,h,w] -> MapResult at `size` (the same maps
+    """A head_only method on backbone features [B,C,h,w] -> MapResult at `size` (the same maps
     as on the images: the one layer's map upsampled, then normalised)."""
     _check_call(feats, "feats", head, targets)
     res = image_maps(Classifier(FeatureInput(), head), feats.to(head.fc.weight.device), method,

@@ -5,14 +5,14 @@ network, each made a map and summed.
     .venv/bin/pytest tests/test_cam_family.py -q -k fullgrad
 
 S = psi(|x * dy/dx|) + sum_l sum_c psi(|b_lc dy/dz_lc|): z_l the output of a convolution with a
-bias b_l (VGG16's 13, the head's 1x1 one; our linear layer has no bias), so dy/dz_lc is the
+bias b_l (the backbone's: VGG16's 13, forward_keeping_biases; the head's 1x1 one; our linear
+layer has no bias), so dy/dz_lc is the
 bias-gradient map. psi: per channel (m - min) / (max - min + 1e-7), bilinear upsampling to the image
 (align_corners=False), summed over channels, as pytorch-grad-cam 1.5.7 (the paper's official code
 scales each layer's channels jointly). One forward from the image and ONE backward per batch.
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from flowercam.cam.maps import MapResult, targets_of, upsample
@@ -23,21 +23,15 @@ from flowercam.model.normalization import normalize
 
 def forward_keeping_convs(model, x):
     """Forward with a graph from x -> (logits [B,C], the model's own: [(conv, its output z)] in
-    network order). The backbone runs layer by layer up to the head's cut (cut_layers, then its
-    readout: at conv5_3 no pool5) with an out-of-place ReLU: VGG16's in-place ReLUs would
-    overwrite z."""
-    outs = []
-    h = x
-    for layer in model.backbone.cut_layers():
-        h = F.relu(h) if isinstance(layer, nn.ReLU) else layer(h)
-        if isinstance(layer, nn.Conv2d) and layer.bias is not None:
-            outs.append((layer, h))
+    network order): the backbone's forward_keeping_biases up to the head's cut, then the head."""
+    h, outs = model.backbone.forward_keeping_biases(x)
+    outs = list(outs)
     head_convs = [m for m in model.head.modules() if isinstance(m, nn.Conv2d)
                   and m.bias is not None]
     hooks = [m.register_forward_hook(lambda m, i, out: outs.append((m, out)))
              for m in head_convs]
     try:
-        logits = model.head(model.backbone.readout(h))
+        logits = model.head(h)
     finally:
         for hook in hooks:
             hook.remove()

@@ -3,7 +3,7 @@
     python -c "from flowercam.cam import maps; print(maps.MapResult.__doc__)"
     .venv/bin/pytest tests/test_cams.py -q
 
-feature_maps: CAM / ReCAM from backbone features [B,512,h,w] (no gradient, no images).
+feature_maps: CAM / ReCAM from backbone features [B,C,h,w] (no gradient, no images).
 gradient_maps: one forward and ONE backward per batch (torch.autograd.grad of the sum of the target
 logits: images of a batch are independent in eval mode, so each image gets its own gradient).
 activation_maps: one forward without a graph (EigenCAM, KPCA-CAM, FEM); score_maps: channel weights
@@ -39,8 +39,10 @@ class MapResult:
 
 
 class FeatureInput(nn.Module):
-    """A backbone stand-in whose input already is the backbone's features [B,512,h,w] (the
-    feature cache): the drivers run on the head alone (compute.head_only)."""
+    """A backbone stand-in whose input already is the backbone's features [B,C,h,w] (the
+    feature cache): the drivers run on the head alone (compute.head_only); no stage to read."""
+
+    stages, map_stages, fusion_stage_sets, capabilities = {}, (), (), frozenset()
 
     def forward(self, feats):
         return feats
@@ -117,7 +119,7 @@ def weigh(method, opts, acts, grads, weights):
 
 
 def feature_maps(head, feats, method, targets, size, opts):
-    """CAM-like methods from features [B,512,h,w] -> MapResult on the head's device."""
+    """CAM-like methods from features [B,C,h,w] -> MapResult on the head's device."""
     with torch.no_grad():
         rew, maps, logits = head.forward_maps(feats)
         tgt = targets_of(targets, logits)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from flowercam.backbones import registry
 from flowercam.cam import ablation, eigen, noise
 from flowercam.cam import gradients as G
 from flowercam.cam.options import (
@@ -28,7 +29,6 @@ from flowercam.cam.options import (
 )
 from flowercam.cam.scorecam import scorecam, scorecam_weights
 from flowercam.core import UserError
-from flowercam.model import vgg
 from flowercam.model.normalization import NORMALIZERS
 
 # --- weigh functions: activations A [B,K,h,w] with the gradients g [B,K,h,w] of the target logit
@@ -73,8 +73,8 @@ def recam_published(acts, grads, weights):
 def layercam(acts, grads, weights=None):
     """LayerCAM (Jiang et al. 2021): relu(sum_k relu(g_k) * A_k), element-wise weights.
 
-    Default layers pool3, pool4, classmaps (the report's stages, after VGG16's max pools);
-    layers=("stage3", "stage4", "classmaps") takes them before pooling (the paper's convention).
+    Default layers: the backbone's map_stages and the class maps (VGG16: pool3, pool4, the
+    report's stages after its max pools; stage3, stage4 are the paper's, before pooling).
     """
     return F.relu((F.relu(grads) * acts).sum(1))
 
@@ -104,6 +104,7 @@ class Method:
     objective: Callable | None = None  # (logits, targets, opts) -> scores [B]; None = the logit
     hessian: bool = False  # ShapleyCAM: the gradient driver passes g - H A / 2
     channel_weights: Callable | None = None  # "scores": (model, x, acts, targets, opts, layer)
+    needs_backbone: str | None = None  # a capability of the backbone (protocol.Backbone)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -123,12 +124,37 @@ class Method:
         return self.kind != "features"
 
 
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """What a backbone lets a method weigh: its stages (and the head's "classmaps"), LayerCAM's
+    default stages, the stage pairs fused 0.4/0.4/0.2 with the class maps, its capabilities."""
+
+    stages: tuple[str, ...]
+    map_stages: tuple[str, ...]
+    fusion_sets: tuple[tuple[str, ...], ...]
+    capabilities: frozenset
+
+    @property
+    def layers(self):
+        return (*self.stages, "classmaps")
+
+
+def layer_spec(backbone=None) -> LayerSpec:
+    """The LayerSpec of a backbone (a stand-in that reads one, e.g. the sanity passes', has it
+    as .real); None = the default backbone's (its class: no weights are loaded)."""
+    b = getattr(backbone, "real", backbone) if backbone is not None else registry.default_class()
+    return LayerSpec(tuple(b.stages), tuple(b.map_stages), tuple(b.fusion_stage_sets),
+                     frozenset(b.capabilities))
+
+
 def layer_weights(weights, opts):
-    """LayerCAM's fusion weights: None -> the report's 0.4/0.4/0.2 for its layer triples, else
-    equal weights; otherwise one finite weight per layer."""
+    """LayerCAM's fusion weights: None -> the report's 0.4/0.4/0.2 for two stages the backbone
+    names (fusion_sets) and the class maps, else equal weights; otherwise one finite weight per
+    layer."""
     layers = opts["layers"]
     if weights is None:
-        same = tuple(layers) in (REPORT_LAYERS, PRE_POOL_LAYERS)
+        same = (len(layers) == 3 and layers[-1] == "classmaps"
+                and tuple(layers[:2]) in opts[FUSION_SETS])
         weights = REPORT_LAYER_WEIGHTS if same else [1 / len(layers)] * len(layers)
     if len(weights) != len(layers):
         raise UserError(f"{len(weights)} layer weights for {len(layers)} layers: "
@@ -136,10 +162,10 @@ def layer_weights(weights, opts):
     return [float(w) for w in weights]
 
 
-LAYERS = (*vgg.STAGES, "classmaps")  # layers a user may pick
 FUSIONS = ("weighted", "max")
-REPORT_LAYERS = ("pool3", "pool4", "classmaps")  # LayerCAM's default, as the report computed it
-PRE_POOL_LAYERS = ("stage3", "stage4", "classmaps")  # the LayerCAM paper's convention
+MAP_STAGES = "map-stages"  # in default_layers: the backbone's map_stages (LayerSpec)
+FUSION_SETS = "fusion-sets"  # what the checks of layer_weights see of the LayerSpec
+REPORT_LAYERS = (MAP_STAGES, "classmaps")  # LayerCAM's default, as the report computed it
 REPORT_LAYER_WEIGHTS = (0.4, 0.4, 0.2)  # the report's fusion weights for either triple
 EIGEN = {"eigen_smooth": Option(False, boolean("eigen_smooth"))}  # pytorch-grad-cam's option
 LAYERCAM_OPTIONS = {
@@ -199,8 +225,9 @@ METHODS = {m.name: m for m in (
            **{**ONE, "kind": "noisy-gradients"}, terms=G.smooth_gradcampp_terms,
            options={"sgpp_samples": Option(4, positive_int("sgpp_samples")),
                     "sgpp_std": Option(0.3, number("sgpp_std")), **SEED, **EIGEN}),
+    # the bias terms need convolutions with biases (VGG16's; BatchNorm nets and ViTs have none)
     Method(name="FullGrad", weigh=lambda maps, grads, weights: G.channel_scaled_sum(maps),
-           kind="fullgrad", default_layers=()),
+           kind="fullgrad", default_layers=(), needs_backbone="conv_biases"),
 )}
 
 
@@ -217,56 +244,76 @@ def option_names():
 REPORT_METHODS = ("CAM", "ReCAM", "ReCAM-published", "LayerCAM", "GradCAM", "GradCAM++", "ScoreCAM")
 
 
-def supported(model_type, only=None) -> list[str]:
-    """The methods a head of this model_type can give (of `only`, if given), in METHODS order."""
+def applies(method, spec: LayerSpec) -> bool:
+    """True when the backbone (its LayerSpec) has what the method needs."""
+    need = METHODS[method].needs_backbone
+    return need is None or need in spec.capabilities
+
+
+def supported(model_type, only=None, backbone=None) -> list[str]:
+    """The methods a head of this model_type on this backbone (None: the default) can give (of
+    `only`, if given), in METHODS order."""
+    spec = layer_spec(backbone)
     return [n for n, m in METHODS.items() if m.needs_head in (None, model_type)
-            and (only is None or n in only)]
+            and applies(n, spec) and (only is None or n in only)]
 
 
-def check_method(method, model_type):
-    """UserError if `method` is unknown or a head of `model_type` cannot give it."""
+def check_method(method, model_type, backbone=None):
+    """UserError if `method` is unknown, a head of `model_type` cannot give it, or the backbone
+    (None: not checked) lacks what it needs."""
     if method not in METHODS:
         raise UserError(f"unknown CAM method {method!r}: use one of {', '.join(METHODS)}")
     need = METHODS[method].needs_head
     if need and model_type != need:
         raise UserError(f"method {method} needs a {need} head, this model is "
                         f"{model_type}: use another method or train with {need}")
+    if backbone is not None and not applies(method, layer_spec(backbone)):
+        name = getattr(getattr(backbone, "real", backbone), "name", "?")
+        raise UserError(f"method {method} needs a backbone with "
+                        f"{METHODS[method].needs_backbone.replace('_', ' ')}, {name} has none: "
+                        "use another method or backbone (docs/backbones.md)")
 
 
-def _layers(record, value):
+def _layers(record, value, spec):
     """The layer option's value (None = the record's default) -> a checked list of names."""
-    layers = list(record.default_layers if value is None else
-                  ([value] if isinstance(value, str) else value))
+    if value is None:
+        layers = [n for name in record.default_layers
+                  for n in (spec.map_stages if name == MAP_STAGES else (name,))]
+    else:
+        layers = [value] if isinstance(value, str) else list(value)
     for name in layers:
-        check_choice("layer", name, LAYERS)
+        check_choice("layer", name, spec.layers)
     if not layers or len(set(layers)) != len(layers):
-        raise UserError(f"layers {layers} must be distinct and non-empty: pick from {LAYERS}")
+        raise UserError(f"layers {layers} must be distinct and non-empty: pick from "
+                        f"{spec.layers}")
     return layers
 
 
-def resolve_options(method, options):
+def resolve_options(method, options, backbone=None):
     """Defaults + checks -> dict of this method's options only (normalize_by, its layer option,
     its own options, in that order). Options of other methods are checked by their own record,
-    then dropped."""
+    then dropped. backbone: whose stages the layers name (None: the default backbone's)."""
     record = METHODS[method]
     unknown = sorted(set(options) - set(option_names()))
     if unknown:
         raise UserError(f"unknown CAM option {unknown[0]!r}: use {', '.join(option_names())}")
     given = {k: v for k, v in options.items() if v is not None}
     check_choice("normalize_by", given.get("normalize_by", "minmax"), NORMALIZERS)
+    spec = layer_spec(backbone)
     for other in METHODS.values():  # a bad value is an error whichever method it was meant for
-        _own_options(other, given)
-    return _own_options(record, given)
+        _own_options(other, given, spec)
+    return _own_options(record, given, spec)
 
 
-def _own_options(record, given):
+def _own_options(record, given, spec):
     opts = {"normalize_by": given.get("normalize_by", "minmax")}
     if record.layer_option == "layers":
-        opts["layers"] = _layers(record, given.get("layers"))
+        opts["layers"] = _layers(record, given.get("layers"), spec)
     elif record.layer_option:
-        opts[record.layer_option] = _layers(record, given.get(record.layer_option))[0]
+        opts[record.layer_option] = _layers(record, given.get(record.layer_option), spec)[0]
     for name, option in record.options.items():
-        opts[name] = option.check(given.get(name, option.default), opts)
+        opts[name] = option.check(given.get(name, option.default),
+                                  {**opts, FUSION_SETS: spec.fusion_sets})
     return opts
 
 

@@ -87,6 +87,9 @@ def sample_items(items, n, seed, in_order=False):
     return [items[i] for i in (sorted(picked) if in_order else picked)]
 
 
+DEFAULT_SIZE = 256  # augment.py's image size; a data folder's own is in its augment.json
+
+
 def image_transform(size=256):
     """PIL image -> normalised float tensor [3, size, size] (ImageNet mean/std)."""
     return transforms.Compose([

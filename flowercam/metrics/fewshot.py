@@ -1,7 +1,7 @@
 """The few-shot baseline rows few-shot-N of --cam-metrics (Choe et al. 2020: a few fully
 annotated images beat weakly supervised localization): a per-pixel foreground classifier (logistic
-regression = a 1x1 conv) on frozen VGG16 activations, trained on the masks of N training-split
-images per class, never on a validation or test mask.
+regression = a 1x1 conv) on the frozen backbone's activations, trained on the masks of N
+training-split images per class, never on a validation or test mask.
 
     python evaluate.py -d model/RUN --cam-metrics --baselines center full few-shot-1 few-shot-5
     python -c "from flowercam.metrics import fewshot; print(fewshot.DEFAULT)"

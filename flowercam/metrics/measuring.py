@@ -17,11 +17,11 @@ import torch
 from tqdm import tqdm
 
 from flowercam import dist
+from flowercam.backbones import protocol
 from flowercam.cache import features
 from flowercam.data import dataset, masks
 from flowercam.metrics import formulas, localization, maprows, registry, selection
 from flowercam.metrics.config import MapOptions, PassOptions
-from flowercam.model import vgg
 
 
 @dataclasses.dataclass
@@ -36,17 +36,17 @@ class Inputs:
     y_base: torch.Tensor  # [B] on the deletion baseline (NaN: no curve)
     blurred: torch.Tensor  # [B,3,H,W]
     baseline: torch.Tensor  # [B,3,H,W]
-    cam_cache: dict  # compute.maps_reusing's: "feats" [B,512,7,7] shared by the maps
+    cam_cache: dict  # compute.maps_reusing's: "feats" [B,C,h,w] shared by the maps
 
 
 def shared_inputs(model, images, labels, feats, keep, opts: PassOptions, score_fn) -> Inputs:
     """Per batch, method-independent: pixel-space images, targets, baselines and their scores.
 
-    feats [B,512,7,7]: the backbone's output (feature cache), shared by the CAM / ReCAM maps,
+    feats [B,C,h,w]: the backbone's output (feature cache), shared by the CAM / ReCAM maps,
     the targets and, in fp32, the original scores. Baselines are scored only for `keep` images.
     """
-    mean = torch.tensor(vgg.IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(vgg.IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(protocol.INPUT_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(protocol.INPUT_STD).view(1, 3, 1, 1)
     pixels = (images * std + mean).clamp(0, 1)  # [B,3,H,W] in [0,1]
     with torch.no_grad():
         probs = model.head(feats).float().softmax(1).cpu()
@@ -69,7 +69,7 @@ def shared_inputs(model, images, labels, feats, keep, opts: PassOptions, score_f
 
 
 def batch_features(model, items, cfg: PassOptions):
-    """[N,512,7,7] backbone output of the items, from the feature cache of their whole split
+    """[N,C,h,w] backbone output of the items, from the feature cache of their whole split
     (the one main.py and evaluate.py use, so a --limit sample builds nothing new); None with
     --no-cache."""
     if cfg.no_cache:
@@ -79,7 +79,7 @@ def batch_features(model, items, cfg: PassOptions):
                                 num_workers=cfg.num_workers, device=cfg.device,
                                 size=features.input_size(cfg.data_dir))
     row = {item_id: i for i, (item_id, _, _) in enumerate(full)}
-    # [N,512,h,w] float32 copy of N rows (a conv5_3 cache stores float16)
+    # [N,C,h,w] float32 copy of N rows (a conv5_3 cache stores float16)
     return feats[[row[item_id] for item_id, _, _ in items]].float()
 
 
@@ -96,7 +96,7 @@ def measure_row(maps, inputs: Inputs, mask_arrays, keep, p) -> dict:
 
 
 def _batch_feats(model, all_feats, images, start, device):
-    """[B,512,7,7] of the batch: rows of the feature cache, else a backbone pass."""
+    """[B,C,h,w] of the batch: rows of the feature cache, else a backbone pass."""
     if all_feats is None:
         with torch.no_grad():
             return model.backbone(images.to(device))
@@ -173,7 +173,7 @@ def measure(model, settings, items, rows, opts: PassOptions, map_options: MapOpt
     size = settings.input_size
     step = opts.map_batch_size
     p = _Pass(model, items, rows, opts, map_options, masks, size,
-              formulas.make_score_fn(model, vgg.IMAGENET_MEAN, vgg.IMAGENET_STD, opts.precision,
+              formulas.make_score_fn(model, protocol.INPUT_MEAN, protocol.INPUT_STD, opts.precision,
                                      opts.metrics_batch_size, opts.device),
               torch.Generator().manual_seed(opts.seed),
               selection.perturb_selection([label for _, _, label in items], opts.perturb_limit,

@@ -103,7 +103,7 @@ class Partial:
         path = self._batch_path(index)
         if not path.exists():
             return None
-        return _arrays(self._load(path, dict))
+        return _arrays(self._load(path, (dict, tuple)))  # sanity's dicts, measuring's tuples
 
     def _load(self, path, kind):
         """torch.load of a file this folder wrote; damaged (truncated, foreign, not a `kind`):

@@ -52,7 +52,7 @@ from flowercam.segment import segmenter
 def run(cfg: MetricsConfig, backbone=None):
     """evaluate.py --cam-metrics: select -> maps -> metrics -> summary -> files.
 
-    backbone: an already loaded vgg.Backbone to reuse (tests, notebooks). Returns the summary
+    backbone: an already loaded protocol.Backbone to reuse (tests, notebooks). Returns the summary
     (cam_metrics.json's content) on rank 0, None on the other ranks under torchrun.
     """
     chosen = select(cfg, backbone)
@@ -100,7 +100,7 @@ def select(cfg: MetricsConfig, backbone=None) -> Selected:
     cfg = dataclasses.replace(cfg, split=chosen.split, backbone_weights=chosen.backbone_weights)
     cfg = dataclasses.replace(cfg, validate_tau_on=tau_subset(cfg, masks))
     out_dir = selection.output_folder(cfg.part(ModelChoice), ckpt)
-    methods = selection.resolve_methods(cfg.methods, settings)
+    methods = selection.resolve_methods(cfg.methods, settings, model.backbone)
     items = _items(cfg.part(ImageChoice), found)
     few_shot, few_info = {}, {}
     if any(b.startswith(fewshot.PREFIX) for b in cfg.baselines):  # classifiers trained on masks

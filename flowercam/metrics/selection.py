@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from flowercam import core
+from flowercam.backbones import registry
 from flowercam.cam import methods
 from flowercam.core import UserError
 from flowercam.data import dataset, masks
-from flowercam.model import checkpoints, vgg
 from flowercam.train import evaluation, runs
 
 
@@ -28,14 +28,15 @@ def resolve_checkpoint(checkpoint=None, model_dir=None):
     return runs.resolve_checkpoint(checkpoint or model_dir)
 
 
-def resolve_methods(requested, settings):
-    """Requested methods (checked against the head) or the report's methods the head supports
-    (the rest of the CAM family costs up to 600 forwards per image: by name only)."""
+def resolve_methods(requested, settings, backbone=None):
+    """Requested methods (checked against the head and the backbone) or the report's methods
+    the head and backbone support (the rest of the CAM family costs up to 600 forwards per
+    image: by name only)."""
     if requested:
         for method in requested:
-            methods.check_method(method, settings.model_type)
+            methods.check_method(method, settings.model_type, backbone)
         return list(dict.fromkeys(requested))
-    return methods.supported(settings.model_type, methods.REPORT_METHODS)
+    return methods.supported(settings.model_type, methods.REPORT_METHODS, backbone)
 
 
 def select_items(items, limit, seed):
@@ -89,10 +90,8 @@ def open_model(cfg, backbone=None):
     ckpt = resolve_checkpoint(cfg.checkpoint, cfg.model_dir)
     split, weights = runs.run_defaults(ckpt, cfg.split, cfg.backbone_weights)
     cfg = dataclasses.replace(cfg, split=split, backbone_weights=weights)
-    if backbone is None:
-        backbone = vgg.load_backbone(weights, cfg.device)
-    model, settings = checkpoints.load_model(ckpt, device=cfg.device, backbone=backbone)
-    evaluation.check_data(settings, cfg.data_dir, backbone)
+    model, settings = registry.load_model(ckpt, weights, cfg.device, backbone)
+    evaluation.check_data(settings, cfg.data_dir, model.backbone)
     return model, settings, ckpt, cfg
 
 

@@ -13,6 +13,8 @@ masks read the same way, and every row measured there with localization figures.
 """
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,15 @@ def _read(path):
 
 
 
+def _same_file(recorded, checkpoint):
+    """Whether the recorded checkpoint path (relative to the working directory, as older runs
+    wrote it) is the file `checkpoint`."""
+    try:
+        return isinstance(recorded, str) and os.path.samefile(recorded, checkpoint)
+    except OSError:
+        return False
+
+
 def _check_run(path, run, checkpoint, split, subset, options):
     """UserError naming the first way the file's run cannot stand for the tau set."""
     if not isinstance(run, dict):
@@ -45,10 +56,15 @@ def _check_run(path, run, checkpoint, split, subset, options):
         raise UserError(f"{path} has no localization figures: measure them there "
                         "(--figures localization)")
     theirs = run.get("checkpoint_sha256")
-    if not isinstance(theirs, str):
-        raise UserError(f"{path} does not record its checkpoint's content (checkpoint_sha256): "
-                        "measure that run again with this version")
-    if theirs != content_sha256(checkpoint):
+    if theirs is None and _same_file(run.get("checkpoint"), checkpoint):
+        # a run measured before checkpoint_sha256 was recorded (the kept runs under
+        # output/reference/): its path is all there is to match, and the user is told so
+        print(f"warning: {path} records no checkpoint hash (measured by an older version): "
+              f"matched to {checkpoint} by path only", file=sys.stderr)
+    elif not isinstance(theirs, str):
+        raise UserError(f"{path} does not record its checkpoint's content (checkpoint_sha256) "
+                        f"and names another file than {checkpoint}: measure that run again")
+    elif theirs != content_sha256(checkpoint):
         raise UserError(f"{path} measured another checkpoint than {checkpoint} (its content "
                         f"differs, though it was {run.get('checkpoint')}): use that "
                         "checkpoint's run")

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from flowercam.core import UserError, atomic_write
-from flowercam.model.heads import Classifier, HeadSettings, build_head, cut_of
-from flowercam.model.vgg import MAX_ABS_WEIGHT, load_backbone
+from flowercam.model.heads import Classifier, HeadSettings, build_head
+from flowercam.model.vgg import MAX_ABS_WEIGHT
 
 CHECKPOINT_FORMAT = "flowercam-head"
 CHECKPOINT_VERSION = 1
@@ -32,6 +32,12 @@ def save_checkpoint(path, head, settings: HeadSettings, **extra):
     ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "settings": settings.to_dict(), "state_dict": state, **extra}
     atomic_write(path, lambda f: torch.save(ckpt, f))
+
+
+def in_channels(state_dict):
+    """Channels the saved head reads (its first conv's input; None: not a head's weights)."""
+    weight = state_dict.get("conv.weight") if isinstance(state_dict, dict) else None
+    return int(weight.shape[1]) if torch.is_tensor(weight) and weight.ndim == 4 else None
 
 
 def load_checkpoint(path):
@@ -56,7 +62,7 @@ def load_checkpoint(path):
     if "settings" not in ckpt:
         raise UserError(f"checkpoint {path} has no settings: pass a .pth written by main.py")
     settings = HeadSettings.from_dict(ckpt["settings"], f"checkpoint {path} settings")
-    head = build_head(settings)
+    head = build_head(settings, in_channels(ckpt.get("state_dict")))
     _check_weights(path, ckpt.get("state_dict"))
     try:
         head.load_state_dict(ckpt["state_dict"])
@@ -82,16 +88,20 @@ def _check_weights(path, state):
                             f"{MAX_ABS_WEIGHT:g}): retrain it or use another epoch")
 
 
-def load_model(checkpoint_path, backbone_weights=None, device="cpu", backbone=None):
-    """-> (Classifier in eval mode on `device`, HeadSettings); `backbone` reuses a loaded one (read
-    at the checkpoint's cut: backbone.at)."""
-    head, settings, _ = load_checkpoint(checkpoint_path)
-    if backbone is None:
-        backbone = load_backbone(backbone_weights, device)
+def cut_of(settings: HeadSettings, backbone) -> str:
+    """Where a checkpoint's head reads the backbone: its cut (checked by the backbone), else the
+    backbone's default cut (VGG16's pool5: checkpoints from before the cuts)."""
+    return backbone.check_cut(settings.cut or backbone.default_cut)
+
+
+def attach(head, settings: HeadSettings, backbone, device="cpu"):
+    """-> (Classifier of head on backbone (already read at the checkpoint's cut) in eval mode on
+    `device`, HeadSettings); a warning line when the weights differ from those it was trained
+    on. flowercam.backbones.registry.load_model loads a checkpoint on its backbone."""
     trained_on = settings.backbone_id
     if trained_on and trained_on != backbone.backbone_id:
         warnings.warn(f"head was trained on backbone {trained_on}, loading it on "
                       f"{backbone.backbone_id}", stacklevel=2)
-    model = Classifier(backbone.at(cut_of(settings)), head).to(device).eval()
+    model = Classifier(backbone, head).to(device).eval()
     model.settings = settings
     return model, settings

@@ -4,7 +4,8 @@ classifier (frozen backbone + head).
     python -c "from flowercam.model import heads; print(heads.build_head(heads.HeadSettings('CAM', \
 17)))"
 
-The backbone is flowercam/model/vgg.py, checkpoints flowercam/model/checkpoints.py.
+The backbone is any of flowercam/backbones/ (a head reads its channels), checkpoints
+flowercam/model/checkpoints.py.
 """
 
 import dataclasses
@@ -16,26 +17,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowercam.core import UserError
-from flowercam.model import vgg
 from flowercam.model.normalization import NORMALIZERS, normalize
-from flowercam.model.vgg import CUTS, DEFAULT_CUT, FEATURE_SHAPE
 
 MODEL_TYPES = ("CAM", "ReCAM", "ReCAM-published", "CAM-paper")
+CHANNELS = 512  # a head's input channels when none are given: the default backbone's
 RECAM_LAMBDA = 1.0  # published ReCAM's weight of L_sce: 1 on VOC, 0.1 on COCO (Chen et al. 2022)
 
 
 class CAMHead(nn.Module):
-    """The report's baseCAM head: conv1x1 512->C + ReLU = class maps, GAP, Linear(C,C), no bias."""
+    """The report's baseCAM head: conv1x1 K->C + ReLU = class maps, GAP, Linear(C,C), no bias
+    (K: the backbone's channels, 512 for VGG16)."""
 
     model_type = "CAM"
 
-    def __init__(self, num_classes, in_channels=FEATURE_SHAPE[0]):
+    def __init__(self, num_classes, in_channels=CHANNELS):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, num_classes, kernel_size=1)
         self.fc = nn.Linear(num_classes, num_classes, bias=False)
 
     def class_maps(self, feats):
-        """feats [B,512,h,w] -> class maps [B,C,h,w] (non-negative)."""
+        """feats [B,K,h,w] -> class maps [B,C,h,w] (non-negative)."""
         return F.relu(self.conv(feats))
 
     def classify(self, maps):
@@ -60,7 +61,7 @@ class ReCAMHead(CAMHead):
 
     model_type = "ReCAM"
 
-    def __init__(self, num_classes, normalize_by="minmax", in_channels=FEATURE_SHAPE[0]):
+    def __init__(self, num_classes, normalize_by="minmax", in_channels=CHANNELS):
         super().__init__(num_classes, in_channels)
         if normalize_by not in NORMALIZERS:
             raise UserError(f"unknown ReCAM normalize_by {normalize_by!r}: "
@@ -88,7 +89,7 @@ class PublishedReCAMHead(CAMHead):
 
     model_type = "ReCAM-published"
 
-    def __init__(self, num_classes, recam_lambda=RECAM_LAMBDA, in_channels=FEATURE_SHAPE[0]):
+    def __init__(self, num_classes, recam_lambda=RECAM_LAMBDA, in_channels=CHANNELS):
         super().__init__(num_classes, in_channels)
         if not (isinstance(recam_lambda, (int, float)) and 0 <= recam_lambda < float("inf")):
             raise UserError(f"recam_lambda must be a finite number >= 0, got {recam_lambda!r}")
@@ -104,7 +105,7 @@ class PublishedReCAMHead(CAMHead):
         return torch.einsum("bhw,bchw->bc", cam, maps) / (maps.shape[-2] * maps.shape[-1])
 
     def loss(self, feats, labels, reduction="mean"):
-        """feats [B,512,h,w], labels [B] -> (L_cls + lambda * L_sce, logits [B,C] of W)."""
+        """feats [B,K,h,w], labels [B] -> (L_cls + lambda * L_sce, logits [B,C] of W)."""
         maps = self.class_maps(feats)
         logits = self.classify(maps)
         sce = self.sce(self.reactivated(maps, labels))  # scores of f_y, the true class only
@@ -121,14 +122,14 @@ class PublishedReCAMHead(CAMHead):
 
 
 class PaperCAMHead(CAMHead):
-    """The CAM paper's VGG16 head (Zhou et al., CVPR 2016; read at the conv5_3 cut): conv3x3
-    512->1024 + ReLU = the maps A_k, GAP, Linear(1024,C) with bias; CAM_c = sum_k w_ck A_k, whose
+    """The CAM paper's VGG16 head (Zhou et al., CVPR 2016; read at VGG16's conv5_3 cut): conv3x3
+    K->1024 + ReLU = the maps A_k, GAP, Linear(1024,C) with bias; CAM_c = sum_k w_ck A_k, whose
     spatial mean + b_c is logit c."""
 
     model_type = "CAM-paper"
     WIDTH = 1024
 
-    def __init__(self, num_classes, in_channels=FEATURE_SHAPE[0], width=WIDTH):
+    def __init__(self, num_classes, in_channels=CHANNELS, width=WIDTH):
         nn.Module.__init__(self)
         self.conv = nn.Conv2d(in_channels, width, kernel_size=3, padding=1)
         self.fc = nn.Linear(width, num_classes)
@@ -146,21 +147,17 @@ class Classifier(nn.Module):
         return self.head(self.backbone(images))
 
 
-def cut_of(settings: "HeadSettings") -> str:
-    """Where a checkpoint's head reads the backbone (pool5 for checkpoints from before the cuts)."""
-    return settings.cut
-
-
-def build_head(settings: "HeadSettings"):
-    """HeadSettings -> CAMHead, ReCAMHead, PublishedReCAMHead or PaperCAMHead."""
-    num = settings.num_classes
+def build_head(settings: "HeadSettings", in_channels=None):
+    """HeadSettings -> CAMHead, ReCAMHead, PublishedReCAMHead or PaperCAMHead reading in_channels
+    (the backbone's channels, Backbone.channels; None: CHANNELS)."""
+    num, k = settings.num_classes, in_channels or CHANNELS
     if settings.model_type == "CAM":
-        return CAMHead(num)
+        return CAMHead(num, k)
     if settings.model_type == "CAM-paper":
-        return PaperCAMHead(num)
+        return PaperCAMHead(num, k)
     if settings.model_type == "ReCAM-published":
-        return PublishedReCAMHead(num, settings.recam_lambda)
-    return ReCAMHead(num, settings.normalize_by)
+        return PublishedReCAMHead(num, settings.recam_lambda, k)
+    return ReCAMHead(num, settings.normalize_by, k)
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -173,18 +170,20 @@ class HeadSettings:
 
     normalize_by is ReCAM's normaliser (None for the other heads), recam_lambda
     ReCAM-published's weight of L_sce (None for the others); cut is where the head reads the
-    backbone; backbone names the architecture, backbone_id the loaded weights' id (keys the
+    backbone (None: its default cut, e.g. for checkpoints from before the cuts; checked by the
+    backbone when the model loads); backbone is the registry name of the architecture
+    (flowercam/backbones/registry.py), backbone_id the loaded weights' id (keys the
     feature cache; None: unknown) and backbone_weights_id the sha256 of the weights file the run
     used (None: unknown, or torchvision's download)."""
 
     model_type: str
     num_classes: int
     class_names: tuple[str, ...] | None = None  # None: a checkpoint from before the names
-    input_size: int = vgg.INPUT_SIZE
+    input_size: int = 256  # augment.py's default size
     normalize_by: str | None = None
     recam_lambda: float | None = None
-    cut: str = DEFAULT_CUT
-    backbone: str = "vgg16"
+    cut: str | None = None
+    backbone: str = "vgg16"  # what every checkpoint from before the backbones was trained on
     backbone_id: str | None = None
     backbone_weights_id: str | None = None
 
@@ -201,8 +200,8 @@ class HeadSettings:
     def from_dict(cls, raw, source="checkpoint settings") -> "HeadSettings":
         """A checkpoint's or config.json's settings -> HeadSettings; UserError naming `source` and
         the field when it is not a dict or a field is wrong. Older dicts miss keys: the defaults
-        fill them (ReCAM: minmax; ReCAM-published: RECAM_LAMBDA; pool5), and before backbone_id
-        existed their "backbone" held the weights' id."""
+        fill them (ReCAM: minmax; ReCAM-published: RECAM_LAMBDA; cut: the backbone's default),
+        and before backbone_id existed their "backbone" held the weights' id."""
         if not isinstance(raw, dict):
             raise UserError(f"{source} is a {type(raw).__name__}, not a mapping: pass a file "
                             "written by main.py")
@@ -269,8 +268,8 @@ def _check(s: HeadSettings):
             raise bad("recam_lambda", "a finite number >= 0 for ReCAM-published")
     elif s.recam_lambda is not None:
         raise bad("recam_lambda", f"null for {s.model_type} (ReCAM-published's weight only)")
-    if s.cut not in CUTS:
-        raise bad("cut", f"one of {', '.join(CUTS)}")
+    if s.cut is not None and not (isinstance(s.cut, str) and s.cut):
+        raise bad("cut", "a cut of the backbone (e.g. pool5) or null")
     if not isinstance(s.backbone, str) or not s.backbone:
         raise bad("backbone", "a backbone name")
     if s.backbone_id is not None and not isinstance(s.backbone_id, str):

@@ -15,11 +15,12 @@ import torch
 from tqdm import tqdm
 
 from flowercam import dist
+from flowercam.backbones import registry
 from flowercam.cache import features
 from flowercam.cam import compute, methods
 from flowercam.core import UserError, fit_name
 from flowercam.data import dataset
-from flowercam.model import checkpoints, normalization, vgg
+from flowercam.model import checkpoints, normalization
 from flowercam.report import image_files, render
 from flowercam.report.image_files import arrays_of, expand_images, load_items, save_extras, save_png
 from flowercam.segment import segmenter
@@ -121,7 +122,7 @@ def report(checkpoint, method, opts, files=NO_FILES):
     paths = [path for _, path, _ in items]
     masks = outline_masks(opts, paths)
     images, originals = load_items(paths, size, opts.max_pixels)
-    model, settings = checkpoints.load_model(ckpt, run_weights(ckpt, opts), opts.device)
+    model, settings = registry.load_model(ckpt, run_weights(ckpt, opts), opts.device)
     result = explain(model, settings, images, method, opts.normalize_by, opts.device,
                      agg=opts.agg)
     norm, info = method_info(ckpt, result, settings)
@@ -156,10 +157,13 @@ def compare(specs, images, opts, name="comparison", files=NO_FILES):
     paths = image_paths(images, pairs[0][0], opts)
     masks = outline_masks(opts, paths)
     images_t, originals = load_items(paths, sizes[0], opts.max_pixels)
-    backbone = vgg.load_backbone(opts.backbone_weights, opts.device)  # shared by all pairs
+    loaded = {}  # one backbone per name, shared by its pairs
     columns, shared = [], {}
-    for ckpt, method, _, size, spec_ckpt, norm in tqdm(pairs, desc="compare"):
-        model, settings = checkpoints.load_model(ckpt, device=opts.device, backbone=backbone)
+    for ckpt, method, settings, size, spec_ckpt, norm in tqdm(pairs, desc="compare"):
+        name = registry.name_of(settings)
+        if name not in loaded:
+            loaded[name] = registry.load_backbone(name, opts.backbone_weights, opts.device)
+        model, settings = registry.load_model(ckpt, device=opts.device, backbone=loaded[name])
         result = explain(model, settings, images_t, method, norm or opts.normalize_by,
                          opts.device, shared, opts.agg)
         norm = method_info(ckpt, result, settings)[0]
@@ -198,7 +202,7 @@ def own_images(checkpoint, method, images, opts, files=NO_FILES):
     """Maps of your own images (files or folders), each overlay at the image's own resolution."""
     ckpt, method, settings, size = check_pair(checkpoint, method, opts.grid_runs)
     paths = image_paths(images, ckpt, opts)
-    model, settings = checkpoints.load_model(ckpt, run_weights(ckpt, opts), opts.device)
+    model, settings = registry.load_model(ckpt, run_weights(ckpt, opts), opts.device)
     items, step = [(Path(p).stem, p, 0) for p in paths], opts.batch_size
     starts = dist.shard(range(0, len(items), step))  # under torchrun: every world()-th batch
     loader = dataset.make_loader([it for s in starts for it in items[s:s + step]], step, False,
@@ -264,9 +268,9 @@ def segmenter_images(segmenter_path, images, opts, files=NO_FILES):
     image's own resolution; files.masks_dir gets the masks as PNGs (255 = flower)."""
     pm, settings = segmenter.load(segmenter_path)
     paths = expand_images(images, opts.max_pixels)
-    backbone = vgg.load_backbone(opts.backbone_weights, opts.device)
+    backbone = registry.load_backbone("vgg16", opts.backbone_weights, opts.device)  # its stages
     segmenter.check_backbone(settings, backbone, segmenter_path)
-    size = int(settings.get("input_size") or vgg.INPUT_SIZE)
+    size = int(settings.get("input_size") or dataset.DEFAULT_SIZE)
     maps, sizes = [], []
     for start in tqdm(range(0, len(paths), opts.batch_size), desc="segmenter masks", unit="batch"):
         chunk = paths[start:start + opts.batch_size]

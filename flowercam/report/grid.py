@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from flowercam import core, dist
 from flowercam.core import atomic_save_json, atomic_write
-from flowercam.model import normalization, vgg
+from flowercam.model import normalization
 from flowercam.report import table2
 from flowercam.train import runs, training
 
@@ -25,13 +25,14 @@ LRS = (1e-5, 5e-5, 1e-4, 2e-4)  # the report's four learning rates
 REPORT_TYPES = ("CAM", "ReCAM", "ReCAM-published")  # the grid's heads unless told
 
 
-def configurations(lrs, model_types=REPORT_TYPES, cut=vgg.DEFAULT_CUT) -> list[dict]:
+def configurations(lrs, model_types=REPORT_TYPES, cut="pool5", default_cut="pool5") -> list[dict]:
     """CAM at every lr, then ReCAM with each normaliser, then ReCAM-published (lambda
     heads.RECAM_LAMBDA), then CAM-paper, at every lr, of the model_types asked for (5 x 4 = 20
-    by default); cut: where every head reads the backbone (named in the config unless pool5)."""
+    by default); cut: where every head reads the backbone (named in the config unless it is the
+    backbone's default_cut; VGG16's: pool5)."""
     kinds = [("CAM", None)] + [("ReCAM", how) for how in normalization.NORMALIZERS]
     kinds += [("ReCAM-published", None), ("CAM-paper", None)]
-    at = "" if cut == vgg.DEFAULT_CUT else f"@{cut}"
+    at = "" if cut == default_cut else f"@{cut}"
     configs = []
     for model_type, how in kinds:
         if model_type not in model_types:

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from flowercam.backbones import registry
 from flowercam.cam import compute, methods
 from flowercam.core import atomic_write
 from flowercam.data import dataset, masks
-from flowercam.model import checkpoints
 from flowercam.refine import methods as refiners
 from flowercam.report import render
 
@@ -68,7 +68,7 @@ def plot_precision_recall(path, curves):
 
 def load_gallery_model(checkpoint, backbone_weights, device):
     """(model, settings) of the checkpoint the run names."""
-    return checkpoints.load_model(checkpoint, backbone_weights, device)
+    return registry.load_model(checkpoint, backbone_weights, device)
 
 
 def gallery_maps(model, row, paths, targets, options, size):

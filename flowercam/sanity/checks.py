@@ -24,13 +24,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from flowercam.backbones import protocol
 from flowercam.cache import features
 from flowercam.cam import compute, methods
 from flowercam.core import UserError
 from flowercam.data import dataset, masks
 from flowercam.metrics import baselines, formulas, measuring, resume, selection
 from flowercam.metrics.config import MetricsConfig
-from flowercam.model import heads, vgg
+from flowercam.model import heads
 from flowercam.sanity import passes, permuted, randomise, similarity
 
 
@@ -55,14 +56,14 @@ class State:
         return all(name in randomise.HEAD_LAYERS for name in self.layers)
 
 
-def states(opts: SanityOptions) -> list[State]:
-    """The randomised models, in the order of the tables: the cascade top-down, then each layer
-    alone, then data randomisation."""
-    out = [State(f"cascade:{name}", "cascade", randomise.cascade(d))
-           for d, name in enumerate(randomise.CASCADE, 1)]
+def states(opts: SanityOptions, backbone) -> list[State]:
+    """The randomised models, in the order of the tables: the cascade top-down (the head's
+    layers, then the backbone's blocks), then each layer alone, then data randomisation."""
+    order = randomise.cascade_layers(backbone)
+    out = [State(f"cascade:{name}", "cascade", randomise.cascade(d, backbone))
+           for d, name in enumerate(order, 1)]
     if opts.independent:
-        out += [State(f"independent:{name}", "independent", (name,))
-                for name in randomise.CASCADE]
+        out += [State(f"independent:{name}", "independent", (name,)) for name in order]
     return out + ([State("data", "data")] if opts.data else [])
 
 
@@ -105,12 +106,12 @@ def state_model(model, state, seed, permuted_model):
     return randomise.randomised(model, state.layers, seed)
 
 
-def class_maps_only(row, cfg):
+def class_maps_only(row, cfg, backbone):
     """True when the method reads nothing of the backbone but its output (CAM, Grad-CAM on the
     class maps, ...): FixedFeatures can stand in. Score-CAM's masked forwards need the images."""
     if row not in methods.METHODS:
         return False
-    return compute.head_only(row, methods.resolve_options(row, _options(row, cfg)))
+    return compute.head_only(row, methods.resolve_options(row, _options(row, cfg), backbone))
 
 
 def _options(row, cfg):
@@ -124,7 +125,7 @@ def row_maps(model, row, images, pixels, feats, targets, ids, cfg, seed):
         maps = baselines.baseline_maps(row, pixels, ids, seed).numpy()
         return (maps, maps), feats
     x = images.to(cfg.device)
-    if class_maps_only(row, cfg):
+    if class_maps_only(row, cfg, model.backbone):
         if feats is None:
             with torch.no_grad():
                 feats = model.backbone(x)
@@ -151,8 +152,8 @@ class _Run:  # what every batch of one run shares
 
 def _inputs(model, images, labels, feats, target):
     """(pixels [B,3,H,W] in [0,1], targets [B]: the labels or the trained model's predictions)."""
-    mean = torch.tensor(vgg.IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(vgg.IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(protocol.INPUT_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(protocol.INPUT_STD).view(1, 3, 1, 1)
     with torch.no_grad():
         predicted = model.head(feats).argmax(1).cpu()
     return (images * std + mean).clamp(0, 1), predicted if target == "predicted" else labels
@@ -255,18 +256,19 @@ def run(cfg: MetricsConfig, opts: SanityOptions, backbone=None):
     cfg.check()
     model, settings, ckpt, cfg = selection.open_model(cfg, backbone)
     out_dir = selection.output_folder(cfg, ckpt)
-    methods = selection.resolve_methods(cfg.methods, settings)
+    methods = selection.resolve_methods(cfg.methods, settings, model.backbone)
     items, rows = _items(cfg), [*methods, *cfg.baselines]
     ids = [i for i, _, _ in items]
     key = {"backbone": model.backbone.backbone_id, "ids": ids, "rows": rows,
-           "states": [s.name for s in states(opts)], "figure_images": opts.figure_images,
+           "states": [s.name for s in states(opts, model.backbone)],
+           "figure_images": opts.figure_images,
            "permuted": dataclasses.asdict(opts.trainer) if opts.data else None}
     partial = resume.Partial(out_dir, "sanity", resume.run_settings(cfg, ckpt, key), cfg.resume)
     start = time.perf_counter()
     permuted_model, data_facts = (data_randomised(model, cfg, opts, partial) if opts.data
                                   else (None, None))
-    r = _Run(model, rows, states(opts), cfg, opts, permuted_model,
-             passes.planned_stages(methods, lambda row: _options(row, cfg)),
+    r = _Run(model, rows, states(opts, model.backbone), cfg, opts, permuted_model,
+             passes.planned_stages(methods, lambda row: _options(row, cfg), model.backbone),
              partial.batches())
     if r.batches:
         print(f"resuming {partial.folder}: {len(r.batches)} batches done")

@@ -4,21 +4,20 @@ maps of a pass per method (tests/test_sanity_pass.py checks they are the same).
     python evaluate.py -d model/RUN --sanity --limit 2 --no-data-randomisation
     python -m pytest tests/test_sanity_pass.py -q
 
-Per batch, Prefix keeps the trained backbone's activations after each max pool (one pass without
-a graph, on first need): every state that re-initialises only blocks above a pool starts there
-(independent:block5 runs block5 alone; a head-only state runs nothing below the stages LayerCAM
-reads). Per state, StatePass runs ONE forward from there, with a graph from the stages the first
-gradient method reads (LayerCAM: pool3, pool4); its features also serve every method that reads
-only the class maps (FixedFeatures), so a randomised backbone costs one forward and one backward
-per batch, not two forwards and one backward.
+Per batch, Prefix keeps the trained backbone's activations at each of its prefix_ends (VGG16:
+after each max pool; a backbone without "prefix" in its capabilities: the images only), computed
+once without a graph on first need: every state that re-initialises only blocks above an end
+starts there (VGG16's independent:block5 runs block5 alone; a head-only state runs nothing below
+the stages LayerCAM reads). Per state, StatePass runs ONE forward from there, with a graph from
+the stages the first gradient method reads (VGG16's LayerCAM: pool3, pool4); its features also
+serve every method that reads only the class maps (FixedFeatures), so a randomised backbone
+costs one forward and one backward per batch, not two forwards and one backward.
 """
 
 import torch
 from torch import nn
 
 from flowercam.cam import compute, methods
-from flowercam.model import vgg
-from flowercam.sanity import randomise
 
 
 class FixedFeatures(nn.Module):
@@ -29,6 +28,7 @@ class FixedFeatures(nn.Module):
     def __init__(self, feats, backbone):
         super().__init__()  # the features' backbone: its id and cut (which features these are)
         self.feats, self.backbone_id, self.cut = feats, backbone.backbone_id, backbone.cut
+        self.real = getattr(backbone, "real", backbone)  # what its stages are (methods.layer_spec)
 
     def forward(self, x):
         if len(x) != len(self.feats):
@@ -41,45 +41,38 @@ class FixedFeatures(nn.Module):
         return self.forward(x), {}
 
 
-def pool_ends(backbone):
-    """[0, 5, 10, 17, 24]: feature indices right after each max pool but the last (pool5, at or
-    after either cut): where a prefix features[:k] can end."""
-    return [0] + [i + 1 for i, layer in enumerate(backbone.features)
-                  if isinstance(layer, nn.MaxPool2d) and i + 1 < len(backbone.features)]
-
-
 class Prefix:
-    """The trained backbone's features[:k](x) of one batch x [B,3,H,W] at the pool ends k,
+    """The trained backbone's first k layers of one batch x [B,3,H,W] at its prefix_ends k,
     computed without a graph on first need, each from the longest one known below it, in the
-    backbone's own layout (vgg.channels_last), so a pass from a prefix equals one from x exactly."""
+    backbone's own layout (Backbone.layout), so a pass from a prefix equals one from x exactly."""
 
     def __init__(self, backbone, x):
-        self.backbone, self.x, self.ends = backbone, x, pool_ends(backbone)
-        self.known = {0: vgg.channels_last(x)}
+        self.backbone, self.x, self.ends = backbone, x, backbone.prefix_ends()
+        self.known = {0: backbone.layout(x)}
 
     def at(self, k):
         if k not in self.known:
             below = max(j for j in self.known if j < k)
             with torch.no_grad():
-                self.known[k] = self.backbone.features[below:k](self.known[below])
+                self.known[k] = self.backbone.run_prefix(self.known[below], below, k)
         return self.known[k]
 
 
 def random_from(backbone, layers):
-    """Index of the first re-initialised conv of `layers` (names of randomise.CASCADE) in the
-    backbone's features; None when they are all in the head."""
-    blocks = vgg.block_convs(backbone.features)
-    convs = [blocks[name][0] for name in layers if name in randomise.BLOCKS]
-    return min(convs, default=None)
+    """The longest prefix below the first re-initialised module of `layers` (block names of the
+    backbone's cascade, top first); None when they are all in the head."""
+    blocks = [name for name, _ in backbone.cascade()]
+    starts = [backbone.block_start(name) for name in layers if name in blocks]
+    return min(starts, default=None)
 
 
-def planned_stages(rows, options_of):
+def planned_stages(rows, options_of, backbone):
     """The backbone stages of the first gradient method that reads the backbone (LayerCAM:
     pool3, pool4), in the order its driver asks for them: the one pass keeps their graph."""
     for row in rows:
         if row not in methods.METHODS or methods.METHODS[row].kind != "gradients":
             continue
-        opts = methods.resolve_options(row, options_of(row))
+        opts = methods.resolve_options(row, options_of(row), backbone)
         if not compute.head_only(row, opts):
             return tuple(n for n in methods.layers_of(row, opts) if n != "classmaps")
     return ()
@@ -98,8 +91,15 @@ class StatePass(nn.Module):
         self.backbone_id, self.cut = backbone.backbone_id, backbone.cut
         self.shared, self.handed = None, False
 
+    def forward_replacing(self, x, stage, act):
+        return self.real.forward_replacing(x, stage, act)
+
+    def forward_keeping_biases(self, x):
+        return self.real.forward_keeping_biases(x)
+
     def _pass(self, layers, graph):
-        needed = min([vgg.STAGES[name] + 1 for name in layers], default=len(self.real.features))
+        needed = min([self.real.stage_end(name) for name in layers],
+                     default=max(self.prefix.ends))
         if self.random_at is not None:
             needed = min(needed, self.random_at)
         start = max(k for k in self.prefix.ends if k <= needed)

@@ -8,11 +8,11 @@ print(e.evaluate_run('model/RUN', 'valid', e.training.SourceOptions()))"
 
 import dataclasses
 
+from flowercam.backbones import registry
 from flowercam.cache import features
 from flowercam.core import UserError
 from flowercam.data import dataset
-from flowercam.model import checkpoints, vgg
-from flowercam.model.heads import cut_of
+from flowercam.model import checkpoints
 from flowercam.train import runs, training
 
 
@@ -70,7 +70,10 @@ def evaluate_run(model_dir, subset, opts: training.SourceOptions, backbone_weigh
     check_classes(settings, opts.data_dir)  # before the backbone loads
     split, weights = runs.run_defaults(model_dir, opts.split, backbone_weights)
     opts = dataclasses.replace(opts, split=split)
-    backbone = vgg.load_backbone(weights, opts.device).at(cut_of(settings))
+    name = registry.name_of(settings)
+    backbone = registry.load_backbone(name, weights, opts.device)
+    backbone = backbone.at(checkpoints.cut_of(settings, backbone))
+    registry.check_fits(name, heads[0][2], backbone, f"run {model_dir}")
     check_data(settings, opts.data_dir, backbone)
     (source,) = training.make_sources(opts, backbone, subsets=(subset,))
     rows = []

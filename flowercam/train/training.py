@@ -18,24 +18,25 @@ from tqdm import tqdm
 from flowercam.cache import features
 from flowercam.core import UserError, atomic_write
 from flowercam.data import dataset
-from flowercam.model import checkpoints, heads, normalization, vgg
+from flowercam.model import checkpoints, heads, normalization
 from flowercam.train import runs
 
 EVAL_BATCH = 256
 
 
 def make_settings(model_type, normalize_by, class_names, size, backbone_id,
-                  recam_lambda=None, cut=vgg.DEFAULT_CUT) -> heads.HeadSettings:
+                  recam_lambda=None, cut=None, backbone="vgg16",
+                  backbone_weights_id=None) -> heads.HeadSettings:
     """The settings every checkpoint carries, from main.py's flags: normalize_by is kept for
-    ReCAM only, recam_lambda (None = heads.RECAM_LAMBDA) for ReCAM-published only; checked now,
-    before any training."""
+    ReCAM only, recam_lambda (None = heads.RECAM_LAMBDA) for ReCAM-published only; cut (None:
+    the backbone's default), the backbone's registry name, its weights id (backbone_id) and the
+    sha256 of its weights file (None: a download); checked now, before any training."""
     if model_type not in heads.MODEL_TYPES:
         raise UserError(f"unknown model type {model_type!r}: "
                         f"use one of {', '.join(heads.MODEL_TYPES)}")
     if model_type == "ReCAM" and normalize_by not in normalization.NORMALIZERS:
         raise UserError(f"unknown normaliser {normalize_by!r}: "
                         f"use one of {', '.join(normalization.NORMALIZERS)}")
-    vgg.check_cut(cut)
     lam = None
     if model_type == "ReCAM-published":
         lam = heads.RECAM_LAMBDA if recam_lambda is None else recam_lambda
@@ -45,7 +46,8 @@ def make_settings(model_type, normalize_by, class_names, size, backbone_id,
     return heads.HeadSettings(
         model_type=model_type, num_classes=len(class_names), class_names=tuple(class_names),
         input_size=int(size), normalize_by=normalize_by if model_type == "ReCAM" else None,
-        recam_lambda=lam, cut=cut, backbone_id=backbone_id)
+        recam_lambda=lam, cut=cut, backbone=backbone, backbone_id=backbone_id,
+        backbone_weights_id=backbone_weights_id)
 
 
 def batch_loss(head, feats, labels, reduction="mean"):
@@ -124,11 +126,12 @@ class TrainState:
     history: list  # the log rows so far
 
 
-def start(settings, run_dir, lr, seed, device, resume=False) -> TrainState:
-    """A fresh seeded head and Adam; resume: as they were after the last saved epoch (the
-    rule in flowercam/train/runs.py: later log rows and checkpoints are discarded and redone)."""
+def start(settings, run_dir, lr, seed, device, resume=False, in_channels=None) -> TrainState:
+    """A fresh seeded head reading in_channels (the backbone's; None: heads.CHANNELS) and Adam;
+    resume: as they were after the last saved epoch (the rule in flowercam/train/runs.py: later
+    log rows and checkpoints are discarded and redone)."""
     torch.manual_seed(seed)
-    head = heads.build_head(settings).to(device)
+    head = heads.build_head(settings, in_channels).to(device)
     # fused Adam: one kernel per step instead of a dozen small ones (the head step is tiny)
     optimizer = torch.optim.Adam(head.parameters(), lr=lr, fused=True)
     state = TrainState(head, optimizer, torch.Generator().manual_seed(seed), [])
@@ -183,7 +186,8 @@ def train(settings, train_src, valid_src, run_dir, cfg: TrainConfig) -> list[dic
     when the validation loss improved, log row, state.pth; overfit halt. -> history.
     A second process training in the same run_dir is refused (runs.training_lock)."""
     with runs.training_lock(run_dir):  # one trainer per run folder
-        state = start(settings, run_dir, cfg.lr, cfg.seed, cfg.device, cfg.resume)
+        state = start(settings, run_dir, cfg.lr, cfg.seed, cfg.device, cfg.resume,
+                      getattr(train_src, "channels", None))
         best = min((row["valid_loss"] for row in state.history), default=float("inf"))
         if state.history and state.history[-1]["overfit"]:
             return state.history  # the run had already stopped
