@@ -231,6 +231,17 @@ def test_damaged_run_configs_are_one_line(tiny, tmp_path, capsys, damage):
                     capsys, config)
 
 
+def test_a_run_config_of_main_py_s_defaults_is_read_back(tiny, tmp_path, capsys):
+    """main.py's default cut is None (the backbone's own); config.json records it as null, and
+    evaluate.py -d / main.py --resume read it back (it was refused as "cut must be one of ...")."""
+    run = copy_run(tiny, tmp_path)
+    _edit_json(run / "config.json", lambda c: c.update(cut=None))
+    assert json.loads((run / "config.json").read_text())["cut"] is None
+    code, _ = run_cli(evaluate_cli, ["-d", str(run), "--data-dir", str(tiny["data"]),
+                                     "--num-workers", "0"])
+    assert code is None, capsys.readouterr().err
+
+
 def _rows(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 

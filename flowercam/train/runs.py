@@ -245,7 +245,9 @@ CONFIG_FIELDS = {
     "model_type": (lambda v: v in heads.MODEL_TYPES, f"one of {', '.join(heads.MODEL_TYPES)}"),
     "normalize_by": (lambda v: v is None or v in normalization.NORMALIZERS,
                      f"null or one of {', '.join(normalization.NORMALIZERS)}"),
-    "cut": (lambda v: v in vgg.CUTS, f"one of {', '.join(vgg.CUTS)}"),
+    # null: the backbone's default cut (main.py's default); the backbone checks a name at load
+    "cut": (lambda v: v is None or (isinstance(v, str) and bool(v)),
+            "a cut of the backbone (e.g. pool5) or null"),
     "recam_lambda": (lambda v: is_number(v) and 0 <= v < math.inf, "a number >= 0"),
     "train_images": (lambda v: is_int(v) and v >= 0, "a count"),
     "valid_images": (lambda v: is_int(v) and v >= 0, "a count"),
