@@ -263,3 +263,12 @@ def _umask():
 def atomic_save_json(path, obj):
     atomic_write(path, lambda f: json.dump(obj, f, indent=2), mode="w")
 
+
+def file_sha256(path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks (weights files are hundreds of MB): what
+    runs, checkpoints and caches record of a file, so a file replaced at the same path is told."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

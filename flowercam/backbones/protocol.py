@@ -214,14 +214,6 @@ def seeded(seed):
         yield
 
 
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def state_dict_id(name, module) -> str:
     """name-<16 hex>: a hash of the module's state dict (keys, dtypes, shapes, bytes), so the same
     weights get the same id however they were loaded (file, download or seeded init)."""

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from flowercam.backbones import protocol
-from flowercam.core import UserError
+from flowercam.core import UserError, file_sha256
 
 CUT = "features"  # forward_features' output (CNN: the last stage's map; ViT: normed patch tokens)
 TESTED = ("resnet50", "convnext_tiny", "efficientnet_lite0", "vit_base_patch16_224")
@@ -194,7 +194,7 @@ def load(name, weights=None, device="cpu") -> TimmBackbone:
         model = create(name)
         load_state_dict(model, protocol.read_state_dict(weights, name), name, weights)
         backbone = TimmBackbone(model, name)
-        backbone.weights_sha256 = protocol.file_sha256(weights)
+        backbone.weights_sha256 = file_sha256(weights)
         return backbone.to(device)
     else:
         try:

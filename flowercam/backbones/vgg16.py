@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowercam.backbones import protocol
+from flowercam.core import file_sha256
 from flowercam.model import vgg
 
 NAME = "vgg16"
@@ -111,7 +112,7 @@ def load(weights=None, device="cpu") -> VGG16:
     loaded = vgg.load_backbone(weights, device="cpu")
     backbone = VGG16(loaded.features.state_dict(), loaded.backbone_id)
     path = vgg.resolve_backbone_weights(weights)
-    backbone.weights_sha256 = protocol.file_sha256(path) if path else None
+    backbone.weights_sha256 = file_sha256(path) if path else None
     return backbone.to(device)
 
 

@@ -4,14 +4,12 @@
 print(c.load_checkpoint('RUN/epoch_3.pth')[1])"
 """
 
-import hashlib
 import os
 import warnings
-from pathlib import Path
 
 import torch
 
-from flowercam.core import UserError, atomic_write
+from flowercam.core import UserError, atomic_write, file_sha256
 from flowercam.model.heads import Classifier, HeadSettings, build_head
 from flowercam.model.vgg import MAX_ABS_WEIGHT
 
@@ -22,7 +20,7 @@ CHECKPOINT_VERSION = 1
 def content_sha256(path) -> str:
     """A checkpoint's content hash: what a run made from it (--tau-from's cam_metrics.json, a
     partial metrics run) is matched by, never its path (a file replaced there is another)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return file_sha256(path)
 
 
 def save_checkpoint(path, head, settings: HeadSettings, **extra):

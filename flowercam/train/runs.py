@@ -37,6 +37,7 @@ from flowercam.core import (
     UserError,
     atomic_write,
     check_fields,
+    file_sha256,
     is_int,
     is_number,
     remove_temporaries,
@@ -330,14 +331,6 @@ def run_data_dir(path, given=None) -> str:
 def _config_path(path):
     path = Path(path)
     return (path if path.is_dir() else path.parent) / CONFIG_NAME
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_record(backbone_weights) -> dict:
