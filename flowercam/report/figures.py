@@ -160,10 +160,12 @@ def compare(specs, images, opts, name="comparison", files=NO_FILES):
     loaded = {}  # one backbone per name, shared by its pairs
     columns, shared = [], {}
     for ckpt, method, settings, size, spec_ckpt, norm in tqdm(pairs, desc="compare"):
-        name = registry.name_of(settings)
-        if name not in loaded:
-            loaded[name] = registry.load_backbone(name, opts.backbone_weights, opts.device)
-        model, settings = registry.load_model(ckpt, device=opts.device, backbone=loaded[name])
+        backbone_name = registry.name_of(settings)  # `name` is the figure's file stem
+        if backbone_name not in loaded:
+            loaded[backbone_name] = registry.load_backbone(backbone_name, opts.backbone_weights,
+                                                           opts.device)
+        model, settings = registry.load_model(ckpt, device=opts.device,
+                                              backbone=loaded[backbone_name])
         result = explain(model, settings, images_t, method, norm or opts.normalize_by,
                          opts.device, shared, opts.agg)
         norm = method_info(ckpt, result, settings)[0]
