@@ -94,6 +94,7 @@ def refuse_contradictions(args, recorded, run_dir):
         given = getattr(args, key)
         if given != DEFAULTS[key] and given != value:
             flag = "--" + key.replace("_", "-")
+            value = "its backbone's default" if value is None else value  # e.g. cut None
             raise core.UserError(f"{run_dir} was trained with {flag} {value}, not {given}: "
                                  f"--resume continues it as it was (drop {flag}, or start a new "
                                  "run)")

@@ -32,7 +32,8 @@ REFERENCE = REPO / "model" / "reference" / "CAM_lr0.0001_epoch6.pth"
 
 def test_settings_are_typed_with_every_field_present():
     s = training.make_settings("CAM", "sigmoid", ["a", "b"], 64, "id")
-    assert isinstance(s, heads.HeadSettings) and s.normalize_by is None and s.cut == "pool5"
+    # cut None: the backbone's default cut (VGG16's pool5), checked when the backbone loads
+    assert isinstance(s, heads.HeadSettings) and s.normalize_by is None and s.cut is None
     assert set(s.to_dict()) == {f.name for f in dataclasses.fields(heads.HeadSettings)}
     assert heads.HeadSettings.from_dict(s.to_dict()) == s
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -44,7 +45,7 @@ def test_the_reference_checkpoint_loads_with_defaults_filled():
     raw = torch.load(REFERENCE, weights_only=True)["settings"]
     assert "cut" not in raw and raw["backbone"].startswith("vgg16-file-")
     _, s, _ = checkpoints.load_checkpoint(REFERENCE)
-    assert (s.model_type, s.num_classes, s.input_size, s.cut) == ("CAM", 17, 256, "pool5")
+    assert (s.model_type, s.num_classes, s.input_size, s.cut) == ("CAM", 17, 256, None)
     assert (s.backbone, s.backbone_id, s.backbone_weights_id) == ("vgg16", raw["backbone"], None)
     old_recam = {"model_type": "ReCAM", "num_classes": 2}  # normalize_by missing: minmax
     assert heads.HeadSettings.from_dict(old_recam).normalize_by == "minmax"
@@ -53,7 +54,7 @@ def test_the_reference_checkpoint_loads_with_defaults_filled():
 GOOD = training.make_settings("ReCAM", "relu", ["a", "b"], 64, "id").to_dict()
 BAD = [("model_type", "X"), ("num_classes", 0), ("num_classes", "2"), ("num_classes", True),
        ("num_classes", 3), ("class_names", "ab"), ("class_names", [1, 2]), ("input_size", 0),
-       ("input_size", -5), ("input_size", 64.0), ("normalize_by", "abc"), ("cut", "pool9"),
+       ("input_size", -5), ("input_size", 64.0), ("normalize_by", "abc"), ("cut", ""),
        ("backbone", 3), ("backbone_id", 5), ("backbone_weights_id", "abc"),
        ("recam_lambda", 1.0)]
 
@@ -447,7 +448,7 @@ def test_a_changed_gone_or_contradicting_data_folder_is_one_line(tiny, tmp_path,
 @pytest.mark.parametrize("argv,named", [
     (["-l", "1e-2"], ["--lr", "0.001", "0.01"]),
     (["-m", "ReCAM", "-n", "relu"], ["--model-type", "CAM", "ReCAM"]),
-    (["--cut", "conv5_3"], ["--cut", "pool5", "conv5_3"]),
+    (["--cut", "conv5_3"], ["--cut", "backbone's default", "conv5_3"]),  # main.py's cut: None
     (["--batch-size", "2"], ["--batch-size", "4", "2"]),
     (["-s", "9"], ["--seed"]),
     (["--split", "2"], ["--split", "1", "2"]),
