@@ -138,7 +138,7 @@ def test_read_only_data_folder_trains(tmp_path, weights, monkeypatch, capsys):
 BUILD = """
 import sys, time
 from flowercam.data import dataset
-from flowercam.model import vgg
+from flowercam.backbones import vgg16
 from flowercam.cache import features
 data_dir, weights = sys.argv[1], sys.argv[2]
 backbone = vgg16.load(weights)
