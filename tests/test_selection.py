@@ -19,9 +19,10 @@ def test_best_checkpoint_skips_the_overfitting_epoch(tmp_path):
     for epoch in (2, 5, 9):
         (tmp_path / f"epoch_{epoch}.pth").write_bytes(b"")
     assert runs.best_checkpoint(tmp_path).name == "epoch_9.pth"  # no log: the last saved
-    rows = [{"epoch": 2, "checkpoint": "epoch_2.pth", "overfit": False},
-            {"epoch": 5, "checkpoint": "epoch_5.pth", "overfit": False},
-            {"epoch": 9, "checkpoint": "epoch_9.pth", "overfit": True}]
+    # a whole log (its rows are checked when read: every field, epochs 1..N); 9 overfits
+    rows = [{"epoch": e, "train_loss": 1.0, "valid_loss": 1.0, "valid_top1": 50.0,
+             "valid_top3": 70.0, "valid_top5": 80.0, "seconds": 1.0, "overfit": e == 9,
+             "checkpoint": f"epoch_{e}.pth"} for e in range(1, 10)]
     (tmp_path / "training_logs.txt").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert runs.best_checkpoint(tmp_path).name == "epoch_5.pth"
     assert runs.best_checkpoint(tmp_path / "epoch_9.pth").name == "epoch_9.pth"  # a file as is
