@@ -43,7 +43,7 @@ def get_args_parser():
     add("--images", type=int, default=200, help="Flower-17 images (spread over the classes)")
     add("--repeats", type=int, default=2, help="builds per case")
     add("--batch-size", type=int, default=16, help="backbone batch (cache.py's default)")
-    add("--shared", default=str(REPO.parent / "shared"), help="folder with flowers17/, weights/")
+    add("--shared", default="../shared", help="folder with flowers17/, weights/")
     add("--output", default="output/bench_scaling.json", help="where the figures go")
     add("--worker", default=None, help=argparse.SUPPRESS)  # one build: write its phases here
     return parser
@@ -85,7 +85,7 @@ def run_case(args, processes, threads, layout, plain):
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "phases.json"
         flags = ["--images", str(args.images), "--batch-size", str(args.batch_size),
-                 "--shared", args.shared, "--worker", str(out)]
+                 "--shared", str(Path(args.shared).resolve()), "--worker", str(out)]
         launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
                    f"--nproc-per-node={processes}"] if processes > 1 else [sys.executable])
         subprocess.run([*launch, "-m", "benchmarks.scaling", *flags], cwd=REPO, env=env,
