@@ -18,6 +18,7 @@ sys.path.insert(0, str(REPO))  # the scripts live at the repo root
 COMMANDS = ("augment", "dataloader", "cache", "main", "grid", "evaluate", "inference", "segment",
             "models")
 BENCHMARKS = ("benchmarks.cams", "benchmarks.training", "benchmarks.cuts", "benchmarks.scaling",
+              "benchmarks.backbones",
               "benchmarks.architecture", "benchmarks.results")
 WIDTH = "100"  # argparse wraps --help to $COLUMNS
 
