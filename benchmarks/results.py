@@ -154,9 +154,159 @@ def verdict(summary, columns):
             + (f"; on no figure: {', '.join(none)}" if none else "") + ".*")
 
 
+# issue 38's side by side: the same commands for each backbone, kept under backbones/
+BACKBONES = {"vgg16": "VGG16", "efficientnet_lite0": "EfficientNet-Lite0"}
+SIDE_BY_SIDE = {"backbones_valid": ("valid", LOCALIZATION),
+                "backbones_test": ("test", validated(LOCALIZATION)),
+                "backbones_pseudo_valid": ("pseudo_valid", (
+                    (("pseudo_masks", "oracle_tau", "fg_iou"), "fg IoU %", "{:.1f}", False),
+                    (("pseudo_masks", "oracle_tau", "miou"), "mIoU %", "{:.1f}", False))),
+                "backbones_pseudo_test": ("pseudo_test", PSEUDO[:2])}
+BACKBONE_TABLES = (*SIDE_BY_SIDE, *(f"{t}_center" for t in SIDE_BY_SIDE),
+                   "backbones_throughput", "backbones_accuracy", "backbones_sanity")
+
+
+def side_by_side(runs, columns, centered):
+    """Markdown lines: one row per map and backbone (methods, then baselines); each cell its
+    figure [95% interval] with † (not shown to beat center), or, centered, its paired difference
+    with center [95% interval] (* = the interval excludes 0)."""
+    head = ["map", "backbone", "images"] + [
+        f"{h[:-2] + ' - center' if centered else h} {'↓' if lower else '↑'}"
+        for _, h, _, lower in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    names = list(dict.fromkeys(m for s in runs.values() for g in ("methods", "baselines")
+                               for m in s.get(g, {})))
+    for name in names:
+        if centered and name == "center":
+            continue
+        for key, summary in runs.items():
+            row = summary.get("methods", {}).get(name) or summary.get("baselines", {}).get(name)
+            if row is None:
+                continue
+            pair = summary.get("paired", {}).get(f"{name} - center", {}).get("difference")
+            if centered and pair is None:
+                continue
+            figures = [html.figure_at(pair if centered else row["overall"], path)
+                       for path, *_ in columns]
+            n = max((f.get("n", 0) or 0 for f in figures if f), default=0)
+            cells = []
+            for f, (path, _, fmt, lower) in zip(figures, columns, strict=True):
+                if centered:
+                    sure = html.beats(f, lower) or html.beats(f, not lower)
+                    cells.append(html.cell({k: v for k, v in (f or {}).items() if k != "tau"},
+                                           "{:+.1f}")["text"] + (" *" if sure else ""))
+                else:
+                    c = html.cell(f, fmt, html.paired_mark(summary, name, path, lower))
+                    cells.append(c["text"] + (f" {c['mark']}" if c["mark"] else ""))
+            lines.append("| " + " | ".join([name, BACKBONES[key], str(n), *cells]) + " |")
+    return lines
+
+
+def wilson(k, n):
+    """The 95% Wilson score interval of k successes in n, in %."""
+    z, p = 1.959964, k / n
+    mid, half = p + z * z / (2 * n), z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    return [100 * (mid - half) / (1 + z * z / n), 100 * (mid + half) / (1 + z * z / n)]
+
+
+def accuracy_table(evals):
+    """Markdown lines: each backbone's best epoch (lowest validation loss) of its eval.json."""
+    lines = ["| backbone | best epoch (of saved) | valid loss | top-1 % | top-3 % | top-5 % |",
+             "|---|---|---|---|---|---|"]
+    for key, ev in evals.items():
+        best = min(ev["epochs"], key=lambda r: r["loss"])
+        n = ev["images"]
+        cells = [html.cell({"value": best[t], "ci95": wilson(round(best[t] * n / 100), n)})["text"]
+                 for t in ("top1", "top3", "top5")]
+        lines.append(f"| {BACKBONES[key]} | {best['epoch']} (of {len(ev['epochs'])}) | "
+                     f"{best['loss']:.3f} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def throughput_table(data):
+    lines = ["| backbone | cache rows (C x h x w) | cache build img/s | bare forward img/s |",
+             "|---|---|---|---|"]
+    for key, row in data["results"].items():
+        lines.append(f"| {BACKBONES.get(key, key)} | {' x '.join(map(str, row['row_shape']))} | "
+                     f"{row['build_img_per_s']:.2f} | {row['bare_img_per_s']:.2f} |")
+    return lines
+
+
+def sanity_table(runs):
+    """Markdown lines: per backbone and map, the mean Spearman correlation with the trained
+    model's maps [95% interval] at the full cascade and after data randomisation, and whether
+    each check is passed (the verdict rule of sanity.json)."""
+    lines = ["| map | backbone | images | model randomisation: Spearman | passes | "
+             "data randomisation: Spearman | passes | both |", "|---|---|---|---|---|---|---|---|"]
+    names = list(dict.fromkeys(m for s in runs.values() for m in s["methods"]))
+    for name in names:
+        for key, s in runs.items():
+            if name not in s["methods"]:
+                continue
+            cascade, data = s["deciding_states"]
+            verdict = s["verdicts"][name]
+            sims = s["similarities"][name]
+            cells = [html.cell(sims[cascade]["spearman"], "{:.2f}")["text"],
+                     "yes" if verdict[cascade] else "**no**",
+                     html.cell(sims[data]["spearman"], "{:.2f}")["text"],
+                     "yes" if verdict[data] else "**no**",
+                     "yes" if verdict["passes"] else "**no**"]
+            lines.append("| " + " | ".join([name, BACKBONES[key], str(len(s["ids"])), *cells])
+                         + " |")
+    return lines
+
+
+def backbone_tables(name, reference):
+    """The lines of a side-by-side table NAME (issue 38); None while a run is not kept."""
+    folder = Path(reference) / "backbones"
+    source = f"`{REFERENCE}/backbones/`"
+    if name == "backbones_throughput":
+        path = folder / "throughput.json"
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        a = data["args"]
+        return throughput_table(data) + [
+            "", f"*From `{REFERENCE}/backbones/throughput.json` ({a['images']} Flower-17 images "
+            f"at 256 px, {data['torch_threads']} torch threads, {a['cache_batch']} per batch, "
+            f"best of {a['repeats']} turns each) by `python -m benchmarks.results`.*"]
+    if name == "backbones_accuracy":
+        paths = {k: folder / f"{k}_eval.json" for k in BACKBONES}
+        if not all(p.is_file() for p in paths.values()):
+            return None
+        evals = {k: json.loads(p.read_text()) for k, p in paths.items()}
+        n = {ev["images"] for ev in evals.values()}
+        return accuracy_table(evals) + [
+            "", f"*From {source}`<backbone>_eval.json` (`evaluate.py -d RUN`, "
+            f"{'/'.join(map(str, n))} validation images; [95% Wilson interval]) by "
+            "`python -m benchmarks.results`.*"]
+    if name == "backbones_sanity":
+        paths = {k: folder / f"{k}_sanity" / "sanity.json" for k in BACKBONES}
+        if not all(p.is_file() for p in paths.values()):
+            return None
+        runs = {k: json.loads(p.read_text()) for k, p in paths.items()}
+        return sanity_table(runs) + [
+            "", f"*From {source}`<backbone>_sanity/sanity.json` by `python -m benchmarks.results`; "
+            f"verdict rule: {next(iter(runs.values()))['verdict_rule']}.*"]
+    centered = name.endswith("_center")
+    run, columns = SIDE_BY_SIDE[name.removesuffix("_center")]
+    paths = {k: folder / f"{k}_{run}" / "cam_metrics.json" for k in BACKBONES}
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    runs = {k: json.loads(p.read_text()) for k, p in paths.items()}
+    what = ("paired difference with center (same images, same resamples; * = the 95% interval "
+            "excludes 0)" if centered else "[95% interval]; † = not shown to beat center")
+    return side_by_side(runs, columns, centered) + [
+        "", f"*{what}. From {source}`<backbone>_{run}/cam_metrics.json` ("
+        + ", ".join(f"{BACKBONES[k]}: `{s['checkpoint']}`" for k, s in runs.items())
+        + f"; {next(iter(runs.values()))['subset']}) by `python -m benchmarks.results`.*"]
+
+
 def generated(name, reference=REPO / REFERENCE):
     """The lines of table NAME (and the command line that regenerates it); None when its run
     is not kept."""
+    if name in BACKBONE_TABLES:
+        return backbone_tables(name, reference)
     if name in COSTS:
         path = Path(reference) / COSTS[name]
         if not path.is_file():
@@ -198,16 +348,17 @@ def generated(name, reference=REPO / REFERENCE):
 def rewrite(text, reference=REPO / REFERENCE):
     """text with every generated table replaced by what its JSON says -> (new text, names)."""
     out, names = text, []
-    for name in [*TABLES, *PAIRED, *PER_CLASS, *COSTS]:
+    for name in [*TABLES, *PAIRED, *PER_CLASS, *COSTS, *BACKBONE_TABLES]:
         start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
         if start not in out:
             continue
         before, rest = out.split(start, 1)
         after = rest.split(end, 1)[1]
+        said = "the commands above write" if name in BACKBONE_TABLES else "the command above writes"
+        kept = ("backbones/" if name in BACKBONE_TABLES else COSTS.get(name)
+                or (TABLES | PAIRED | PER_CLASS)[name][0] + "/cam_metrics.json")
         lines = generated(name, reference) or [
-            f"*Not kept yet: the command above writes `{REFERENCE}/"
-            f"{COSTS.get(name) or (TABLES | PAIRED | PER_CLASS)[name][0] + '/cam_metrics.json'}`; "
-            "then "
+            f"*Not kept yet: {said} `{REFERENCE}/{kept}`; then "
             "`python -m benchmarks.results` fills this table.*"]
         body = "\n" + "\n".join(lines) + "\n"
         out, names = before + start + body + end + after, names + [name]

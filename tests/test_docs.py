@@ -55,3 +55,41 @@ def test_a_run_before_the_published_pointing_game_says_its_rule():
             row["overall"]["pointing_game_peak"] = row["overall"]["pointing_game"]
     new = results.table(summary, results.HEADLINE)[0]
     assert "pointing (peak rule) %" in old and "peak rule" not in new and "pointing %" in new
+
+
+def test_wilson_intervals_are_the_published_ones():
+    """Wilson (1927) score intervals, 95%: 0 of 10 -> [0, 27.8], 5 of 10 -> [23.7, 76.3]."""
+    assert results.wilson(0, 10) == pytest.approx([0.0, 27.75], abs=0.01)
+    assert results.wilson(5, 10) == pytest.approx([23.66, 76.34], abs=0.01)
+
+
+def test_the_side_by_side_tables_read_each_backbone_and_its_verdicts(tmp_path):
+    """A backbone's run missing: the table names the command; both kept: one row per map and
+    backbone, its † and its paired difference with center."""
+    made, _ = results.rewrite("<!-- results:backbones_valid -->\n<!-- /results:backbones_valid"
+                              " -->", tmp_path)
+    assert "Not kept yet" in made and "output/reference/backbones/" in made
+    source = json.loads((REPO / "output/reference/headline_valid/cam_metrics.json").read_text())
+    for key in results.BACKBONES:
+        (tmp_path / "backbones" / f"{key}_valid").mkdir(parents=True)
+        (tmp_path / "backbones" / f"{key}_valid" / "cam_metrics.json").write_text(
+            json.dumps(source))
+    page = ("<!-- results:backbones_valid -->\n<!-- /results:backbones_valid -->\n"
+            "<!-- results:backbones_valid_center -->\n<!-- /results:backbones_valid_center -->")
+    made, names = results.rewrite(page, tmp_path)
+    assert names == ["backbones_valid", "backbones_valid_center"]
+    assert "| CAM | VGG16 | 91 | 90.7 [84.1, 95.7] †" in made
+    assert "| CAM | EfficientNet-Lite0 | 91 | 90.7 [84.1, 95.7] †" in made
+    lines = made.split("<!-- results:backbones_valid_center -->")[1].splitlines()
+    layercam = next(line for line in lines if line.startswith("| LayerCAM | VGG16"))
+    assert layercam.count(" *") == 3  # beats center on PxAP, IoU, MaxBoxAccV2 (the headline's)
+
+
+def test_the_sanity_table_says_each_verdict():
+    run = {"methods": ["CAM"], "ids": ["a", "b"], "deciding_states": ["cascade:b1", "data"],
+           "verdicts": {"CAM": {"cascade:b1": True, "data": False, "passes": False}},
+           "similarities": {"CAM": {"cascade:b1": {"spearman": {"value": 0.1, "ci95": [0, 0.2]}},
+                                    "data": {"spearman": {"value": 0.7, "ci95": [0.6, 0.8]}}}}}
+    lines = results.sanity_table({"vgg16": run})
+    assert lines[-1] == ("| CAM | VGG16 | 2 | 0.10 [0.00, 0.20] | yes | 0.70 [0.60, 0.80] | **no** "
+                         "| **no** |")
