@@ -1,4 +1,5 @@
-"""Train a CAM, ReCAM or ReCAM-published head on the frozen VGG16 (features: data/cache by default).
+"""Train a CAM, ReCAM or ReCAM-published head on the frozen backbone (VGG16 by default; --backbone
+NAME), reading its features from data/cache by default.
 
     python main.py -m CAM -l 1e-4 -e 40 --backbone-weights PATH/vgg16_imagenet_features.pth
     python main.py -m ReCAM -n sigmoid -l 5e-5 -e 40 --seed 1

@@ -17,7 +17,8 @@ mask file is read. The training images are the split's unaugmented copies (copy 
         --pseudo-masks-dir output/masks --refine crf     # its masks of new images, as PNGs
 
 Writes one checkpoint (--output; atomic) holding the classifier and its settings: backbone name
-and weights id, the CAM checkpoint, the thresholds, the rounds and the seconds each took.
+and weights id, the stages it read, the CAM checkpoint, the thresholds, the rounds and the
+seconds each took.
 """
 
 import time
@@ -101,10 +102,9 @@ def main(args):
         args.rounds, args.batch_size)
     settings.check()
     split, weights = runs.run_defaults(args.checkpoint, args.split, args.backbone_weights)
-    # the segmenter's pixel features are VGG16's stages (flowercam/segment/pixels.py)
-    backbone = registry.load_backbone("vgg16", weights, args.device)
-    model, head_settings = registry.load_model(args.checkpoint, device=args.device,
-                                               backbone=backbone)
+    # the checkpoint's own backbone: its pixel_stages are the features (segment/pixels.py)
+    model, head_settings = registry.load_model(args.checkpoint, weights, args.device)
+    backbone = model.backbone
     evaluation.check_data(head_settings, args.data_dir, model.backbone)
     methods.check_method(args.method, head_settings.model_type)
     items = training_items(args.data_dir, split, args.limit, args.seed)

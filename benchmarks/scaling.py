@@ -3,6 +3,7 @@ on real Flower-17 images, and where the time goes (decode, backbone, write, gath
 
     python -m benchmarks.scaling                          # 200 images, 2 repeats
     python -m benchmarks.scaling --images 400 --repeats 3 --output output/bench_scaling.json
+    python -m benchmarks.scaling --backbone resnet50 --backbone-weights resnet50.pth
 
 Every case builds a fresh cache of the same --images files (256 px, fp32, batches of
 --batch-size, decoding in the main process so that each phase is timed alone) in a temporary
@@ -24,9 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.training import shared_items
+from benchmarks.training import add_backbone, shared_backbone, shared_items
 from flowercam import core, dist
-from flowercam.backbones import vgg16
 from flowercam.cache import features, shards
 from flowercam.core import atomic_save_json
 
@@ -44,6 +44,7 @@ def get_args_parser():
     add("--repeats", type=int, default=2, help="builds per case")
     add("--batch-size", type=int, default=16, help="backbone batch (cache.py's default)")
     add("--shared", default="../shared", help="folder with flowers17/, weights/")
+    add_backbone(parser)
     add("--output", default="output/bench_scaling.json", help="where the figures go")
     add("--worker", default=None, help=argparse.SUPPRESS)  # one build: write its phases here
     return parser
@@ -52,11 +53,10 @@ def get_args_parser():
 def build_once(args):
     """One build in this process (under torchrun: with the other ranks) -> phases per rank."""
     items = shared_items(args.shared, args.images)
-    backbone = vgg16.load(str(Path(args.shared) / "weights" /
-                                     "vgg16_imagenet_features.pth"))
+    backbone = shared_backbone(args)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(dist.broadcast(tmp))  # rank 0's folder (one machine: shared)
-        key = features.cache_key(items, backbone.backbone_id, folder, 256, "fp32")
+        key = features.cache_key(items, backbone, folder, 256, "fp32")
         npy, meta = features.cache_paths(folder, key)
         start = time.perf_counter()
         if dist.world() == 1 and os.environ.get("SCALING_PLAIN"):  # today's code path
@@ -86,6 +86,10 @@ def run_case(args, processes, threads, layout, plain):
         out = Path(tmp) / "phases.json"
         flags = ["--images", str(args.images), "--batch-size", str(args.batch_size),
                  "--shared", str(Path(args.shared).resolve()), "--worker", str(out)]
+        if args.backbone:
+            flags += ["--backbone", args.backbone]
+        if args.backbone_weights:
+            flags += ["--backbone-weights", str(Path(args.backbone_weights).resolve())]
         launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
                    f"--nproc-per-node={processes}"] if processes > 1 else [sys.executable])
         subprocess.run([*launch, "-m", "benchmarks.scaling", *flags], cwd=REPO, env=env,

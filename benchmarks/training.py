@@ -3,11 +3,13 @@
     python -m benchmarks.training                        # ../shared images + weights
     python -m benchmarks.training --images 64 --steps 10 --epochs 40 --precision bf16
     python -m benchmarks.training --train-size 6800 --output output/bench_training.json
+    python -m benchmarks.training --backbone efficientnet_lite0      # any backbone of the registry
 
-The cached run trains CAM (lr 1e-4, batch 8) for --epochs on a synthetic [train-size,512,7,7]
-memory-mapped cache (class-structured features: Flower-17's shapes and sizes) in a subprocess
-that reports its peak RSS. The uncached epoch (the report's way) is timed on --steps batches of
-real images and scaled to a full epoch (train-size/8 steps + the valid-size images).
+The cached run trains CAM (lr 1e-4, batch 8) for --epochs on a synthetic memory-mapped cache of
+the backbone's row shape at its cut ([train-size,512,7,7] for VGG16's pool5; class-structured
+features: Flower-17's shapes and sizes) in a subprocess that reports its peak RSS. The uncached
+epoch (the report's way) is timed on --steps batches of real images and scaled to a full epoch
+(train-size/8 steps + the valid-size images).
 """
 
 import argparse
@@ -22,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowercam import core
-from flowercam.backbones import vgg16
+from flowercam import core, flags
+from flowercam.backbones import registry
 from flowercam.cache import features
 from flowercam.core import UserError, atomic_save_json, run_main
 from flowercam.data import dataset
@@ -31,6 +33,7 @@ from flowercam.model import heads
 from flowercam.train import training
 
 NUM_CLASSES = 17
+SHARED_WEIGHTS = "vgg16_imagenet_features.pth"  # the default backbone's file under SHARED/weights
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -41,6 +44,26 @@ def shared_items(shared, n):
         raise UserError(f"Flower-17 images not found in {jpg}: pass --shared PATH")
     numbers = np.linspace(1, 1360, n).round().astype(int)
     return [(f"image_{k:04d}_0", str(jpg / f"image_{k:04d}.jpg"), (k - 1) // 80) for k in numbers]
+
+
+def add_backbone(parser):
+    """--backbone (main.py's flag) and --backbone-weights, whose default for the default
+    backbone is the --shared folder's file."""
+    flags.add_backbone_name(parser)
+    parser.add_argument("--backbone-weights", default=None,
+                        help=f"the backbone's state dict file; default: {registry.DEFAULT}: "
+                             f"SHARED/weights/{SHARED_WEIGHTS}, others: the registry's "
+                             "(docs/backbones.md; offline: pass a file)")
+
+
+def shared_backbone(args):
+    """The backbone --backbone names, with --backbone-weights, else (the default backbone) the
+    --shared folder's weights file, else the registry's own."""
+    name = args.backbone or registry.DEFAULT
+    weights = args.backbone_weights
+    if weights is None and name == registry.DEFAULT:
+        weights = Path(args.shared) / "weights" / SHARED_WEIGHTS
+    return registry.load_backbone(name, weights)
 
 
 def bench_backbone(items, backbone, args) -> dict:
@@ -67,8 +90,9 @@ def bench_uncached(items, backbone, args) -> dict:
     """The report's epoch: decode + backbone + head step for every batch; timed on a few steps."""
     source = features.BackboneSource(items, backbone, 256, args.precision, args.num_workers)
     settings = training.make_settings("CAM", None, [str(c) for c in range(NUM_CLASSES)], 256,
-                                      backbone.backbone_id)
-    head = heads.build_head(settings)
+                                      backbone.backbone_id, cut=backbone.cut,
+                                      backbone=backbone.key)
+    head = heads.build_head(settings, backbone.channels)
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-4, fused=True)
     order = torch.arange(min(len(items), args.steps * 8))
     training.train_epoch(head, optimizer, source, order[:8], 8)  # warm-up
@@ -81,16 +105,17 @@ def bench_uncached(items, backbone, args) -> dict:
     return {"timed_images": len(order), "s_per_image": per_image, "epoch_s_estimate": epoch}
 
 
-def make_synthetic(path, n, seed):
-    """[n,512,7,7] float32 .npy: class mean + noise, so train and valid behave like real data."""
+def make_synthetic(path, n, seed, shape=(512, 7, 7)):
+    """[n,*shape] float32 .npy (shape: a cache row, C,h,w): class mean + noise, so train and
+    valid behave like real data."""
     # the class means are shared by train and valid; the noise differs per seed
-    means = np.random.default_rng(1234).random((NUM_CLASSES, 512, 1, 1), dtype=np.float32)
+    means = np.random.default_rng(1234).random((NUM_CLASSES, shape[0], 1, 1), dtype=np.float32)
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % NUM_CLASSES
-    store = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, 512, 7, 7))
+    store = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, *shape))
     for start in range(0, n, 500):
         rows = labels[start:start + 500]
-        noise = rng.random((len(rows), 512, 7, 7), dtype=np.float32) * 2
+        noise = rng.random((len(rows), *shape), dtype=np.float32) * 2
         store[start:start + 500] = means[rows] + noise
     store.flush()
     return labels
@@ -116,10 +141,11 @@ def child_train(args):
                       "peak_rss_mb": rss_mb, "last_valid_top1": history[-1]["valid_top1"]}))
 
 
-def bench_cached(args) -> dict:
+def bench_cached(args, shape) -> dict:
+    """The child's cached run on synthetic rows of shape (C,h,w): the backbone's at its cut."""
     with tempfile.TemporaryDirectory() as tmp:
         for name, n, seed in (("train", args.train_size, 0), ("valid", args.valid_size, 1)):
-            labels = make_synthetic(Path(tmp) / f"{name}.npy", n, seed)
+            labels = make_synthetic(Path(tmp) / f"{name}.npy", n, seed, shape)
             np.save(Path(tmp) / f"{name}_labels.npy", labels)
         # a fresh process, so its peak RSS is the training's alone
         out = subprocess.run([sys.executable, "-m", "benchmarks.training", "--child", tmp,
@@ -132,8 +158,7 @@ def get_args_parser():
     parser = core.ArgumentParser(description=__doc__)
     add = parser.add_argument
     add("--shared", default="../shared", help="folder with flowers17/jpg and weights/")
-    add("--backbone-weights", default=None,
-        help="VGG16 weights (default: SHARED/weights/vgg16_imagenet_features.pth)")
+    add_backbone(parser)
     add("--images", default=32, type=int, help="images for the backbone / cache-build timing")
     add("--steps", default=5, type=int, help="uncached training steps (batch 8) to time")
     add("--epochs", default=40, type=int, help="epochs of the cached run")
@@ -150,12 +175,13 @@ def get_args_parser():
 def main(args):
     if args.child:
         return child_train(args)
-    weights = args.backbone_weights or Path(args.shared) / "weights" / "vgg16_imagenet_features.pth"
-    backbone = vgg16.load(weights)
+    backbone = shared_backbone(args)
     items = shared_items(args.shared, max(args.images, args.steps * 8))
     result = {"torch_threads": torch.get_num_threads(), "precision": args.precision,
+              "backbone_id": backbone.backbone_id,
               "backbone": bench_backbone(items[:args.images], backbone, args),
-              "uncached": bench_uncached(items, backbone, args), "cached": bench_cached(args)}
+              "uncached": bench_uncached(items, backbone, args),
+              "cached": bench_cached(args, backbone.shapes(256)[backbone.cut])}
     result["cached_vs_uncached_epoch"] = (result["uncached"]["epoch_s_estimate"]
                                           / result["cached"]["epoch_s"])
     atomic_save_json(args.output, result)

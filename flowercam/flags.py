@@ -143,13 +143,19 @@ def add_backbone_weights(parser, from_run=False):
                              "timm's download (offline: pass a file)")
 
 
-def add_backbone(parser):
-    """--backbone and --backbone-weights: the frozen network a command builds (recorded in the
-    checkpoints it trains and in the feature cache's key)."""
+def add_backbone_name(parser):
+    """--backbone alone (None: registry.DEFAULT), for a command whose --backbone-weights has
+    another default (the benchmarks: the shared folder's file)."""
     parser.add_argument("--backbone", default=None, metavar="NAME",
                         help=f"the frozen network under the head: {', '.join(registry.names())} "
                              "or another timm model name (docs/backbones.md); default: "
                              f"{registry.DEFAULT}")
+
+
+def add_backbone(parser):
+    """--backbone and --backbone-weights: the frozen network a command builds (recorded in the
+    checkpoints it trains and in the feature cache's key)."""
+    add_backbone_name(parser)
     add_backbone_weights(parser)
 
 

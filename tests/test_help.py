@@ -59,3 +59,18 @@ def test_a_zero_default_is_still_said(capsys):
     with pytest.raises(SystemExit):
         importlib.import_module("evaluate").get_args_parser().parse_args(["sanity", "--help"])
     assert "resamples (default: 0)" in flat(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("name", ("benchmarks.cuts", "benchmarks.training", "benchmarks.scaling"))
+def test_the_benchmarks_take_main_pys_backbone_flag(name):
+    """Issue 38: the benchmarks load through the registry, --backbone as main.py says it (same
+    help, default None = vgg16) and --backbone-weights a state dict file."""
+    def action(parser, flag):
+        return next(a for a in parser._actions if flag in a.option_strings)
+    main = importlib.import_module("main").get_args_parser()
+    parser = importlib.import_module(name).get_args_parser()
+    ours, theirs = action(parser, "--backbone"), action(main, "--backbone")
+    assert (ours.help, ours.default, ours.metavar) == (theirs.help, None, theirs.metavar)
+    assert "state dict file" in action(parser, "--backbone-weights").help
+    args = parser.parse_args(["--backbone", "resnet50", "--backbone-weights", "r.pth"])
+    assert (args.backbone, args.backbone_weights) == ("resnet50", "r.pth")

@@ -15,6 +15,7 @@ from PIL import Image
 import evaluate as evaluate_cli
 import inference as inference_cli
 import segment as segment_cli
+from flowercam.backbones import vgg16
 from flowercam.core import UserError
 from flowercam.data import dataset, masks, prepare
 from flowercam.model import checkpoints, heads, vgg
@@ -125,7 +126,7 @@ def test_noisy_pseudo_labels_train_a_model_that_beats_them(tmp_path):
     def seed_fn(images, targets, batch):
         return torch.from_numpy(np.stack([seeds[i] for i, _, _ in batch]).astype(np.float32))
     torch.manual_seed(0)
-    backbone = vgg.Backbone()  # random weights: colour survives in the stages
+    backbone = vgg16.VGG16()  # random weights: colour survives in the stages
     model = type("M", (), {"backbone": backbone})()
     s = segmenter.SegmenterSettings(pixels.PixelSettings(side=48, pixels_per_image=1024,
                                                          weight_decay=0.1),
@@ -217,7 +218,7 @@ def test_checkpoint_round_trip(trained, masked):
     saved = torch.load(trained, weights_only=True)
     assert torch.equal(saved["state"]["weight"], pm.weight)
     again = masked["root"] / "again.pth"
-    segmenter.save(again, pm, segmenter.DEFAULT, vgg.load_backbone(masked["weights"]))
+    segmenter.save(again, pm, segmenter.DEFAULT, vgg16.load(masked["weights"]))
     pm2, _ = segmenter.load(again)
     assert torch.equal(pm2.weight, pm.weight) and torch.equal(pm2.mean, pm.mean)
 
@@ -305,7 +306,7 @@ def test_real_flowers_smoke(flowers_jpg, weights_path, tmp_path):
         for n in range(c * 80 + 1, c * 80 + 5):
             (source / "jpg" / f"image_{n:04d}.jpg").symlink_to(flowers_jpg / f"image_{n:04d}.jpg")
     prepare.prepare(tmp_path / "data", prepare.AugmentSettings(copies=1, size=64), source)
-    backbone = vgg.load_backbone(weights_path)
+    backbone = vgg16.load(weights_path)
     names = dataset.class_names(tmp_path / "data")
     ckpt = _head(tmp_path, backbone, names, 64)
     code, _ = training_data.run_cli(segment_cli, [

@@ -1,21 +1,32 @@
 """Adding a backbone is one class plus one registry line (docs/backbones.md "Adding a backbone"):
 a toy two-stage CNN defined here, registered under "toy", trains (main.py --backbone toy), gives
 maps (gradient, activation and ablation methods, LayerCAM at its own stages), is measured
-(evaluate.py cam-metrics) and sanity-checked (its own cascade) with no other change."""
+(evaluate.py cam-metrics) and sanity-checked (its own cascade), and its pixel_stages are what
+the few-shot rows and the segmenter read, with no other change."""
 
 import json
+import shutil
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from mask_data import record_values
+from PIL import Image
 from torch import nn
 from training_data import make_dataset, run_cli
 
 import evaluate
+import inference
 import main as main_cli
+import segment
 from flowercam.backbones import protocol, registry
 from flowercam.cam import compute, methods
+from flowercam.core import UserError
+from flowercam.data import dataset, masks
+from flowercam.metrics import fewshot
 from flowercam.sanity import randomise
+from flowercam.segment import pixels, segmenter
 
 
 class Toy(protocol.Backbone):
@@ -107,3 +118,54 @@ def test_the_toy_trains_maps_measures_and_is_sanity_checked(toy, tmp_path):
     assert code is None
     states = [p for p in out.rglob("*.json")]
     assert states and any("cascade:conv1" in p.read_text() for p in states)
+
+
+def test_the_few_shot_rows_and_the_segmenter_read_the_toys_pixel_stages(toy, tmp_path,
+                                                                        monkeypatch):
+    """pixel_stages = conv2 alone (16 channels; not VGG16's stage3..5, which the toy lacks): the
+    few-shot classifier and segment.py's segmenter read it; the segmenter's checkpoint records
+    the toy and conv2, inference.py draws with it, and a VGG16 model refuses it in one line."""
+    monkeypatch.setattr(Toy, "pixel_stages", ("conv2",))
+    data = make_dataset(tmp_path / "data", per_class=4, copies=1, size=32)
+    label = np.full((32, 32), 3, np.uint8)
+    label[8:24, 10:26] = 1
+    (tmp_path / "data" / "masks").mkdir()
+    for image in dataset.read_index(data)["images"]:
+        Image.fromarray(label).save(tmp_path / "data" / "masks" / f"{image['id']}.png")
+    record_values(tmp_path / "data")
+    toy_backbone = registry.load_backbone("toy", seed=0)
+    assert pixels.resolve(pixels.DEFAULT, toy_backbone).layers == ("conv2",)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert pixels.pixel_features(toy_backbone, x).shape == (2, 16, 64, 64)
+    rows, _ = fewshot.train_rows(["few-shot-1"], toy_backbone, data, 1,
+                                 masks.resolve_masks(data, size=32), 32)
+    assert rows["few-shot-1"].settings.layers == ("conv2",)
+    assert rows["few-shot-1"].weight.shape == (16,)
+
+    common = ["--data-dir", data, "--num-workers", "0"]
+    code, run_dir = run_cli(main_cli, ["-m", "CAM", "-e", "1", "--backbone", "toy",
+                                       "--output-dir", str(tmp_path / "model"), *common])
+    assert code is None
+    seg = tmp_path / "seg.pth"
+    code, _ = run_cli(segment, ["--checkpoint", str(next(run_dir.glob("epoch_*.pth"))),
+                                "--data-dir", data, "--output", str(seg), "--pixels-per-image",
+                                "64"])
+    assert code is None
+    pm, settings = segmenter.load(seg)
+    assert settings["backbone_name"] == "toy" and settings["classifier"]["layers"] == ["conv2"]
+    assert pm.settings.layers == ("conv2",) and pm.weight.shape == (16,)
+    segmenter.check_backbone(settings, toy_backbone, seg)  # its own backbone: accepted
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for _, path, _ in dataset.split_items(data, "test", 1)[:2]:
+        shutil.copy(path, photos)
+    code, _ = run_cli(inference, ["--segmenter", str(seg), "--image", str(photos),
+                                  "--output-dir", str(tmp_path / "out")])
+    assert code is None and len(list((tmp_path / "out").glob("segmenter_*.png"))) == 2
+
+    vgg = registry.load_backbone("vgg16", seed=0)
+    with pytest.raises(UserError) as err:
+        segmenter.check_backbone(settings, vgg, seg)
+    assert "\n" not in str(err.value)
+    assert "trained on backbone toy" in str(err.value) and "vgg16" in str(err.value)

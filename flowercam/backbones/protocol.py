@@ -16,8 +16,9 @@ A backbone is an nn.Module, frozen (no parameter requires grad) and always in ev
   shapes(size) -> {stage or cut: (C,h,w)}  from one dry run at size x size
   channels, min_size, storage    the cut's channels (a head's input), the smallest input side,
                                  the cache's numpy dtype of the cut's rows
-  map_stages, pixel_stages       LayerCAM's default stages (with the class maps), the few-shot
-                                 baseline's; fusion_stage_sets: stages fused 0.4/0.4/0.2
+  map_stages, pixel_stages       LayerCAM's default stages (with the class maps), the per-pixel
+                                 classifier's (few-shot rows, segmenter); fusion_stage_sets:
+                                 stages fused 0.4/0.4/0.2
   capabilities                   "conv_biases" (FullGrad), "prefix" (the sanity prefixes)
   forward_replacing(x, stage, act) -> the cut's features with the stage's output replaced
   forward_keeping_biases(x) -> (feats, [(conv, its output z)])   FullGrad ("conv_biases")
@@ -93,7 +94,8 @@ class Backbone(nn.Module, ABC):
 
     @property
     def pixel_stages(self) -> tuple[str, ...]:
-        """The stages the few-shot baseline's per-pixel classifier reads: the last three."""
+        """The stages the per-pixel classifier reads (the few-shot rows, the segmenter;
+        flowercam.segment.pixels): the last three."""
         return tuple(self.stages)[-3:]
 
     def storage(self, cut=None) -> str:

@@ -6,8 +6,9 @@ training-split images per class, never on a validation or test mask.
     python evaluate.py -d model/RUN --cam-metrics --baselines center full few-shot-1 few-shot-5
     python -c "from flowercam.metrics import fewshot; print(fewshot.DEFAULT)"
 
-The classifier is flowercam.segment.pixels' (conv3_3, conv4_3 and conv5_3 activations, 256 + 512
-+ 512 channels, upsampled and standardised; its P(flower) at the input size is the row's map).
+The classifier is flowercam.segment.pixels' (the backbone's pixel_stages, VGG16's conv3_3, conv4_3
+and conv5_3: 256 + 512 + 512 channels, upsampled and standardised; its P(flower) at the input
+size is the row's map).
 Training pixels: a seeded sample of each mask image's non-ignored pixels.
 """
 
@@ -72,7 +73,9 @@ def _training_pixels(backbone, items, spec, size, s: pixels.PixelSettings, devic
 
 
 def train(backbone, items, spec, size, s: pixels.PixelSettings = DEFAULT, device="cpu"):
-    """The pixel classifier on the items' mask pixels (flowercam.segment.pixels.fit)."""
+    """The pixel classifier on the items' mask pixels (flowercam.segment.pixels.fit), on s's
+    layers (None: the backbone's pixel_stages)."""
+    s = pixels.resolve(s, backbone)
     x, y = _training_pixels(backbone, items, spec, size, s, device)
     return pixels.fit(x, y, s, [i for i, _, _ in items])
 

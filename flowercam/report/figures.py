@@ -270,7 +270,8 @@ def segmenter_images(segmenter_path, images, opts, files=NO_FILES):
     image's own resolution; files.masks_dir gets the masks as PNGs (255 = flower)."""
     pm, settings = segmenter.load(segmenter_path)
     paths = expand_images(images, opts.max_pixels)
-    backbone = registry.load_backbone("vgg16", opts.backbone_weights, opts.device)  # its stages
+    backbone = registry.load_backbone(settings["backbone_name"], opts.backbone_weights,
+                                      opts.device)  # the one it was trained on
     segmenter.check_backbone(settings, backbone, segmenter_path)
     size = int(settings.get("input_size") or dataset.DEFAULT_SIZE)
     maps, sizes = [], []

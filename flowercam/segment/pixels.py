@@ -2,7 +2,9 @@
 few-shot rows (flowercam.metrics.fewshot, trained on true masks) and of the segmenter
 (flowercam.segment.segmenter, trained on pseudo-masks). Logistic regression = a 1x1 conv on
 standardised activations of several stages upsampled to side x side; L-BFGS, classes weighted
-equally.
+equally. The stages: PixelSettings.layers, by default (None) the backbone's pixel_stages
+(VGG16: stage3 stage4 stage5, i.e. conv3_3 conv4_3 conv5_3), resolved where the features are
+computed (resolve).
 
     python -c "from flowercam.segment import pixels; print(pixels.DEFAULT)"
 
@@ -19,7 +21,7 @@ from flowercam.core import UserError
 
 @dataclasses.dataclass(frozen=True)
 class PixelSettings:
-    layers: tuple[str, ...] = ("stage3", "stage4", "stage5")
+    layers: tuple[str, ...] | None = None  # None: the backbone's pixel_stages (resolve)
     side: int = 64  # activations upsampled to side x side
     pixels_per_image: int = 1024  # sampled training pixels of each image
     iterations: int = 100  # L-BFGS
@@ -30,8 +32,18 @@ class PixelSettings:
 DEFAULT = PixelSettings()
 
 
+def resolve(s: PixelSettings, backbone) -> PixelSettings:
+    """s with its layers named: given, else the backbone's pixel_stages; UserError (one line)
+    when the backbone has no such stage."""
+    layers = tuple(backbone.pixel_stages if s.layers is None else s.layers)
+    backbone.check_stages(layers)
+    return s if s.layers == layers else dataclasses.replace(s, layers=layers)
+
+
 def pixel_features(backbone, images, s: PixelSettings = DEFAULT):
-    """images [B,3,H,W] ImageNet-normalised -> [B,C,side,side] activations of s.layers."""
+    """images [B,3,H,W] ImageNet-normalised -> [B,C,side,side] activations of s.layers (None:
+    the backbone's pixel_stages)."""
+    s = resolve(s, backbone)
     with torch.no_grad():
         _, acts = backbone.forward_with(images, s.layers, graph=None)
         return torch.cat([F.interpolate(acts[name], size=(s.side, s.side), mode="bilinear",

@@ -9,8 +9,10 @@ the model's own refined maps and fits again. No mask file is ever read.
     python -c "from flowercam.segment import segmenter; print(segmenter.DEFAULT)"
 
 The checkpoint (save / load) holds the classifier's tensors and the settings (backbone name and
-weights id, the CAM checkpoint, the label thresholds, the rounds and their seconds); it loads
-with weights_only=True and is validated on read.
+weights id, the stages it reads, the CAM checkpoint, the label thresholds, the rounds and their
+seconds); it loads with weights_only=True and is validated on read. Any backbone: its features
+are the backbone's pixel_stages (flowercam.segment.pixels), and a segmenter meets only the
+backbone it was trained on (check_backbone).
 """
 
 import dataclasses
@@ -58,8 +60,9 @@ DEFAULT = SegmenterSettings()
 
 
 def backbone_name(backbone) -> str:
-    """The registry name of a backbone (vgg16 for model/vgg.py's, whose ids are vgg16-...)."""
-    return getattr(backbone, "name", None) or backbone.backbone_id.split("-", 1)[0]
+    """The registry name of a backbone (its key; vgg16 for model/vgg.py's, whose ids are
+    vgg16-...)."""
+    return getattr(backbone, "key", None) or backbone.backbone_id.split("-", 1)[0]
 
 
 def _pixels01(images):
@@ -144,6 +147,7 @@ def train(model, items, size, s: SegmenterSettings = DEFAULT, device="cpu", seed
     [B,H,W] in [0,1] instead of s.method's (tests: seeds of a known noise). seeds: a dict of
     the seeds' maps at the classifier's side to reuse and fill (load_seeds / save_seeds)."""
     s.check()
+    s = dataclasses.replace(s, classifier=pixels.resolve(s.classifier, model.backbone))
     if not items:
         raise UserError("the segmenter has no training images: check the data folder's split")
     current, seconds, fractions = None, [], []
@@ -212,7 +216,10 @@ def _settings_record(s: SegmenterSettings) -> dict:
 
 
 def save(path, pm: pixels.PixelMap, s: SegmenterSettings, backbone, **extra):
-    """Atomic torch.save of the classifier's tensors and its settings (backbone name and id)."""
+    """Atomic torch.save of the classifier's tensors and its settings (backbone name and id, and
+    the stages pm was trained on)."""
+    layers = pixels.resolve(pm.settings, backbone).layers
+    s = dataclasses.replace(s, classifier=dataclasses.replace(s.classifier, layers=layers))
     ckpt = {"format": FORMAT, "version": VERSION,
             "settings": {**_settings_record(s), "backbone_name": backbone_name(backbone),
                          "backbone": backbone.backbone_id, **extra},
@@ -253,6 +260,8 @@ def load(path) -> tuple[pixels.PixelMap, dict]:
     settings, state = ckpt.get("settings"), ckpt.get("state")
     if not isinstance(settings, dict) or not isinstance(state, dict):
         raise UserError(f"{path} has no settings or weights: {again}")
+    if not isinstance(settings.get("backbone_name"), str) or not settings["backbone_name"]:
+        raise UserError(f"{path} does not name its backbone: {again}")
     s = _pixel_settings(settings.get("classifier") or {}, path)
     tensors = [state.get(k) for k in ("mean", "std", "weight", "bias")]
     if not all(isinstance(t, torch.Tensor) for t in tensors):
@@ -268,7 +277,13 @@ def load(path) -> tuple[pixels.PixelMap, dict]:
 
 
 def check_backbone(settings, backbone, path):
-    """UserError when the segmenter was trained on other backbone features than backbone's."""
+    """UserError (one line) when the segmenter was trained on another backbone (name) or other
+    weights than backbone's."""
+    trained, here = settings.get("backbone_name"), backbone_name(backbone)
+    if trained != here:
+        raise UserError(f"segmenter {path} was trained on backbone {trained}, this model's is "
+                        f"{here}: pass a segmenter that segment.py trained on a {here} "
+                        "checkpoint, or train one")
     if settings.get("backbone") != backbone.backbone_id:
         raise UserError(f"segmenter {path} was trained on backbone {settings.get('backbone')}, "
                         f"this run reads {backbone.backbone_id}: pass the backbone weights it "
