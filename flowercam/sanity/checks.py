@@ -29,7 +29,7 @@ from flowercam.cache import features
 from flowercam.cam import compute, methods
 from flowercam.core import UserError
 from flowercam.data import dataset, masks
-from flowercam.metrics import baselines, formulas, measuring, resume, selection
+from flowercam.metrics import formulas, maprows, measuring, resume, selection
 from flowercam.metrics.config import MetricsConfig
 from flowercam.model import heads
 from flowercam.sanity import passes, permuted, randomise, similarity
@@ -122,7 +122,7 @@ def row_maps(model, row, images, pixels, feats, targets, ids, cfg, seed):
     """(raw [B,H,W], normalised [B,H,W]) numpy maps of one method or baseline; feats: the
     model's backbone output for these images (None: unknown) -> (maps, feats)."""
     if row in cfg.baselines:
-        maps = baselines.baseline_maps(row, pixels, ids, seed).numpy()
+        maps = maprows.baseline_maps(row, pixels, ids, seed).numpy()
         return (maps, maps), feats
     x = images.to(cfg.device)
     if class_maps_only(row, cfg, model.backbone):
