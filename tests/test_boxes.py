@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 from skimage.measure import label, regionprops
 
 from flowercam.metrics import boxes as B
-from flowercam.metrics import config, localization, statistics
+from flowercam.metrics import config, localization, maprows, statistics
 
 MASKS = Path(__file__).resolve().parents[1].parent / "shared" / "flowers17" / "masks"
 TAUS = config.default_thresholds()
@@ -190,19 +190,19 @@ def test_loc_accuracy_mixes_class_and_box():
 
 
 def test_center_map_hand_formula():
-    m = B.center_map(9, 9, sigma_frac=2 / 9)  # sigma = 2 px, centre (4, 4)
+    m = maprows.center_map(9, 9, sigma_frac=2 / 9)  # sigma = 2 px, centre (4, 4)
     g_min = math.exp(-32 / 8)  # corners: d^2 = 4^2 + 4^2
     assert m.shape == (9, 9) and m[4, 4] == 1.0 and m.max() == 1.0
     assert m[0, 0] == pytest.approx(0.0, abs=1e-12)
     expected = (math.exp(-0.5) - g_min) / (1 - g_min)  # distance sigma = 2 before min-max
     assert m[4, 6] == pytest.approx(expected) and m[2, 4] == pytest.approx(expected)
     np.testing.assert_allclose(m, m.T)
-    wide = B.center_map(4, 8)  # even sizes: centre between pixels; sigma = 0.25 * 4 = 1
+    wide = maprows.center_map(4, 8)  # even sizes: centre between pixels; sigma = 0.25 * 4 = 1
     assert wide[1, 3] == wide[2, 4] == 1.0
 
 
 def test_full_map_one_box():
-    m = B.full_map(5, 7)
+    m = maprows.full_map(5, 7)
     assert m.shape == (5, 7) and np.all(m == 1.0)
     assert all(b.tolist() == [[0, 0, 6, 4]] for b in helpers.predicted_boxes(m, TAUS, True))
 
@@ -220,7 +220,7 @@ def test_real_masks_mask_scores_100_center_in_between():
     fg, valid = labels == 1, ~np.isin(labels, (0, 5))  # README: 1 flower; 0 and 5 ignore
     largest, every = B.box_iou_tables(fg.astype(float), fg, valid)
     assert B.max_box_acc(largest)[0] == 100.0 and B.max_box_acc_v2(every)[0] == 100.0
-    center = np.broadcast_to(B.center_map(*labels.shape[1:]), labels.shape)
+    center = np.broadcast_to(maprows.center_map(*labels.shape[1:]), labels.shape)
     largest, every = B.box_iou_tables(center, fg, valid)
     assert not np.isnan(largest).any() and not np.isnan(every).any()
     assert 0.0 < B.max_box_acc(largest)[0] < 100.0

@@ -251,11 +251,3 @@ def test_pixel_ranks_are_a_permutation_in_map_order():
     ranks = formulas.pixel_ranks(maps, torch.Generator().manual_seed(0))
     assert ranks[0, 1] == 0 and ranks[0, 0] == 3
     assert sorted(ranks[0].tolist()) == [0, 1, 2, 3]
-
-
-def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
-    values = np.random.default_rng(0).normal(5, 1, 200)
-    mean, (lo, hi), n = formulas.mean_ci(values, n_boot=300, seed=3)
-    assert n == 200 and lo < mean < hi and hi - lo < 0.5
-    assert formulas.mean_ci(values, n_boot=300, seed=3)[1] == (lo, hi)
-    assert all(math.isnan(x) for x in formulas.bootstrap_ci(np.mean, 0))

@@ -67,17 +67,22 @@ def _modules_touched(cfg):
 
 def test_the_modules_one_cam_metrics_run_touches(synthetic_run, tmp_path):
     """A masked run of the default figures (faithfulness, localization, pseudo-masks) of CAM:
-    the library modules entered on its way (the metrics package's own, and the ones it calls
-    into: cam, data, model, train, refine, core, dist). The bound is today's count, so that
-    the walk gets no longer; issue 37 asks for 15."""
+    the library modules it runs, counted by sys.setprofile from runner.run's call. A module
+    counts when one of its functions (or a class body, a lambda, a comprehension) is entered:
+    every: each flowercam module entered at all, whoever called it (cam's, model's, data's own
+    helpers too); from_metrics: the metrics package's own modules and the modules a metrics
+    function calls directly (cam, cache, data, model, train, refine, backbones, core, dist): the
+    walk the package itself reads. Imports alone, and third-party modules, do not count. The
+    bound is today's count, so that the walk gets no longer; issue 37 asks for 15, which only
+    merging distinct concepts would reach (docs/metrics.md)."""
     masks = write_masks(tmp_path / "masks", ["image_0003", "image_0007_0"])
     every, from_metrics = _modules_touched(cli(
         synthetic_run, "--methods", "CAM", "--masks-dir", str(masks), "--ignore-values", "128",
         "--output-dir", str(tmp_path / "out")))
     print(f"{len(every)} modules run, {len(from_metrics)} entered from flowercam.metrics: "
-          f"{sorted(from_metrics)}")
+          f"{sorted(from_metrics)}; the others: {sorted(every - from_metrics)}")
     assert {"flowercam.metrics.runner", "flowercam.metrics.registry"} <= from_metrics
-    assert len(from_metrics) <= 27
+    assert len(from_metrics) <= 26 and len(every) <= 35
 
 
 def _batch(n=3, size=16):

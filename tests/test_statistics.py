@@ -1,5 +1,7 @@
 """flowercam.metrics.statistics: figures as statistics of resampled images, paired differences."""
 
+import math
+
 import metric_helpers as helpers
 import numpy as np
 import pytest
@@ -86,3 +88,11 @@ def test_beats_reads_the_direction_and_gives_no_verdict_without_an_interval():
     assert statistics.beats({"value": 1.0, "ci95": [-0.5, 2.0], "n": 9}) is False
     assert statistics.beats(None) is None
     assert statistics.beats({"value": None, "ci95": [0, 0]}) is None
+
+
+def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
+    values = np.random.default_rng(0).normal(5, 1, 200)
+    mean, (lo, hi), n = statistics.mean_ci(values, n_boot=300, seed=3)
+    assert n == 200 and lo < mean < hi and hi - lo < 0.5
+    assert statistics.mean_ci(values, n_boot=300, seed=3)[1] == (lo, hi)
+    assert all(math.isnan(x) for x in statistics.bootstrap_ci(np.mean, 0))

@@ -223,34 +223,3 @@ def max_box_acc_v2(best_ious_all, deltas=(0.3, 0.5, 0.7), thresholds=None):
     """MaxBoxAccV2 = mean over delta of max_tau BoxAcc(tau, delta), all components -> (%, taus)."""
     results = [max_box_acc(best_ious_all, d, thresholds) for d in deltas]
     return float(np.mean([r[0] for r in results])), tuple(r[1] for r in results)
-
-
-
-
-
-
-
-
-# ---------------------------------------------------------------- class-agnostic baselines
-
-
-def _minmax(x):
-    """Min-max normalise to [0,1]; a constant array becomes all zeros."""
-    lo, hi = x.min(), x.max()
-    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
-
-
-def center_map(h, w, sigma_frac=0.25):
-    """[H,W] isotropic Gaussian exp(-d^2 / 2 sigma^2) at the image centre, min-max normalised.
-
-    d = distance to the centre ((h-1)/2, (w-1)/2) in pixels; sigma = sigma_frac * min(h, w).
-    """
-    sigma = sigma_frac * min(h, w)
-    y = np.arange(h) - (h - 1) / 2  # [H]
-    x = np.arange(w) - (w - 1) / 2  # [W]
-    return _minmax(np.exp(-(y[:, None] ** 2 + x[None, :] ** 2) / (2 * sigma**2)))
-
-
-def full_map(h, w):
-    """[H,W] all ones: the whole-image box at every tau."""
-    return np.ones((h, w))

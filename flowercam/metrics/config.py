@@ -16,7 +16,7 @@ from flowercam.refine import methods as refiners
 DELETION_BASELINES = ("zeros", "black", "blur")
 TARGETS = ("label", "predicted")
 MAP_BASELINES = ("center", "full", "random", "sobel")  # maps scored beside the methods
-# (metrics/baselines.py; they need no classifier)
+# (metrics/maprows.py; they need no classifier)
 DEFAULT_BASELINES = ("center", "full")  # random's box tables cost ~25 s per image: asked for
 FEW_SHOT_BASELINES = ("few-shot-1", "few-shot-2", "few-shot-5")  # fewshot.py: trained on masks
 FAMILIES = ("faithfulness", "localization", "pseudo-masks", "road")

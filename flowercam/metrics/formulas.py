@@ -203,36 +203,3 @@ def make_score_fn(model, mean, std, precision="fp32", batch_size=32, device="cpu
         return torch.cat(out) if out else torch.zeros(0)
 
     return score_fn
-
-
-# ---------------------------------------------------------------- uncertainty
-
-
-def _nanmean(values):
-    values = np.asarray(values, np.float64)
-    ok = ~np.isnan(values)
-    return float(values[ok].mean()) if ok.any() else math.nan
-
-
-def bootstrap_ci(stat_fn, n, n_boot=1000, seed=0, level=0.95):
-    """Percentile interval of stat_fn(indices) over n_boot resamples of range(n) with replacement.
-
-    The same seed gives the same resamples for every statistic (paired comparisons across methods).
-    """
-    if n == 0 or n_boot <= 0:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    stats = np.array([stat_fn(rng.integers(0, n, n)) for _ in range(n_boot)], np.float64)
-    stats = stats[~np.isnan(stats)]
-    if len(stats) == 0:
-        return math.nan, math.nan
-    lo, hi = np.percentile(stats, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-    return float(lo), float(hi)
-
-
-def mean_ci(values, n_boot=1000, seed=0):
-    """(mean ignoring NaN, (lo, hi), count) of per-image values."""
-    values = np.asarray(values, np.float64)
-    values = values[~np.isnan(values)]
-    ci = bootstrap_ci(lambda idx: values[idx].mean(), len(values), n_boot, seed)
-    return _nanmean(values), ci, len(values)

@@ -9,7 +9,7 @@
 Writes cam_metrics.json (figures, 95% bootstrap intervals, per class, per image) and cam_metrics.md
 into --output-dir (default: the model directory). run() takes a config.MetricsConfig (evaluate.py
 builds it from the flags). Rows: the map methods and the baselines (center, full, random, sobel:
-metrics/baselines.py; few-shot-N), each plain or refined (--refine; maprows).
+maprows; few-shot-N), each plain or refined (--refine; maprows).
 Masks: --masks-dir, else DATA_DIR/masks. run() is a pipeline (docs/metrics.md):
 select (the checkpoint, rows, images and masks: selection) -> maps (each batch's maps of every
 row: maprows) -> metrics (every metric of the registry on them: measuring, registry; an

@@ -6,18 +6,47 @@ print(s.difference(s.Mean(np.ones(5)), s.Mean(np.zeros(5)), 1000, 0))"
 Mean: the mean of per-image values (NaN = not scored: no mask, no deletion curve). OverRows: a
 set-level statistic of row indices (PxAP, a best-tau figure that chooses its tau on the rows).
 figure(stat) is {"value", "ci95": [lo, hi], "n"}: the percentile interval over bootstrap
-resamples of the images. difference(a, b) is the same for a - b with the SAME resamples of the
-same images for both maps (a paired bootstrap: what the images share cancels, so the interval is
-much narrower than the gap between two unpaired intervals suggests). Two identical maps give
-exactly 0 [0, 0].
+resamples of the images (bootstrap_ci; mean_ci for a plain mean). difference(a, b) is the same
+for a - b with the SAME resamples of the same images for both maps (a paired bootstrap: what the
+images share cancels, so the interval is much narrower than the gap between two unpaired
+intervals suggests). Two identical maps give exactly 0 [0, 0].
 """
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import numpy as np
 
-from flowercam.metrics import formulas
+
+def _nanmean(values):
+    values = np.asarray(values, np.float64)
+    ok = ~np.isnan(values)
+    return float(values[ok].mean()) if ok.any() else math.nan
+
+
+def bootstrap_ci(stat_fn, n, n_boot=1000, seed=0, level=0.95):
+    """Percentile interval of stat_fn(indices) over n_boot resamples of range(n) with replacement.
+
+    The same seed gives the same resamples for every statistic (paired comparisons across methods).
+    """
+    if n == 0 or n_boot <= 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    stats = np.array([stat_fn(rng.integers(0, n, n)) for _ in range(n_boot)], np.float64)
+    stats = stats[~np.isnan(stats)]
+    if len(stats) == 0:
+        return math.nan, math.nan
+    lo, hi = np.percentile(stats, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return float(lo), float(hi)
+
+
+def mean_ci(values, n_boot=1000, seed=0):
+    """(mean ignoring NaN, (lo, hi), count) of per-image values."""
+    values = np.asarray(values, np.float64)
+    values = values[~np.isnan(values)]
+    ci = bootstrap_ci(lambda idx: values[idx].mean(), len(values), n_boot, seed)
+    return _nanmean(values), ci, len(values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +70,8 @@ def as_figure(value, ci, n, **extra):
 def figure(stat, n_boot, seed):
     """One Stat -> {"value", "ci95", "n", **extra}."""
     if isinstance(stat, Mean):
-        return as_figure(*formulas.mean_ci(stat.values, n_boot, seed), **stat.extra)
-    ci = formulas.bootstrap_ci(stat.fn, stat.n, n_boot, seed)
+        return as_figure(*mean_ci(stat.values, n_boot, seed), **stat.extra)
+    ci = bootstrap_ci(stat.fn, stat.n, n_boot, seed)
     return as_figure(stat.fn(np.arange(stat.n)), ci, stat.count, **stat.extra)
 
 

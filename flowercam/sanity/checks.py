@@ -29,7 +29,7 @@ from flowercam.cache import features
 from flowercam.cam import compute, methods
 from flowercam.core import UserError
 from flowercam.data import dataset, masks
-from flowercam.metrics import baselines, formulas, measuring, resume, selection
+from flowercam.metrics import maprows, measuring, resume, selection, statistics
 from flowercam.metrics.config import MetricsConfig
 from flowercam.model import heads
 from flowercam.sanity import passes, permuted, randomise, similarity
@@ -90,7 +90,7 @@ def data_randomised(model, cfg: MetricsConfig, opts: SanityOptions, partial):
                                             opts.trainer)
     with torch.no_grad():
         right = (head(valid.feats).argmax(1) == valid.labels).float().cpu().numpy() * 100
-    top1, ci, n = formulas.mean_ci(right, cfg.bootstrap, cfg.seed)
+    top1, ci, n = statistics.mean_ci(right, cfg.bootstrap, cfg.seed)
     facts = {"valid_top1": top1, "valid_top1_ci95": list(ci), "valid_images": n,
              "chance": 100 / model.settings.num_classes, "seconds": time.perf_counter() - start,
              "train_top1_permuted": history[-1]["train_top1"], "history": history,
@@ -122,7 +122,7 @@ def row_maps(model, row, images, pixels, feats, targets, ids, cfg, seed):
     """(raw [B,H,W], normalised [B,H,W]) numpy maps of one method or baseline; feats: the
     model's backbone output for these images (None: unknown) -> (maps, feats)."""
     if row in cfg.baselines:
-        maps = baselines.baseline_maps(row, pixels, ids, seed).numpy()
+        maps = maprows.baseline_maps(row, pixels, ids, seed).numpy()
         return (maps, maps), feats
     x = images.to(cfg.device)
     if class_maps_only(row, cfg, model.backbone):

@@ -17,7 +17,7 @@ from scipy.stats import rankdata
 from skimage.feature import hog
 from skimage.metrics import structural_similarity
 
-from flowercam.metrics import formulas
+from flowercam.metrics import statistics
 
 MEASURES = ("spearman", "spearman_abs", "ssim", "hog")
 HOG_CELL = 16
@@ -94,6 +94,6 @@ def summarise(per_image, n_boot=1000, seed=0):
     """{measure: [N]} -> {measure: {"value", "ci95", "n"}}: the mean over images, 95% bootstrap."""
     out = {}
     for measure, values in per_image.items():
-        mean, ci, n = formulas.mean_ci(values, n_boot, seed)
+        mean, ci, n = statistics.mean_ci(values, n_boot, seed)
         out[measure] = {"value": mean, "ci95": list(ci), "n": int(n)}
     return out
