@@ -113,11 +113,12 @@ def test_the_toy_trains_maps_measures_and_is_sanity_checked(toy, tmp_path):
     assert summary["backbone"] == model.backbone.backbone_id
     out = tmp_path / "sanity"
     code, _ = run_cli(evaluate, ["sanity", "-d", str(run_dir), "--methods", "CAM", "LayerCAM",
-                                 "--limit", "2", "--no-data-randomisation", "--bootstrap", "20",
+                                 "--limit", "2", "--permuted-epochs", "1", "--bootstrap", "20",
                                  "--output-dir", str(out), *common])
-    assert code is None
-    states = [p for p in out.rglob("*.json")]
-    assert states and any("cascade:conv1" in p.read_text() for p in states)
+    assert code is None  # data randomisation too: the permuted-label head reads the toy's 16
+    sanity = json.loads((out / "sanity.json").read_text())
+    assert "cascade:conv1" in [s["name"] for s in sanity["states"]]
+    assert "data" in sanity["verdicts"]["CAM"] and sanity["data_randomisation"]["valid_images"]
 
 
 def test_the_few_shot_rows_and_the_segmenter_read_the_toys_pixel_stages(toy, tmp_path,

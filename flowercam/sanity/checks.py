@@ -73,7 +73,7 @@ def data_randomised(model, cfg: MetricsConfig, opts: SanityOptions, partial):
     the partial run (and read back from it on resume: trained once, seeded)."""
     saved = partial.state("permuted")
     if saved is not None:
-        head = heads.build_head(model.settings)
+        head = heads.build_head(model.settings, model.backbone.channels)
         head.load_state_dict(saved["state_dict"])
         return (heads.Classifier(model.backbone, head.to(cfg.device)).eval(),
                 json.loads(saved["facts"]))

@@ -54,9 +54,10 @@ class PermutedConfig:
 
 def train_permuted(settings, train_feats, labels, valid_src, cfg: PermutedConfig):
     """-> (head in eval mode, history [{"epoch", "train_loss", "train_top1" on the permuted
-    labels, "valid_top1" on the true labels}]). train_feats [N,512,7,7], labels [N] permuted."""
+    labels, "valid_top1" on the true labels}]). train_feats [N,C,h,w] (the backbone's cut: C
+    channels, e.g. VGG16's 512 x 7 x 7), labels [N] permuted."""
     torch.manual_seed(cfg.seed)
-    head = heads.build_head(settings).to(cfg.device)
+    head = heads.build_head(settings, train_feats.shape[1]).to(cfg.device)
     optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr)
     source = features.CachedSource(train_feats, labels, cfg.device)
     order_gen, history = torch.Generator().manual_seed(cfg.seed), []
