@@ -51,7 +51,7 @@ class Build:
     size: int
     batch_size: int
     num_workers: int
-    run_batch: Callable  # images [B,3,H,W] -> float32 numpy [B,512,7,7]
+    run_batch: Callable  # images [B,3,H,W] -> float32 numpy [B,C,h,w] (the backbone at its cut)
 
 
 def layout(folder) -> str:
@@ -88,7 +88,8 @@ def check_same_items(items):
 
 
 def build(job: Build) -> torch.Tensor:
-    """[N,512,7,7] float32 features of job.items on every rank; missing rows built together."""
+    """[N,C,h,w] features of job.items on every rank (VGG16: [N,512,7,7] float32); missing rows
+    built together."""
     PHASES.clear()
     start = time.perf_counter()
     check_same_items(job.items)
