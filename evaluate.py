@@ -390,6 +390,7 @@ def main(args):
                                      args.batch_size)
     if not dist.is_root():  # under torchrun the ranks built the caches; rank 0 writes
         return result
+    result["best_checkpoint"] = best  # the one cam-metrics, sanity and inference read
     core.atomic_save_json(out, result)
     row = next((r for r in result["epochs"] if r["checkpoint"] == best), None)
     top1 = f": top-1 {row['top1']:.2f}%" if row else ""

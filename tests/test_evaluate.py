@@ -32,6 +32,7 @@ def test_eval_json_matches_training_log(run):
     saved = json.loads((run_dir / "eval.json").read_text())
     assert saved == json.loads(json.dumps(result))
     assert saved["model_type"] == "CAM" and saved["split_name"] == "valid"
+    assert saved["best_checkpoint"] == runs.best_checkpoint(run_dir).name
     epochs = [row["epoch"] for row in saved["epochs"]]
     assert epochs == sorted(epochs) and epochs
     log = {row["epoch"]: row for row in runs.read_log(run_dir)}
