@@ -162,42 +162,52 @@ SIDE_BY_SIDE = {"backbones_valid": ("valid", LOCALIZATION),
                     (("pseudo_masks", "oracle_tau", "fg_iou"), "fg IoU %", "{:.1f}", False),
                     (("pseudo_masks", "oracle_tau", "miou"), "mIoU %", "{:.1f}", False))),
                 "backbones_pseudo_test": ("pseudo_test", PSEUDO[:2])}
+# NAME_center: the paired differences with center; NAME_layercam: LayerCAM's with the others
 BACKBONE_TABLES = (*SIDE_BY_SIDE, *(f"{t}_center" for t in SIDE_BY_SIDE),
+                   "backbones_valid_layercam", "backbones_test_layercam",
                    "backbones_throughput", "backbones_accuracy", "backbones_sanity")
 
 
-def side_by_side(runs, columns, centered):
-    """Markdown lines: one row per map and backbone (methods, then baselines); each cell its
-    figure [95% interval] with † (not shown to beat center), or, centered, its paired difference
-    with center [95% interval] (* = the interval excludes 0)."""
-    head = ["map", "backbone", "images"] + [
-        f"{h[:-2] + ' - center' if centered else h} {'↓' if lower else '↑'}"
+def side_by_side(runs, columns, a=None):
+    """Markdown lines, one row per map and backbone. a None: each map's figure [95% interval]
+    with † (not shown to beat center); a = "center": each map's paired difference with center;
+    a = a map: its paired differences with the other maps (center's are a's center row). A
+    difference is [95% interval], * = the interval excludes 0."""
+    if a is None:
+        rows = list(dict.fromkeys(m for s in runs.values() for g in ("methods", "baselines")
+                                  for m in s.get(g, {})))
+    elif a == "center":
+        rows = list(dict.fromkeys(p.split(" - ")[0] for s in runs.values()
+                                  for p, v in s.get("paired", {}).items() if v["b"] == "center"))
+    else:
+        rows = list(dict.fromkeys(p for s in runs.values() for p, v in s.get("paired", {}).items()
+                                  if v["a"] == a and v["b"] != "center"))
+    against = "" if a is None else " - center" if a == "center" else " (A - B)"
+    head = ["map" if a in (None, "center") else "A - B", "backbone", "images"] + [
+        f"{h[:-2] + against if against else h} {'↓' if lower else '↑'}"
         for _, h, _, lower in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    names = list(dict.fromkeys(m for s in runs.values() for g in ("methods", "baselines")
-                               for m in s.get(g, {})))
-    for name in names:
-        if centered and name == "center":
-            continue
+    for name in rows:
         for key, summary in runs.items():
-            row = summary.get("methods", {}).get(name) or summary.get("baselines", {}).get(name)
-            if row is None:
+            if a is None:
+                found = (summary.get("methods", {}).get(name)
+                         or summary.get("baselines", {}).get(name) or {}).get("overall")
+            else:
+                pair = f"{name} - center" if a == "center" else name
+                found = summary.get("paired", {}).get(pair, {}).get("difference")
+            if found is None:
                 continue
-            pair = summary.get("paired", {}).get(f"{name} - center", {}).get("difference")
-            if centered and pair is None:
-                continue
-            figures = [html.figure_at(pair if centered else row["overall"], path)
-                       for path, *_ in columns]
+            figures = [html.figure_at(found, path) for path, *_ in columns]
             n = max((f.get("n", 0) or 0 for f in figures if f), default=0)
             cells = []
             for f, (path, _, fmt, lower) in zip(figures, columns, strict=True):
-                if centered:
+                if a is None:
+                    c = html.cell(f, fmt, html.paired_mark(summary, name, path, lower))
+                    cells.append(c["text"] + (f" {c['mark']}" if c["mark"] else ""))
+                else:
                     sure = html.beats(f, lower) or html.beats(f, not lower)
                     cells.append(html.cell({k: v for k, v in (f or {}).items() if k != "tau"},
                                            "{:+.1f}")["text"] + (" *" if sure else ""))
-                else:
-                    c = html.cell(f, fmt, html.paired_mark(summary, name, path, lower))
-                    cells.append(c["text"] + (f" {c['mark']}" if c["mark"] else ""))
             lines.append("| " + " | ".join([name, BACKBONES[key], str(n), *cells]) + " |")
     return lines
 
@@ -210,11 +220,12 @@ def wilson(k, n):
 
 
 def accuracy_table(evals):
-    """Markdown lines: each backbone's best epoch (lowest validation loss) of its eval.json."""
+    """Markdown lines: each backbone's best epoch of its eval.json (best_checkpoint: the lowest
+    validation loss among the epochs that do not overfit, runs.best_checkpoint)."""
     lines = ["| backbone | best epoch (of saved) | valid loss | top-1 % | top-3 % | top-5 % |",
              "|---|---|---|---|---|---|"]
     for key, ev in evals.items():
-        best = min(ev["epochs"], key=lambda r: r["loss"])
+        best = next(r for r in ev["epochs"] if r["checkpoint"] == ev["best_checkpoint"])
         n = ev["images"]
         cells = [html.cell({"value": best[t], "ci95": wilson(round(best[t] * n / 100), n)})["text"]
                  for t in ("top1", "top3", "top5")]
@@ -233,24 +244,23 @@ def throughput_table(data):
 
 
 def sanity_table(runs):
-    """Markdown lines: per backbone and map, the mean Spearman correlation with the trained
-    model's maps [95% interval] at the full cascade and after data randomisation, and whether
-    each check is passed (the verdict rule of sanity.json)."""
-    lines = ["| map | backbone | images | model randomisation: Spearman | passes | "
-             "data randomisation: Spearman | passes | both |", "|---|---|---|---|---|---|---|---|"]
+    """Markdown lines: per map and backbone, the mean Spearman correlation with the trained
+    model's maps, of the maps and of their absolute values [95% interval], at the full cascade
+    and after data randomisation, and whether each check is passed (sanity.json's verdicts)."""
+    lines = ["| map | backbone | images | full cascade: Spearman | of abs | passes | "
+             "permuted labels: Spearman | of abs | passes | both |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     names = list(dict.fromkeys(m for s in runs.values() for m in s["methods"]))
     for name in names:
         for key, s in runs.items():
             if name not in s["methods"]:
                 continue
-            cascade, data = s["deciding_states"]
-            verdict = s["verdicts"][name]
-            sims = s["similarities"][name]
-            cells = [html.cell(sims[cascade]["spearman"], "{:.2f}")["text"],
-                     "yes" if verdict[cascade] else "**no**",
-                     html.cell(sims[data]["spearman"], "{:.2f}")["text"],
-                     "yes" if verdict[data] else "**no**",
-                     "yes" if verdict["passes"] else "**no**"]
+            verdict, sims, cells = s["verdicts"][name], s["similarities"][name], []
+            for state in s["deciding_states"]:  # the full cascade, then data
+                cells += [html.cell(sims[state][k], "{:.2f}")["text"]
+                          for k in ("spearman", "spearman_abs")]
+                cells.append("yes" if verdict[state] else "**no**")
+            cells.append("yes" if verdict["passes"] else "**no**")
             lines.append("| " + " | ".join([name, BACKBONES[key], str(len(s["ids"])), *cells])
                          + " |")
     return lines
@@ -259,7 +269,7 @@ def sanity_table(runs):
 def backbone_tables(name, reference):
     """The lines of a side-by-side table NAME (issue 38); None while a run is not kept."""
     folder = Path(reference) / "backbones"
-    source = f"`{REFERENCE}/backbones/`"
+    source = f"{REFERENCE}/backbones/"
     if name == "backbones_throughput":
         path = folder / "throughput.json"
         if not path.is_file():
@@ -277,7 +287,7 @@ def backbone_tables(name, reference):
         evals = {k: json.loads(p.read_text()) for k, p in paths.items()}
         n = {ev["images"] for ev in evals.values()}
         return accuracy_table(evals) + [
-            "", f"*From {source}`<backbone>_eval.json` (`evaluate.py -d RUN`, "
+            "", f"*From `{source}<backbone>_eval.json` (`evaluate.py -d RUN`, "
             f"{'/'.join(map(str, n))} validation images; [95% Wilson interval]) by "
             "`python -m benchmarks.results`.*"]
     if name == "backbones_sanity":
@@ -286,18 +296,20 @@ def backbone_tables(name, reference):
             return None
         runs = {k: json.loads(p.read_text()) for k, p in paths.items()}
         return sanity_table(runs) + [
-            "", f"*From {source}`<backbone>_sanity/sanity.json` by `python -m benchmarks.results`; "
+            "", f"*From `{source}<backbone>_sanity/sanity.json` by `python -m benchmarks.results`; "
             f"verdict rule: {next(iter(runs.values()))['verdict_rule']}.*"]
-    centered = name.endswith("_center")
-    run, columns = SIDE_BY_SIDE[name.removesuffix("_center")]
+    base, _, suffix = name.rpartition("_")
+    a = {"center": "center", "layercam": "LayerCAM"}.get(suffix)
+    run, columns = SIDE_BY_SIDE[base if a else name]
     paths = {k: folder / f"{k}_{run}" / "cam_metrics.json" for k in BACKBONES}
     if not all(p.is_file() for p in paths.values()):
         return None
     runs = {k: json.loads(p.read_text()) for k, p in paths.items()}
-    what = ("paired difference with center (same images, same resamples; * = the 95% interval "
-            "excludes 0)" if centered else "[95% interval]; † = not shown to beat center")
-    return side_by_side(runs, columns, centered) + [
-        "", f"*{what}. From {source}`<backbone>_{run}/cam_metrics.json` ("
+    what = ("[95% interval]; † = not shown to beat center" if a is None else
+            f"Paired differences{' with center' if a == 'center' else ''} (same images, same "
+            "resamples; * = the 95% interval excludes 0)")
+    return side_by_side(runs, columns, a) + [
+        "", f"*{what}. From `{source}<backbone>_{run}/cam_metrics.json` ("
         + ", ".join(f"{BACKBONES[k]}: `{s['checkpoint']}`" for k, s in runs.items())
         + f"; {next(iter(runs.values()))['subset']}) by `python -m benchmarks.results`.*"]
 

@@ -83,13 +83,20 @@ def test_the_side_by_side_tables_read_each_backbone_and_its_verdicts(tmp_path):
     lines = made.split("<!-- results:backbones_valid_center -->")[1].splitlines()
     layercam = next(line for line in lines if line.startswith("| LayerCAM | VGG16"))
     assert layercam.count(" *") == 3  # beats center on PxAP, IoU, MaxBoxAccV2 (the headline's)
+    made, _ = results.rewrite("<!-- results:backbones_valid_layercam -->\n<!-- /results:"
+                              "backbones_valid_layercam -->", tmp_path)
+    pair = source["paired"]["LayerCAM - CAM"]["difference"]["pointing_game"]  # its --compare
+    assert f"| LayerCAM - CAM | VGG16 | 91 | {pair['value']:+.1f} [" in made
 
 
 def test_the_sanity_table_says_each_verdict():
     run = {"methods": ["CAM"], "ids": ["a", "b"], "deciding_states": ["cascade:b1", "data"],
            "verdicts": {"CAM": {"cascade:b1": True, "data": False, "passes": False}},
-           "similarities": {"CAM": {"cascade:b1": {"spearman": {"value": 0.1, "ci95": [0, 0.2]}},
-                                    "data": {"spearman": {"value": 0.7, "ci95": [0.6, 0.8]}}}}}
+           "similarities": {"CAM": {
+               "cascade:b1": {"spearman": {"value": 0.1, "ci95": [0, 0.2]},
+                              "spearman_abs": {"value": 0.3, "ci95": [0.2, 0.4]}},
+               "data": {"spearman": {"value": -0.3, "ci95": [-0.4, -0.2]},
+                        "spearman_abs": {"value": 0.5, "ci95": [0.45, 0.55]}}}}}
     lines = results.sanity_table({"vgg16": run})
-    assert lines[-1] == ("| CAM | VGG16 | 2 | 0.10 [0.00, 0.20] | yes | 0.70 [0.60, 0.80] | **no** "
-                         "| **no** |")
+    assert lines[-1] == ("| CAM | VGG16 | 2 | 0.10 [0.00, 0.20] | 0.30 [0.20, 0.40] | yes | "
+                         "-0.30 [-0.40, -0.20] | 0.50 [0.45, 0.55] | **no** | **no** |")
