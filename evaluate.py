@@ -32,7 +32,7 @@ from flowercam.sanity import checks as sanity
 from flowercam.sanity import figures as sanity_figures
 from flowercam.sanity import permuted
 from flowercam.sanity import tables as sanity_tables
-from flowercam.train import evaluation, runs, training
+from flowercam.train import evaluation, records, runs, training
 
 D = config.default  # the map modes' defaults live in MetricsConfig (each flag's dest is its field)
 ACCURACY_BATCH = 64  # --batch-size of the accuracy mode; the map modes' is MetricsConfig's
@@ -353,7 +353,7 @@ def metrics_config(args) -> MetricsConfig:
 
 
 def with_run_data(args):
-    """args with data_dir resolved (runs.run_data_dir): the folder the run was trained on unless
+    """args with data_dir resolved (records.run_data_dir): the folder the run was trained on unless
     --data-dir names one holding the same split; the run is -d's, --checkpoint's or the newest."""
     named = getattr(args, "checkpoint", None) or args.model_dir
     if not named and args.data_dir is not None:
@@ -361,7 +361,7 @@ def with_run_data(args):
     run = named if named else runs.latest_run("model")
     if named and not Path(named).exists():
         return argparse.Namespace(**{**vars(args), "data_dir": args.data_dir or "data"})
-    data_dir = runs.run_data_dir(run, args.data_dir)
+    data_dir = records.run_data_dir(run, args.data_dir)
     return argparse.Namespace(**{**vars(args), "data_dir": data_dir})
 
 

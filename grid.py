@@ -20,7 +20,7 @@ from flowercam.cache import features
 from flowercam.data import dataset
 from flowercam.model import heads
 from flowercam.report import grid, html
-from flowercam.train import runs, training
+from flowercam.train import records, training
 
 REPORT_FACTS = "../shared/report-facts.md"
 
@@ -87,8 +87,8 @@ def main(args):
     train_cfg = training.TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                                      seed=args.seed, device=args.device)
     configs = grid.configurations(args.lrs, args.model_types, backbone.cut, backbone.default_cut)
-    recorded = {**vars(args), **runs.data_record(args.data_dir, args.split),
-                **runs.weights_record(args.backbone_weights)}
+    recorded = {**vars(args), **records.data_record(args.data_dir, args.split),
+                **records.weights_record(args.backbone_weights)}
     results = grid.run_grid(configs, sources, settings_of, args.output_dir, train_cfg, recorded)
     if results is None:  # a rank > 0 under torchrun: rank 0 writes the tables
         return None

@@ -23,7 +23,7 @@ from flowercam.backbones import registry
 from flowercam.cache import features
 from flowercam.data import dataset
 from flowercam.model import heads
-from flowercam.train import runs, training
+from flowercam.train import records, runs, training
 
 EPOCHS = 50  # -e when not given (a new run)
 # what --resume takes from the run's config.json: everything that changes the numbers
@@ -62,13 +62,13 @@ def resumed_args(args):
     if run_dir.is_file():
         raise core.UserError(f"--resume takes a run folder, not the file {run_dir}: pass "
                              f"--resume {run_dir.parent}")
-    config = runs.run_config(run_dir)
+    config = records.run_config(run_dir)
     if not config:
         raise core.UserError(f"{run_dir} is not a run directory of main.py (no "
-                             f"{runs.CONFIG_NAME}): pass one, or start a new run")
+                             f"{records.CONFIG_NAME}): pass one, or start a new run")
     missing = [k for k in RESUMED if k not in config]
     if missing:
-        raise core.UserError(f"run config {run_dir / runs.CONFIG_NAME} lacks {missing[0]}: "
+        raise core.UserError(f"run config {run_dir / records.CONFIG_NAME} lacks {missing[0]}: "
                              "restore it, or start a new run")
     recorded = {**{k: config[k] for k in RESUMED},
                 "cut": config.get("cut"),  # None: the backbone's default (runs before the cuts)
@@ -78,16 +78,16 @@ def resumed_args(args):
     merged = {**vars(args), **recorded}
     merged["epochs"] = max(config["epochs"], args.epochs or 0)
     given = None if args.data_dir == DEFAULTS["data_dir"] else args.data_dir
-    merged["data_dir"] = runs.run_data_dir(run_dir, given)  # gone, changed, other: one line
-    merged["backbone_weights"] = runs.run_weights(run_dir, args.backbone_weights)  # likewise
+    merged["data_dir"] = records.run_data_dir(run_dir, given)  # gone, changed, other: one line
+    merged["backbone_weights"] = records.run_weights(run_dir, args.backbone_weights)  # likewise
     return argparse.Namespace(**merged)
 
 
 def refuse_contradictions(args, recorded, run_dir):
     """A flag given with --resume that contradicts the run's recorded value is a UserError
     naming both: resume continues the run as it was (only -e may grow it; --data-dir and
-    --backbone-weights may name copies of its files, checked by runs.run_data_dir and
-    runs.run_weights). A flag is taken as given when it differs
+    --backbone-weights may name copies of its files, checked by records.run_data_dir and
+    records.run_weights). A flag is taken as given when it differs
     from its default."""
     for key, value in recorded.items():
         if key in ("epochs", "data_dir", "backbone_weights"):
@@ -105,8 +105,8 @@ def new_run(args, settings, sizes) -> Path:
     run_dir = runs.make_run_dir(args.output_dir, settings)
     config = {**{k: v for k, v in vars(args).items() if k != "resume"},
               "normalize_by": settings.normalize_by,  # the head's (None but for ReCAM)
-              **runs.data_record(args.data_dir, args.split),
-              **runs.weights_record(args.backbone_weights)}
+              **records.data_record(args.data_dir, args.split),
+              **records.weights_record(args.backbone_weights)}
     try:
         core.atomic_save_json(run_dir / "config.json", {**config, "settings": settings.to_dict(),
                                                         "train_images": sizes[0],
@@ -151,7 +151,7 @@ def main(args):
                                       backbone.weights_sha256)
     if args.resume:
         run_dir = Path(args.resume)
-        if runs.run_settings(run_dir) != settings:
+        if records.run_settings(run_dir) != settings:
             raise core.UserError(f"{run_dir} was trained on other data or weights: start a new "
                                  "run")
     else:

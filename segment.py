@@ -32,7 +32,7 @@ from flowercam.core import UserError
 from flowercam.data import dataset
 from flowercam.refine import methods as refiners
 from flowercam.segment import labels, pixels, segmenter
-from flowercam.train import evaluation, runs
+from flowercam.train import evaluation, records
 
 
 def get_args_parser():
@@ -101,7 +101,7 @@ def main(args):
         args.method, args.refine,
         args.rounds, args.batch_size)
     settings.check()
-    split, weights = runs.run_defaults(args.checkpoint, args.split, args.backbone_weights)
+    split, weights = records.run_defaults(args.checkpoint, args.split, args.backbone_weights)
     # the checkpoint's own backbone: its pixel_stages are the features (segment/pixels.py)
     model, head_settings = registry.load_model(args.checkpoint, weights, args.device)
     backbone = model.backbone

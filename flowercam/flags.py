@@ -72,7 +72,7 @@ def add_mask_values(add, foreground_default, ignore_default):
 
 
 def add_data_dir(parser, from_run=False):
-    """from_run: None when not given (the run's recorded folder is used: runs.run_data_dir)."""
+    """from_run: None when not given (the run's recorded folder is used: records.run_data_dir)."""
     if from_run:
         parser.add_argument("--data-dir", default=None,
                             help="folder prepared by augment.py; default: the one the run was "

@@ -77,7 +77,7 @@ def test_errors(run, tmp_path, capsys, monkeypatch):
 
     wrong = make_dataset(tmp_path / "wrong", per_class=4, copies=1, size=32,
                          classes=("a", "b", "c", "d"))
-    # another data folder: its split is not the run's (runs.run_data_dir), before its classes
+    # another data folder: its split is not the run's (records.run_data_dir), before its classes
     assert "is not the one" in _error(capsys, ["-d", str(run_dir), "--data-dir", wrong])
     other_weights = random_weights(tmp_path / "w2.pth", seed=5)
     assert "backbone" in _error(capsys, ["-d", str(run_dir), "--data-dir", data_dir,

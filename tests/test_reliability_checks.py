@@ -21,7 +21,7 @@ import main as main_cli
 from flowercam.backbones import vgg16
 from flowercam.data import prepare
 from flowercam.model import heads, vgg
-from flowercam.train import evaluation, runs
+from flowercam.train import evaluation, records, runs
 
 SEVENTEEN = tuple(prepare.FLOWER17_CLASSES)
 
@@ -111,7 +111,7 @@ def test_bad_run_config_is_an_error(run, tmp_path, capsys, text):
 def test_no_run_config_means_split_1(run, tmp_path):
     run_dir = copy_run(run, tmp_path)
     (run_dir / "config.json").unlink()
-    assert runs.run_defaults(run_dir) == (1, None)
+    assert records.run_defaults(run_dir) == (1, None)
 
 
 # ---------------------------------------------------------------- 3, 6, also: augment.py

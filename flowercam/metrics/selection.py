@@ -17,7 +17,7 @@ from flowercam.backbones import registry
 from flowercam.cam import methods
 from flowercam.core import UserError
 from flowercam.data import dataset, masks
-from flowercam.train import evaluation, runs
+from flowercam.train import evaluation, records, runs
 
 
 def resolve_checkpoint(checkpoint=None, model_dir=None):
@@ -88,7 +88,7 @@ def check_pairs(pairs, rows):
 def open_model(cfg, backbone=None):
     """-> (model, settings, ckpt, cfg with split and backbone_weights resolved from the run)."""
     ckpt = resolve_checkpoint(cfg.checkpoint, cfg.model_dir)
-    split, weights = runs.run_defaults(ckpt, cfg.split, cfg.backbone_weights)
+    split, weights = records.run_defaults(ckpt, cfg.split, cfg.backbone_weights)
     cfg = dataclasses.replace(cfg, split=split, backbone_weights=weights)
     model, settings = registry.load_model(ckpt, weights, cfg.device, backbone)
     evaluation.check_data(settings, cfg.data_dir, model.backbone)

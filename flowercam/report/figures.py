@@ -24,7 +24,7 @@ from flowercam.model import checkpoints, normalization
 from flowercam.report import image_files, render
 from flowercam.report.image_files import arrays_of, expand_images, load_items, save_extras, save_png
 from flowercam.segment import segmenter
-from flowercam.train import evaluation, runs
+from flowercam.train import evaluation, records, runs
 
 NUM_IMAGES = 12
 COLS = 4
@@ -190,14 +190,14 @@ def image_paths(images, ckpt, opts):
 
 
 def run_weights(ckpt, opts):
-    """--backbone-weights, else the file the checkpoint's run recorded (runs.run_weights)."""
-    return runs.run_weights(ckpt, opts.backbone_weights)
+    """--backbone-weights, else the file the checkpoint's run recorded (records.run_weights)."""
+    return records.run_weights(ckpt, opts.backbone_weights)
 
 
 def run_split(ckpt):
     """The split the checkpoint's run trained on (its config.json), so its validation images
     are never training images; 1 when unknown."""
-    return int(runs.run_config(ckpt).get("split") or 1)
+    return int(records.run_config(ckpt).get("split") or 1)
 
 
 def own_images(checkpoint, method, images, opts, files=NO_FILES):

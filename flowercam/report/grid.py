@@ -18,7 +18,7 @@ from flowercam import core, dist
 from flowercam.core import atomic_save_json, atomic_write
 from flowercam.model import normalization
 from flowercam.report import table2
-from flowercam.train import runs, training
+from flowercam.train import records, runs, training
 
 LRS = (1e-5, 5e-5, 1e-4, 2e-4)  # the report's four learning rates
 
@@ -118,9 +118,9 @@ GRID_KEYS = ("config", "settings", "lr", "epochs", "batch_size", "seed", "split"
 def earlier_run(output_dir, record) -> Path | None:
     """The run folder of output_dir an earlier grid.py made for this very configuration (equal
     on GRID_KEYS), or None."""
-    for path in sorted(Path(output_dir).glob(f"*/{runs.CONFIG_NAME}")):
+    for path in sorted(Path(output_dir).glob(f"*/{records.CONFIG_NAME}")):
         try:
-            config = runs.run_config(path.parent)
+            config = records.run_config(path.parent)
         except core.UserError:
             continue  # a damaged folder is not taken for this configuration's
         if config.get("grid") and all(config.get(k) == record.get(k) for k in GRID_KEYS):

@@ -27,7 +27,7 @@ import torch
 
 from flowercam import core
 from flowercam.report import html_images
-from flowercam.train import runs
+from flowercam.train import records
 
 TEMPLATE = "report_template.html"
 FILES = "report_files"  # the report's own images, beside report.html
@@ -267,7 +267,7 @@ def galleries(summary, out_dir, data_dir, backbone_weights, device):
     if not all(paths[i].is_file() for m in rows for i in _ranked(per_image, m).values()):
         return [], f"no gallery: the images are not in {data_dir}/auged (pass the data folder)"
     # the weights the run read (its config.json) unless given, as evaluate.py resolves them
-    weights = runs.run_defaults(checkpoint, summary.get("split"), backbone_weights)[1]
+    weights = records.run_defaults(checkpoint, summary.get("split"), backbone_weights)[1]
     try:
         model, settings = html_images.load_gallery_model(checkpoint, weights, device)
     except core.UserError as err:

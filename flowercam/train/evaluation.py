@@ -13,7 +13,7 @@ from flowercam.cache import features
 from flowercam.core import UserError
 from flowercam.data import dataset
 from flowercam.model import checkpoints
-from flowercam.train import runs, training
+from flowercam.train import records, runs, training
 
 
 def load_heads(paths) -> tuple[list, dict]:
@@ -64,11 +64,11 @@ def evaluate_run(model_dir, subset, opts: training.SourceOptions, backbone_weigh
                  batch_size=64) -> dict:
     """Evaluate every checkpoint of model_dir on `subset` of opts.split -> the eval.json dict.
 
-    opts.split None / backbone_weights None: the run's own (runs.run_defaults).
+    opts.split None / backbone_weights None: the run's own (records.run_defaults).
     """
     heads, settings = load_heads(runs.run_checkpoints(model_dir))
     check_classes(settings, opts.data_dir)  # before the backbone loads
-    split, weights = runs.run_defaults(model_dir, opts.split, backbone_weights)
+    split, weights = records.run_defaults(model_dir, opts.split, backbone_weights)
     opts = dataclasses.replace(opts, split=split)
     name = registry.name_of(settings)
     backbone = registry.load_backbone(name, weights, opts.device)
