@@ -1,7 +1,6 @@
 """Box metrics (flowercam/metrics/boxes.py) against hand-computed answers."""
 
 import math
-from pathlib import Path
 
 import metric_helpers as helpers
 import numpy as np
@@ -12,7 +11,6 @@ from skimage.measure import label, regionprops
 from flowercam.metrics import boxes as B
 from flowercam.metrics import config, localization, maprows, statistics
 
-MASKS = Path(__file__).resolve().parents[1].parent / "shared" / "flowers17" / "masks"
 TAUS = config.default_thresholds()
 
 
@@ -211,11 +209,11 @@ def test_full_map_one_box():
 
 
 @pytest.mark.real
-@pytest.mark.skipif(not MASKS.is_dir(), reason="../shared/flowers17/masks is absent")
-def test_real_masks_mask_scores_100_center_in_between():
+def test_real_masks_mask_scores_100_center_in_between(shared_dir):
     from PIL import Image
 
-    paths = sorted(MASKS.glob("*.png"))[:20]
+    paths = sorted((shared_dir / "flowers17" / "masks").glob("*.png"))[:20]
+    assert len(paths) == 20, f"{shared_dir}/flowers17/masks holds fewer than 20 masks"
     labels = np.stack([np.array(Image.open(p)) for p in paths])  # [N,H,W] palette indices
     fg, valid = labels == 1, ~np.isin(labels, (0, 5))  # README: 1 flower; 0 and 5 ignore
     largest, every = B.box_iou_tables(fg.astype(float), fg, valid)
