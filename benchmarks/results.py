@@ -246,10 +246,11 @@ def throughput_table(data):
 def sanity_table(runs):
     """Markdown lines: per map and backbone, the mean Spearman correlation with the trained
     model's maps, of the maps and of their absolute values [95% interval], at the full cascade
-    and after data randomisation, and whether each check is passed (sanity.json's verdicts)."""
-    lines = ["| map | backbone | images | full cascade: Spearman | of abs | passes | "
-             "permuted labels: Spearman | of abs | passes | both |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    (with the share of images whose randomised map is constant) and after data randomisation,
+    and whether each check is passed (sanity.json's verdicts)."""
+    lines = ["| map | backbone | images | full cascade: Spearman | of abs | constant maps % | "
+             "passes | permuted labels: Spearman | of abs | passes | both |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     names = list(dict.fromkeys(m for s in runs.values() for m in s["methods"]))
     for name in names:
         for key, s in runs.items():
@@ -259,6 +260,8 @@ def sanity_table(runs):
             for state in s["deciding_states"]:  # the full cascade, then data
                 cells += [html.cell(sims[state][k], "{:.2f}")["text"]
                           for k in ("spearman", "spearman_abs")]
+                if state != "data":  # a cascade that passes by losing the map says so
+                    cells.append(html.cell(sims[state].get("constant"), "{:.0f}")["text"])
                 cells.append("yes" if verdict[state] else "**no**")
             cells.append("yes" if verdict["passes"] else "**no**")
             lines.append("| " + " | ".join([name, BACKBONES[key], str(len(s["ids"])), *cells])

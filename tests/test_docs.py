@@ -94,9 +94,10 @@ def test_the_sanity_table_says_each_verdict():
            "verdicts": {"CAM": {"cascade:b1": True, "data": False, "passes": False}},
            "similarities": {"CAM": {
                "cascade:b1": {"spearman": {"value": 0.1, "ci95": [0, 0.2]},
-                              "spearman_abs": {"value": 0.3, "ci95": [0.2, 0.4]}},
+                              "spearman_abs": {"value": 0.3, "ci95": [0.2, 0.4]},
+                              "constant": {"value": 2.0, "ci95": [0, 6.0]}},
                "data": {"spearman": {"value": -0.3, "ci95": [-0.4, -0.2]},
                         "spearman_abs": {"value": 0.5, "ci95": [0.45, 0.55]}}}}}
     lines = results.sanity_table({"vgg16": run})
-    assert lines[-1] == ("| CAM | VGG16 | 2 | 0.10 [0.00, 0.20] | 0.30 [0.20, 0.40] | yes | "
-                         "-0.30 [-0.40, -0.20] | 0.50 [0.45, 0.55] | **no** | **no** |")
+    assert lines[-1] == ("| CAM | VGG16 | 2 | 0.10 [0.00, 0.20] | 0.30 [0.20, 0.40] | 2 [0, 6] | "
+                         "yes | -0.30 [-0.40, -0.20] | 0.50 [0.45, 0.55] | **no** | **no** |")

@@ -94,7 +94,8 @@ def test_similarities_of_hand_made_maps():
     rng = np.random.default_rng(0)
     a, b = rng.random((3, 128, 128)), rng.random((3, 128, 128))
     same = similarity.similarities(a, a, a, a)
-    assert all(np.allclose(v, 1.0) for v in same.values())
+    assert all(np.allclose(v, 1.0) for m, v in same.items() if m != "constant")
+    assert np.all(same["constant"] == 0)  # the second maps vary
     noise = similarity.similarities(a, b, a, b)
     for measure in ("spearman", "spearman_abs", "ssim"):
         assert np.all(np.abs(noise[measure]) < 0.05), measure
@@ -106,6 +107,10 @@ def test_similarities_of_hand_made_maps():
     assert similarity.spearman(np.ones((8, 8)), a[0, :8, :8]) == 0  # a collapsed map: nothing
     flat = np.zeros((1, 32, 32))
     assert similarity.similarities(flat, flat, flat, flat)["hog"][0] == 1  # no gradients: alike
+    # a randomisation whose map vanished scores Spearman 0 like a changed one; "constant" tells
+    gone = np.zeros((1, 128, 128))
+    vanished = similarity.similarities(a[:1], gone, a[:1], gone)
+    assert vanished["spearman"][0] == 0 and vanished["constant"][0] == 100
     summary = similarity.summarise(noise, n_boot=50)
     assert summary["spearman"]["n"] == 3
     assert summary["spearman"]["ci95"][0] <= summary["spearman"]["value"]
@@ -120,6 +125,22 @@ def test_verdict_rule():
                   "data": {"spearman": high, "spearman_abs": low}}}
     assert tables.verdicts(rows, ["last", "data"])["A"] == {
         "last": True, "data": False, "passes": False}
+
+
+def test_a_pass_by_vanished_maps_says_so():
+    """sanity.md's verdict: a pass at a state where most randomised maps are constant names the
+    share (the maps changed by disappearing); a pass with varying maps is plain."""
+    low = {"value": 0.0, "ci95": [0.0, 0.0]}
+    summary = {"states": [{"name": "cascade:b1", "group": "cascade"}], "methods": ["A", "B"],
+               "deciding_states": ["cascade:b1"], "data_randomisation": None,
+               "similarities": {"A": {"cascade:b1": {"spearman": low, "constant": {
+                                    "value": 90.0, "ci95": [80.0, 100.0]}}},
+                                "B": {"cascade:b1": {"spearman": low, "constant": {
+                                    "value": 0.0, "ci95": [0.0, 0.0]}}}},
+               "verdicts": {"A": {"passes": True}, "B": {"passes": True}}}
+    lines = tables._table(summary, "spearman", "cascade", with_verdict=True)
+    assert lines[2].endswith("| **pass** (constant maps: b1 90%) |")
+    assert lines[3].endswith("| **pass** |")
 
 
 def test_permuted_labels_keep_class_counts_and_agree_across_copies():

@@ -9,7 +9,10 @@ normalised maps in [0,1] (SSIM, HOG). Spearman = Pearson correlation of the pixe
 their mean rank); |Spearman| ranks |raw|. SSIM: scikit-image, data_range 1 (Wang et al. 2004).
 HOG similarity: Pearson correlation of the two maps' HOG descriptors (9 orientations, 16 px
 cells, 2x2 blocks; Dalal and Triggs 2005), as Adebayo et al. 2018. A constant map (no ranks, no
-gradients) scores 0 against a varying map and 1 against another constant one (pearson).
+gradients) scores 0 against a varying map and 1 against another constant one (pearson), so a
+randomisation whose maps vanish scores 0 like one whose maps changed: "constant" (100 when the
+randomised model's raw map is constant, else 0; its mean is the share of such images) tells the
+two apart.
 """
 
 import numpy as np
@@ -19,7 +22,7 @@ from skimage.metrics import structural_similarity
 
 from flowercam.metrics import statistics
 
-MEASURES = ("spearman", "spearman_abs", "ssim", "hog")
+MEASURES = ("spearman", "spearman_abs", "ssim", "hog", "constant")
 HOG_CELL = 16
 
 
@@ -82,6 +85,7 @@ class Reference:
                                              rankdata(np.ravel(np.abs(raw_b[i]))))
             out["ssim"][i] = ssim(self.maps[i], maps_b[i])
             out["hog"][i] = pearson(self.hogs[i], _hog(maps_b[i], _cell(np.shape(self.maps[i]))))
+            out["constant"][i] = 100.0 * (np.ptp(raw_b[i]) == 0)
         return out
 
 

@@ -22,7 +22,7 @@ VERDICT = (f"passes = the upper end of the 95% interval of the mean Spearman cor
            f"maps and of their absolute values) with the trained model's maps is below {BOUND}, "
            "both at the full cascade and after data randomisation")
 NAMES = {"spearman": "Spearman", "spearman_abs": "Spearman of |map|", "ssim": "SSIM",
-         "hog": "HOG similarity"}
+         "hog": "HOG similarity", "constant": "Constant maps %"}
 
 
 def passes(figures):
@@ -82,7 +82,12 @@ def _table(summary, measure, group, with_verdict):
         cells = [_cell(per[n][measure]) for n in names]
         if with_verdict:
             v = summary["verdicts"][row]["passes"]
-            cells.append({True: "**pass**", False: "fail", None: "-"}[v])
+            # a pass whose maps vanished (constant) is said so: it changed by losing the map
+            gone = [f"{short(n)} {per[n]['constant']['value']:.0f}%"
+                    for n in summary["deciding_states"]
+                    if (per.get(n, {}).get("constant") or {}).get("value", 0) >= 50]
+            cells.append({True: "**pass**", False: "fail", None: "-"}[v]
+                         + (f" (constant maps: {', '.join(gone)})" if v and gone else ""))
         lines.append("| " + " | ".join([label, *cells]) + " |")
     return lines
 
