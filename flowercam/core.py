@@ -1,4 +1,5 @@
-"""Shared plumbing: one-line user errors, the CLI runner, atomic writes, writable folders.
+"""Shared plumbing: one-line user errors, the CLI runner, atomic writes, writable folders, and
+reading back a file written with torch.save.
 
     python -c "from flowercam import core; core.atomic_save_json('/tmp/x.json', {'a': 1})"
     python -c "from flowercam import core; core.check_writable_dir('/tmp/out')"
@@ -272,3 +273,20 @@ def file_sha256(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def load_torch(path, what, missing, unreadable=None):
+    """torch.load(path) on the CPU with weights_only=True (plain tensors and containers only);
+    UserError "{what} {path} not found: {missing}" or "cannot read {what} {path} (Error):
+    {unreadable or missing}". Checkpoints, segmenters, seeds caches and weights files read
+    through it; what the object holds is the caller's to check."""
+    import torch  # here, not at the top: most of core's users never read a torch file
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UserError(f"{what} {path} not found: {missing}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"cannot read {what} {path} ({type(err).__name__}): "
+                        f"{unreadable or missing}") from None

@@ -28,7 +28,6 @@ A backbone is an nn.Module, frozen (no parameter requires grad) and always in ev
 import contextlib
 import copy
 import hashlib
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from flowercam.core import UserError
+from flowercam.core import UserError, load_torch
 from flowercam.model.vgg import IMAGENET_MEAN, IMAGENET_STD
 
 # the toolkit's images are normalised with ImageNet's mean and std (flowercam/data/dataset.py);
@@ -230,15 +229,8 @@ def state_dict_id(name, module) -> str:
 def read_state_dict(path, name) -> dict:
     """A state dict saved with torch.save at `path` (also {"state_dict": ...}); UserError (one
     line) when it is missing or unreadable."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise UserError(f"backbone weights {path} not found: pass --backbone-weights PATH to a "
-                        f"{name} state dict")
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"cannot read backbone weights {path} ({type(err).__name__}): pass a "
-                        f"{name} state dict saved with torch.save") from None
+    sd = load_torch(path, "backbone weights", f"pass --backbone-weights PATH to a {name} state "
+                    "dict", f"pass a {name} state dict saved with torch.save")
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):

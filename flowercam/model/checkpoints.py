@@ -9,7 +9,7 @@ import warnings
 
 import torch
 
-from flowercam.core import UserError, atomic_write, file_sha256
+from flowercam.core import UserError, atomic_write, file_sha256, load_torch
 from flowercam.model.heads import Classifier, HeadSettings, build_head
 from flowercam.model.vgg import MAX_ABS_WEIGHT
 
@@ -44,13 +44,7 @@ def load_checkpoint(path):
     path = os.fspath(path)
     if os.path.isdir(path):
         raise UserError(f"checkpoint {path} is a folder: pass one of its epoch_N.pth files")
-    if not os.path.isfile(path):
-        raise UserError(f"checkpoint {path} not found: pass a .pth written by main.py")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"cannot read checkpoint {path} ({type(err).__name__}): "
-                        "pass a .pth written by main.py") from None
+    ckpt = load_torch(path, "checkpoint", "pass a .pth written by main.py")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a flowercam head checkpoint: "
                         "pass a .pth written by main.py")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import VGG16_Weights, vgg, vgg16
 
-from flowercam.core import UserError
+from flowercam.core import UserError, load_torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -70,14 +70,9 @@ def _file_id(path):
 
 def _features_state_dict(path):
     """Read a VGG16 (full or features-only, with or without 'features.') state dict from `path`."""
-    if not os.path.isfile(path):
-        raise UserError(f"backbone weights {path} not found: pass --backbone-weights PATH to a "
-                        "VGG16 state dict (e.g. ../shared/weights/vgg16_imagenet_features.pth)")
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"cannot read backbone weights {path} ({type(err).__name__}): "
-                        "pass a VGG16 state dict saved with torch.save") from None
+    sd = load_torch(path, "backbone weights", "pass --backbone-weights PATH to a VGG16 state "
+                    "dict (e.g. ../shared/weights/vgg16_imagenet_features.pth)",
+                    "pass a VGG16 state dict saved with torch.save")
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):

@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from flowercam.cam import compute, methods
-from flowercam.core import UserError, atomic_write
+from flowercam.core import UserError, atomic_write, load_torch
 from flowercam.data import dataset
 from flowercam.model import vgg
 from flowercam.refine import methods as refiners
@@ -181,11 +181,7 @@ def load_seeds(path, key) -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         return {}
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"cannot read seeds cache {path} ({type(err).__name__}): delete it or "
-                        "pass another file") from None
+    blob = load_torch(path, "seeds cache", "delete it or pass another file")
     if not isinstance(blob, dict) or blob.get("format") != SEEDS_FORMAT:
         raise UserError(f"{path} is not a segmenter seeds cache: pass another file")
     if blob.get("key") != key:
@@ -246,12 +242,7 @@ def load(path) -> tuple[pixels.PixelMap, dict]:
     """-> (pixels.PixelMap, settings); UserError when missing, unreadable or not a segmenter."""
     path = os.fspath(path)
     again = "pass a .pth written by segment.py"
-    if not os.path.isfile(path):
-        raise UserError(f"segmenter {path} not found: {again}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"cannot read segmenter {path} ({type(err).__name__}): {again}") from None
+    ckpt = load_torch(path, "segmenter", again)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a segmenter checkpoint: {again}")
     if ckpt.get("version") != VERSION:
