@@ -2,7 +2,7 @@
 # The main job on its defaults, in any new shell on a fresh clone: set up .venv (once), prepare
 # Flower-17 (from ../shared when it is there, else downloaded), train the report's CAM head,
 # evaluate every saved epoch, write a report page of its maps on 12 masked images, draw the CAMs
-# of 12 seeded validation images. Most of the time is the one-off feature cache (23-35 min on
+# of 12 seeded validation images. Most of the time is the one-off feature cache (about 26 min on
 # 2 quiet cores).
 set -euo pipefail
 cd "$(dirname "$0")"
