@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 TMP_PREFIX = ".tmp-"  # atomic_write's temporary files: never a final name
 
 
@@ -280,8 +282,6 @@ def load_torch(path, what, missing, unreadable=None):
     UserError "{what} {path} not found: {missing}" or "cannot read {what} {path} (Error):
     {unreadable or missing}". Checkpoints, segmenters, seeds caches and weights files read
     through it; what the object holds is the caller's to check."""
-    import torch  # here, not at the top: most of core's users never read a torch file
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise UserError(f"{what} {path} not found: {missing}")
