@@ -64,6 +64,19 @@ def test_evaluate_writes_the_page_beside_its_json(reported_run):
     assert "http" not in page.replace("http-equiv", "")  # nothing fetched from the internet
 
 
+def test_the_sanity_tables_take_their_measures_from_sanity_json(reported_run):
+    """sanity.json records each measure's title (similarity.TITLES, the one home of the names):
+    the page shows one table per recorded measure, the share of constant maps too; a sanity.json
+    written before the titles were recorded shows its own measure keys."""
+    summary = json.loads((reported_run / "sanity.json").read_text())
+    assert list(summary["measures"]) == ["spearman", "spearman_abs", "ssim", "hog", "constant"]
+    shown = html.sanity_section(reported_run)["tables"]
+    assert [t["id"] for t in shown] == [f"sanity-{m}" for m in summary["measures"]]
+    assert shown[-1]["caption"].startswith("Constant maps %: ")
+    older = {k: v for k, v in summary.items() if k != "measures"}
+    assert html.sanity_measures(older) == {m: m for m in summary["measures"]}
+
+
 @pytest.mark.skipif(browser.chromium() is None, reason="no chromium (apt-get install chromium)")
 def test_the_page_renders_in_chromium(reported_run, tmp_path):
     facts = browser.probe(reported_run / "report.html")

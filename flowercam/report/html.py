@@ -51,8 +51,6 @@ PSEUDO = (("fg_iou", "fg IoU %", "{:.1f}", False), ("bg_iou", "bg IoU %", "{:.1f
           ("miou", "mIoU %", "{:.1f}", False), ("precision", "precision %", "{:.1f}", False),
           ("recall", "recall %", "{:.1f}", False), ("f1", "F1 %", "{:.1f}", False))
 PER_CLASS = (("pointing_game", "pointing %"), ("pxap", "PxAP %"), ("average_drop", "AD %"))
-SANITY_MEASURES = {"spearman": "Spearman", "spearman_abs": "Spearman of |map|", "ssim": "SSIM",
-                   "hog": "HOG similarity"}
 GALLERY_PICKS = ("best", "median", "worst")
 PAIRED_MARK = "†"
 
@@ -333,6 +331,15 @@ def cam_section(out_dir, data_dir, backbone_weights, device, gallery):
                                                 "(run evaluate.py --cam-metrics again)"}
 
 
+def sanity_measures(summary):
+    """{measure: title} as sanity.json records them; a sanity.json written before it recorded them
+    names its measures by their keys."""
+    if "measures" in summary:
+        return summary["measures"]
+    states = (per for row in summary["similarities"].values() for per in row.values())
+    return {m: m for m in next(states, {})}
+
+
 def sanity_section(out_dir):
     """The --sanity part (None without sanity.json)."""
     path = out_dir / "sanity.json"
@@ -341,16 +348,17 @@ def sanity_section(out_dir):
     summary = json.loads(path.read_text())
     states = [s["name"] for s in summary["states"]]
     tables = []
-    for measure, title in SANITY_MEASURES.items():
+    for measure, title in sanity_measures(summary).items():
+        fmt = "{:.0f}" if title.endswith("%") else "{:.2f}"  # a share in %, or a similarity
         rows = []
         for row, per in summary["similarities"].items():
             label = row if row in summary["methods"] else f"{row} (baseline)"
-            cells = [cell((per.get(s) or {}).get(measure), "{:.2f}") for s in states]
+            cells = [cell((per.get(s) or {}).get(measure), fmt) for s in states]
             verdict = (summary.get("verdicts") or {}).get(row, {}).get("passes")
             rows.append([plain(label)] + cells + [plain({True: "pass", False: "fail",
                                                          None: "-"}[verdict])])
-        tables.append({"id": f"sanity-{measure}", "caption": f"{title} with the trained "
-                       "model's maps, per randomisation", "rows": rows,
+        tables.append({"id": f"sanity-{measure}", "caption": f"{title}: the randomised "
+                       "model's maps against the trained model's, per randomisation", "rows": rows,
                        "headers": ["map"] + [s.split(":", 1)[-1] for s in states] + ["verdict"]})
     images = [{"src": name, "caption": caption} for name, caption in (
         ("sanity_grid.png", "The cascade: trained model, then every layer from the top down "

@@ -15,11 +15,10 @@ from PIL import Image, ImageDraw
 from flowercam.core import atomic_write
 from flowercam.data import dataset
 from flowercam.report import fonts, image_files, render
+from flowercam.sanity import similarity
 
 TILE = 96
 LABEL_WIDTH = 110
-MEASURE_NAMES = {"spearman": "Spearman", "spearman_abs": "Spearman of |map|", "ssim": "SSIM",
-                 "hog": "HOG similarity"}
 
 
 def short(name):
@@ -94,9 +93,9 @@ def plot(path, summary):
     """similarity vs cascade depth, one panel per measure; data randomisation at the right end."""
     cascade = [s["name"] for s in summary["states"] if s["group"] == "cascade"]
     columns = cascade + (["data"] if summary.get("data_randomisation") else [])
-    fig = Figure(figsize=(4.2 * len(MEASURE_NAMES), 4))  # no pyplot: no global state
-    axes = fig.subplots(1, len(MEASURE_NAMES), squeeze=False)[0]
-    for ax, (measure, title) in zip(axes, MEASURE_NAMES.items(), strict=True):
+    fig = Figure(figsize=(4.2 * len(similarity.SIMILARITIES), 4))  # no pyplot: no global state
+    axes = fig.subplots(1, len(similarity.SIMILARITIES), squeeze=False)[0]
+    for ax, measure in zip(axes, similarity.SIMILARITIES, strict=True):
         for row, per in summary["similarities"].items():
             style = "o-" if row in summary["methods"] else "s--"
             label = row if row in summary["methods"] else f"{row} (baseline)"
@@ -105,7 +104,7 @@ def plot(path, summary):
             ax.axhline(summary["bound"], color="grey", lw=0.8, linestyle=":")
         ax.set_xticks(np.arange(len(columns)), [short(c) for c in columns], rotation=45,
                       fontsize=8)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(similarity.TITLES[measure], fontsize=10)
         ax.set_xlabel("randomised from the top down to")
         ax.set_ylim(-0.3, 1.05)
     axes[0].set_ylabel("similarity with the trained model's map")

@@ -22,7 +22,12 @@ from skimage.metrics import structural_similarity
 
 from flowercam.metrics import statistics
 
-MEASURES = ("spearman", "spearman_abs", "ssim", "hog", "constant")
+# the similarities of two maps (1: alike), then the share of vanished maps; their titles in tables,
+# plots and report.html (recorded in sanity.json)
+SIMILARITIES = ("spearman", "spearman_abs", "ssim", "hog")
+MEASURES = (*SIMILARITIES, "constant")
+TITLES = {"spearman": "Spearman", "spearman_abs": "Spearman of |map|", "ssim": "SSIM",
+          "hog": "HOG similarity", "constant": "Constant maps %"}
 HOG_CELL = 16
 
 

@@ -21,8 +21,6 @@ DECIDING = ("spearman", "spearman_abs")
 VERDICT = (f"passes = the upper end of the 95% interval of the mean Spearman correlation (of the "
            f"maps and of their absolute values) with the trained model's maps is below {BOUND}, "
            "both at the full cascade and after data randomisation")
-NAMES = {"spearman": "Spearman", "spearman_abs": "Spearman of |map|", "ssim": "SSIM",
-         "hog": "HOG similarity", "constant": "Constant maps %"}
 
 
 def passes(figures):
@@ -52,6 +50,7 @@ def summarise(result, n_boot, seed):
     keep = ("checkpoint", "split", "subset", "ids", "methods", "baselines", "states",
             "data_randomisation", "seconds", "map_seconds", "options")
     return {**{k: result[k] for k in keep}, "similarities": rows, "deciding_states": deciding,
+            "measures": {m: similarity.TITLES[m] for m in similarity.MEASURES},
             "verdict_rule": VERDICT, "bound": BOUND, "verdicts": verdicts(rows, deciding),
             "per_image": {row: {n: {m: v.tolist() for m, v in d.items()} for n, d in st.items()}
                           for row, st in result["per_image"].items()}}
@@ -116,11 +115,11 @@ def markdown(summary):
                  "data_randomisation"))]
     groups = {s["group"] for s in summary["states"]}
     for measure in similarity.MEASURES:
-        lines += ["", f"## {NAMES[measure]}, cascading randomisation", ""]
+        lines += ["", f"## {similarity.TITLES[measure]}, cascading randomisation", ""]
         lines += _table(summary, measure, "cascade", with_verdict=measure == "spearman")
     if "independent" in groups:
         for measure in similarity.MEASURES:
-            lines += ["", f"## {NAMES[measure]}, one layer at a time", ""]
+            lines += ["", f"## {similarity.TITLES[measure]}, one layer at a time", ""]
             lines += _table(summary, measure, "independent", with_verdict=False)
     return "\n".join(lines) + "\n"
 
