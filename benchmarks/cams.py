@@ -63,9 +63,9 @@ def show(row):
 def build_model(args):
     torch.manual_seed(args.seed)
     if args.random_backbone:  # VGG16: as vgg16.VGG16() under the seed above
-        backbone = registry.load_backbone(args.backbone, seed=args.seed)
+        backbone = registry.load_backbone(args.backbone or registry.DEFAULT, seed=args.seed)
     else:
-        backbone = registry.load_backbone(args.backbone, args.backbone_weights)
+        backbone = registry.load_backbone(args.backbone or registry.DEFAULT, args.backbone_weights)
     head = heads.ReCAMHead(17, "minmax", backbone.channels)
     model = heads.Classifier(backbone, head).to(args.device).eval()
     return model, backbone.backbone_id
@@ -135,7 +135,7 @@ def bench_layout(args):
     """VGG16's convolutions on one batch laid out NCHW and channels-last (what vgg.channels_last
     gives the backbone on the CPU and CUDA): images per second of each, and how far apart they
     are."""
-    if args.backbone != "vgg16":
+    if (args.backbone or registry.DEFAULT) != "vgg16":
         raise core.UserError(f"--only layout times VGG16's own layers, not {args.backbone}: "
                              "drop --backbone")
     model, backbone_id = build_model(args)
@@ -187,10 +187,7 @@ def get_args_parser():
                         help="benchmarks to run (costs: plain vs aggregated vs Score-CAM; "
                         "layout: the backbone NCHW vs channels-last; devices: the CPU vs "
                         "--device)")
-    parser.add_argument("--backbone", default=registry.DEFAULT, metavar="NAME",
-                        help="the backbone (flowercam/backbones/registry.py; layout: vgg16 only)")
-    parser.add_argument("--backbone-weights", default=None,
-                        help="its state dict (vgg16: else env BACKBONE_WEIGHTS, else torchvision)")
+    flags.add_backbone(parser)  # as main.py's; --only layout times vgg16 only
     parser.add_argument("--random-backbone", action="store_true",
                         help="random-init backbone (timing only, no weights file needed)")
     parser.add_argument("--images-dir", default=None,

@@ -61,7 +61,8 @@ def test_a_zero_default_is_still_said(capsys):
     assert "resamples (default: 0)" in flat(capsys.readouterr().out)
 
 
-@pytest.mark.parametrize("name", ("benchmarks.cuts", "benchmarks.training", "benchmarks.scaling"))
+@pytest.mark.parametrize("name", ("benchmarks.cuts", "benchmarks.training", "benchmarks.scaling",
+                                  "benchmarks.cams"))
 def test_the_benchmarks_take_main_pys_backbone_flag(name):
     """Issue 38: the benchmarks load through the registry, --backbone as main.py says it (same
     help, default None = vgg16) and --backbone-weights a state dict file."""
