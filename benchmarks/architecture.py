@@ -26,6 +26,11 @@ def first_line(path):
     return " ".join(doc.strip().split("\n\n")[0].split())
 
 
+def is_command(path):
+    """True for a script that runs as a command (python -m ...): it has the __main__ guard."""
+    return 'if __name__ == "__main__":' in Path(path).read_text()
+
+
 def contracts_of(text):
     """[{"name", "containers", "layers", "comments"}] of pyproject.toml's
     [[tool.importlinter.contracts]] blocks (read as text: the comments are the sentences, and
@@ -77,8 +82,10 @@ def page(pyproject=REPO / "pyproject.toml"):
              "modules joined by | are siblings that never import each other.", "",
              "## The commands", ""]
     lines += [f"- `{c}.py`: {first_line(REPO / f'{c}.py')}" for c in COMMANDS]
-    lines += [f"- `python -m benchmarks.{p.stem}`: {first_line(p)}"
-              for p in sorted((REPO / "benchmarks").glob("*.py")) if p.stem != "__init__"]
+    for p in sorted((REPO / "benchmarks").glob("*.py")):
+        if p.stem != "__init__":  # without the __main__ guard: a module the commands import
+            name = f"python -m benchmarks.{p.stem}" if is_command(p) else f"benchmarks/{p.name}"
+            lines.append(f"- `{name}`: {first_line(p)}")
     for contract in contracts:
         lines += ["", f"## {contract['name']}", ""]
         lines += [line for line in contract["comments"] if line] + [""]

@@ -5,16 +5,29 @@ output/reference/ (their cam_metrics.json), never copied by hand.
     python -m benchmarks.results --check    # exit 1 when a table differs from its JSON
 
 A generated table sits between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in a page;
-TABLES says which run and which figures each NAME shows. tests/test_docs.py fails when a table in
-a page differs from what this writes from the JSON.
+TABLES says which run and which figures each NAME shows, benchmarks/tables.py writes them as
+markdown. tests/test_docs.py fails when a table in a page differs from what this writes from the
+JSON.
 """
 
 import json
 import sys
 from pathlib import Path
 
+from benchmarks.tables import (
+    BACKBONES,
+    accuracy_table,
+    class_table,
+    costs_table,
+    paired_table,
+    peak_rule,
+    sanity_table,
+    side_by_side,
+    table,
+    throughput_table,
+    verdict,
+)
 from flowercam.core import ArgumentParser, atomic_write, run_main
-from flowercam.report import html
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = (REPO / "docs" / "results.md", REPO / "README.md")
@@ -54,108 +67,17 @@ TABLES = {"headline": ("headline_valid", HEADLINE),
           "faithfulness_valid": ("faithfulness_valid", FAITHFULNESS[:1] + (
               (("increase_in_confidence",), "IC %", "{:.1f}", False),) + FAITHFULNESS[1:])}
 
-
-def peak_rule(summary):
-    """True for a run measured before the published pointing game (issue 40): its rows have no
-    pointing_game_peak, and their pointing_game is the former rule (the peak's pixel on the
-    foreground, ignored pixels hits, ties split), which today's runs keep as pointing_game_peak."""
-    rows = [r for g in ("methods", "baselines") for r in summary.get(g, {}).values()]
-    return bool(rows) and not any("pointing_game_peak" in r.get("overall", {}) for r in rows)
-
-
-def table(summary, columns):
-    """Markdown lines: one row per map (methods, then baselines), value [95% interval],
-    † = does not beat the center baseline (paired)."""
-    rename = {"pointing %": "pointing (peak rule) %"} if peak_rule(summary) else {}
-    head = ["map", "images"] + [f"{rename.get(h, h)} {'↓' if lower else '↑'}"
-                                for _, h, _, lower in columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for group, suffix in (("methods", ""), ("baselines", " (baseline)")):
-        for name, row in summary.get(group, {}).items():
-            figures = [html.figure_at(row["overall"], path) for path, *_ in columns]
-            n = max((f.get("n", 0) for f in figures if f), default=0)
-            cells = []
-            for f, (path, _, fmt, lower) in zip(figures, columns, strict=True):
-                c = html.cell(f, fmt, html.paired_mark(summary, name, path, lower))
-                cells.append(c["text"] + (f" {c['mark']}" if c["mark"] else ""))
-            lines.append("| " + " | ".join([name + suffix, str(n), *cells]) + " |")
-    return lines
-
-
 # NAME: (the run folder, its columns, the row whose paired differences it lists)
 PAIRED = {"segment_test_paired": ("segment_test", PSEUDO[:3], "segmenter")}
-
-
-def paired_table(summary, columns, row):
-    """Markdown lines: each paired difference A - B whose A is `row` or `row`+REFINER, value
-    [95% interval]; * = the interval excludes 0."""
-    head = ["A - B", "images"] + [f"{h} (A - B)" for _, h, _, _ in columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, pair in summary.get("paired", {}).items():
-        if pair["a"] != row and not pair["a"].startswith(f"{row}+"):
-            continue
-        cells, n = [], 0
-        for path, *_ in columns:
-            f = html.figure_at(pair["difference"], path) or {}
-            n = max(n, f.get("n", 0) or 0)
-            lo, hi = f.get("ci95") or (None, None)
-            sure = lo is not None and hi is not None and (lo > 0 or hi < 0)
-            cells.append(html.cell({k: v for k, v in f.items() if k != "tau"}, "{:+.1f}")["text"]
-                         + (" *" if sure else ""))
-        lines.append("| " + " | ".join([name, str(n), *cells]) + " |")
-    return lines
-
 
 # NAME: (the run folder, one figure, the rows shown per class)
 PER_CLASS = {"segment_test_classes": ("segment_test", PSEUDO[0], (
     "LayerCAM+crf", "few-shot-1", "few-shot-5", "segmenter", "segmenter+crf"))}
 
-
-def class_table(summary, column, rows):
-    """Markdown lines: one line per class, one column per row (its figure [95% interval])."""
-    path, header, fmt, _ = column
-    found = {r: g[r] for g in (summary.get("methods", {}), summary.get("baselines", {}))
-             for r in rows if r in g}
-    lines = ["| class | " + " | ".join(f"{r} {header}" for r in found) + " |",
-             "|---|" + "---|" * len(found)]
-    classes = next(iter(found.values()), {}).get("per_class", {})
-    for name in classes:
-        cells = [html.cell({k: v for k, v in (html.figure_at(found[r]["per_class"].get(name),
-                                                                path) or {}).items()
-                            if k != "tau"}, fmt)["text"] for r in found]
-        lines.append("| " + " | ".join([name, *cells]) + " |")
-    return lines
-
-
 # NAME: the benchmark JSON (python -m benchmarks.cams --only costs) under output/reference
 COSTS = {"cuda_costs": "cuda/costs_cuda.json"}
 
-
-def costs_table(path):
-    """Seconds per image of every map method (plain, and aggregated over 4 scales x flip where
-    measured) from a benchmarks.cams costs JSON."""
-    data = json.loads(Path(path).read_text())
-    lines = ["| method | s / image | aggregated s / image |", "|---|---|---|"]
-    for row in data["results"]["costs"]:
-        agg = row.get("aggregate_s_per_image")
-        lines.append(f"| {row['method']} | {row['plain_s_per_image']:.4f} | "
-                     + ("-" if agg is None else f"{agg:.4f}") + " |")
-    return lines + [""]
-
-
-def verdict(summary, columns):
-    """One line: per method the figures on which it beats center (paired), and those on none."""
-    beats = {m: [h.split(" %")[0] for path, h, _, lower in columns
-                 if not html.paired_mark(summary, m, path, lower)]
-             for m in summary.get("methods", {})}
-    some = [f"{m} on {', '.join(hs)}" for m, hs in beats.items() if hs]
-    none = [m for m, hs in beats.items() if not hs]
-    return ("*Beats the center baseline: " + ("; ".join(some) or "no map")
-            + (f"; on no figure: {', '.join(none)}" if none else "") + ".*")
-
-
 # issue 38's side by side: the same commands for each backbone, kept under backbones/
-BACKBONES = {"vgg16": "VGG16", "efficientnet_lite0": "EfficientNet-Lite0"}
 SIDE_BY_SIDE = {"backbones_valid": ("valid", LOCALIZATION),
                 "backbones_test": ("test", validated(LOCALIZATION)),
                 "backbones_pseudo_valid": ("pseudo_valid", (
@@ -166,107 +88,6 @@ SIDE_BY_SIDE = {"backbones_valid": ("valid", LOCALIZATION),
 BACKBONE_TABLES = (*SIDE_BY_SIDE, *(f"{t}_center" for t in SIDE_BY_SIDE),
                    "backbones_valid_layercam", "backbones_test_layercam",
                    "backbones_throughput", "backbones_accuracy", "backbones_sanity")
-
-
-def side_by_side(runs, columns, a=None):
-    """Markdown lines, one row per map and backbone. a None: each map's figure [95% interval]
-    with † (not shown to beat center); a = "center": each map's paired difference with center;
-    a = a map: its paired differences with the other maps (center's are a's center row). A
-    difference is [95% interval], * = the interval excludes 0."""
-    if a is None:
-        rows = list(dict.fromkeys(m for s in runs.values() for g in ("methods", "baselines")
-                                  for m in s.get(g, {})))
-    elif a == "center":
-        rows = list(dict.fromkeys(p.split(" - ")[0] for s in runs.values()
-                                  for p, v in s.get("paired", {}).items() if v["b"] == "center"))
-    else:
-        rows = list(dict.fromkeys(p for s in runs.values() for p, v in s.get("paired", {}).items()
-                                  if v["a"] == a and v["b"] != "center"))
-    against = "" if a is None else " - center" if a == "center" else " (A - B)"
-    head = ["map" if a in (None, "center") else "A - B", "backbone", "images"] + [
-        f"{h[:-2] + against if against else h} {'↓' if lower else '↑'}"
-        for _, h, _, lower in columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name in rows:
-        for key, summary in runs.items():
-            if a is None:
-                found = (summary.get("methods", {}).get(name)
-                         or summary.get("baselines", {}).get(name) or {}).get("overall")
-            else:
-                pair = f"{name} - center" if a == "center" else name
-                found = summary.get("paired", {}).get(pair, {}).get("difference")
-            if found is None:
-                continue
-            figures = [html.figure_at(found, path) for path, *_ in columns]
-            n = max((f.get("n", 0) or 0 for f in figures if f), default=0)
-            cells = []
-            for f, (path, _, fmt, lower) in zip(figures, columns, strict=True):
-                if a is None:
-                    c = html.cell(f, fmt, html.paired_mark(summary, name, path, lower))
-                    cells.append(c["text"] + (f" {c['mark']}" if c["mark"] else ""))
-                else:
-                    sure = html.beats(f, lower) or html.beats(f, not lower)
-                    cells.append(html.cell({k: v for k, v in (f or {}).items() if k != "tau"},
-                                           "{:+.1f}")["text"] + (" *" if sure else ""))
-            lines.append("| " + " | ".join([name, BACKBONES[key], str(n), *cells]) + " |")
-    return lines
-
-
-def wilson(k, n):
-    """The 95% Wilson score interval of k successes in n, in %."""
-    z, p = 1.959964, k / n
-    mid, half = p + z * z / (2 * n), z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
-    return [100 * (mid - half) / (1 + z * z / n), 100 * (mid + half) / (1 + z * z / n)]
-
-
-def accuracy_table(evals):
-    """Markdown lines: each backbone's best epoch of its eval.json (best_checkpoint: the lowest
-    validation loss among the epochs that do not overfit, runs.best_checkpoint)."""
-    lines = ["| backbone | best epoch (of saved) | valid loss | top-1 % | top-3 % | top-5 % |",
-             "|---|---|---|---|---|---|"]
-    for key, ev in evals.items():
-        best = next(r for r in ev["epochs"] if r["checkpoint"] == ev["best_checkpoint"])
-        n = ev["images"]
-        cells = [html.cell({"value": best[t], "ci95": wilson(round(best[t] * n / 100), n)})["text"]
-                 for t in ("top1", "top3", "top5")]
-        lines.append(f"| {BACKBONES[key]} | {best['epoch']} (of {len(ev['epochs'])}) | "
-                     f"{best['loss']:.3f} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def throughput_table(data):
-    lines = ["| backbone | cache rows (C x h x w) | cache build img/s | bare forward img/s |",
-             "|---|---|---|---|"]
-    for key, row in data["results"].items():
-        lines.append(f"| {BACKBONES.get(key, key)} | {' x '.join(map(str, row['row_shape']))} | "
-                     f"{row['build_img_per_s']:.2f} | {row['bare_img_per_s']:.2f} |")
-    return lines
-
-
-def sanity_table(runs):
-    """Markdown lines: per map and backbone, the mean Spearman correlation with the trained
-    model's maps, of the maps and of their absolute values [95% interval], at the full cascade
-    (with the share of images whose randomised map is constant) and after data randomisation,
-    and whether each check is passed (sanity.json's verdicts)."""
-    lines = ["| map | backbone | images | full cascade: Spearman | of abs | constant maps % | "
-             "passes | permuted labels: Spearman | of abs | passes | both |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    names = list(dict.fromkeys(m for s in runs.values() for m in s["methods"]))
-    for name in names:
-        for key, s in runs.items():
-            if name not in s["methods"]:
-                continue
-            verdict, sims, cells = s["verdicts"][name], s["similarities"][name], []
-            for state in s["deciding_states"]:  # the full cascade, then data
-                cells += [html.cell(sims[state][k], "{:.2f}")["text"]
-                          for k in ("spearman", "spearman_abs")]
-                if state != "data":  # a cascade that passes by losing the map says so
-                    cells.append(html.cell(sims[state].get("constant"), "{:.0f}")["text"])
-                cells.append("yes" if verdict[state] else "**no**")
-            cells.append("yes" if verdict["passes"] else "**no**")
-            lines.append("| " + " | ".join([name, BACKBONES[key], str(len(s["ids"])), *cells])
-                         + " |")
-    return lines
 
 
 def backbone_tables(name, reference):

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from training_data import REPO
 
-from benchmarks import architecture, results
+from benchmarks import architecture, results, tables
 
 
 @pytest.mark.parametrize("page", results.PAGES, ids=lambda p: p.name)
@@ -49,18 +49,18 @@ def test_the_architecture_page_is_the_contracts_reading():
 
 def test_a_run_before_the_published_pointing_game_says_its_rule():
     summary = json.loads((REPO / "output/reference/headline_valid/cam_metrics.json").read_text())
-    old = results.table(summary, results.HEADLINE)[0]
+    old = tables.table(summary, results.HEADLINE)[0]
     for group in ("methods", "baselines"):
         for row in summary[group].values():
             row["overall"]["pointing_game_peak"] = row["overall"]["pointing_game"]
-    new = results.table(summary, results.HEADLINE)[0]
+    new = tables.table(summary, results.HEADLINE)[0]
     assert "pointing (peak rule) %" in old and "peak rule" not in new and "pointing %" in new
 
 
 def test_wilson_intervals_are_the_published_ones():
     """Wilson (1927) score intervals, 95%: 0 of 10 -> [0, 27.8], 5 of 10 -> [23.7, 76.3]."""
-    assert results.wilson(0, 10) == pytest.approx([0.0, 27.75], abs=0.01)
-    assert results.wilson(5, 10) == pytest.approx([23.66, 76.34], abs=0.01)
+    assert tables.wilson(0, 10) == pytest.approx([0.0, 27.75], abs=0.01)
+    assert tables.wilson(5, 10) == pytest.approx([23.66, 76.34], abs=0.01)
 
 
 def test_the_side_by_side_tables_read_each_backbone_and_its_verdicts(tmp_path):
@@ -70,7 +70,7 @@ def test_the_side_by_side_tables_read_each_backbone_and_its_verdicts(tmp_path):
                               " -->", tmp_path)
     assert "Not kept yet" in made and "output/reference/backbones/" in made
     source = json.loads((REPO / "output/reference/headline_valid/cam_metrics.json").read_text())
-    for key in results.BACKBONES:
+    for key in tables.BACKBONES:
         (tmp_path / "backbones" / f"{key}_valid").mkdir(parents=True)
         (tmp_path / "backbones" / f"{key}_valid" / "cam_metrics.json").write_text(
             json.dumps(source))
@@ -98,6 +98,6 @@ def test_the_sanity_table_says_each_verdict():
                               "constant": {"value": 2.0, "ci95": [0, 6.0]}},
                "data": {"spearman": {"value": -0.3, "ci95": [-0.4, -0.2]},
                         "spearman_abs": {"value": 0.5, "ci95": [0.45, 0.55]}}}}}
-    lines = results.sanity_table({"vgg16": run})
+    lines = tables.sanity_table({"vgg16": run})
     assert lines[-1] == ("| CAM | VGG16 | 2 | 0.10 [0.00, 0.20] | 0.30 [0.20, 0.40] | 2 [0, 6] | "
                          "yes | -0.30 [-0.40, -0.20] | 0.50 [0.45, 0.55] | **no** | **no** |")
