@@ -269,8 +269,8 @@ def add_baseline_args(add):
              "with center")
     add("--refine", nargs="+", choices=list(refiners.REFINERS),
         help="also score every map refined from its image (rows METHOD+REFINER): dense CRF "
-             "(IRN's settings), SLIC superpixel means; "
-             "none = the plain map; default: none")
+             "(IRN's settings; crf-mean: undecided at each map's mean, for any backbone), SLIC "
+             "superpixel means; none = the plain map; default: none")
     add("--refine-workers", type=flags.non_negative_int,
         help="worker processes for the refinements (0 = this process)")
 

@@ -27,7 +27,8 @@ from flowercam.train import runs
 
 REFINE_HELP = ("refine the map from the image before --pseudo-masks-dir thresholds it at "
                "--mask-threshold; the strip and --compare maps outline it in cyan: dense CRF "
-               "(IRN's settings), SLIC superpixel means")
+               "(IRN's settings; crf-mean: undecided at each map's mean, for any backbone), SLIC "
+               "superpixel means")
 
 
 def get_args_parser():

@@ -10,6 +10,12 @@ is IRN's label unary made soft: P(fg) = (1 - g) + (2g - 1) * map, so a map of 1 
 label's gt_prob g = 0.7 (0.3), as pydensecrf.utils.unary_from_labels does for a hard label; the
 output is the foreground marginal Q [H,W] in [0,1], thresholded like any map. Pixel settings
 are IRN's unchanged (their images are ~500 px, ours the input size).
+
+That unary is undecided where the map is 0.5, so it assumes maps that are above 0.5 on most of the
+object. VGG16's LayerCAM maps are (their best threshold is 0.46); EfficientNet-Lite0's are not
+(0.24), and the CRF makes them all background or all foreground (docs/refinement.md).
+`dense_crf_at_mean` ("crf-mean") first moves each map's own mean to 0.5, so the undecided point no
+longer depends on how a backbone's maps are scaled.
 """
 
 import dataclasses
@@ -63,3 +69,18 @@ def dense_crf(image, fg_map, settings: CRFSettings = IRN):
                            rgbim=image, compat=settings.bilateral_compat)
     q = np.asarray(d.inference(settings.iterations), np.float32).reshape(2, h, w)
     return q[1]
+
+
+def centred_at(fg_map, t):
+    """[H,W] map in [0,1] -> the same map with t moved to 0.5, piecewise linear: m/t * 0.5 below t,
+    0.5 + 0.5 (m - t)/(1 - t) above; 0 and 1 stay (t is kept inside [0.001, 0.999])."""
+    m = np.clip(np.asarray(fg_map, np.float64), 0.0, 1.0)
+    t = float(np.clip(t, 1e-3, 1.0 - 1e-3))
+    return np.where(m < t, 0.5 * m / t, 0.5 + 0.5 * (m - t) / (1.0 - t))
+
+
+def dense_crf_at_mean(image, fg_map, settings: CRFSettings = IRN):
+    """dense_crf of the map with its own mean as the undecided point (centred_at(map, mean)):
+    pixels above the image's average map value lean to the object, whatever the map's scale."""
+    m = np.asarray(fg_map, np.float64)
+    return dense_crf(image, centred_at(m, m.mean()).astype(np.float32), settings)

@@ -23,7 +23,9 @@ def _identity(image, fg_map):
 
 # name -> f(image [H,W,3] uint8, map [H,W] in [0,1]) -> map [H,W] in [0,1]
 # (no random walk: a colour walk from the map's seeds floods the image, docs/refinement.md)
-REFINERS = {"none": _identity, "crf": crf.dense_crf, "superpixels": regions.superpixels}
+# crf-mean: the CRF with each map's mean as its undecided point (any backbone's maps)
+REFINERS = {"none": _identity, "crf": crf.dense_crf, "crf-mean": crf.dense_crf_at_mean,
+            "superpixels": regions.superpixels}
 SEPARATOR = "+"
 
 
