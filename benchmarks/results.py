@@ -80,13 +80,17 @@ COSTS = {"cuda_costs": "cuda/costs_cuda.json"}
 # issue 38's side by side: the same commands for each backbone, kept under backbones/
 SIDE_BY_SIDE = {"backbones_valid": ("valid", LOCALIZATION),
                 "backbones_test": ("test", validated(LOCALIZATION)),
-                "backbones_pseudo_valid": ("pseudo_valid", (
+                "backbones_pseudo_valid": ("refine_valid", (
                     (("pseudo_masks", "oracle_tau", "fg_iou"), "fg IoU %", "{:.1f}", False),
                     (("pseudo_masks", "oracle_tau", "miou"), "mIoU %", "{:.1f}", False))),
-                "backbones_pseudo_test": ("pseudo_test", PSEUDO[:2])}
-# NAME_center: the paired differences with center; NAME_layercam: LayerCAM's with the others
+                "backbones_pseudo_test": ("refine_test", PSEUDO[:2])}
+# NAME_center: the paired differences with center; NAME_layercam: LayerCAM's with the others;
+# NAME_crfmean: LayerCAM refined by crf-mean and by crf against the other refined rows
+PAIRED_ROWS = {"center": "center", "layercam": "LayerCAM",
+               "crfmean": ("LayerCAM+crf-mean", "LayerCAM+crf")}
 BACKBONE_TABLES = (*SIDE_BY_SIDE, *(f"{t}_center" for t in SIDE_BY_SIDE),
                    "backbones_valid_layercam", "backbones_test_layercam",
+                   "backbones_pseudo_valid_crfmean", "backbones_pseudo_test_crfmean",
                    "backbones_throughput", "backbones_accuracy", "backbones_sanity")
 
 
@@ -123,7 +127,7 @@ def backbone_tables(name, reference):
             "", f"*From `{source}<backbone>_sanity/sanity.json` by `python -m benchmarks.results`; "
             f"verdict rule: {next(iter(runs.values()))['verdict_rule']}.*"]
     base, _, suffix = name.rpartition("_")
-    a = {"center": "center", "layercam": "LayerCAM"}.get(suffix)
+    a = PAIRED_ROWS.get(suffix)
     run, columns = SIDE_BY_SIDE[base if a else name]
     paths = {k: folder / f"{k}_{run}" / "cam_metrics.json" for k in BACKBONES}
     if not all(p.is_file() for p in paths.values()):

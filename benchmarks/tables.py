@@ -101,8 +101,8 @@ def verdict(summary, columns):
 def side_by_side(runs, columns, a=None):
     """Markdown lines, one row per map and backbone. a None: each map's figure [95% interval]
     with † (not shown to beat center); a = "center": each map's paired difference with center;
-    a = a map: its paired differences with the other maps (center's are a's center row). A
-    difference is [95% interval], * = the interval excludes 0."""
+    a = a map (or a tuple of maps): its paired differences with the other maps (center's are
+    a's center row). A difference is [95% interval], * = the interval excludes 0."""
     if a is None:
         rows = list(dict.fromkeys(m for s in runs.values() for g in ("methods", "baselines")
                                   for m in s.get(g, {})))
@@ -111,7 +111,8 @@ def side_by_side(runs, columns, a=None):
                                   for p, v in s.get("paired", {}).items() if v["b"] == "center"))
     else:
         rows = list(dict.fromkeys(p for s in runs.values() for p, v in s.get("paired", {}).items()
-                                  if v["a"] == a and v["b"] != "center"))
+                                  if v["a"] in (a if isinstance(a, tuple) else (a,))
+                                  and v["b"] != "center"))
     against = "" if a is None else " - center" if a == "center" else " (A - B)"
     head = ["map" if a in (None, "center") else "A - B", "backbone", "images"] + [
         f"{h[:-2] + against if against else h} {'↓' if lower else '↑'}"
