@@ -98,7 +98,7 @@ def test_crf_mean_moves_the_maps_mean_to_the_undecided_point():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_crf_mean_keeps_an_object_that_crf_loses(seed):
     """A min-max normalised map that is right about the object but above 0.5 on only about half
-    of it (EfficientNet-Lite0's LayerCAM maps: 41% of the flower's pixels, docs/refinement.md):
+    of it (as EfficientNet-Lite0's LayerCAM maps are, docs/refinement.md):
     crf's unary, undecided at 0.5, lets the pairwise terms call it all background; crf-mean,
     undecided at the map's mean, keeps the object whole."""
     rng = np.random.default_rng(seed)
