@@ -143,6 +143,30 @@ def test_tau_from_a_valid_run_gives_the_validated_figures_of_a_measured_tau_set(
     assert f"of valid (the oracle tau of {path})" in table
 
 
+def test_tau_from_a_pseudo_mask_run_gives_the_validated_pseudo_masks_of_a_measured_tau_set(
+        synthetic_run, tmp_path):
+    """A valid run of pseudo-mask figures only (no localization figures) stands for the tau set
+    of a pseudo-mask test run: the same validated figures as measuring the valid maps again. A
+    test run that wants localization figures is refused (the file has no box taus)."""
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_run["data"], data)
+    flowers17_masks(data / "masks", [f"image_{i:04d}" for i in range(1, 12)])
+    pseudo = ("--figures", "pseudo-masks", "--refine", "none", "crf")
+    valid = _masked_run(synthetic_run, data, tmp_path / "valid", "valid", *pseudo)
+    assert "oracle_tau" not in valid["methods"]["CAM"]["overall"]
+    measured = _masked_run(synthetic_run, data, tmp_path / "measured", "test", *pseudo)
+    path = str(tmp_path / "valid" / "cam_metrics.json")
+    read = _masked_run(synthetic_run, data, tmp_path / "read", "test", *pseudo, "--tau-from", path)
+    for kind in ("methods", "baselines"):
+        for name, row in read[kind].items():
+            figures = row["overall"]["pseudo_masks"]["validated_tau"]
+            assert figures == measured[kind][name]["overall"]["pseudo_masks"]["validated_tau"]
+            assert figures["fg_iou"]["tau"] == valid[kind][name]["overall"]["pseudo_masks"][
+                "oracle_tau"]["fg_iou"]["tau"]
+    with pytest.raises(UserError, match="no localization figures of CAM"):
+        _masked_run(synthetic_run, data, tmp_path / "out", "test", "--tau-from", path)
+
+
 def test_tau_from_a_file_that_cannot_stand_for_the_tau_set_is_refused_before_the_work(
         synthetic_run, tmp_path):
     data = tmp_path / "data"

@@ -9,7 +9,8 @@ A run's oracle tau of a row (IoU, MaxBoxAcc, MaxBoxAccV2 per delta) is what runn
 choose on that run's images (localization.choose_taus): the same index on the same grid. The file is
 used only when it can stand for the tau set: same checkpoint and data split, another subset, all of
 its images measured (no --limit), the maps made the same way (target, scales, flip, layers), the
-masks read the same way, and every row measured there with localization figures.
+masks read the same way, and every row measured there with localization figures, or, for a run
+of pseudo-mask figures only, with pseudo-mask figures (their oracle tau is the IoU's: pseudo.py).
 """
 
 import json
@@ -95,10 +96,16 @@ def _index(path, row, tau):
     return k
 
 
-def _row_taus(path, run, row):
-    """(k_iou, k_acc, k_v2) of one row, from its oracle tau in the file."""
+def _row_taus(path, run, row, boxes):
+    """(k_iou, k_acc, k_v2) of one row, from its oracle tau in the file; boxes False (this run
+    has no localization figures): (k_iou, None, None), read from the pseudo-mask figures of a run
+    without localization ones (the same tau, chosen on the same per-image foreground IoU)."""
     found = {**_mapping(run.get("methods")), **_mapping(run.get("baselines"))}.get(row)
-    oracle = _mapping(_mapping(found).get("overall")).get("oracle_tau")
+    overall = _mapping(_mapping(found).get("overall"))
+    oracle = overall.get("oracle_tau")
+    pseudo = _mapping(_mapping(overall.get("pseudo_masks")).get("oracle_tau")).get("fg_iou")
+    if not boxes and not isinstance(oracle, dict) and isinstance(pseudo, dict):
+        return _index(path, row, pseudo.get("tau")), None, None
     if not isinstance(oracle, dict) or "miou" not in oracle:
         raise UserError(f"{path} has no localization figures of {row}: measure it there too")
     try:
@@ -139,5 +146,6 @@ def read_tau_set(cfg, rows, checkpoint, masks):
     if not (is_int(count) and count >= 1):
         raise UserError(f"{path}: localization.images_with_mask must be a positive count, got "
                         f"{count!r}: measure that run again")
+    boxes = "localization" in cfg.families
     return TauSet(run["subset"], count,
-                  {row: _row_taus(path, run, row) for row in rows}, source=str(path))
+                  {row: _row_taus(path, run, row, boxes) for row in rows}, source=str(path))
