@@ -64,11 +64,16 @@ TABLES = {"headline": ("headline_valid", HEADLINE),
           "sscam_test": ("sscam_test", validated(LOCALIZATION) + FAITHFULNESS),
           "iscam_valid": ("iscam_valid", LOCALIZATION + FAITHFULNESS),
           "segment_test": ("segment_test", PSEUDO),
+          "segment_lite0_crfmean": ("backbones/efficientnet_lite0_segment_crf-mean_test",
+                                    PSEUDO[:3]),
+          "segment_lite0_crf": ("backbones/efficientnet_lite0_segment_crf_test", PSEUDO[:3]),
           "faithfulness_valid": ("faithfulness_valid", FAITHFULNESS[:1] + (
               (("increase_in_confidence",), "IC %", "{:.1f}", False),) + FAITHFULNESS[1:])}
 
 # NAME: (the run folder, its columns, the row whose paired differences it lists)
-PAIRED = {"segment_test_paired": ("segment_test", PSEUDO[:3], "segmenter")}
+PAIRED = {"segment_test_paired": ("segment_test", PSEUDO[:3], "segmenter"),
+          "segment_lite0_crfmean_paired": ("backbones/efficientnet_lite0_segment_crf-mean_test",
+                                           PSEUDO[:3], "segmenter")}
 
 # NAME: (the run folder, one figure, the rows shown per class)
 PER_CLASS = {"segment_test_classes": ("segment_test", PSEUDO[0], (
