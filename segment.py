@@ -47,9 +47,11 @@ def get_args_parser():
     parser.add_argument("--method", default=segmenter.DEFAULT.method,
                         choices=list(methods.METHODS),
                         help="the map method whose class maps are the seeds")
-    parser.add_argument("--refine", default=segmenter.DEFAULT.refiner,
+    parser.add_argument("--refine", default=None,
                         choices=[r for r in refiners.REFINERS if r != "none"],
-                        help="how the maps are refined from the image before labelling")
+                        help="how the maps are refined from the image before labelling; "
+                             "default: crf on vgg16, crf-mean on any other backbone (IRN's crf "
+                             "expects maps above 0.5 on the object: docs/refinement.md)")
     parser.add_argument("--rounds", default=segmenter.DEFAULT.rounds, type=flags.non_negative_int,
                         help="self-training rounds after the fit on the seeds (0: none)")
     parser.add_argument("--fg-threshold", default=labels.DEFAULT.fg_threshold,
@@ -94,17 +96,17 @@ def main(args):
     if Path(args.output).is_dir():
         raise UserError(f"--output {args.output} is a folder: give a .pth file path")
     core.check_writable_dir(Path(args.output).parent or Path("."), "--output's folder")
-    settings = segmenter.SegmenterSettings(
-        pixels.PixelSettings(pixels_per_image=args.pixels_per_image, seed=args.seed),
-        labels.LabelSettings(args.fg_threshold, args.bg_threshold,
-                             args.bg_refined_threshold or None, args.sampling),
-        args.method, args.refine,
-        args.rounds, args.batch_size)
-    settings.check()
     split, weights = records.run_defaults(args.checkpoint, args.split, args.backbone_weights)
     # the checkpoint's own backbone: its pixel_stages are the features (segment/pixels.py)
     model, head_settings = registry.load_model(args.checkpoint, weights, args.device)
     backbone = model.backbone
+    settings = segmenter.SegmenterSettings(
+        pixels.PixelSettings(pixels_per_image=args.pixels_per_image, seed=args.seed),
+        labels.LabelSettings(args.fg_threshold, args.bg_threshold,
+                             args.bg_refined_threshold or None, args.sampling),
+        args.method, args.refine or segmenter.default_refiner(registry.name_of(head_settings)),
+        args.rounds, args.batch_size)
+    settings.check()
     evaluation.check_data(head_settings, args.data_dir, model.backbone)
     methods.check_method(args.method, head_settings.model_type)
     items = training_items(args.data_dir, split, args.limit, args.seed)

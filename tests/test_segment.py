@@ -212,6 +212,7 @@ def test_seeds_cache_is_reused_and_keyed(masked, tmp_path, monkeypatch, capsys):
 def test_checkpoint_round_trip(trained, masked):
     pm, settings = segmenter.load(trained)
     assert settings["backbone_name"] == "vgg16" and settings["rounds"] == 1
+    assert settings["refiner"] == "crf"  # no --refine: IRN's CRF on vgg16
     assert settings["backbone"] == vgg.load_backbone(masked["weights"]).backbone_id
     assert settings["cam_checkpoint"] == str(masked["ckpt"]) and len(settings["round_seconds"]) == 2
     assert pm.images and all(i.endswith("_0") for i in pm.images)

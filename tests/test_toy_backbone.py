@@ -125,7 +125,8 @@ def test_the_few_shot_rows_and_the_segmenter_read_the_toys_pixel_stages(toy, tmp
                                                                         monkeypatch):
     """pixel_stages = conv2 alone (16 channels; not VGG16's stage3..5, which the toy lacks): the
     few-shot classifier and segment.py's segmenter read it; the segmenter's checkpoint records
-    the toy and conv2, inference.py draws with it, and a VGG16 model refuses it in one line."""
+    the toy and conv2 (and crf-mean, the seeds' refiner by default on a backbone other than
+    vgg16), inference.py draws with it, and a VGG16 model refuses it in one line."""
     monkeypatch.setattr(Toy, "pixel_stages", ("conv2",))
     data = make_dataset(tmp_path / "data", per_class=4, copies=1, size=32)
     label = np.full((32, 32), 3, np.uint8)
@@ -154,6 +155,7 @@ def test_the_few_shot_rows_and_the_segmenter_read_the_toys_pixel_stages(toy, tmp
     assert code is None
     pm, settings = segmenter.load(seg)
     assert settings["backbone_name"] == "toy" and settings["classifier"]["layers"] == ["conv2"]
+    assert settings["refiner"] == "crf-mean"  # no --refine: crf-mean on any backbone but vgg16
     assert pm.settings.layers == ("conv2",) and pm.weight.shape == (16,)
     segmenter.check_backbone(settings, toy_backbone, seg)  # its own backbone: accepted
 
