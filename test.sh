@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The tests, in any new shell on a fresh clone: set up .venv (once), then ruff, the import
-# contracts and the whole test suite (about 980 tests, about 13 min on 2 quiet cores). The
+# contracts and the whole test suite (about 990 tests, about 12 min on 2 quiet cores). The
 # browser test needs Chromium: installed here when missing and this is root, else it is skipped.
 set -euo pipefail
 cd "$(dirname "$0")"
