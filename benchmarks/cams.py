@@ -62,10 +62,11 @@ def show(row):
 
 def build_model(args):
     torch.manual_seed(args.seed)
+    name = args.backbone or registry.DEFAULT
     if args.random_backbone:  # VGG16: as vgg16.VGG16() under the seed above
-        backbone = registry.load_backbone(args.backbone or registry.DEFAULT, seed=args.seed)
+        backbone = registry.load_backbone(name, seed=args.seed)
     else:
-        backbone = registry.load_backbone(args.backbone or registry.DEFAULT, args.backbone_weights)
+        backbone = registry.load_backbone(name, args.backbone_weights)
     head = heads.ReCAMHead(17, "minmax", backbone.channels)
     model = heads.Classifier(backbone, head).to(args.device).eval()
     return model, backbone.backbone_id

@@ -99,6 +99,15 @@ BACKBONE_TABLES = (*SIDE_BY_SIDE, *(f"{t}_center" for t in SIDE_BY_SIDE),
                    "backbones_throughput", "backbones_accuracy", "backbones_sanity")
 
 
+def _per_backbone(folder, relative):
+    """{backbone: its JSON at folder/relative.format(k)} for every backbone of the table; None
+    while one is not kept."""
+    paths = {k: folder / relative.format(k) for k in BACKBONES}
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    return {k: json.loads(p.read_text()) for k, p in paths.items()}
+
+
 def backbone_tables(name, reference):
     """The lines of a side-by-side table NAME (issue 38); None while a run is not kept."""
     folder = Path(reference) / "backbones"
@@ -114,30 +123,27 @@ def backbone_tables(name, reference):
             f"at 256 px, {data['torch_threads']} torch threads, {a['cache_batch']} per batch, "
             f"best of {a['repeats']} turns each) by `python -m benchmarks.results`.*"]
     if name == "backbones_accuracy":
-        paths = {k: folder / f"{k}_eval.json" for k in BACKBONES}
-        if not all(p.is_file() for p in paths.values()):
+        evals = _per_backbone(folder, "{}_eval.json")
+        if evals is None:
             return None
-        evals = {k: json.loads(p.read_text()) for k, p in paths.items()}
         n = {ev["images"] for ev in evals.values()}
         return accuracy_table(evals) + [
             "", f"*From `{source}<backbone>_eval.json` (`evaluate.py -d RUN`, "
             f"{'/'.join(map(str, n))} validation images; [95% Wilson interval]) by "
             "`python -m benchmarks.results`.*"]
     if name == "backbones_sanity":
-        paths = {k: folder / f"{k}_sanity" / "sanity.json" for k in BACKBONES}
-        if not all(p.is_file() for p in paths.values()):
+        runs = _per_backbone(folder, "{}_sanity/sanity.json")
+        if runs is None:
             return None
-        runs = {k: json.loads(p.read_text()) for k, p in paths.items()}
         return sanity_table(runs) + [
             "", f"*From `{source}<backbone>_sanity/sanity.json` by `python -m benchmarks.results`; "
             f"verdict rule: {next(iter(runs.values()))['verdict_rule']}.*"]
     base, _, suffix = name.rpartition("_")
     a = PAIRED_ROWS.get(suffix)
     run, columns = SIDE_BY_SIDE[base if a else name]
-    paths = {k: folder / f"{k}_{run}" / "cam_metrics.json" for k in BACKBONES}
-    if not all(p.is_file() for p in paths.values()):
+    runs = _per_backbone(folder, f"{{}}_{run}/cam_metrics.json")
+    if runs is None:
         return None
-    runs = {k: json.loads(p.read_text()) for k, p in paths.items()}
     what = ("[95% interval]; † = not shown to beat center" if a is None else
             f"Paired differences{' with center' if a == 'center' else ''} (same images, same "
             "resamples; * = the 95% interval excludes 0)")

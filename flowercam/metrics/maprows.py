@@ -123,10 +123,7 @@ def random_map(item_id, seed, h, w):
 def sobel_map(pixels):
     """pixels [3,H,W] in [0,1] (tensor or array) -> [H,W] float32 edge magnitude in [0,1]."""
     rgb = np.asarray(pixels, np.float64).transpose(1, 2, 0)
-    edges = sobel(rgb2gray(rgb))
-    span = edges.max() - edges.min()
-    edges = (edges - edges.min()) / span if span > 0 else np.zeros_like(edges)
-    return edges.astype(np.float32)  # a flat image has no edge: all zeros
+    return _minmax(sobel(rgb2gray(rgb))).astype(np.float32)  # a flat image: all zeros
 
 
 def baseline_maps(name, pixels, ids, seed=0):
